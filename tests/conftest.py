@@ -1,0 +1,60 @@
+"""Session-wide fixtures: the live local Slurm cluster the integration tests run against.
+
+The test cluster lives in its own state directory with its own ports, so it never disturbs a
+cluster started by `make run`. It is created fresh for each session and stopped at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_SCRIPT = REPO / "slurm_conf" / "cluster"
+TEST_CLUSTER_DIR = Path(os.environ.get("SLIPWAY_TEST_CLUSTER_DIR", REPO / "var" / "test-cluster"))
+TEST_PORT_BASE = int(os.environ.get("SLIPWAY_TEST_PORT_BASE", "16900"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveCluster:
+    dir: Path
+    env: dict[str, str]
+
+    @property
+    def slurm_conf(self) -> str:
+        return self.env["SLURM_CONF"]
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a Slurm client command against this cluster."""
+        return subprocess.run(argv, env={**os.environ, **self.env}, capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+
+def _cluster(*args: str) -> None:
+    subprocess.run([str(CLUSTER_SCRIPT), *args, "--dir", str(TEST_CLUSTER_DIR)], check=True,
+                   timeout=240)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> LiveCluster:
+    """Start a fresh cluster for this test session (about 12 s) and stop it afterwards."""
+    _cluster("destroy")
+    subprocess.run([str(CLUSTER_SCRIPT), "up", "--dir", str(TEST_CLUSTER_DIR), "--port-base",
+                    str(TEST_PORT_BASE)], check=True, timeout=240)
+    env = {"SLURM_CONF": str(TEST_CLUSTER_DIR / "etc" / "slurm.conf"),
+           "SLIPWAY_CLUSTER_DIR": str(TEST_CLUSTER_DIR)}
+    # Slurm clients in code under test read SLURM_CONF from the environment.
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield LiveCluster(dir=TEST_CLUSTER_DIR, env=env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _cluster("down")
