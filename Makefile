@@ -7,6 +7,8 @@ CLUSTER_DIR ?= var/cluster
 PORT_BASE ?= 16800
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Container images must be readable by the job users (not under /root).
+export SLIPWAY_IMAGE_CACHE ?= /var/tmp/slipway-images
 
 .PHONY: run test deps images cluster-up cluster-down cluster-status bench clean
 
