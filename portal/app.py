@@ -1,0 +1,147 @@
+"""``create_app`` — the ONE wiring point.
+
+Config → dirs/secrets → database (migrated) → Slurm backend → image catalog → the Flask app with:
+
+* ``/git/…``                      git_gateway's GitHttpApp (smart HTTP + LFS), via a dispatcher;
+* ``POST /internal/hooks``        pre/post-receive callbacks (``X-Slipway-Hook-Secret``) → jobs.launch;
+* ``POST /internal/jobs/<id>/events``  runner events (``Authorization: Bearer <job token>``);
+* ``/``                           a minimal page saying Slipway is up;
+* ``/healthz``                    JSON health.
+
+Tests pass a Config with temp dirs and ``backend=FakeBackend()``; ``start_reconciler=True`` (used
+by ``slipway serve``) also starts the reconciler thread.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from sqlalchemy import text
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from . import __version__
+from . import integrations as ig
+from .auth import make_authenticate
+from .config import Config, load_config
+from .jobs import launch, service
+from .services import Services, build_services, log
+
+internal = Blueprint("internal", __name__)
+pages = Blueprint("pages", __name__)
+
+
+def services() -> Services:
+    return current_app.extensions["slipway"]
+
+
+def _reply(ok: bool, messages: list[str], status: int = 200):
+    return jsonify({"ok": ok, "messages": messages}), status
+
+
+@internal.post("/internal/hooks")
+def hooks():
+    svc = services()
+    given = request.headers.get("X-Slipway-Hook-Secret", "")
+    if not given or not hmac.compare_digest(given, svc.config.hook_secret):
+        return _reply(False, ["slipway: hook secret mismatch; the repository's hooks are not "
+                              "Slipway's or the server was reconfigured"], 403)
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        return _reply(False, ["slipway: hook payload is not a JSON object"], 400)
+    phase = payload.get("phase")
+    try:
+        if phase == "pre-receive":
+            reply = launch.handle_pre_receive(svc, payload)
+        elif phase == "post-receive":
+            reply = launch.handle_post_receive(svc, payload)
+        else:
+            return _reply(False, [f"slipway: unknown hook phase {phase!r}"], 400)
+    except launch.HookError as exc:
+        return _reply(False, [f"slipway: {exc}"], 400)
+    except Exception:  # noqa: BLE001
+        log.exception("hook %s failed", phase)
+        return _reply(False, ["slipway: internal error in Slipway; the push was not accepted"
+                              if phase == "pre-receive" else "slipway: internal error in Slipway"], 500)
+    return jsonify(reply.to_json())
+
+
+@internal.post("/internal/jobs/<int:job_id>/events")
+def job_events(job_id: int):
+    svc = services()
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return jsonify({"ok": False, "error": "missing bearer token"}), 401
+    with svc.db.session() as s:
+        job = service.check_job_token(s, job_id, token.strip(), now=svc.now())
+    if job is None:
+        return jsonify({"ok": False, "error": "bad token for this job"}), 403
+    event = request.get_json(silent=True)
+    if not isinstance(event, dict):
+        return jsonify({"ok": False, "error": "event must be a JSON object"}), 400
+    try:
+        state = service.apply_event(svc, job_id, event)
+    except service.JobError as exc:
+        return jsonify({"ok": False, "error": str(exc)}), 400
+    return jsonify({"ok": True, "state": state})
+
+
+@pages.get("/")
+def index():
+    svc = services()
+    return (f"<!doctype html><title>Slipway</title><h1>Slipway is up</h1>"
+            f"<p>Cluster <code>{svc.config.cluster_name}</code>. Push a branch to run a job; "
+            f"see <code>slipway --help</code>.</p>")
+
+
+@pages.get("/healthz")
+def healthz():
+    svc = services()
+    db_ok = True
+    try:
+        with svc.db.session() as s:
+            s.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001
+        db_ok = False
+    return jsonify({"ok": db_ok, "db": db_ok, "version": __version__,
+                    "cluster": svc.config.cluster_name}), (200 if db_ok else 503)
+
+
+def _git_unavailable(environ, start_response):
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"git gateway unavailable\n"]
+
+
+def create_app(config: Config | None = None, *, backend: Any = None, catalog: Any = None,
+               clock=None, start_reconciler: bool = False, services_: Services | None = None) -> Flask:
+    config = config or load_config()
+    svc = services_ or build_services(config, backend=backend, catalog=catalog, clock=clock)
+    app = Flask("portal")
+    app.config.update(SECRET_KEY=svc.config.secret_key, MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.extensions["slipway"] = svc
+    try:
+        from flask_wtf.csrf import CSRFProtect
+
+        csrf = CSRFProtect(app)
+        csrf.exempt(internal)
+    except ImportError:  # pragma: no cover
+        pass
+    app.register_blueprint(internal)
+    app.register_blueprint(pages)
+
+    try:
+        git_app = ig.make_git_app(svc.config, make_authenticate(svc))
+    except ImportError:  # git_gateway.http missing
+        logging.getLogger("slipway").error("git gateway not available; /git answers 503")
+        git_app = _git_unavailable
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/git": git_app})  # type: ignore[method-assign]
+
+    if start_reconciler:
+        from .reconciler import Reconciler
+
+        thread, stop = Reconciler(svc).start_thread()
+        app.extensions["slipway_reconciler"] = (thread, stop)
+    return app

@@ -1,0 +1,241 @@
+"""Slipway configuration: one dataclass, read from SLIPWAY_* environment variables and an
+optional config file (``SLIPWAY_CONFIG``: TOML, or INI with a ``[slipway]`` section).
+
+Precedence: explicit keyword overrides > environment > config file > defaults.
+
+Keys (file key = env var without the ``SLIPWAY_`` prefix, lower-case):
+
+==========================  ==========================================  =====================
+key / env var               meaning                                     default
+==========================  ==========================================  =====================
+database_url                SQLAlchemy URL                              sqlite:///<data_dir>/slipway.db
+data_dir                    root of Slipway's files; MUST be on a       ``var`` (relative to cwd)
+                            filesystem the compute nodes share
+repos_root                  bare git repositories                       <data_dir>/repos
+lfs_root                    git-lfs object store                        <data_dir>/lfs
+jobs_dir                    one directory per job (spec, log, work)     <data_dir>/jobs
+base_url                    public base URL (git remotes, callbacks)    http://127.0.0.1:8000
+hook_secret                 shared secret git hooks send back           generated once, kept in
+                                                                        <data_dir>/hook_secret
+gpu_limits                  max GPUs per job per type                   a4000:4,a6000:2
+gpu_rates                   US$ per GPU-hour per type                   a4000:0.50,a6000:1.00
+storage_rate                US$ per GB-month of storage                 0.10
+min_start_balance           a job starts only when balance >= this      1.00
+container_runtime           ``charliecloud`` (local) | ``apptainer``    charliecloud
+images_root                 where container images live (SIFs for       container_images'
+                            apptainer; ch-run directory images)         default cache
+partition                   Slurm partition ("" = cluster default)      gpu
+cluster_name                name of the Slurm cluster                   slipway
+reconcile_interval          seconds between reconciler ticks            5
+cancel_grace                seconds a TERM-cancelled job may take to    60
+                            push its files before a hard cancel
+stale_reservation           seconds a ``queued`` job may wait for its   300
+                            post-receive before it is failed
+storage_interval            seconds between storage billing runs         600
+lost_after                  seconds a job may be absent from both the   600
+                            queue and accounting before it is failed
+accounting_slack            seconds subtracted from the oldest submit   300
+                            time for the bounded ``sacct -S`` window
+node_python                 python on the compute nodes that runs       sys.executable
+                            ``-m git_gateway.runner``
+default_image               image when a project names none             python
+default_time_limit          minutes when a project names none           60
+==========================  ==========================================  =====================
+
+Maps (``gpu_limits``, ``gpu_rates``) are written ``a4000:4,a6000:2`` in env/INI, or as TOML tables.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import secrets
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "SLIPWAY_"
+
+DEFAULT_GPU_LIMITS = {"a4000": 4, "a6000": 2}
+DEFAULT_GPU_RATES = {"a4000": Decimal("0.50"), "a6000": Decimal("1.00")}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    repos_root: Path | None = None
+    lfs_root: Path | None = None
+    jobs_dir: Path | None = None
+    images_root: Path | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    hook_secret: str = ""
+    gpu_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GPU_LIMITS))
+    gpu_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
+    storage_rate: Decimal = Decimal("0.10")
+    min_start_balance: Decimal = Decimal("1.00")
+    container_runtime: str = "charliecloud"
+    partition: str = "gpu"
+    cluster_name: str = "slipway"
+    reconcile_interval: float = 5.0
+    cancel_grace: float = 60.0
+    stale_reservation: float = 300.0
+    storage_interval: float = 600.0
+    lost_after: float = 600.0
+    accounting_slack: float = 300.0
+    node_python: str = sys.executable
+    default_image: str = "python"
+    default_time_limit: int = 60
+    secret_key: str = ""
+    port_min: int = 10000
+    port_max: int = 65535
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'slipway.db'}"
+        self.repos_root = Path(self.repos_root or self.data_dir / "repos").absolute()
+        self.lfs_root = Path(self.lfs_root or self.data_dir / "lfs").absolute()
+        self.jobs_dir = Path(self.jobs_dir or self.data_dir / "jobs").absolute()
+        # None: container_images' default cache (charliecloud); apptainer needs it set
+        self.images_root = Path(self.images_root).absolute() if self.images_root else None
+        if self.container_runtime == "apptainer" and self.images_root is None:
+            raise ConfigError("container_runtime apptainer needs images_root (where the SIFs are)")
+        self.base_url = self.base_url.rstrip("/")
+        if self.container_runtime not in ("charliecloud", "apptainer"):
+            raise ConfigError(
+                f"container_runtime must be 'charliecloud' or 'apptainer', not {self.container_runtime!r}"
+            )
+        for gpu_type in self.gpu_limits:
+            if gpu_type not in self.gpu_rates:
+                raise ConfigError(f"gpu_rates has no hourly rate for GPU type {gpu_type!r}")
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def hook_url(self) -> str:
+        return f"{self.base_url}/internal/hooks"
+
+    def repo_url(self, team: str, project: str) -> str:
+        return f"{self.base_url}/git/{team}/{project}.git"
+
+    def job_events_url(self, job_id: int) -> str:
+        return f"{self.base_url}/internal/jobs/{job_id}/events"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.repos_root, self.lfs_root, self.jobs_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+
+    def ensure_secrets(self) -> None:
+        """Fill hook_secret / secret_key from the data dir, generating them once (mode 0600)."""
+        if not self.hook_secret:
+            self.hook_secret = _persisted_secret(self.data_dir / "hook_secret")
+        if not self.secret_key:
+            self.secret_key = _persisted_secret(self.data_dir / "secret_key")
+
+
+def _persisted_secret(path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+    return value
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _parse_map(raw: Any, conv, key: str) -> dict:
+    if isinstance(raw, Mapping):
+        items = raw.items()
+    else:
+        items = []
+        for part in str(raw).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if ":" not in part:
+                raise ConfigError(f"{key}: expected TYPE:VALUE pairs like a4000:4, got {part!r}")
+            k, v = part.split(":", 1)
+            items.append((k.strip(), v.strip()))
+    out = {}
+    for k, v in items:
+        try:
+            out[str(k)] = conv(str(v))
+        except (ValueError, InvalidOperation):
+            raise ConfigError(f"{key}: bad value {v!r} for {k!r}") from None
+    return out
+
+
+def _convert(key: str, raw: Any) -> Any:
+    if key == "gpu_limits":
+        return _parse_map(raw, int, key)
+    if key == "gpu_rates":
+        return _parse_map(raw, Decimal, key)
+    f = _FIELDS[key]
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if "Decimal" in typ:
+            return Decimal(str(raw))
+        if typ == "float":
+            return float(raw)
+        if typ == "int":
+            return int(raw)
+        if "Path" in typ:
+            return Path(str(raw))
+    except (ValueError, InvalidOperation):
+        raise ConfigError(f"{key}: bad value {raw!r}") from None
+    return str(raw)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix == ".toml":
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        return dict(data.get("slipway", data))
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    if not parser.has_section("slipway"):
+        raise ConfigError(f"config file {path} has no [slipway] section")
+    return dict(parser.items("slipway"))
+
+
+def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the Config from ``env`` (default os.environ), the file it names, and overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    cfg_file = overrides.pop("config_file", None) or env.get(ENV_PREFIX + "CONFIG")
+    if cfg_file:
+        for k, v in _read_file(Path(cfg_file)).items():
+            k = k.lower()
+            if k not in _FIELDS:
+                raise ConfigError(f"config file {cfg_file}: unknown key {k!r}")
+            values[k] = _convert(k, v)
+    for name in _FIELDS:
+        ev = env.get(ENV_PREFIX + name.upper())
+        if ev is not None and ev != "":
+            values[name] = _convert(name, ev)
+    for k, v in overrides.items():
+        if k not in _FIELDS:
+            raise ConfigError(f"unknown config key {k!r}")
+        values[k] = v
+    return Config(**values)

@@ -1,0 +1,234 @@
+"""Every use of the sibling packages (slurm_bridge, git_gateway, container_images, accounting)
+goes through the small functions in this file, so the wiring can be adjusted in one place.
+
+The rest of ``portal`` never imports those packages directly (except for types and errors
+re-exported here).
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from accounting import gates as _gates
+from accounting.billing import AttemptRecord
+from accounting.biller import Biller, TickResult
+from accounting.entries import Adjustment, Deposit, GpuCharge, GpuLine, StorageCharge
+from accounting.money import MoneyError, format_usd, parse_deposit
+from accounting.rates import Rates
+from accounting.storage import StorageSample
+from slurm_bridge.errors import (ControllerUnavailable, InvalidRequest, JobNotFound,  # noqa: F401
+                                 SlurmBridgeError, SlurmRejected)
+from slurm_bridge.request import MAX_TIME_LIMIT_MIN, GpuRequest, JobRequest, validate_gpus  # noqa: F401
+
+from .config import Config
+
+ENTRYPOINT = "slipway-entrypoint.sh"
+
+# ------------------------------------------------------------------------------ slurm_bridge
+
+
+def make_backend(config: Config):
+    """The production Slurm backend (Slurm's commands with JSON output)."""
+    from slurm_bridge.cli import CliBackend
+
+    return CliBackend(gpu_limits=dict(config.gpu_limits))
+
+
+def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int]) -> str | None:
+    """None when ``count`` GPUs of ``gpu_type`` are allowed, else the bridge's message."""
+    try:
+        validate_gpus(GpuRequest(gpu_type, count), limits)
+    except InvalidRequest as exc:
+        return str(exc)
+    return None
+
+
+def parse_gpus(text: str) -> tuple[str, int]:
+    """``a6000:1`` -> ("a6000", 1); raises InvalidRequest with a readable message."""
+    g = GpuRequest.parse(text)
+    return g.type, g.count
+
+
+def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_count: int,
+                time_limit_min: int, workdir: str, output: str, command: Sequence[str],
+                env: Mapping[str, str], partition: str | None) -> JobRequest:
+    return JobRequest(
+        name=slurm_job_name(job_id),
+        user=user,
+        account=account,
+        qos="normal",
+        partition=partition or None,
+        gpus=GpuRequest(gpu_type, gpu_count),
+        time_limit_min=time_limit_min,
+        workdir=workdir,
+        output=output,
+        env=dict(env),
+        command=list(command),
+        requeue=True,
+        comment="slipway",
+    )
+
+
+def slurm_job_name(job_id: int) -> str:
+    """Slurm job name of a Slipway job: lets the reconciler adopt a job whose submit reply was lost."""
+    return f"slipway-{job_id}"
+
+
+def job_id_from_slurm_name(name: str) -> int | None:
+    if name.startswith("slipway-") and name[8:].isdigit():
+        return int(name[8:])
+    return None
+
+
+SUBMIT_ERRORS = (SlurmBridgeError,)
+
+# ------------------------------------------------------------------------------ git_gateway
+
+
+def principal(name: str, is_job: bool):
+    from git_gateway.http import Principal
+
+    return Principal(name=name, is_job=is_job)
+
+
+def access_denied(message: str = "no access") -> Exception:
+    """The exception ``authenticate`` raises for valid credentials without access (git: 404)."""
+    from git_gateway.http import AccessDenied
+
+    return AccessDenied(message)
+
+
+def make_git_app(config: Config, authenticate: Callable[..., Any]):
+    """git_gateway's WSGI app serving ``/git/<team>/<project>.git`` (mounted at /git)."""
+    from git_gateway.http import GitHttpApp
+
+    return GitHttpApp(
+        repos_root=str(config.repos_root),
+        authenticate=authenticate,
+        hook_url=config.hook_url,
+        hook_secret=config.hook_secret,
+        lfs_root=str(config.lfs_root),
+    )
+
+
+def entrypoint_problem(config: Config, team: str, project: str, sha: str,
+                       quarantine: str | None = None) -> str | None:
+    """None when slipway-entrypoint.sh is a regular file at ``sha``; else a user message."""
+    from git_gateway import repos
+
+    try:
+        return repos.check_entrypoint(config.repos_root, team, project, sha, quarantine=quarantine)
+    except ValueError as exc:
+        return f"slipway: cannot read {ENTRYPOINT} at {sha[:12]}: {exc}"
+
+
+def create_repo(config: Config, team: str, project: str) -> Path:
+    from git_gateway import repos
+
+    return repos.create_repo(config.repos_root, team, project, python=config.node_python,
+                             exist_ok=True)
+
+
+def delete_repo(config: Config, team: str, project: str) -> bool:
+    from git_gateway import repos
+
+    return repos.delete_repo(config.repos_root, team, project, lfs_root=config.lfs_root)
+
+
+def repo_bytes(config: Config, team: str, project: str) -> int:
+    from git_gateway import repos
+
+    return repos.disk_usage(config.repos_root, team, project, lfs_root=config.lfs_root).total_bytes
+
+
+def validate_name(name: str, what: str) -> str:
+    """Team/project names become paths and Slurm account names: one rule for both."""
+    from git_gateway import repos
+
+    try:
+        return repos.validate_name(name, what)
+    except repos.InvalidName as exc:
+        raise ValueError(str(exc)) from None
+
+
+RUNNER_MODULE = "git_gateway.runner"
+
+# ------------------------------------------------------------------------- container_images
+
+
+def load_catalog(config: Config):
+    from container_images.catalog import Catalog
+
+    path = os.environ.get("SLIPWAY_CATALOG")
+    return Catalog.load(path) if path else Catalog.load()
+
+
+def image_problem(catalog, name: str) -> str | None:
+    if name in catalog:
+        return None
+    return f"slipway: unknown image {name!r}; available images: {', '.join(catalog.names)}"
+
+
+def image_names(catalog) -> tuple[str, ...]:
+    return tuple(catalog.names)
+
+
+def container_argv(config: Config, catalog, image: str, workdir: str, command: Sequence[str],
+                   env: Mapping[str, str]) -> list[str]:
+    """argv that runs ``command`` in ``image`` with cwd = the checkout (container_images.runtime)."""
+    from container_images import runtime
+
+    if config.container_runtime == "apptainer":
+        image_path = catalog.sif_path(image, config.images_root)
+    else:
+        image_path = catalog.local_path(image, config.images_root)
+    return list(runtime.container_argv(config.container_runtime, str(image_path), workdir,
+                                       list(command), dict(env), gpus=True))
+
+
+# ------------------------------------------------------------------------------- accounting
+
+CanStart = _gates.Decision
+
+
+def rates(config: Config) -> Rates:
+    return Rates(gpu_hourly=dict(config.gpu_rates), storage_gb_month=config.storage_rate)
+
+
+def can_start(balance: Decimal, team: str, minimum: Decimal) -> _gates.Decision:
+    return _gates.can_start(balance, team, minimum=minimum)
+
+
+def must_cut_off(balance: Decimal) -> bool:
+    return _gates.must_cut_off(balance)
+
+
+def cut_off_message(balance: Decimal, team: str) -> str:
+    return _gates.cut_off_message(balance, team)
+
+
+def attempt_record(*, job_id: int, attempt: int, state: str, start: datetime | None,
+                   end: datetime | None, elapsed_s: int | None, gpus: Mapping[str, int],
+                   team: str) -> AttemptRecord:
+    """A billing record for one attempt of a Slipway job, keyed by the *Slipway* job id
+    (Slurm ids restart when a cluster's state is wiped; ours never repeat)."""
+    return AttemptRecord(job_id=str(job_id), attempt=attempt, state=state, start=start, end=end,
+                         elapsed_s=elapsed_s, gpus=dict(gpus), account=team)
+
+
+def make_biller(store, config: Config) -> Biller:
+    return Biller(store, rates(config))
+
+
+def storage_sample(team: str, resource: str, size_bytes: int, created_at: datetime) -> StorageSample:
+    return StorageSample(team=team, resource=resource, size_bytes=size_bytes, created_at=created_at)
+
+
+__all__ = [
+    "Adjustment", "Deposit", "GpuCharge", "GpuLine", "StorageCharge", "MoneyError", "format_usd",
+    "parse_deposit", "TickResult", "ControllerUnavailable", "InvalidRequest", "SlurmRejected",
+    "JobNotFound", "MAX_TIME_LIMIT_MIN",
+]

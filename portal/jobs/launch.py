@@ -1,0 +1,460 @@
+"""What happens on push — in one file.
+
+pre-receive (``handle_pre_receive``), before git updates any ref:
+  1. pushes made with a job token (Slipway's own commit-back) never start jobs;
+  2. only branch updates start jobs: tag pushes, deletions and ``refs/heads/results/...`` are ignored;
+  3. checks, all reported together: project exists; pusher is a member of its team (or a
+     cluster admin); push options parse (``gpus=a6000:1``, ``time=30m|2h|90``, ``image=NAME``);
+     image in the catalog; GPU type/count within limits; time limit sane; the team's balance
+     is at least $1.00; ``slipway-entrypoint.sh`` is a regular file at the pushed commit; the
+     branch has no active job;
+  4. one transaction reserves one ``queued`` job row per branch. The partial unique index
+     ``uq_jobs_active_branch`` guarantees at most one active job per (project, branch), so of
+     two concurrent pushes to one branch exactly one reserves a job; the other is refused.
+  Any failure: nothing is reserved, ``ok=false``, and the messages say what to fix.
+
+post-receive (``handle_post_receive``), after the refs moved:
+  for each reserved job of the pushed refs: pick a PORT, create the job directory (owned by the
+  pusher's Unix user), write the runner spec (mode 0600, with a per-job token whose sha256 is
+  stored), build the container argv, submit to Slurm → ``pending`` + Slurm id, and answer
+  ``slipway: job N queued (a4000 x2)``. A submission failure fails the job with the reason.
+
+Crash safety: a reservation whose post-receive never came (server crash, git refusing the ref
+update after pre-receive) stays ``queued`` without a Slurm id; the reconciler adopts it if Slurm
+has a job named ``slipway-<id>`` (the submit reply was lost) and otherwise fails it after
+``config.stale_reservation`` seconds (reason says the push did not complete).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import random
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .. import billing
+from .. import integrations as ig
+from ..db import ACTIVE_STATES, Job, Membership, Project, Team, User
+from ..services import Services, log
+from . import states
+
+ZERO_SHA = "0" * 40
+HEADS = "refs/heads/"
+RESULTS_PREFIX = "refs/heads/results/"
+PUSH_OPTIONS_HELP = "gpus=TYPE:COUNT (e.g. gpus=a6000:1), time=30m|2h|90 (minutes), image=NAME"
+_TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+@dataclass
+class HookReply:
+    ok: bool
+    messages: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "messages": list(self.messages)}
+
+
+@dataclass(frozen=True)
+class BranchUpdate:
+    ref: str
+    old: str
+    new: str
+
+    @property
+    def branch(self) -> str:
+        return self.ref[len(HEADS):]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    gpu_type: str
+    gpu_count: int
+    time_limit_min: int
+    image: str
+
+
+class HookError(ValueError):
+    """A malformed hook payload."""
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+def parse_payload(payload: Mapping[str, Any]) -> dict:
+    if not isinstance(payload, Mapping):
+        raise HookError("hook payload must be a JSON object")
+    updates = payload.get("updates") or []
+    if not isinstance(updates, list) or not all(isinstance(u, Mapping) for u in updates):
+        raise HookError("hook payload 'updates' must be a list of objects")
+    options = payload.get("push_options") or []
+    if not isinstance(options, list):
+        raise HookError("hook payload 'push_options' must be a list")
+    return {
+        "repo": str(payload.get("repo") or ""),
+        "pusher": str(payload.get("pusher") or ""),
+        "pusher_is_job": bool(payload.get("pusher_is_job")),
+        "updates": [BranchUpdate(str(u.get("ref", "")), str(u.get("old", "")), str(u.get("new", "")))
+                    for u in updates],
+        "push_options": [str(o) for o in options],
+        "quarantine": payload.get("quarantine") or None,
+    }
+
+
+def job_updates(updates: list[BranchUpdate]) -> list[BranchUpdate]:
+    """The updates that start jobs: branch creations/updates, not tags, deletions or results/."""
+    out = []
+    for u in updates:
+        if not u.ref.startswith(HEADS) or u.ref.startswith(RESULTS_PREFIX):
+            continue
+        if not u.new or set(u.new) == {"0"}:
+            continue
+        out.append(u)
+    return out
+
+
+def parse_time(text: str) -> int:
+    """``90`` / ``90m`` -> 90, ``2h`` -> 120, ``1h30m`` -> 90 (minutes)."""
+    t = text.strip().lower()
+    m = _TIME_RE.match(t)
+    if not t or not m or (m.group(1) is None and m.group(2) is None):
+        raise ValueError(f"cannot read time {text!r}; write minutes (90), 30m, 2h or 1h30m")
+    minutes = int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+    if minutes < 1:
+        raise ValueError("time must be at least 1 minute")
+    return minutes
+
+
+def parse_push_options(options: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """-> (overrides {gpu_type, gpu_count, time_limit_min, image}, problems)."""
+    overrides: dict[str, Any] = {}
+    problems: list[str] = []
+    for opt in options:
+        opt = opt.strip()
+        if not opt:
+            continue
+        key, sep, value = opt.partition("=")
+        key = key.strip().lower()
+        value = value.strip()
+        if not sep or not value:
+            problems.append(f"slipway: push option {opt!r} needs a value; known options: {PUSH_OPTIONS_HELP}")
+            continue
+        if key in ("gpus", "gpu", "gres"):
+            try:
+                overrides["gpu_type"], overrides["gpu_count"] = ig.parse_gpus(value)
+            except ig.InvalidRequest as exc:
+                problems.append(f"slipway: push option gpus: {exc}")
+        elif key == "time":
+            try:
+                overrides["time_limit_min"] = parse_time(value)
+            except ValueError as exc:
+                problems.append(f"slipway: push option time: {exc}")
+        elif key == "image":
+            overrides["image"] = value
+        else:
+            problems.append(f"slipway: unknown push option {opt!r}; known options: {PUSH_OPTIONS_HELP}")
+    return overrides, problems
+
+
+# ---------------------------------------------------------------------------------- lookups
+
+def find_project(session: Session, repo_key: str) -> Project | None:
+    team_name, sep, project_name = repo_key.partition("/")
+    if not sep:
+        return None
+    if project_name.endswith(".git"):
+        project_name = project_name[:-4]
+    return session.scalar(
+        select(Project).join(Team).where(Team.name == team_name, Project.name == project_name))
+
+
+def is_member(session: Session, user: User, team: Team) -> bool:
+    return session.scalar(select(Membership.id).where(
+        Membership.user_id == user.id, Membership.team_id == team.id)) is not None
+
+
+def active_job(session: Session, project_id: int, branch: str) -> Job | None:
+    return session.scalar(select(Job).where(
+        Job.project_id == project_id, Job.branch == branch, Job.state.in_(ACTIVE_STATES)))
+
+
+def busy_message(job: Job) -> str:
+    return (f"slipway: branch {job.branch} already has job {job.id} {job.state}; "
+            f"wait for it or cancel it: slipway job cancel {job.id}")
+
+
+def effective_settings(project: Project, overrides: Mapping[str, Any]) -> JobSettings:
+    return JobSettings(
+        gpu_type=overrides.get("gpu_type", project.gpu_type),
+        gpu_count=overrides.get("gpu_count", project.gpu_count),
+        time_limit_min=overrides.get("time_limit_min", project.time_limit_min),
+        image=overrides.get("image", project.image),
+    )
+
+
+def settings_problems(svc: Services, st: JobSettings) -> list[str]:
+    problems = []
+    gpu_msg = ig.check_gpus(st.gpu_type, st.gpu_count, svc.config.gpu_limits)
+    if gpu_msg:
+        problems.append(f"slipway: {gpu_msg}")
+    if not 1 <= st.time_limit_min <= ig.MAX_TIME_LIMIT_MIN:
+        problems.append(f"slipway: time limit must be between 1 and {ig.MAX_TIME_LIMIT_MIN} minutes, "
+                        f"got {st.time_limit_min}")
+    img_msg = ig.image_problem(svc.catalog, st.image)
+    if img_msg:
+        problems.append(img_msg)
+    return problems
+
+
+def _refuse(messages: list[str]) -> HookReply:
+    return HookReply(False, messages + ["slipway: push refused; nothing was started"])
+
+
+# ------------------------------------------------------------------------------ pre-receive
+
+def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
+    p = parse_payload(payload)
+    if p["pusher_is_job"]:
+        return HookReply(True)
+    updates = job_updates(p["updates"])
+    if not updates:
+        return HookReply(True)
+    now = svc.now()
+
+    with svc.db.session() as s:
+        project = find_project(s, p["repo"])
+        if project is None:
+            return _refuse([f"slipway: there is no project {p['repo']!r}"])
+        team = project.team
+        user = s.scalar(select(User).where(User.name == p["pusher"]))
+        if user is None:
+            return _refuse([f"slipway: unknown user {p['pusher']!r}"])
+        if not (is_member(s, user, team) or user.is_cluster_admin):
+            return _refuse([f"slipway: {user.name} is not a member of team {team.name}; "
+                            f"ask a team administrator: slipway team add-member {team.name} {user.name}"])
+
+        problems: list[str] = []
+        overrides, opt_problems = parse_push_options(p["push_options"])
+        problems += opt_problems
+        settings = effective_settings(project, overrides)
+        if not opt_problems:
+            problems += settings_problems(svc, settings)
+
+        decision = ig.can_start(billing.balance(s, team.id), team.name, svc.config.min_start_balance)
+        if not decision.ok:
+            problems.append(f"slipway: {decision.message}")
+
+        for u in updates:
+            if not _SHA_RE.match(u.new):
+                problems.append(f"slipway: {u.ref}: {u.new!r} is not a commit id")
+                continue
+            if len(u.branch) > 255:
+                problems.append(f"slipway: branch name {u.branch[:40]}... is too long")
+                continue
+            msg = ig.entrypoint_problem(svc.config, team.name, project.name, u.new, p["quarantine"])
+            if msg:
+                problems.append(msg + f" (branch {u.branch}); add it and push again")
+            busy = active_job(s, project.id, u.branch)
+            if busy is not None:
+                problems.append(busy_message(busy))
+        if problems:
+            return _refuse(problems)
+        project_id, user_id = project.id, user.id
+
+    # Reserve: one transaction for all branches of this push.
+    try:
+        with svc.db.transaction() as s:
+            for u in updates:
+                busy = active_job(s, project_id, u.branch)
+                if busy is not None:
+                    raise _Busy(busy_message(busy))
+                s.add(Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
+                          state=states.QUEUED, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
+                          image=settings.image, time_limit_min=settings.time_limit_min,
+                          created_at=now, state_changed_at=now))
+                s.flush()  # the partial unique index fires here on PostgreSQL races
+    except _Busy as exc:
+        return _refuse([str(exc)])
+    except IntegrityError:
+        with svc.db.session() as s:
+            msgs = [busy_message(j) for u in updates if (j := active_job(s, project_id, u.branch))]
+        return _refuse(msgs or ["slipway: another push to this branch started a job just now"])
+    return HookReply(True)
+
+
+class _Busy(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- post-receive
+
+def handle_post_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
+    p = parse_payload(payload)
+    if p["pusher_is_job"]:
+        return HookReply(True)
+    updates = job_updates(p["updates"])
+    if not updates:
+        return HookReply(True)
+    with svc.db.session() as s:
+        project = find_project(s, p["repo"])
+        if project is None:
+            return HookReply(True)
+        job_ids = []
+        for u in updates:
+            jid = s.scalar(select(Job.id).where(
+                Job.project_id == project.id, Job.branch == u.branch, Job.commit_sha == u.new,
+                Job.state == states.QUEUED, Job.slurm_job_id.is_(None)))
+            if jid is not None:
+                job_ids.append(jid)
+    ok, messages = True, []
+    for jid in job_ids:
+        submitted, msg = submit_job(svc, jid)
+        ok = ok and submitted
+        messages.append(msg)
+    return HookReply(ok, messages)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def pick_port(session: Session, svc: Services) -> int:
+    used = set(session.scalars(select(Job.port).where(Job.state.in_(ACTIVE_STATES), Job.port.is_not(None))))
+    rng = random.SystemRandom()
+    lo, hi = svc.config.port_min, svc.config.port_max
+    for _ in range(1000):
+        port = rng.randint(lo, hi)
+        if port not in used:
+            return port
+    raise RuntimeError("no free port for the job")
+
+
+def job_dir(svc: Services, job_id: int) -> Path:
+    return Path(svc.config.jobs_dir) / str(job_id)
+
+
+def log_path(svc: Services, job_id: int) -> Path:
+    return job_dir(svc, job_id) / "output.log"
+
+
+def _should_chown(svc: Services) -> bool:
+    return svc.chown if svc.chown is not None else os.geteuid() == 0
+
+
+def _ids(unix_user: str) -> tuple[int, int]:
+    pw = pwd.getpwnam(unix_user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def write_spec(svc: Services, path: Path, spec: dict, unix_user: str) -> None:
+    """The runner spec: JSON, mode 0600, owned by the job user."""
+    data = json.dumps(spec, indent=2, sort_keys=True).encode()
+    tmp = path.with_suffix(".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        if _should_chown(svc):
+            os.fchown(fd, *_ids(unix_user))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list[str]]:
+    """Create the job dir and runner spec; return (spec path, spec, batch command)."""
+    cfg = svc.config
+    d = job_dir(svc, snap["job_id"])
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    if _should_chown(svc):
+        os.chown(d, *_ids(snap["unix_user"]))
+    workdir = d / "work"
+    env = {"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(snap["job_id"])}
+    argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir),
+                             ["bash", ig.ENTRYPOINT], env)
+    spec = {
+        "job_id": snap["job_id"],
+        "repo_url": cfg.repo_url(snap["team"], snap["project"]),
+        "username": f"job:{snap['job_id']}",
+        "token": token,
+        "commit": snap["commit"],
+        "branch": snap["branch"],
+        "workdir": str(workdir),
+        "container_argv": argv,
+        "env": env,
+        "lfs_threshold_bytes": 1024 * 1024,
+        "grace_seconds": 5,
+        "callback_url": cfg.job_events_url(snap["job_id"]),
+        "author_name": "Slipway",
+        "author_email": "slipway@localhost",
+    }
+    spec_path = d / "spec.json"
+    write_spec(svc, spec_path, spec, snap["unix_user"])
+    command = [cfg.node_python, "-m", ig.RUNNER_MODULE, str(spec_path)]
+    return spec_path, spec, command
+
+
+def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
+    """Submit a reserved (queued) job to Slurm. Returns (submitted, message for the pusher)."""
+    cfg = svc.config
+    token = secrets.token_urlsafe(32)
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != states.QUEUED or job.slurm_job_id is not None:
+            return False, f"slipway: job {job_id} is not waiting to be submitted"
+        job.port = pick_port(s, svc)
+        job.token_hash = hash_token(token)
+        project, team = job.project, job.project.team
+        snap = {
+            "job_id": job.id, "team": team.name, "project": project.name, "branch": job.branch,
+            "commit": job.commit_sha, "port": job.port, "image": job.image,
+            "unix_user": job.pusher.unix_user if job.pusher else "",
+            "account": team.slurm_account, "gpu_type": job.gpu_type, "gpu_count": job.gpu_count,
+            "time_limit_min": job.time_limit_min,
+        }
+    try:
+        if not snap["unix_user"]:
+            raise ValueError("the pusher has no Unix user")
+        spec_path, _spec, command = prepare_job(svc, snap, token)
+        req = ig.job_request(job_id=job_id, user=snap["unix_user"], account=snap["account"],
+                             gpu_type=snap["gpu_type"], gpu_count=snap["gpu_count"],
+                             time_limit_min=snap["time_limit_min"], workdir=str(spec_path.parent),
+                             output=str(log_path(svc, job_id)), command=command,
+                             env={"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(job_id)},
+                             partition=cfg.partition)
+        slurm_id = int(svc.backend.submit(req))
+    except Exception as exc:  # noqa: BLE001 — every failure must fail the job, with its reason
+        reason = f"submission failed: {exc}"
+        log.warning("job %s: %s", job_id, reason)
+        with svc.db.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.state == states.QUEUED:
+                states.transition(job, states.FAILED, now=svc.now(), reason=reason)
+        return False, f"slipway: job {job_id} could not be submitted: {exc}"
+
+    cancel_now = False
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        job.slurm_job_id = slurm_id
+        job.submitted_at = job.submitted_at or svc.now()
+        if job.state == states.QUEUED:
+            states.transition(job, states.PENDING, now=svc.now())
+        elif job.state in states.TERMINAL:
+            cancel_now = True  # cancelled (or failed as stale) while we were submitting
+    if cancel_now:
+        try:
+            svc.backend.cancel(slurm_id)
+        except ig.SlurmBridgeError as exc:
+            log.warning("job %s: could not cancel Slurm job %s: %s", job_id, slurm_id, exc)
+        return False, f"slipway: job {job_id} was cancelled before it started"
+    return True, f"slipway: job {job_id} queued ({snap['gpu_type']} x{snap['gpu_count']})"

@@ -1,0 +1,159 @@
+"""The job service: cancel, list/show, log path, and runner events (through the state machine).
+
+Cancel semantics (BRIEF §1.5: "the job stops within 10 s and its files are still pushed"):
+
+* ``queued`` (not in Slurm yet): straight to ``cancelled``; if a submission is in flight,
+  ``launch.submit_job`` notices and cancels the Slurm job it just made;
+* ``pending`` (in Slurm, not started): plain ``scancel``; the reconciler records ``cancelled``;
+* ``running`` / ``finishing`` / ``unknown``: ``scancel --signal=TERM --batch`` — the runner
+  forwards TERM to the container, commits and pushes the files, exits; the reconciler records
+  ``cancelled`` (whatever Slurm's end state reads, since ``cancel_requested_at`` is set).
+  Safety net: if the job is still active ``config.cancel_grace`` seconds later the reconciler
+  sends a plain (hard) ``scancel``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import integrations as ig
+from ..db import Job, Project, Team
+from ..services import Services, log
+from . import launch, states
+
+
+class JobError(Exception):
+    """A request about a job that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job_id: int
+    state: str
+    message: str
+
+
+def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = None) -> CancelResult:
+    """Cancel a job (see module doc). Raises JobError when the job is unknown or already ended."""
+    now = svc.now()
+    reason = reason or f"cancelled by {by}"
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobError(f"there is no job {job_id}")
+        if job.state in states.TERMINAL:
+            raise JobError(f"job {job_id} already ended ({job.state})")
+        first = job.cancel_requested_at is None
+        if first:
+            job.cancel_requested_at = now
+            job.cancel_reason = reason
+        state, slurm_id = job.state, job.slurm_job_id
+        if state == states.QUEUED and slurm_id is None:
+            states.transition(job, states.CANCELLED, now=now, reason=reason)
+            return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
+    if slurm_id is None:
+        return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
+    try:
+        if state == states.PENDING:
+            svc.backend.cancel(slurm_id)
+            msg = f"job {job_id} cancelled (it had not started)"
+        else:
+            svc.backend.cancel(slurm_id, signal="TERM", batch_only=True)
+            msg = f"job {job_id} is stopping; its files will be pushed to the branch"
+    except ig.JobNotFound:
+        msg = f"job {job_id}: Slurm no longer has it; the reconciler will record its end"
+    except ig.ControllerUnavailable as exc:
+        msg = (f"job {job_id}: cancel recorded, but Slurm is not answering ({exc}); "
+               "it will be retried")
+    return CancelResult(job_id, state, msg)
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobError(f"there is no job {job_id}")
+    return job
+
+
+def list_jobs(session: Session, *, team: str | None = None, state: str | None = None,
+              project: str | None = None, limit: int = 200) -> list[Job]:
+    q = select(Job).join(Project).join(Team).order_by(Job.id.desc()).limit(limit)
+    if team:
+        q = q.where(Team.name == team)
+    if project:
+        q = q.where(Project.name == project)
+    if state:
+        if state == "active":
+            q = q.where(Job.state.in_(states.ACTIVE))
+        else:
+            if state not in states.STATES:
+                raise JobError(f"unknown state {state!r}; states: {', '.join(states.STATES)}, active")
+            q = q.where(Job.state == state)
+    return list(session.scalars(q))
+
+
+def log_path(svc: Services, job_id: int) -> Path:
+    return launch.log_path(svc, job_id)
+
+
+def check_job_token(session: Session, job_id: int, token: str, *, now: datetime,
+                    grace_s: float = 900.0) -> Job | None:
+    """The job if ``token`` is its token and the job is active (or ended < grace_s ago)."""
+    import hmac
+
+    job = session.get(Job, job_id)
+    if job is None or not job.token_hash or not token:
+        return None
+    if not hmac.compare_digest(job.token_hash, launch.hash_token(token)):
+        return None
+    if job.state in states.TERMINAL and job.ended_at is not None:
+        if (now - job.ended_at).total_seconds() > grace_s:
+            return None
+    return job
+
+
+EVENTS = ("started", "finishing", "results")
+
+
+def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
+    """Apply a runner event (``started`` / ``finishing`` / ``results``). Returns a short status.
+
+    Events may arrive late or twice; an event that the state machine does not allow (the
+    reconciler already moved the job on) is recorded where it carries data and otherwise ignored.
+    """
+    kind = event.get("event")
+    if kind not in EVENTS:
+        raise JobError(f"unknown event {kind!r}; expected one of {', '.join(EVENTS)}")
+    now = svc.now()
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobError(f"there is no job {job_id}")
+        target = None
+        if kind == "started":
+            target = states.RUNNING
+        elif kind == "finishing":
+            target = states.FINISHING
+            code = event.get("exit_code")
+            if isinstance(code, int) and not isinstance(code, bool):
+                job.exit_code = code
+        elif kind == "results":
+            job.results_ref = str(event.get("results_ref") or "") or None
+            job.results_sha = str(event.get("sha") or "") or None
+            bu = event.get("branch_updated")
+            job.branch_updated = bool(bu) if bu is not None else None
+            job.results_message = str(event.get("message") or "") or None
+        if target is None:
+            return "recorded"
+        if job.state == states.FINISHING and target == states.RUNNING:
+            return "ignored"
+        if not states.can_transition(job, target):
+            log.info("job %s: event %s ignored in state %s", job_id, kind, job.state)
+            return "ignored"
+        states.transition(job, target, now=now)
+        return job.state

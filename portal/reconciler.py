@@ -1,0 +1,340 @@
+"""The reconciler: one loop per cluster that makes the database follow Slurm, bills, and cuts off.
+
+Each tick (``Reconciler.tick``):
+
+1. ONE ``backend.jobs()`` call (``squeue --json``) for every Slipway job.
+   * It fails (``ControllerUnavailable``): every job Slurm holds (pending/running/finishing) becomes
+     ``unknown``, remembering its state. Nothing is ended, nothing is cancelled, nothing billed.
+   * It answers: each job's Slurm state is mapped through ``jobs.states.SLURM_STATES``; an
+     ``unknown`` job returns to its state. A job the runner reported ``finishing`` stays
+     ``finishing`` while Slurm still says RUNNING.
+2. Jobs that left the queue (or that it lists in an end state) → ONE bounded
+   ``backend.accounting(start=min(submitted) - slack, end=now, job_ids=…)`` call; the latest
+   attempt's state gives the final state (``cancelled`` whenever a cancel was requested), the
+   exit code and the node. Records Slurm has not settled yet (AllocTRES/QOS filled in late) wait
+   a tick. A job missing from both for ``lost_after`` seconds is failed.
+3. Billing (accounting's Biller + ``DbLedgerStore``): running attempts up to the last whole
+   minute, ended attempts to ceil(elapsed); keys ``gpu:<job>:<attempt>:<from_minute>`` make
+   every re-run (next tick, restart, second reconciler) a no-op for minutes already charged.
+   Storage is billed every ``storage_interval`` seconds.
+4. Cut-off: every team whose balance is <= $0 gets all its active jobs cancelled through the
+   TERM path (the runner still pushes the files).
+5. Safety nets: a cancel still running ``cancel_grace`` seconds later gets a hard ``scancel``;
+   ``queued`` reservations whose post-receive never came are adopted (Slurm has
+   ``slipway-<id>``) or failed after ``stale_reservation`` seconds.
+
+All state lives in the database, so the loop is restart-safe; it runs as a thread of
+``slipway serve`` and as ``slipway reconcile --once``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from . import billing
+from . import integrations as ig
+from .db import Job, Project, ReconcilerState, Team
+from .jobs import service, states
+from .services import Services, log
+
+
+@dataclass
+class TickReport:
+    polled: bool = False
+    changes: list[tuple[int, str, str]] = field(default_factory=list)
+    charges: int = 0
+    cut_off: list[str] = field(default_factory=list)
+    cancels: list[int] = field(default_factory=list)
+    hard_cancels: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Ended:
+    job_id: int
+    slurm_id: int
+    since: datetime
+    last_seen: datetime | None
+    cancel_requested: bool
+    team: str
+    gpus: dict
+
+
+def _move(job: Job, new: str, now: datetime, report: TickReport, reason: str | None = None) -> None:
+    old = job.state
+    if not states.can_transition(job, new):
+        log.warning("job %s: Slurm says %s but %s -> %s is not allowed; left as is",
+                    job.id, new, old, new)
+        return
+    if states.transition(job, new, now=now, reason=reason):
+        report.changes.append((job.id, old, new))
+
+
+class Reconciler:
+    def __init__(self, svc: Services):
+        self.svc = svc
+        self.store = billing.DbLedgerStore(svc.db)
+        self.biller = ig.make_biller(self.store, svc.config)
+
+    # ----------------------------------------------------------------------------- the tick
+    def tick(self) -> TickReport:
+        svc, now, report = self.svc, self.svc.now(), TickReport()
+        try:
+            queue = svc.backend.jobs()
+            report.polled = True
+        except ig.SlurmBridgeError as exc:
+            report.errors.append(f"poll failed: {exc}")
+            self._mark_unknown(now, exc, report)
+            queue = None
+        if queue is not None:
+            live_records, ended = self._apply_queue(queue, now, report)
+            final_records, finals = self._ended(ended, now, report)
+            self._bill(live_records + final_records, now, report)
+            self._apply_finals(finals, now, report)
+        self._stale_reservations(now, report)
+        self._cut_off(now, report)
+        self._hard_cancels(now, report)
+        self._storage(now, report)
+        return report
+
+    # ------------------------------------------------------------------------ poll failure
+    def _mark_unknown(self, now: datetime, exc: Exception, report: TickReport) -> None:
+        with self.svc.db.transaction() as s:
+            for job in s.scalars(select(Job).where(Job.state.in_(states.IN_SLURM))):
+                _move(job, states.UNKNOWN, now, report, reason=f"Slurm is not answering: {exc}")
+
+    # ----------------------------------------------------------------------- live mapping
+    def _apply_queue(self, queue: dict[int, Any], now: datetime, report: TickReport):
+        live_records, ended = [], []
+        by_name = {ig.job_id_from_slurm_name(r.name): r for r in queue.values()}
+        with self.svc.db.transaction() as s:
+            # adopt reservations whose submit reply was lost
+            for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None))):
+                rec = by_name.get(job.id)
+                if rec is not None:
+                    job.slurm_job_id = rec.job_id
+                    job.submitted_at = job.submitted_at or rec.submit_time or now
+                    _move(job, states.PENDING, now, report)
+            jobs = s.scalars(select(Job).where(Job.state.in_(states.ACTIVE - {states.QUEUED}),
+                                               Job.slurm_job_id.is_not(None)))
+            for job in jobs:
+                team = job.project.team.name
+                rec = queue.get(job.slurm_job_id)
+                mapping = states.slurm_mapping(rec.state) if rec is not None else None
+                if rec is None or (mapping.live is None and mapping.final is not None):
+                    ended.append(_Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
+                                        job.last_seen_at, job.cancel_requested, team,
+                                        {job.gpu_type: job.gpu_count}))
+                    continue
+                job.last_seen_at = now
+                if rec.node:
+                    job.node = rec.node
+                if rec.restart_count > job.attempt:
+                    job.attempt = rec.restart_count
+                target = mapping.live
+                base = job.previous_state if job.state == states.UNKNOWN else job.state
+                if target is None:  # a Slurm state we do not know: keep the job where it was
+                    target = base
+                if base == states.FINISHING and target == states.RUNNING:
+                    target = states.FINISHING
+                _move(job, target, now, report)
+                if job.state == states.PENDING:
+                    r = (rec.reason or "").strip()
+                    job.reason = None if r in ("", "None") else f"waiting in the queue: {r}"
+                elif job.state in (states.RUNNING, states.FINISHING):
+                    if job.reason and job.reason.startswith(("waiting in the queue", "Slurm is not answering")):
+                        job.reason = None
+                    if rec.start_time is not None:
+                        job.attempt_started_at = rec.start_time
+                        if job.started_at is None or job.started_at > rec.start_time:
+                            job.started_at = rec.start_time
+                        live_records.append(ig.attempt_record(
+                            job_id=job.id, attempt=rec.restart_count, state="RUNNING",
+                            start=rec.start_time, end=None, elapsed_s=None,
+                            gpus=dict(rec.gpus) or {job.gpu_type: job.gpu_count}, team=team))
+        return live_records, ended
+
+    # -------------------------------------------------------------------------- ended jobs
+    def _ended(self, ended: list[_Ended], now: datetime, report: TickReport):
+        if not ended:
+            return [], []
+        cfg = self.svc.config
+        start = min(e.since for e in ended) - timedelta(seconds=cfg.accounting_slack)
+        try:
+            recs = self.svc.backend.accounting(start=start, end=now, job_ids=[e.slurm_id for e in ended])
+        except ig.SlurmBridgeError as exc:
+            report.errors.append(f"accounting failed: {exc}")
+            return [], []
+        by_id: dict[int, list] = {}
+        for r in recs:
+            by_id.setdefault(int(r.job_id), []).append(r)
+        records, finals = [], []
+        for e in ended:
+            rs = by_id.get(e.slurm_id, [])
+            if not rs:
+                seen = e.last_seen or e.since
+                if (now - seen).total_seconds() > cfg.lost_after:
+                    finals.append((e.job_id, states.FAILED, None, None, None,
+                                   "Slurm lost track of the job (in neither the queue nor accounting)"))
+                continue
+            last = max(rs, key=lambda r: r.attempt)
+            final = states.final_state(last.state, cancel_requested=e.cancel_requested)
+            if final is None:
+                continue  # accounting says it has not ended: ask again next tick
+            settled = getattr(last, "settled", True)
+            if not settled and last.end is not None and (now - last.end).total_seconds() < 120:
+                continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
+            for r in rs:
+                gpus = dict(r.gpus) or ({"shard": r.shards} if getattr(r, "shards", 0) else e.gpus)
+                if r.start is None:
+                    continue
+                records.append(ig.attempt_record(
+                    job_id=e.job_id, attempt=r.attempt, state=r.state, start=r.start,
+                    end=r.end or now, elapsed_s=r.elapsed_s, gpus=gpus, team=e.team))
+            word = states.normalize_slurm_state(last.state)
+            if final == states.FAILED:
+                reason = states.SLURM_FAILURE_REASONS.get(word)
+                if reason is None:
+                    reason = (f"exit code {last.exit_code}" if last.exit_code is not None
+                              else f"Slurm state {word}")
+            elif final == states.CANCELLED:
+                reason = None  # keep the cancel reason recorded with the request
+            else:
+                reason = None
+            finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
+        return records, finals
+
+    def _apply_finals(self, finals, now: datetime, report: TickReport) -> None:
+        if not finals:
+            return
+        with self.svc.db.transaction() as s:
+            for job_id, final, exit_code, node, end, reason in finals:
+                job = s.get(Job, job_id)
+                if job is None or job.state in states.TERMINAL:
+                    continue
+                if exit_code is not None:
+                    job.exit_code = exit_code
+                if node:
+                    job.node = node
+                if final == states.CANCELLED:
+                    reason = job.cancel_reason or "cancelled in Slurm"
+                _move(job, final, now, report, reason=reason)
+                if job.state in states.TERMINAL and end is not None:
+                    job.ended_at = end
+
+    # ----------------------------------------------------------------------------- billing
+    def _bill(self, records, now: datetime, report: TickReport) -> None:
+        if not records:
+            return
+        result = self.biller.tick(records, now)
+        report.charges += len(result.appended)
+        for rec, err in result.errors:
+            report.errors.append(f"billing job {rec.job_id}: {err}")
+        billed_jobs = {int(c.cluster_job_id) for c in result.appended if c.cluster_job_id.isdigit()}
+        if billed_jobs:
+            with self.svc.db.transaction() as s:
+                for jid in billed_jobs:
+                    job = s.get(Job, jid)
+                    if job is not None:
+                        job.cost_micros = billing.job_cost_micros(s, jid)
+
+    def _storage(self, now: datetime, report: TickReport) -> None:
+        cfg = self.svc.config
+        key = "storage_billed_at"
+        with self.svc.db.session() as s:
+            row = s.get(ReconcilerState, key)
+            if row is not None:
+                last = datetime.fromisoformat(row.value)
+                if (now - last).total_seconds() < cfg.storage_interval:
+                    return
+            projects = [(p.team.name, p.name, p.created_at) for p in s.scalars(select(Project))]
+        samples = []
+        for team, name, created in projects:
+            try:
+                size = ig.repo_bytes(cfg, team, name)
+            except (OSError, ValueError) as exc:
+                report.errors.append(f"storage {team}/{name}: {exc}")
+                continue
+            samples.append(ig.storage_sample(team, f"repo:{team}/{name}", size, created))
+        if samples:
+            result = self.biller.tick_storage(samples, now)
+            report.charges += len(result.appended)
+        with self.svc.db.transaction() as s:
+            row = s.get(ReconcilerState, key)
+            if row is None:
+                s.add(ReconcilerState(key=key, value=now.isoformat(), updated_at=now))
+            else:
+                row.value, row.updated_at = now.isoformat(), now
+
+    # ---------------------------------------------------------------------------- cut-off
+    def _cut_off(self, now: datetime, report: TickReport) -> None:
+        with self.svc.db.session() as s:
+            bal = billing.balances(s)
+            rows = s.execute(
+                select(Job.id, Team.id, Team.name).join(Project, Job.project_id == Project.id)
+                .join(Team, Project.team_id == Team.id)
+                .where(Job.state.in_(states.ACTIVE), Job.cancel_requested_at.is_(None))
+            ).all()
+        for job_id, team_id, team_name in rows:
+            b = bal.get(team_id, billing.from_micros(0))
+            if not ig.must_cut_off(b):
+                continue
+            if team_name not in report.cut_off:
+                report.cut_off.append(team_name)
+            try:
+                service.request_cancel(self.svc, job_id, by="slipway",
+                                       reason=ig.cut_off_message(b, team_name))
+                report.cancels.append(job_id)
+            except service.JobError:
+                pass
+
+    def _hard_cancels(self, now: datetime, report: TickReport) -> None:
+        limit = now - timedelta(seconds=self.svc.config.cancel_grace)
+        with self.svc.db.session() as s:
+            todo = [(j.id, j.slurm_job_id) for j in s.scalars(select(Job).where(
+                Job.state.in_(states.ACTIVE), Job.slurm_job_id.is_not(None),
+                Job.cancel_requested_at.is_not(None), Job.cancel_requested_at < limit,
+                Job.hard_cancel_at.is_(None)))]
+        for job_id, slurm_id in todo:
+            try:
+                self.svc.backend.cancel(slurm_id)
+            except ig.JobNotFound:
+                pass
+            except ig.SlurmBridgeError as exc:
+                report.errors.append(f"hard cancel of job {job_id}: {exc}")
+                continue
+            with self.svc.db.transaction() as s:
+                job = s.get(Job, job_id)
+                job.hard_cancel_at = now
+            report.hard_cancels.append(job_id)
+
+    def _stale_reservations(self, now: datetime, report: TickReport) -> None:
+        limit = now - timedelta(seconds=self.svc.config.stale_reservation)
+        with self.svc.db.transaction() as s:
+            for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
+                                                   Job.created_at < limit)):
+                _move(job, states.FAILED, now, report,
+                      reason="the push did not complete (no post-receive reached Slipway); push again")
+
+    # ------------------------------------------------------------------------------- loop
+    def run(self, stop: threading.Event) -> None:
+        interval = self.svc.config.reconcile_interval
+        while True:
+            try:
+                report = self.tick()
+                for err in report.errors:
+                    log.warning("reconciler: %s", err)
+            except Exception:  # noqa: BLE001 — the loop must survive anything
+                log.exception("reconciler tick failed")
+            if stop.wait(interval):
+                return
+
+    def start_thread(self) -> tuple[threading.Thread, threading.Event]:
+        stop = threading.Event()
+        t = threading.Thread(target=self.run, args=(stop,), name="slipway-reconciler", daemon=True)
+        t.start()
+        return t, stop

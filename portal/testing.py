@@ -1,0 +1,174 @@
+"""Test helpers (no servers): a recording fake Slurm backend, temp-dir services, git helpers.
+
+Used by tests/unit/test_portal_*.py; the lead's integration tests may reuse them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from slurm_bridge.errors import ControllerUnavailable
+from slurm_bridge.records import QueueRecord, SacctRecord
+
+from .config import Config
+from .db import Membership, Project, Team, User
+from .services import Services, build_services
+
+T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self, start: datetime = T0):
+        self.t = start
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw) -> datetime:
+        self.t += timedelta(**kw)
+        return self.t
+
+
+@dataclass
+class FakeBackend:
+    """Records calls; ``queue`` / ``acct`` are what squeue / sacct would answer."""
+
+    next_id: int = 1000
+    submits: list = field(default_factory=list)
+    cancels: list = field(default_factory=list)
+    queue: dict = field(default_factory=dict)
+    acct: list = field(default_factory=list)
+    down: bool = False
+    submit_error: Exception | None = None
+    jobs_calls: int = 0
+    accounting_calls: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, req) -> int:
+        with self.lock:
+            if self.submit_error is not None:
+                raise self.submit_error
+            if self.down:
+                raise ControllerUnavailable("slurmctld is down (fake)")
+            self.next_id += 1
+            self.submits.append((self.next_id, req))
+            return self.next_id
+
+    def cancel(self, job_id, signal=None, batch_only=False):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        self.cancels.append((job_id, signal, batch_only))
+
+    def hold(self, job_id): ...
+    def release(self, job_id): ...
+    def requeue(self, job_id): ...
+
+    def jobs(self, comment="slipway"):
+        self.jobs_calls += 1
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return dict(self.queue)
+
+    def accounting(self, start, end, job_ids=None):
+        self.accounting_calls.append((start, end, tuple(job_ids or ())))
+        if self.down:
+            raise ControllerUnavailable("slurmdbd is down (fake)")
+        ids = set(job_ids or ())
+        return [r for r in self.acct if not ids or r.job_id in ids]
+
+    def nodes(self):
+        return []
+
+    # -- helpers to script Slurm ----------------------------------------------------------
+    def set_queue(self, slurm_id: int, state: str, *, start: datetime | None = None,
+                  node: str = "a4k-1", reason: str = "None", gpus: dict | None = None,
+                  restart_count: int = 0, name: str = "", account: str = "team-x"):
+        self.queue[slurm_id] = QueueRecord(
+            job_id=slurm_id, state=state, reason=reason, node=node if state != "PENDING" else "",
+            start_time=start, submit_time=start, account=account, user="u", qos="normal",
+            name=name or f"job{slurm_id}", comment="slipway", restart_count=restart_count,
+            gpus=gpus or {})
+
+    def finish(self, slurm_id: int, state: str, *, start: datetime, end: datetime,
+               exit_code: int | None = 0, gpus: dict | None = None, attempt: int = 0,
+               qos: str = "normal", node: str = "a4k-1"):
+        self.queue.pop(slurm_id, None)
+        self.acct.append(SacctRecord(
+            job_id=slurm_id, attempt=attempt, name="x", user="u", account="team-x", qos=qos,
+            state=state, exit_code=exit_code, signal=None, submit=start, start=start, end=end,
+            elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1}))
+
+
+def make_config(tmp: Path, **over) -> Config:
+    over.setdefault("data_dir", tmp / "var")
+    over.setdefault("hook_secret", "test-hook-secret")
+    over.setdefault("secret_key", "test-secret-key")
+    return Config(**over)
+
+
+def make_services(tmp: Path, *, backend=None, clock=None, catalog=None, **over) -> Services:
+    cfg = make_config(tmp, **over)
+    svc = build_services(cfg, backend=backend or FakeBackend(), clock=clock or Clock(), catalog=catalog)
+    svc.chown = False
+    return svc
+
+
+def seed(svc: Services, *, team="nlp", user="alice", unix_user=None, project="proj",
+         gpu_type="a4000", gpu_count=1, image="python", funds: str | None = "25.00",
+         admin=False) -> dict:
+    """A user, a team with the user as owner, a project with its bare repo, optional funds."""
+    from . import billing, integrations
+
+    now = svc.now()
+    with svc.db.transaction() as s:
+        u = User(name=user, unix_user=unix_user or os.environ.get("USER", "root") or "root",
+                 is_cluster_admin=admin, created_at=now)
+        t = Team(name=team, personal=False, created_at=now)
+        s.add_all([u, t])
+        s.flush()
+        s.add(Membership(user_id=u.id, team_id=t.id, role="owner", created_at=now))
+        p = Project(team_id=t.id, name=project, gpu_type=gpu_type, gpu_count=gpu_count, image=image,
+                    time_limit_min=60, created_at=now)
+        s.add(p)
+        s.flush()
+        ids = {"user_id": u.id, "team_id": t.id, "project_id": p.id}
+    integrations.create_repo(svc.config, team, project)
+    if funds:
+        billing.add_funds(svc.db, team, funds, by="test", now=now)
+    return ids
+
+
+def git(*args: str, cwd: Path | str | None = None) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x", GIT_TERMINAL_PROMPT="0")
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {r.stderr}")
+    return r.stdout.strip()
+
+
+def commit_to_bare(bare: Path, work: Path, files: dict[str, str], branch: str = "exp-1") -> str:
+    """Make a commit with ``files`` and write it straight into ``bare`` (no hooks); return sha."""
+    if not (work / ".git").exists():
+        work.mkdir(parents=True, exist_ok=True)
+        git("init", "-q", "-b", branch, cwd=work)
+    for name, content in files.items():
+        (work / name).write_text(content)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "c", "--allow-empty", cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work)
+    # push objects only (no ref update, no hooks): the pre-receive view of a push
+    git("--git-dir", str(bare), "fetch", "-q", str(work), f"{sha}:refs/tmp/{sha}", cwd=work)
+    return sha
+
+
+def hook_payload(phase: str, repo: str, pusher: str, updates: list[tuple[str, str, str]],
+                 options: list[str] | None = None, is_job: bool = False) -> dict[str, Any]:
+    return {"phase": phase, "repo": repo, "pusher": pusher, "pusher_is_job": is_job,
+            "updates": [{"ref": r, "old": o, "new": n} for r, o, n in updates],
+            "push_options": options or []}

@@ -1,0 +1,221 @@
+"""Push to run: pre-receive validation/reservation and post-receive submission."""
+from __future__ import annotations
+
+import json
+import stat
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from portal.db import Job, LedgerEntry
+from portal.jobs import launch
+from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+
+EP = {"slipway-entrypoint.sh": "echo hi\n"}
+Z = "0" * 40
+
+
+@pytest.fixture
+def env(tmp_path):
+    backend = FakeBackend()
+    svc = make_services(tmp_path, backend=backend)
+    seed(svc)
+    bare = svc.config.repos_root / "nlp" / "proj.git"
+    yield svc, backend, bare, tmp_path / "work"
+    svc.db.dispose()
+
+
+def pre(svc, sha, branch="exp-1", pusher="alice", options=None, repo="nlp/proj", **kw):
+    return launch.handle_pre_receive(svc, hook_payload(
+        "pre-receive", repo, pusher, [(f"refs/heads/{branch}", Z, sha)], options, **kw))
+
+
+def post(svc, sha, branch="exp-1", pusher="alice"):
+    return launch.handle_post_receive(svc, hook_payload(
+        "post-receive", "nlp/proj", pusher, [(f"refs/heads/{branch}", Z, sha)]))
+
+
+def jobs(svc):
+    with svc.db.session() as s:
+        return list(s.scalars(select(Job).order_by(Job.id)))
+
+
+def test_push_reserves_then_submits(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha)
+    assert r.ok, r.messages
+    [job] = jobs(svc)
+    assert (job.state, job.branch, job.commit_sha, job.gpu_type, job.gpu_count) == ("queued", "exp-1", sha, "a4000", 1)
+
+    r = post(svc, sha)
+    assert r.ok and r.messages == [f"slipway: job {job.id} queued (a4000 x1)"]
+    [job] = jobs(svc)
+    assert job.state == "pending" and job.slurm_job_id == backend.submits[0][0]
+    assert 10000 <= job.port <= 65535 and job.token_hash and job.submitted_at
+    _, req = backend.submits[0]
+    assert req.account == "team-nlp" and req.qos == "normal" and req.requeue and req.comment == "slipway"
+    assert req.gpus.gres == "gpu:a4000:1" and req.time_limit_min == 60
+    assert req.output.endswith(f"/jobs/{job.id}/output.log")
+    assert list(req.command[1:3]) == ["-m", "git_gateway.runner"]
+    spec_path = req.command[3]
+    assert stat.S_IMODE((svc.config.jobs_dir / str(job.id) / "spec.json").stat().st_mode) == 0o600
+    spec = json.loads(open(spec_path).read())
+    assert spec["job_id"] == job.id and spec["commit"] == sha and spec["branch"] == "exp-1"
+    assert spec["username"] == f"job:{job.id}" and spec["env"]["PORT"] == str(job.port)
+    assert spec["repo_url"] == "http://127.0.0.1:8000/git/nlp/proj.git"
+    assert spec["callback_url"].endswith(f"/internal/jobs/{job.id}/events")
+    assert launch.hash_token(spec["token"]) == job.token_hash
+    assert spec["container_argv"][0].endswith("ch-run") and spec["workdir"].endswith("/work")
+
+
+def test_push_options_override_project_settings(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha, options=["gpus=a6000:2", "time=2h", "image=busybox"]).ok
+    [job] = jobs(svc)
+    assert (job.gpu_type, job.gpu_count, job.time_limit_min, job.image) == ("a6000", 2, 120, "busybox")
+
+
+@pytest.mark.parametrize("text,minutes", [("90", 90), ("30m", 30), ("2h", 120), ("1h30m", 90)])
+def test_parse_time(text, minutes):
+    assert launch.parse_time(text) == minutes
+
+
+@pytest.mark.parametrize("options,needle", [
+    (["colour=blue"], "unknown push option 'colour=blue'"),
+    (["gpus=a4000:9"], "a4000 allows at most 4 GPUs per job"),
+    (["gpus=h100:1"], "unknown GPU type 'h100'"),
+    (["gpus=lots"], "unknown GPU type 'lots'"),
+    (["gpus=a4000:two"], "cannot read GPU request"),
+    (["time=soon"], "cannot read time 'soon'"),
+    (["image=nope"], "unknown image 'nope'"),
+    (["time"], "needs a value"),
+])
+def test_bad_push_options_refused_and_nothing_reserved(env, options, needle):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha, options=options)
+    assert not r.ok
+    assert any(needle in m for m in r.messages), r.messages
+    assert r.messages[-1] == "slipway: push refused; nothing was started"
+    assert jobs(svc) == []
+
+
+def test_refusals(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha, repo="nlp/ghost")
+    assert not r.ok and "there is no project 'nlp/ghost'" in r.messages[0]
+    r = pre(svc, sha, pusher="mallory")
+    assert not r.ok and "unknown user 'mallory'" in r.messages[0]
+    bad = commit_to_bare(bare, tmp := work.parent / "w2", {"README": "x"})
+    r = pre(svc, bad)
+    assert not r.ok and any("slipway-entrypoint.sh is missing" in m for m in r.messages)
+    assert jobs(svc) == []
+
+
+def test_non_member_refused(env):
+    svc, backend, bare, work = env
+    from portal.db import User
+    with svc.db.transaction() as s:
+        s.add(User(name="bob", unix_user="bob", created_at=svc.now()))
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha, pusher="bob")
+    assert not r.ok and "bob is not a member of team nlp" in r.messages[0]
+
+
+def test_low_balance_refused(env):
+    svc, backend, bare, work = env
+    with svc.db.transaction() as s:
+        s.add(LedgerEntry(team_id=1, kind="adjustment", amount_micros=-24_500_000,
+                          idempotency_key="adj", created_by="t", created_at=svc.now()))
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha)
+    assert not r.ok
+    assert any("Team nlp has $0.50; jobs need at least $1.00 to start" in m for m in r.messages), r.messages
+
+
+def test_busy_branch_message_and_parallel_branches(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha).ok
+    post(svc, sha)
+    [job] = jobs(svc)
+    sha2 = commit_to_bare(bare, work, {"x": "2"})
+    r = pre(svc, sha2)
+    assert not r.ok
+    assert (f"slipway: branch exp-1 already has job {job.id} pending; wait for it or cancel it: "
+            f"slipway job cancel {job.id}") in r.messages
+    assert pre(svc, sha2, branch="exp-2").ok  # another branch runs in parallel
+
+
+def test_multi_branch_push_is_all_or_nothing(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha, branch="a").ok
+    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
+        ("refs/heads/b", Z, sha), ("refs/heads/a", Z, sha)]))
+    assert not r.ok
+    assert [j.branch for j in jobs(svc)] == ["a"]
+
+
+def test_ignored_refs_and_job_pushes(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    for ref, new in [("refs/tags/v1", sha), ("refs/heads/results/exp-1/4", sha), ("refs/heads/exp-1", Z)]:
+        r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [(ref, Z, new)]))
+        assert r.ok and r.messages == []
+    assert pre(svc, sha, pusher="job:4", is_job=True).ok
+    assert post(svc, sha).messages == []
+    assert jobs(svc) == []
+
+
+def test_submission_failure_fails_the_job(env):
+    svc, backend, bare, work = env
+    from slurm_bridge.errors import SlurmRejected
+    backend.submit_error = SlurmRejected("Invalid account", slurm_message="Invalid account")
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha).ok
+    r = post(svc, sha)
+    [job] = jobs(svc)
+    assert not r.ok and r.messages == [f"slipway: job {job.id} could not be submitted: Invalid account"]
+    assert job.state == "failed" and "Invalid account" in job.reason
+    assert pre(svc, commit_to_bare(bare, work, {"y": "1"})).ok  # the branch is free again
+
+
+def test_concurrent_pushes_to_one_branch_start_exactly_one_job(env):
+    svc, backend, bare, work = env
+    shas = [commit_to_bare(bare, work, {**EP, "n": str(i)}) for i in range(6)]
+    barrier = threading.Barrier(len(shas))
+    results = []
+
+    def push(sha):
+        barrier.wait()
+        results.append(pre(svc, sha))
+
+    threads = [threading.Thread(target=push, args=(sha,)) for sha in shas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.ok for r in results) == 1
+    assert len(jobs(svc)) == 1
+    refused = [r for r in results if not r.ok]
+    assert all(any("already has job" in m for m in r.messages) for r in refused)
+
+
+def test_partial_unique_index_is_the_last_line_of_defence(env):
+    svc, backend, bare, work = env
+    from sqlalchemy.exc import IntegrityError
+    with pytest.raises(IntegrityError):
+        with svc.db.transaction() as s:
+            for _ in range(2):
+                s.add(Job(project_id=1, branch="b", commit_sha="a" * 40, state="running",
+                          gpu_type="a4000", gpu_count=1, image="python", time_limit_min=5))
+                s.flush()
+    with svc.db.transaction() as s:  # ended jobs do not count
+        for state in ("succeeded", "failed", "running"):
+            s.add(Job(project_id=1, branch="b", commit_sha="a" * 40, state=state,
+                      gpu_type="a4000", gpu_count=1, image="python", time_limit_min=5))

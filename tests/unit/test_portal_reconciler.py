@@ -1,0 +1,234 @@
+"""The reconciler against a fake Slurm backend: mapping, unknown, accounting, billing, cut-off."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from portal import billing
+from portal.db import Job, LedgerEntry
+from portal.jobs import service
+from portal.reconciler import Reconciler
+from portal.testing import Clock, FakeBackend, make_services, seed
+
+
+@pytest.fixture
+def env(tmp_path):
+    backend, clock = FakeBackend(), Clock()
+    svc = make_services(tmp_path, backend=backend, clock=clock, stale_reservation=300,
+                        lost_after=600, cancel_grace=60, storage_interval=10**9)
+    seed(svc, gpu_type="a4000", gpu_count=2)
+    yield svc, backend, clock
+    svc.db.dispose()
+
+
+def make_job(svc, slurm_id, state="pending", branch="exp-1", gpu_type="a4000", gpu_count=2):
+    with svc.db.transaction() as s:
+        job = Job(project_id=1, branch=branch, commit_sha="a" * 40, pusher_id=1, state=state,
+                  slurm_job_id=slurm_id, gpu_type=gpu_type, gpu_count=gpu_count, image="python",
+                  time_limit_min=60, created_at=svc.now(), submitted_at=svc.now() if slurm_id else None)
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def job(svc, jid) -> Job:
+    with svc.db.session() as s:
+        return s.get(Job, jid)
+
+
+def team_balance(svc) -> Decimal:
+    with svc.db.session() as s:
+        return billing.balance(s, 1)
+
+
+def test_queue_states_are_mapped(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11)
+    backend.set_queue(11, "PENDING", reason="Resources")
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "pending" and job(svc, jid).reason == "waiting in the queue: Resources"
+    start = clock.advance(seconds=30)
+    backend.set_queue(11, "RUNNING", start=start, node="a4k-2")
+    rep = Reconciler(svc).tick()
+    j = job(svc, jid)
+    assert (j.state, j.node, j.started_at, j.reason) == ("running", "a4k-2", start, None)
+    assert rep.changes == [(jid, "pending", "running")]
+    assert backend.jobs_calls == 2 and backend.accounting_calls == []
+
+
+def test_runner_finishing_is_not_undone_by_running(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="running")
+    service.apply_event(svc, jid, {"event": "finishing", "exit_code": 0, "signal": None})
+    backend.set_queue(11, "RUNNING", start=clock())
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "finishing"
+
+
+def test_failed_poll_marks_unknown_and_never_ends_or_cancels(env):
+    svc, backend, clock = env
+    a, b, q = make_job(svc, 11, "running"), make_job(svc, 12, "pending", branch="b"), make_job(svc, None, "queued", branch="c")
+    backend.down = True
+    for _ in range(3):
+        rep = Reconciler(svc).tick()
+        clock.advance(seconds=5)
+    assert not rep.polled
+    assert (job(svc, a).state, job(svc, a).previous_state) == ("unknown", "running")
+    assert (job(svc, b).state, job(svc, b).previous_state) == ("unknown", "pending")
+    assert job(svc, q).state == "queued"
+    assert backend.cancels == [] and backend.accounting_calls == []
+    backend.down = False
+    backend.set_queue(11, "RUNNING", start=clock())
+    backend.set_queue(12, "RUNNING", start=clock())
+    Reconciler(svc).tick()
+    assert (job(svc, a).state, job(svc, a).previous_state) == ("running", None)
+    assert job(svc, b).state == "running"  # unknown -> onward from its previous state
+
+
+def test_ended_jobs_get_final_state_from_one_bounded_accounting_call(env):
+    svc, backend, clock = env
+    t0 = clock()
+    ok, bad, oom = make_job(svc, 11, "running"), make_job(svc, 12, "running", "b"), make_job(svc, 13, "running", "c")
+    end = clock.advance(minutes=3)
+    backend.finish(11, "COMPLETED", start=t0, end=end, exit_code=0)
+    backend.finish(12, "FAILED", start=t0, end=end, exit_code=3)
+    backend.finish(13, "OUT_OF_MEMORY", start=t0, end=end, exit_code=None)
+    Reconciler(svc).tick()
+    assert len(backend.accounting_calls) == 1
+    start, stop, ids = backend.accounting_calls[0]
+    assert sorted(ids) == [11, 12, 13] and stop == clock() and (t0 - start).total_seconds() == 300
+    assert (job(svc, ok).state, job(svc, ok).exit_code, job(svc, ok).ended_at) == ("succeeded", 0, end)
+    assert (job(svc, bad).state, job(svc, bad).reason) == ("failed", "exit code 3")
+    assert (job(svc, oom).state, job(svc, oom).reason) == ("failed", "out of memory")
+
+
+def test_cancelled_job_that_completed_reads_cancelled(env):
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    r = service.request_cancel(svc, jid, by="alice")
+    assert backend.cancels == [(11, "TERM", True)] and "files will be pushed" in r.message
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(seconds=4))
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).reason) == ("cancelled", "cancelled by alice")
+
+
+def test_unsettled_accounting_record_waits(env):
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(minutes=1), qos="Unknown")
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "running"
+    backend.acct.clear()
+    backend.finish(11, "COMPLETED", start=t0, end=clock(), qos="normal")
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+
+
+def test_lost_job_is_failed_after_lost_after(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, "running")
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "running"
+    clock.advance(seconds=601)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "failed" and "lost track" in job(svc, jid).reason
+
+
+def test_billing_is_idempotent_across_ticks_and_restarts(env):
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a4000": 2})
+    clock.advance(minutes=10, seconds=20)
+    Reconciler(svc).tick()
+    Reconciler(svc).tick()           # same instant, new reconciler (a restart): nothing new
+    r = Reconciler(svc)
+    r.tick()
+    # 2 x a4000 at $0.50/h = $1/h: 10 whole minutes = $0.166667
+    assert team_balance(svc) == Decimal("25.00") - Decimal("0.166667")
+    clock.advance(minutes=5)
+    r.tick()
+    r.tick()
+    end = clock.advance(seconds=10)   # 15m30s elapsed -> ceil = 16 minutes
+    backend.finish(11, "COMPLETED", start=t0, end=end, gpus={"a4000": 2})
+    r.tick()
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+    with svc.db.session() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu").order_by(LedgerEntry.id)))
+    assert [(e.from_minute, e.to_minute) for e in rows] == [(0, 10), (10, 15), (15, 16)]
+    assert all(e.job_id == jid and e.gpu_type == "a4000" and e.gpu_count == 2 for e in rows)
+    assert team_balance(svc) == Decimal("24.733333")   # $25 - 16 min x $1/h (micro-dollar exact)
+    assert job(svc, jid).cost == Decimal("0.266667")
+
+
+def test_requeued_attempts_are_billed_separately(env):
+    svc, backend, clock = env
+    t0 = clock()
+    make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a4000": 2})
+    clock.advance(minutes=5)
+    Reconciler(svc).tick()
+    t1 = clock.advance(minutes=1)
+    backend.set_queue(11, "RUNNING", start=t1, gpus={"a4000": 2}, restart_count=1)
+    clock.advance(minutes=3)
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        keys = sorted(s.scalars(select(LedgerEntry.idempotency_key).where(LedgerEntry.kind == "gpu")))
+    assert keys == ["gpu:1:0:0", "gpu:1:1:0"]
+
+
+def test_cut_off_at_zero_cancels_with_term(env):
+    svc, backend, clock = env
+    t0 = clock()
+    with svc.db.transaction() as s:  # leave the team $0.10
+        s.add(LedgerEntry(team_id=1, kind="adjustment", amount_micros=-24_900_000, idempotency_key="adj",
+                          created_by="t", created_at=t0))
+    run = make_job(svc, 11, "running", gpu_type="a6000", gpu_count=2)
+    pend = make_job(svc, 12, "pending", branch="b")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a6000": 2})
+    backend.set_queue(12, "PENDING")
+    clock.advance(minutes=2)          # 2 x a6000 = $2/h: 2 minutes = $0.066667 -> still positive
+    rep = Reconciler(svc).tick()
+    assert rep.cut_off == [] and backend.cancels == []
+    clock.advance(minutes=2)          # $0.133333 > $0.10
+    rep = Reconciler(svc).tick()
+    assert rep.cut_off == ["nlp"]
+    assert (11, "TERM", True) in backend.cancels and (12, None, False) in backend.cancels
+    assert "team nlp has -$0.04" in job(svc, run).cancel_reason
+    Reconciler(svc).tick()            # no second cancel
+    assert len(backend.cancels) == 2
+    clock.advance(seconds=61)         # the job ignored TERM: hard cancel once
+    rep = Reconciler(svc).tick()
+    assert set(rep.hard_cancels) == {run, pend}
+    assert (11, None, False) in backend.cancels
+
+
+def test_stale_reservation_failed_or_adopted(env):
+    svc, backend, clock = env
+    stale = make_job(svc, None, "queued")
+    adopt = make_job(svc, None, "queued", branch="b")
+    backend.set_queue(77, "PENDING", name=f"slipway-{adopt}")
+    clock.advance(seconds=301)
+    Reconciler(svc).tick()
+    assert job(svc, stale).state == "failed" and "push did not complete" in job(svc, stale).reason
+    assert (job(svc, adopt).state, job(svc, adopt).slurm_job_id) == ("pending", 77)
+
+
+def test_runner_events(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, "pending")
+    assert service.apply_event(svc, jid, {"event": "started"}) == "running"
+    assert service.apply_event(svc, jid, {"event": "started"}) == "running"
+    assert service.apply_event(svc, jid, {"event": "finishing", "exit_code": 2}) == "finishing"
+    assert service.apply_event(svc, jid, {"event": "started"}) == "ignored"
+    service.apply_event(svc, jid, {"event": "results", "results_ref": "refs/heads/results/exp-1/1",
+                                   "sha": "b" * 40, "branch_updated": True, "message": "ok"})
+    j = job(svc, jid)
+    assert (j.state, j.exit_code, j.results_sha, j.branch_updated) == ("finishing", 2, "b" * 40, True)
+    with pytest.raises(service.JobError):
+        service.apply_event(svc, jid, {"event": "exploded"})
