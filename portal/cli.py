@@ -112,6 +112,19 @@ def personal_team_name(user_name: str) -> str:
     return user_name.lower().replace("@", "-").replace(".", "-")
 
 
+def _sync_slurm(ctx: Ctx) -> None:
+    """Converge Slurm's accounts with the teams just changed (the reconciler retries on failure)."""
+    from .slurm_accounts import sync_accounts
+
+    if not hasattr(ctx.svc.backend, "run"):
+        return  # a backend without sacctmgr (tests' fake Slurm)
+    try:
+        sync_accounts(ctx.svc)
+    except Exception as exc:  # noqa: BLE001 — the database change stands; Slurm catches up later
+        console.print(f"[yellow]warning:[/] Slurm accounts not updated yet ({exc}); "
+                      "the reconciler will retry")
+
+
 def _table(title: str, *cols: str) -> Table:
     t = Table(title=title, title_justify="left")
     for c in cols:
@@ -205,6 +218,7 @@ def user_add(ctx: Ctx, name, unix_user, admin):
         s.add_all([u, t])
         s.flush()
         s.add(Membership(user_id=u.id, team_id=t.id, role="owner", created_at=now))
+    _sync_slurm(ctx)
     console.print(f"user {name} (unix {unix_user or name}{', cluster admin' if admin else ''}), "
                   f"personal team {team_name}")
 
@@ -264,6 +278,7 @@ def team_create(ctx: Ctx, name, owner):
         s.flush()
         if owner:
             s.add(Membership(user_id=_user(s, owner).id, team_id=t.id, role="owner", created_at=now))
+    _sync_slurm(ctx)
     console.print(f"team {name} (Slurm account team-{name})" + (f", owner {owner}" if owner else ""))
 
 
@@ -298,6 +313,7 @@ def team_add_member(ctx: Ctx, team_name, username, role):
             s.add(Membership(user_id=u.id, team_id=t.id, role=role, created_at=ctx.svc.now()))
         else:
             m.role = role
+    _sync_slurm(ctx)
     console.print(f"{username} is {role} of team {team_name}")
 
 
@@ -314,6 +330,7 @@ def team_remove_member(ctx: Ctx, team_name, username):
         if m is None:
             _fail(f"{username} is not a member of team {team_name}")
         s.delete(m)
+    _sync_slurm(ctx)
     console.print(f"{username} removed from team {team_name}")
 
 

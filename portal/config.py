@@ -34,10 +34,13 @@ stale_reservation           seconds a ``queued`` job may wait for its   300
 storage_interval            seconds between storage billing runs         600
 lost_after                  seconds a job may be absent from both the   600
                             queue and accounting before it is failed
+account_sync_interval       seconds between convergences of Slurm's     60
+                            accounts with the teams
 accounting_slack            seconds subtracted from the oldest submit   300
                             time for the bounded ``sacct -S`` window
-node_python                 python on the compute nodes that runs       sys.executable
-                            ``-m git_gateway.runner``
+node_python                 python on the compute nodes that runs       /usr/bin/python3
+                            ``-m git_gateway.runner`` (stdlib only;
+                            imported from <data_dir>/node)
 default_image               image when a project names none             python
 default_time_limit          minutes when a project names none           60
 ==========================  ==========================================  =====================
@@ -61,6 +64,12 @@ ENV_PREFIX = "SLIPWAY_"
 
 DEFAULT_GPU_LIMITS = {"a4000": 4, "a6000": 2}
 DEFAULT_GPU_RATES = {"a4000": Decimal("0.50"), "a6000": Decimal("1.00")}
+
+
+def _default_node_python() -> str:
+    """The compute nodes' own python runs the job program (stdlib only): the server's python may
+    live where job users cannot read it (a virtualenv under /root, pyenv)."""
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 class ConfigError(ValueError):
@@ -89,8 +98,9 @@ class Config:
     stale_reservation: float = 300.0
     storage_interval: float = 600.0
     lost_after: float = 600.0
+    account_sync_interval: float = 60.0
     accounting_slack: float = 300.0
-    node_python: str = sys.executable
+    node_python: str = field(default_factory=lambda: _default_node_python())
     default_image: str = "python"
     default_time_limit: int = 60
     secret_key: str = ""

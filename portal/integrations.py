@@ -6,7 +6,10 @@ re-exported here).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -128,7 +131,7 @@ def entrypoint_problem(config: Config, team: str, project: str, sha: str,
 def create_repo(config: Config, team: str, project: str) -> Path:
     from git_gateway import repos
 
-    return repos.create_repo(config.repos_root, team, project, python=config.node_python,
+    return repos.create_repo(config.repos_root, team, project, python=sys.executable,
                              exist_ok=True)
 
 
@@ -155,6 +158,38 @@ def validate_name(name: str, what: str) -> str:
 
 
 RUNNER_MODULE = "git_gateway.runner"
+
+
+def node_runtime(config: Config) -> Path:
+    """Install the node-side job program where job users can import it; return the directory
+    to put on PYTHONPATH.
+
+    ``git_gateway`` uses only the standard library, so the compute nodes' own python runs it.
+    The copy lives under the data dir (shared with the nodes), world-readable, and is refreshed
+    when the package's files change (a content hash names the directory).
+    """
+    import git_gateway
+
+    src = Path(git_gateway.__file__).parent
+    files = sorted(p for p in src.glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    dest = config.data_dir / "node" / digest
+    if not (dest / "git_gateway" / "runner.py").exists():
+        tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "git_gateway").mkdir(parents=True)
+        for p in files:
+            shutil.copyfile(p, tmp / "git_gateway" / p.name)
+        for d, _dirs, names in os.walk(tmp):
+            os.chmod(d, 0o755)
+            for n in names:
+                os.chmod(os.path.join(d, n), 0o644)
+        os.chmod(config.data_dir / "node", 0o755)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process installed it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 # ------------------------------------------------------------------------- container_images
 

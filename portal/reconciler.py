@@ -99,7 +99,23 @@ class Reconciler:
         self._cut_off(now, report)
         self._hard_cancels(now, report)
         self._storage(now, report)
+        self._slurm_accounts(now, report)
         return report
+
+    # ------------------------------------------------------------------- Slurm accounts
+    def _slurm_accounts(self, now: datetime, report: TickReport) -> None:
+        """Every ``account_sync_interval`` seconds, converge Slurm's accounts with the teams."""
+        from .slurm_accounts import sync_accounts
+
+        last = getattr(self, "_accounts_synced_at", None)
+        if not hasattr(self.svc.backend, "run") or (
+                last is not None and (now - last).total_seconds() < self.svc.config.account_sync_interval):
+            return
+        try:
+            sync_accounts(self.svc)
+            self._accounts_synced_at = now
+        except Exception as exc:  # noqa: BLE001 — retried next tick
+            report.errors.append(f"Slurm account sync failed: {exc}")
 
     # ------------------------------------------------------------------------ poll failure
     def _mark_unknown(self, now: datetime, exc: Exception, report: TickReport) -> None:

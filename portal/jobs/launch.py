@@ -430,7 +430,8 @@ def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
                              gpu_type=snap["gpu_type"], gpu_count=snap["gpu_count"],
                              time_limit_min=snap["time_limit_min"], workdir=str(spec_path.parent),
                              output=str(log_path(svc, job_id)), command=command,
-                             env={"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(job_id)},
+                             env={"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(job_id),
+                                  "PYTHONPATH": str(ig.node_runtime(cfg))},
                              partition=cfg.partition)
         slurm_id = int(svc.backend.submit(req))
     except Exception as exc:  # noqa: BLE001 — every failure must fail the job, with its reason

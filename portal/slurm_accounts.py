@@ -1,0 +1,68 @@
+"""Keep Slurm's accounts and associations in step with Slipway's teams, both ways.
+
+Every team is a Slurm account ``team-<name>`` (fair share between teams); every member with a
+Unix user is a Slurm user associated with the accounts of all their teams. Accounts named
+``team-*`` that no team owns any more are removed, and so are associations of members who left.
+The convergence itself (read, diff, apply with ``sacctmgr``) is slurm_bridge's ``sync``; this
+module only says what the desired state is. Re-running it changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+
+from .db.models import Membership, Team
+from .services import Services
+
+log = logging.getLogger("slipway.slurm_accounts")
+
+ACCOUNT_PREFIX = "team-"
+# Emergency priority is granted by cluster admins per user; members get the normal QOS.
+BASE_QOS = ("normal",)
+EMERGENCY_QOS = "emergency"
+_lock = threading.Lock()
+
+
+def desired_state(svc: Services):
+    """The accounts, users and QOS the database says Slurm should have."""
+    from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec
+
+    accounts, users = [], {}
+    with svc.db.session() as s:
+        for team in s.scalars(select(Team).order_by(Team.name)):
+            accounts.append(AccountSpec(name=team.slurm_account, fairshare=team_shares(team),
+                                        description=f"slipway team {team.name}"))
+        rows = s.execute(select(Membership, Team).join(Team, Membership.team_id == Team.id)
+                         .order_by(Team.personal.desc(), Team.name))
+        for membership, team in rows:
+            unix = membership.user.unix_user
+            if not unix:
+                continue
+            entry = users.setdefault(unix, {"default": team.slurm_account, "accounts": {}})
+            entry["accounts"][team.slurm_account] = BASE_QOS
+    return DesiredState(
+        accounts=tuple(accounts),
+        users=tuple(UserSpec(name=u, default_account=v["default"], accounts=v["accounts"])
+                    for u, v in sorted(users.items())),
+        qos=(QosSpec("normal", priority=0),
+             QosSpec(EMERGENCY_QOS, priority=1000, preempt=("normal",), preempt_mode="requeue")),
+        account_prefix=ACCOUNT_PREFIX,
+    )
+
+
+def team_shares(team: Team) -> int:
+    """Fair-share weight of a team's account (every team equal until admins set shares)."""
+    return int(getattr(team, "fairshare", None) or 100)
+
+
+def sync_accounts(svc: Services) -> list[str]:
+    """Converge Slurm to the database; returns the sacctmgr changes made (empty when in step)."""
+    from slurm_bridge.sync import sync
+
+    with _lock:  # one convergence at a time per process: sacctmgr edits are not atomic
+        changes = sync(svc.backend, desired_state(svc), cluster=svc.config.cluster_name or None)
+    if changes:
+        log.info("slurm accounts: %s", "; ".join(str(c) for c in changes))
+    return [str(c) for c in changes]
