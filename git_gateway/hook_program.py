@@ -1,0 +1,156 @@
+"""Slipway's git hook program (pre-receive and post-receive). STANDARD LIBRARY ONLY.
+
+This file's source is copied into ``<repo>.git/hooks/pre-receive`` and ``post-receive`` with the
+absolute path of the installing Python in the shebang (see git_gateway.hooks.install), so it must
+not import anything from Slipway. The phase is the hook's file name.
+
+It reads ``<old> <new> <ref>`` lines from stdin and the push options from
+GIT_PUSH_OPTION_COUNT / GIT_PUSH_OPTION_<n>, POSTs the JSON of docs/ARCHITECTURE.md
+("Hook callback") to $SLIPWAY_HOOK_URL with header X-Slipway-Hook-Secret, prints each returned
+message to stderr (git shows them as ``remote: ...``) and exits 0 when the reply says ok, else 1.
+
+Extra (additive) field in the payload: ``"quarantine"`` = $GIT_QUARANTINE_PATH during
+pre-receive (the directory holding the pushed objects until the hook accepts them; pass it to
+git_gateway.repos.tree_entry/read_file/check_entrypoint to look inside the pushed commit).
+"""
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+UNAVAILABLE = "slipway: the Slipway server is unavailable, try again"
+ZERO = "0" * 40
+
+
+def _say(msg):
+    data = (str(msg).rstrip("\n") + "\n").encode("utf-8", "replace")
+    try:
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
+    except Exception:
+        pass
+
+
+def _clean(value):
+    """A str from the environment (maybe undecodable bytes) as valid Unicode."""
+    return os.fsencode(value).decode("utf-8", "replace")
+
+
+def parse_updates(data):
+    """``old new ref`` lines (bytes) -> (updates, problems)."""
+    updates, problems = [], []
+    for raw in data.split(b"\n"):
+        raw = raw.rstrip(b"\r")
+        if not raw:
+            continue
+        parts = raw.split(b" ", 2)
+        if len(parts) != 3:
+            problems.append("slipway: malformed hook input line")
+            continue
+        old, new, ref = parts
+        try:
+            ref_s = ref.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append("slipway: ref names must be valid UTF-8: %r" % ref)
+            continue
+        updates.append({"ref": ref_s, "old": old.decode("ascii", "replace"),
+                        "new": new.decode("ascii", "replace")})
+    return updates, problems
+
+
+def push_options(environ):
+    try:
+        count = int(environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)
+    except ValueError:
+        count = 0
+    return [_clean(environ.get("GIT_PUSH_OPTION_%d" % i, "")) for i in range(count)]
+
+
+def build_payload(phase, updates, environ):
+    payload = {
+        "phase": phase,
+        "repo": _clean(environ.get("SLIPWAY_REPO", "")),
+        "pusher": _clean(environ.get("SLIPWAY_PUSHER", "")),
+        "pusher_is_job": environ.get("SLIPWAY_PUSHER_IS_JOB", "0") == "1",
+        "updates": updates,
+        "push_options": push_options(environ),
+    }
+    if phase == "pre-receive" and environ.get("GIT_QUARANTINE_PATH"):
+        payload["quarantine"] = _clean(environ["GIT_QUARANTINE_PATH"])
+    return payload
+
+
+def call(url, secret, payload, timeout):
+    """POST the payload; return (ok, messages) or raise OSError when unreachable/garbled."""
+    body = json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json",
+        "X-Slipway-Hook-Secret": secret,
+        "User-Agent": "slipway-hook",
+    })
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read(1 << 20)
+    except urllib.error.HTTPError as e:
+        # A refusal may come with a JSON body and a 4xx status; anything else is "unavailable".
+        raw = e.read(1 << 20)
+        try:
+            reply = json.loads(raw.decode("utf-8"))
+        except Exception:
+            raise OSError("HTTP %s from the Slipway server" % e.code)
+        if not isinstance(reply, dict) or "ok" not in reply:
+            raise OSError("HTTP %s from the Slipway server" % e.code)
+        return bool(reply.get("ok")) and e.code < 400, [str(m) for m in reply.get("messages") or []]
+    try:
+        reply = json.loads(raw.decode("utf-8"))
+    except Exception:
+        raise OSError("the Slipway server sent a reply that is not JSON")
+    if not isinstance(reply, dict):
+        raise OSError("the Slipway server sent an unexpected reply")
+    msgs = reply.get("messages") or []
+    if not isinstance(msgs, list):
+        msgs = [msgs]
+    return bool(reply.get("ok")), [str(m) for m in msgs]
+
+
+def main(argv=None, environ=None, stdin=None):
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    phase = os.path.basename(argv[0])
+    if phase not in ("pre-receive", "post-receive"):
+        phase = argv[1] if len(argv) > 1 else phase
+    data = (stdin if stdin is not None else sys.stdin.buffer).read()
+    updates, problems = parse_updates(data)
+    if problems and phase == "pre-receive":
+        for p in problems:
+            _say(p)
+        return 1
+    url = environ.get("SLIPWAY_HOOK_URL", "")
+    if not url:
+        # Not a push through the Slipway gateway (someone with filesystem access): nothing to do.
+        return 0
+    secret = environ.get("SLIPWAY_HOOK_SECRET", "")
+    try:
+        timeout = float(environ.get("SLIPWAY_HOOK_TIMEOUT", "") or 60)
+    except ValueError:
+        timeout = 60.0
+    payload = build_payload(phase, updates, environ)
+    try:
+        ok, messages = call(url, secret, payload, timeout)
+    except (OSError, ValueError) as e:  # URLError, timeouts, refused connections are OSErrors
+        if phase == "pre-receive":
+            _say(UNAVAILABLE)
+            return 1
+        _say("slipway: the push was stored but the Slipway server could not be told (%s); "
+             "no job was started" % (getattr(e, "reason", None) or e))
+        return 0
+    for m in messages:
+        _say(m)
+    if phase == "pre-receive":
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""``GitHttpApp``: plain WSGI app serving git smart HTTP (via ``git http-backend``) and git-lfs.
+
+URLs (docs/ARCHITECTURE.md): ``http://HOST/git/<team>/<project>.git/...``. The app accepts
+PATH_INFO both with the ``/git`` prefix (served at the site root) and without it (mounted at
+``/git``, e.g. by a dispatcher middleware).
+
+Served endpoints, everything else is 404:
+    GET  …/info/refs?service=git-upload-pack|git-receive-pack
+    POST …/git-upload-pack, …/git-receive-pack              (write = receive-pack)
+    POST …/info/lfs/objects/batch, PUT/GET …/info/lfs/objects/<oid>, POST …/info/lfs/locks/verify
+
+Auth: HTTP Basic -> ``authenticate(repo_key, username, password, write) -> Principal | None``.
+No/invalid credentials -> 401 with ``WWW-Authenticate: Basic realm="Slipway"``; the callback may
+raise ``AccessDenied`` (no access) -> 404, same as an unknown repository.
+
+Bodies are streamed both ways: the request body is copied into ``git http-backend``'s stdin by a
+feeder thread in 64 KiB pieces and the response is yielded as it comes out of the process.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import parse_qs
+
+from . import lfs as lfs_mod
+from . import repos
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+REALM = 'Basic realm="Slipway"'
+_PATH_RE = re.compile(
+    r"/(?P<team>[a-z0-9][a-z0-9._-]{0,62})/(?P<project>[a-z0-9][a-z0-9._-]{0,62})\.git"
+    r"(?P<rest>/[^?]*)")
+_PROTO_RE = re.compile(r"[A-Za-z0-9=:._-]{1,100}")
+_JOB_USER_RE = re.compile(r"job:\d+")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is pushing/pulling. ``name`` becomes SLIPWAY_PUSHER (``job:<id>`` for jobs)."""
+    name: str
+    is_job: bool = False
+
+
+class AccessDenied(Exception):
+    """Raised by ``authenticate`` when the credentials are valid but give no access (-> 404)."""
+
+
+Authenticate = Callable[[str, str, str, bool], "Principal | None"]
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic …`` -> (username, password) or None.
+
+    RFC 7617 splits at the first colon. Exception, for the runner's job credentials
+    (username ``job:<id>``): ``job:<digits>:<token>`` parses as ("job:<digits>", "<token>").
+    """
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    # A client may send the same header twice (git-lfs: http.extraHeader + the action's header);
+    # servers join repeated headers with ", " and base64 has no comma: take the first.
+    value = value.split(",", 1)[0].strip()
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if ":" not in text:
+        return None
+    user, _, password = text.partition(":")
+    if user == "job":
+        head, sep, tail = password.partition(":")
+        if sep and head.isdigit() and _JOB_USER_RE.fullmatch(f"job:{head}"):
+            user, password = f"job:{head}", tail
+    return user, password
+
+
+def basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
+
+
+def _simple(start_response, status: str, body: bytes = b"", ctype: str = "text/plain; charset=utf-8",
+            extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    headers = [("Content-Type", ctype), ("Content-Length", str(len(body))),
+               ("Cache-Control", "no-cache")]
+    headers.extend(extra or [])
+    start_response(status, headers)
+    return [body]
+
+
+class GitHttpApp:
+    def __init__(self, repos_root: str | os.PathLike, authenticate: Authenticate,
+                 hook_url: str, hook_secret: str, lfs_root: str | os.PathLike, *,
+                 max_lfs_object_bytes: int | None = None, git: str = "git",
+                 hook_timeout_s: float | None = None):
+        self.repos_root = Path(repos_root).resolve()
+        self.lfs_root = Path(lfs_root).resolve()
+        self.authenticate = authenticate
+        self.hook_url = hook_url
+        self.hook_secret = hook_secret
+        self.git = git
+        self.hook_timeout_s = hook_timeout_s
+        self.lfs = lfs_mod.LfsApi(lfs_mod.LfsStore(self.lfs_root),
+                                  max_object_bytes=max_lfs_object_bytes)
+
+    # ---------------------------------------------------------------- routing
+    def _route(self, path: str):
+        for candidate in (path, path[4:] if path.startswith("/git/") else None):
+            if candidate is None:
+                continue
+            m = _PATH_RE.fullmatch(candidate)
+            if m:
+                try:
+                    repos.validate_name(m["team"], "team")
+                    repos.validate_name(m["project"], "project")
+                except repos.InvalidName:
+                    continue
+                return m["team"], m["project"], m["rest"]
+        return None
+
+    def __call__(self, environ, start_response) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or ""
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        routed = self._route(path)
+        if routed is None:
+            return _simple(start_response, "404 Not Found", b"not found\n")
+        team, project, rest = routed
+        key = f"{team}/{project}"
+
+        is_lfs = rest.startswith("/info/lfs/")
+        if is_lfs:
+            op = self.lfs.classify(method, rest[len("/info/lfs"):])
+            if op is None:
+                return self.lfs.error(start_response, "404 Not Found", "not found")
+            write = op.write
+        else:
+            service = self._git_service(method, rest, environ.get("QUERY_STRING", ""))
+            if service is None:
+                return _simple(start_response, "404 Not Found", b"not found\n")
+            write = service == "git-receive-pack"
+
+        creds = parse_basic(environ.get("HTTP_AUTHORIZATION"))
+        if creds is None:
+            return self._challenge(start_response, is_lfs)
+        if is_lfs and op.needs_body_for_write:
+            # The batch operation (upload/download) decides read vs write: read the small JSON
+            # body first (bounded), then authenticate with the right flag.
+            try:
+                body = self.lfs.read_json_body(environ)
+            except lfs_mod.LfsError as e:
+                return self.lfs.error(start_response, e.status, e.message)
+            op = op.with_body(body)
+            write = op.write
+        try:
+            principal = self.authenticate(key, creds[0], creds[1], write)
+        except AccessDenied:
+            principal = False
+        except Exception:  # the portal's store is down: say so, don't leak details
+            log.exception("authenticate callback failed for %s", key)
+            return _simple(start_response, "503 Service Unavailable",
+                           b"authentication is unavailable, try again\n")
+        if principal is None:
+            return self._challenge(start_response, is_lfs)
+        if principal is False or not repos.repo_exists(self.repos_root, team, project):
+            if is_lfs:
+                return self.lfs.error(start_response, "404 Not Found", "Repository not found")
+            return _simple(start_response, "404 Not Found", b"Repository not found\n")
+
+        if is_lfs:
+            return self.lfs.handle(environ, start_response, team, project, op,
+                                   authorization=environ.get("HTTP_AUTHORIZATION", ""))
+        return self._run_backend(environ, start_response, team, project, rest, principal)
+
+    @staticmethod
+    def _git_service(method: str, rest: str, query: str) -> str | None:
+        if rest == "/info/refs" and method in ("GET", "HEAD"):
+            svc = parse_qs(query).get("service", [None])[0]
+            return svc if svc in ("git-upload-pack", "git-receive-pack") else None
+        if method == "POST" and rest in ("/git-upload-pack", "/git-receive-pack"):
+            return rest[1:]
+        return None
+
+    def _challenge(self, start_response, is_lfs: bool):
+        extra = [("WWW-Authenticate", REALM)]
+        if is_lfs:
+            extra.append(("LFS-Authenticate", REALM))
+            return self.lfs.error(start_response, "401 Unauthorized", "Credentials needed",
+                                  extra=extra)
+        return _simple(start_response, "401 Unauthorized", b"authentication required\n",
+                       extra=extra)
+
+    # ------------------------------------------------------------ http-backend
+    def backend_env(self, environ, team: str, project: str, rest: str, principal) -> dict[str, str]:
+        name = str(getattr(principal, "name", principal))
+        is_job = bool(getattr(principal, "is_job", False))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/"),
+            "LANG": "C.UTF-8",
+            "GIT_PROJECT_ROOT": str(self.repos_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{team}/{project}.git{rest}",
+            "REQUEST_METHOD": environ.get("REQUEST_METHOD", "GET"),
+            "QUERY_STRING": environ.get("QUERY_STRING", ""),
+            "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+            "REMOTE_USER": name.replace("\0", ""),
+            "REMOTE_ADDR": environ.get("REMOTE_ADDR", ""),
+            "SERVER_PROTOCOL": environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+            "GIT_TERMINAL_PROMPT": "0",
+            "SLIPWAY_HOOK_URL": self.hook_url or "",
+            "SLIPWAY_HOOK_SECRET": self.hook_secret or "",
+            "SLIPWAY_REPO": f"{team}/{project}",
+            "SLIPWAY_PUSHER": name.replace("\0", ""),
+            "SLIPWAY_PUSHER_IS_JOB": "1" if is_job else "0",
+        }
+        if self.hook_timeout_s is not None:
+            env["SLIPWAY_HOOK_TIMEOUT"] = str(self.hook_timeout_s)
+        cl = environ.get("CONTENT_LENGTH", "")
+        if cl and cl.isdigit():
+            env["CONTENT_LENGTH"] = cl
+        enc = environ.get("HTTP_CONTENT_ENCODING", "")
+        if enc:
+            env["HTTP_CONTENT_ENCODING"] = enc
+        proto = environ.get("HTTP_GIT_PROTOCOL", "")
+        if proto and _PROTO_RE.fullmatch(proto):
+            env["GIT_PROTOCOL"] = proto
+            env["HTTP_GIT_PROTOCOL"] = proto
+        return env
+
+    def _run_backend(self, environ, start_response, team, project, rest, principal):
+        env = self.backend_env(environ, team, project, rest, principal)
+        has_body = environ.get("REQUEST_METHOD", "GET").upper() == "POST"
+        proc = subprocess.Popen([self.git, "http-backend"], env=env,
+                                stdin=subprocess.PIPE if has_body else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        threads = []
+        if has_body:
+            t = threading.Thread(target=_feed, name="git-http-feed", daemon=True,
+                                 args=(environ["wsgi.input"], proc.stdin,
+                                       _content_length(environ)))
+            t.start()
+            threads.append(t)
+        t = threading.Thread(target=_drain_stderr, name="git-http-stderr", daemon=True,
+                             args=(proc.stderr, f"{team}/{project}"))
+        t.start()
+        threads.append(t)
+        body = _CgiBody(proc, threads)
+        try:
+            status, headers, leftover = _read_cgi_headers(proc.stdout)
+        except Exception as e:
+            body.close()
+            log.error("git http-backend failed for %s%s: %s", team, project, e)
+            return _simple(start_response, "502 Bad Gateway", b"git backend failed\n")
+        body.leftover = leftover
+        start_response(status, headers)
+        return body
+
+
+def _content_length(environ) -> int | None:
+    cl = environ.get("CONTENT_LENGTH", "")
+    if cl and cl.strip().isdigit():
+        return int(cl)
+    return None  # chunked or unknown: read until EOF
+
+
+def _feed(src, dst, length: int | None) -> None:
+    """Copy the request body into the CGI's stdin without holding more than CHUNK in memory."""
+    remaining = length
+    try:
+        while remaining is None or remaining > 0:
+            n = CHUNK if remaining is None else min(CHUNK, remaining)
+            data = src.read(n)
+            if not data:
+                break
+            dst.write(data)
+            if remaining is not None:
+                remaining -= len(data)
+    except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
+        pass  # backend exited early (e.g. a refused push): it has its answer
+    finally:
+        try:
+            dst.close()
+        except OSError:
+            pass
+
+
+def _drain_stderr(stream, key: str) -> None:
+    try:
+        for line in iter(stream.readline, b""):
+            log.warning("git http-backend [%s]: %s", key,
+                        line.decode("utf-8", "replace").rstrip())
+    except (OSError, ValueError):
+        pass
+
+
+def _read_cgi_headers(stdout) -> tuple[str, list[tuple[str, str]], bytes]:
+    buf = b""
+    while True:
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            idx = buf.find(sep)
+            if idx >= 0:
+                head, rest = buf[:idx], buf[idx + len(sep):]
+                break
+        else:
+            if len(buf) > 64 * 1024:
+                raise ValueError("CGI headers too long")
+            data = stdout.read(CHUNK)
+            if not data:
+                raise ValueError("git http-backend ended before its headers")
+            buf += data
+            continue
+        break
+    status = "200 OK"
+    headers: list[tuple[str, str]] = []
+    for line in head.decode("latin-1").splitlines():
+        if not line.strip():
+            continue
+        name, _, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if name.lower() == "status":
+            status = value
+        elif name.lower() not in ("connection", "transfer-encoding", "keep-alive"):
+            headers.append((name, value))
+    return status, headers, rest
+
+
+class _CgiBody:
+    """WSGI response iterable streaming the CGI's stdout; close() reaps the process."""
+
+    def __init__(self, proc: subprocess.Popen, threads: list[threading.Thread]):
+        self.proc = proc
+        self.threads = threads
+        self.leftover = b""
+        self._closed = False
+        self._eof = False
+
+    def __iter__(self):
+        if self.leftover:
+            data, self.leftover = self.leftover, b""
+            yield data
+        read = self.proc.stdout.read
+        while True:
+            data = read(CHUNK)
+            if not data:
+                self._eof = True
+                break
+            yield data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        proc = self.proc
+        try:
+            if proc.poll() is None:
+                if not self._eof:
+                    # The client went away mid-response (or headers failed): stop the backend.
+                    proc.kill()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            for t in self.threads:
+                t.join(timeout=5)
+            for s in (proc.stdout, proc.stderr):
+                try:
+                    s.close()
+                except OSError:
+                    pass

@@ -1,0 +1,396 @@
+"""Commit-back: after the entrypoint exits, commit every changed file and push it home.
+
+Runs on the compute node, in the job's checkout (a detached HEAD at exactly the pushed commit).
+
+    1. Files over ``lfs_threshold_bytes`` that are new/changed get a ``.gitattributes`` line for
+       their exact path (``/<escaped path> filter=lfs diff=lfs merge=lfs -text``) so git-lfs
+       stores them; ``git lfs install --local`` makes the filter and pre-push hook available.
+    2. ``git add -A`` (``.gitignore`` is honoured), commit "slipway: results of job 42 (exit 0)".
+    3. Push to ``refs/heads/results/<branch>/<job>`` — always, forced (a requeued attempt
+       replaces the previous attempt's results ref; the ref belongs to the job).
+    4. Push to ``refs/heads/<branch>`` with ``--force-with-lease=refs/heads/<branch>:<pushed>``:
+       if the user pushed meanwhile this is refused and the results ref keeps the work.
+
+Nothing changed: no commit is made; the results ref is pushed pointing at the pushed commit (a
+record that the job ran and produced nothing) and the branch is left alone
+(``branch_updated=False``, the message says why).
+
+The token never touches a URL, .git/config, argv or logs: git gets it through the environment
+(``GIT_CONFIG_COUNT/KEY/VALUE`` = ``http.<scheme://host/>.extraHeader: Authorization: Basic …``),
+which only the job's own user can read (/proc/PID/environ is 0400). git-lfs honours the same
+setting, and the LFS actions echo the header back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+from .http import basic_header
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LFS_THRESHOLD = 1 << 20
+_GLOB_SPECIALS = re.compile(r"([\\*?\[\]])")
+
+
+class InvalidBranch(ValueError):
+    pass
+
+
+class GitFailed(RuntimeError):
+    def __init__(self, args, result: subprocess.CompletedProcess):
+        self.argv = list(args)
+        self.returncode = result.returncode
+        self.stderr = result.stderr.decode("utf-8", "replace") if isinstance(result.stderr, bytes) \
+            else (result.stderr or "")
+        super().__init__(f"git {' '.join(self.argv[:2])} failed ({self.returncode}): "
+                         f"{self.stderr.strip()[-500:]}")
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    ok: bool
+    flag: str | None        # porcelain flag: ' ', '+', '*', '=', '!', '-' ; None: no status line
+    summary: str            # e.g. "[new branch]", "[rejected] (stale info)"
+    returncode: int
+    stderr: str
+
+    @property
+    def rejected(self) -> bool:
+        return self.flag == "!"
+
+
+@dataclass(frozen=True)
+class CommitBackResult:
+    results_ref: str
+    sha: str                  # what results_ref points at (the pushed commit when nothing changed)
+    changed: bool
+    results_pushed: bool
+    branch_updated: bool
+    message: str
+    lfs_paths: tuple[str, ...] = field(default=())
+    seconds: float = 0.0
+
+    def event(self) -> dict:
+        """The ``results`` event of docs/ARCHITECTURE.md."""
+        return {"event": "results", "results_ref": self.results_ref, "sha": self.sha,
+                "branch_updated": self.branch_updated, "message": self.message}
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["lfs_paths"] = list(self.lfs_paths)
+        return d
+
+
+# ------------------------------------------------------------------------ names & environment
+def validate_branch(branch: str) -> str:
+    """Refuse what git refuses as a branch name (plus a leading '-'); return it unchanged."""
+    if not isinstance(branch, str) or not branch or branch.startswith("-") or "\0" in branch:
+        raise InvalidBranch(f"invalid branch name {branch!r}")
+    r = subprocess.run(["git", "check-ref-format", f"refs/heads/{branch}"],
+                       capture_output=True, env=_base_env())
+    if r.returncode != 0:
+        raise InvalidBranch(f"invalid branch name {branch!r}")
+    return branch
+
+
+def results_ref(branch: str, job_id: int | str) -> str:
+    job = str(job_id)
+    if not job.isdigit():
+        raise ValueError(f"job id must be digits: {job_id!r}")
+    return f"refs/heads/results/{branch}/{job}"
+
+
+def _base_env(extra: dict | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+        "GIT_CONFIG_GLOBAL": "/dev/null",   # the job user's ~/.gitconfig must not change behaviour
+        "GIT_LFS_SKIP_SMUDGE": "0",
+    }
+    for k in ("TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+              "NO_PROXY", "GIT_SSL_CAINFO", "SSL_CERT_FILE"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git_env(repo_url: str, username: str, token: str) -> dict[str, str]:
+    """Environment for git/git-lfs carrying the job's credentials as an extra HTTP header."""
+    parts = urlsplit(repo_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"repo_url must be http(s)://host/...: {repo_url!r}")
+    if parts.username or parts.password:
+        raise ValueError("repo_url must not carry credentials")
+    scope = f"{parts.scheme}://{parts.netloc}/"
+    return _base_env({
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": f"http.{scope}.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: {basic_header(username, token)}",
+        "GIT_CONFIG_KEY_1": "lfs.locksverify",
+        "GIT_CONFIG_VALUE_1": "false",
+    })
+
+
+def run_git(args: list[str], cwd: str, env: dict[str, str], *, check: bool = True,
+            input: bytes | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, input=input, capture_output=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise GitFailed(args, r)
+    return r
+
+
+def parse_porcelain(stdout: bytes | str) -> list[tuple[str, str, str]]:
+    """``git push --porcelain`` -> [(flag, "from:to", summary)]."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    out = []
+    for line in text.splitlines():
+        if len(line) >= 2 and line[1] == "\t":
+            parts = line[2:].split("\t")
+            out.append((line[0], parts[0], parts[1] if len(parts) > 1 else ""))
+    return out
+
+
+def push(cwd: str, env: dict[str, str], refspec: str, *, lease: str | None = None,
+         remote: str = "origin", timeout: float | None = 120) -> PushOutcome:
+    args = ["push", "--porcelain"]
+    if lease:
+        args.append(f"--force-with-lease={lease}")
+    args += [remote, refspec]
+    try:
+        r = run_git(args, cwd, env, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return PushOutcome(False, None, "timed out", 124, "push timed out")
+    status = parse_porcelain(r.stdout)
+    stderr = r.stderr.decode("utf-8", "replace")
+    if not status:
+        return PushOutcome(False, None, "", r.returncode, stderr)
+    flag, _ref, summary = status[-1]
+    ok = r.returncode == 0 and flag in (" ", "+", "*", "=")
+    return PushOutcome(ok, flag, summary, r.returncode, stderr)
+
+
+# ------------------------------------------------------------------------------- LFS tracking
+def _attr_pattern(path: str) -> str:
+    """A .gitattributes pattern matching exactly ``path`` (relative to the repository root).
+
+    Glob characters are backslash-escaped and the pattern is anchored with a leading '/'; a
+    pattern with whitespace, quotes, control or non-ASCII characters is written C-quoted
+    (git >= 2.11 unquotes attribute patterns), non-ASCII bytes as octal escapes.
+    """
+    pat = "/" + _GLOB_SPECIALS.sub(r"\\\1", path)
+    raw = pat.encode("utf-8", "surrogateescape")
+    if not any(b <= 32 or b >= 127 or b == 34 for b in raw):
+        return pat
+    out = ['"']
+    for b in raw:
+        if b == 92:
+            out.append("\\\\")
+        elif b == 34:
+            out.append('\\"')
+        elif b < 32 or b >= 127:
+            out.append("\\%03o" % b)
+        else:
+            out.append(chr(b))
+    out.append('"')
+    return "".join(out)
+
+
+def _lfs_available(cwd: str, env: dict[str, str]) -> bool:
+    return run_git(["lfs", "version"], cwd, env, check=False).returncode == 0
+
+
+def _changed_files(cwd: str, env: dict[str, str]) -> list[str]:
+    r = run_git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                 "--ignore-submodules=all"], cwd, env)
+    paths = []
+    for rec in r.stdout.split(b"\0"):
+        if len(rec) < 4:
+            continue
+        xy, p = rec[:2].decode(), rec[3:]
+        if "D" in xy:
+            continue
+        paths.append(os.fsdecode(p))
+    return paths
+
+
+def _lfs_candidates(cwd: str, env: dict[str, str], threshold: int) -> list[str]:
+    big = []
+    for p in _changed_files(cwd, env):
+        try:
+            st = os.lstat(os.path.join(cwd, p))
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size > threshold:
+            big.append(p)
+    if not big:
+        return []
+    tracked = _lfs_tracked(cwd, env, big)
+    return [p for p in big if p not in tracked]
+
+
+def _lfs_tracked(cwd: str, env: dict[str, str], paths: list[str]) -> set[str]:
+    data = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    r = run_git(["check-attr", "-z", "--stdin", "filter"], cwd, env, input=data)
+    fields = r.stdout.split(b"\0")
+    out = set()
+    for i in range(0, len(fields) - 2, 3):
+        if fields[i + 2] == b"lfs":
+            out.add(os.fsdecode(fields[i]))
+    return out
+
+
+def track_large_files(cwd: str, env: dict[str, str], threshold: int) -> list[str]:
+    """Add exact-path LFS lines to .gitattributes for new/changed files over ``threshold``."""
+    big = _lfs_candidates(cwd, env, threshold)
+    if not big:
+        return []
+    attrs = os.path.join(cwd, ".gitattributes")
+    existing = b""
+    if os.path.lexists(attrs):
+        if not os.path.isfile(attrs) or os.path.islink(attrs):
+            log.warning(".gitattributes is not a regular file; large files stay in plain git")
+            return []
+        with open(attrs, "rb") as f:
+            existing = f.read()
+    lines = [f"{_attr_pattern(p)} filter=lfs diff=lfs merge=lfs -text\n".encode("utf-8",
+                                                                             "surrogateescape")
+             for p in big]
+    with open(attrs, "ab") as f:
+        if existing and not existing.endswith(b"\n"):
+            f.write(b"\n")
+        f.write(b"# slipway: job results over the LFS threshold\n")
+        f.writelines(lines)
+    tracked = _lfs_tracked(cwd, env, big)
+    missed = [p for p in big if p not in tracked]
+    if missed:
+        log.warning("could not express LFS patterns for %d path(s); they stay in plain git: %r",
+                    len(missed), missed[:5])
+    return [p for p in big if p in tracked]
+
+
+# -------------------------------------------------------------------------------- commit-back
+def commit_message(job_id, exit_code: int | None, signal: str | None = None) -> str:
+    status = f"exit {exit_code}" if exit_code is not None else "no exit status"
+    if signal:
+        status += f", signal {signal}"
+    return f"slipway: results of job {job_id} ({status})"
+
+
+def ensure_remote(cwd: str, env: dict[str, str], repo_url: str, remote: str = "origin") -> None:
+    r = run_git(["remote", "get-url", remote], cwd, env, check=False)
+    if r.returncode != 0:
+        run_git(["remote", "add", remote, repo_url], cwd, env)
+    elif r.stdout.decode().strip() != repo_url:
+        run_git(["remote", "set-url", remote, repo_url], cwd, env)
+
+
+def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branch: str,
+                job_id: int | str, pushed_sha: str, exit_code: int | None,
+                signal: str | None = None, lfs_threshold_bytes: int = DEFAULT_LFS_THRESHOLD,
+                author_name: str = "Slipway", author_email: str = "slipway@localhost",
+                push_attempts: int = 3, deadline: float | None = None) -> CommitBackResult:
+    """Commit the job's files and push them; see the module docstring. Never raises for push
+    failures (they are in the result); raises InvalidBranch / GitFailed for local problems.
+
+    ``deadline`` is a time.monotonic() value after which push retries stop.
+    """
+    t0 = time.monotonic()
+    validate_branch(branch)
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", pushed_sha or ""):
+        raise ValueError(f"pushed_sha must be a full commit id: {pushed_sha!r}")
+    ref = results_ref(branch, job_id)
+    cwd = os.fspath(workdir)
+    env = git_env(repo_url, username, token)
+    ensure_remote(cwd, env, repo_url)
+
+    lfs_paths: list[str] = []
+    notes: list[str] = []
+    if lfs_threshold_bytes is not None and lfs_threshold_bytes >= 0:
+        if _lfs_available(cwd, env):
+            run_git(["lfs", "install", "--local"], cwd, env)
+            lfs_paths = track_large_files(cwd, env, lfs_threshold_bytes)
+        elif _lfs_candidates(cwd, env, lfs_threshold_bytes):
+            notes.append("git-lfs is not installed on the node: large files went into plain git")
+
+    run_git(["add", "-A"], cwd, env)
+    changed = run_git(["diff", "--cached", "--quiet"], cwd, env, check=False).returncode != 0
+    if changed:
+        cenv = dict(env, GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
+                    GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
+        msg = commit_message(job_id, exit_code, signal)
+        trailer = f"Slipway-Job: {job_id}\nSlipway-Exit-Code: {exit_code}"
+        if signal:
+            trailer += f"\nSlipway-Signal: {signal}"
+        run_git(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", msg, "-m", trailer],
+                cwd, cenv)
+        sha = run_git(["rev-parse", "HEAD"], cwd, env).stdout.decode().strip()
+    else:
+        sha = pushed_sha
+
+    def attempt(refspec, lease=None) -> PushOutcome:
+        out = None
+        for i in range(max(1, push_attempts)):
+            out = push(cwd, env, refspec, lease=lease)
+            if out.ok or out.flag is not None:   # success, or a definite answer (rejection)
+                return out
+            if deadline is not None and time.monotonic() + 0.5 * (i + 1) > deadline:
+                break
+            time.sleep(0.5 * (i + 1))
+        return out
+
+    short_branch = ref[len("refs/heads/"):]
+    res = attempt(f"+{sha}:{ref}")
+    if not res.ok:
+        reason = res.summary or _last_line(res.stderr) or f"git exited {res.returncode}"
+        message = f"slipway: could not push the results of job {job_id}: {reason}"
+        log.error("%s", message)
+        return CommitBackResult(ref, sha, changed, False, False, _join(message, notes),
+                                tuple(lfs_paths), time.monotonic() - t0)
+    if not changed:
+        message = (f"slipway: job {job_id} changed no files; {short_branch} points at the pushed "
+                   f"commit {pushed_sha[:12]} and {branch} was left as it was")
+        return CommitBackResult(ref, sha, False, True, False, _join(message, notes),
+                                tuple(lfs_paths), time.monotonic() - t0)
+
+    res = attempt(f"{sha}:refs/heads/{branch}", lease=f"refs/heads/{branch}:{pushed_sha}")
+    if res.ok:
+        message = (f"slipway: results of job {job_id} pushed to {branch} as {sha[:12]} "
+                   f"(also kept at {short_branch})")
+        updated = True
+    elif res.rejected and ("stale" in res.summary or "fetch first" in res.summary
+                           or "non-fast-forward" in res.summary):
+        message = (f"slipway: {branch} moved since job {job_id} started (a newer push), so it "
+                   f"was not updated; the results are on {short_branch} ({sha[:12]}): "
+                   f"git fetch <remote> {short_branch} && git merge FETCH_HEAD")
+        updated = False
+    else:
+        reason = res.summary or _last_line(res.stderr) or f"git exited {res.returncode}"
+        message = (f"slipway: could not update {branch} ({reason}); the results of job {job_id} "
+                   f"are on {short_branch} ({sha[:12]})")
+        updated = False
+    return CommitBackResult(ref, sha, True, True, updated, _join(message, notes),
+                            tuple(lfs_paths), time.monotonic() - t0)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _join(message: str, notes: list[str]) -> str:
+    return " ".join([message, *notes]) if notes else message

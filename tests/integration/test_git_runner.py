@@ -1,0 +1,183 @@
+"""git_gateway.runner end to end on the host: checkout, run, signals, commit-back, events.
+
+container_argv is ["bash", "slipway-entrypoint.sh"] here; the lead wires the real container.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from git_gateway import repos
+from git_gateway.testserver import Gateway, client_env, git, serve
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Events:
+    """WSGI receiver for the runner's job events."""
+
+    def __init__(self):
+        self.events: list[tuple[float, dict, str]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, environ, start_response):
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        ev = json.loads(environ["wsgi.input"].read(n))
+        with self.cond:
+            self.events.append((time.monotonic(), ev, environ.get("HTTP_AUTHORIZATION", "")))
+            self.cond.notify_all()
+        start_response("204 No Content", [])
+        return [b""]
+
+    def wait_for(self, name: str, timeout: float = 30) -> tuple[float, dict]:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, ev, _ in self.events:
+                    if ev.get("event") == name:
+                        return t, ev
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {name} event; got {self.names()}")
+                self.cond.wait(left)
+
+    def names(self):
+        return [ev["event"] for _, ev, _ in self.events]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    events = Events()
+    with serve(events) as ev_base, Gateway(tmp_path / "srv") as gw:
+        gw.create()
+        env = client_env(tmp_path / "home")
+        git(tmp_path, "lfs", "install", env=env)
+        yield gw, env, events, ev_base
+
+
+def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1") -> str:
+    u = tmp_path / "u"
+    u.mkdir()
+    git(u, "init", "-q", env=env)
+    git(u, "remote", "add", "origin", gw.url(user="alice"), env=env)
+    (u / "slipway-entrypoint.sh").write_text(script)
+    git(u, "add", "-A", env=env)
+    git(u, "commit", "-qm", "run", env=env)
+    git(u, "push", "-q", "origin", f"HEAD:refs/heads/{branch}", env=env)
+    return git(u, "rev-parse", "HEAD", env=env).stdout.strip()
+
+
+def write_spec(tmp_path, gw, ev_base, sha, branch="exp-1", **over) -> Path:
+    spec = {"job_id": 42, "repo_url": gw.url(), "username": "job:42", "token": "job-token",
+            "commit": sha, "branch": branch, "workdir": str(tmp_path / "jobs" / "42" / "work"),
+            "container_argv": ["bash", "slipway-entrypoint.sh"], "env": {"PORT": "12345"},
+            "lfs_threshold_bytes": 1048576, "grace_seconds": 5,
+            "callback_url": ev_base + "/internal/jobs/42/events",
+            "author_name": "Slipway", "author_email": "slipway@localhost"}
+    spec.update(over)
+    p = tmp_path / "jobs" / "42" / "spec.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(spec))
+    p.chmod(0o600)
+    return p
+
+
+def start_runner(spec: Path, log: Path) -> subprocess.Popen:
+    out = open(log, "wb")
+    return subprocess.Popen([sys.executable, "-m", "git_gateway.runner", str(spec)], cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT,
+                            env={"PATH": os.environ["PATH"], "HOME": str(spec.parent),
+                                 "LANG": "C.UTF-8", "SLURM_JOB_ID": "9001"})
+
+
+def test_runner_end_to_end(setup, tmp_path):
+    gw, env, events, ev_base = setup
+    script = ("set -e\necho hello from the job\nmkdir -p out\nenv | sort > out/env.txt\n"
+              "head -c 1500000 /dev/urandom > out/model.bin\necho done > out/done.txt\nexit 3\n")
+    sha = push_entrypoint(gw, env, tmp_path, script)
+    spec = write_spec(tmp_path, gw, ev_base, sha)
+    log = tmp_path / "slurm-42.out"
+    p = start_runner(spec, log)
+    assert p.wait(timeout=60) == 3
+    out = log.read_text()
+    assert "hello from the job" in out
+    assert events.names() == ["started", "finishing", "results"]
+    assert all(auth == "Bearer job-token" for _, _, auth in events.events)
+    _, fin = events.wait_for("finishing")
+    assert fin == {"event": "finishing", "exit_code": 3, "signal": None}
+    _, res = events.wait_for("results")
+    assert res["branch_updated"] is True and res["results_ref"] == "refs/heads/results/exp-1/42"
+    assert repos.resolve_ref(gw.repos_root, "team", "proj", "refs/heads/exp-1") == res["sha"]
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", "-b", "exp-1", gw.url(user="alice"), str(c), env=env)
+    assert (c / "out" / "done.txt").read_text() == "done\n"
+    assert (c / "out" / "model.bin").stat().st_size == 1500000
+    assert "out/model.bin" in git(c, "lfs", "ls-files", "-n", env=env).stdout
+    child_env = (c / "out" / "env.txt").read_text()
+    assert "PORT=12345" in child_env and "SLURM_JOB_ID=9001" in child_env
+    assert "job-token" not in child_env and "GIT_CONFIG" not in child_env
+    assert "job-token" not in out
+    assert git(c, "log", "-1", "--format=%s", env=env).stdout.strip() == \
+        "slipway: results of job 42 (exit 3)"
+
+
+@pytest.mark.parametrize("mode", ["traps_term", "ignores_term"])
+def test_sigterm_still_pushes_results_fast(setup, tmp_path, mode):
+    gw, env, events, ev_base = setup
+    if mode == "traps_term":
+        script = ("trap 'echo checkpoint > saved.txt; exit 143' TERM\n"
+                  "echo partial > partial.txt\ntouch running\n"
+                  "while true; do sleep 0.1; done\n")
+    else:
+        script = ("trap '' TERM\necho partial > partial.txt\ntouch running\n"
+                  "while true; do sleep 0.1; done\n")
+    sha = push_entrypoint(gw, env, tmp_path, script)
+    spec = write_spec(tmp_path, gw, ev_base, sha)
+    log = tmp_path / "slurm-42.out"
+    p = start_runner(spec, log)
+    events.wait_for("started")
+    running = tmp_path / "jobs" / "42" / "work" / "running"
+    end = time.monotonic() + 20
+    while not running.exists():
+        assert time.monotonic() < end, log.read_text()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)          # scancel --signal=TERM / the start of KillWait
+    rc = p.wait(timeout=30)
+    t_exit = time.monotonic() - t0
+    t_res, res = events.wait_for("results")
+    t_pushed = t_res - t0
+    print(f"\n[{mode}] TERM -> results pushed + event: {t_pushed:.2f} s; runner exited after "
+          f"{t_exit:.2f} s (grace 5 s)")
+    print("\n".join(ln for ln in log.read_text().splitlines() if "slipway-runner" in ln))
+    assert rc == (143 if mode == "traps_term" else 128 + signal.SIGKILL)
+    _, fin = events.wait_for("finishing")
+    assert fin["signal"] == "TERM" and fin["exit_code"] == rc
+    assert res["branch_updated"] is True
+    assert t_pushed < 10.0
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", "-b", "exp-1", gw.url(user="alice"), str(c), env=env)
+    assert (c / "partial.txt").read_text() == "partial\n"
+    if mode == "traps_term":
+        assert (c / "saved.txt").read_text() == "checkpoint\n"
+        assert t_pushed < 3.0
+    assert "signal TERM" in git(c, "log", "-1", "--format=%s", env=env).stdout
+
+
+def test_bad_checkout_reports_and_exits_nonzero(setup, tmp_path):
+    gw, env, events, ev_base = setup
+    spec = write_spec(tmp_path, gw, ev_base, "1" * 40)
+    p = start_runner(spec, tmp_path / "log")
+    assert p.wait(timeout=60) == 1
+    _, res = events.wait_for("results")
+    assert res["sha"] is None and "could not check out" in res["message"]
+    assert "started" not in events.names()

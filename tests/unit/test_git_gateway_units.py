@@ -1,0 +1,309 @@
+"""Unit tests for git_gateway (no servers; local git only where the behaviour is git's)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from git_gateway import hook_program, hooks, lfs, repos, results
+from git_gateway.http import AccessDenied, GitHttpApp, Principal, basic_header, parse_basic
+from git_gateway.runner import RunnerSpec, SpecError, child_env
+
+
+# ------------------------------------------------------------------------------------ repos
+@pytest.mark.parametrize("name", ["a", "team-1", "proj.v2", "x_y", "0", "a" * 63])
+def test_valid_names(name):
+    assert repos.validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "A", "-a", ".a", "a..b", "a/b", "a b", "a" * 64, "p.git",
+                                  "p.lock", "ü", "a\n", "..", "_a"])
+def test_invalid_names(name):
+    with pytest.raises(repos.InvalidName):
+        repos.validate_name(name)
+
+
+def test_repo_key_roundtrip(tmp_path):
+    assert repos.repo_key("team", "proj") == "team/proj"
+    assert repos.parse_repo_key("team/proj") == ("team", "proj")
+    with pytest.raises(repos.InvalidName):
+        repos.parse_repo_key("team/../x")
+    assert repos.repo_path(tmp_path, "t", "p") == tmp_path / "t" / "p.git"
+
+
+def test_read_file_and_entrypoint_check(tmp_path):
+    root = tmp_path / "repos"
+    bare = repos.create_repo(root, "t", "p")
+    work = tmp_path / "w"
+    env = dict(os.environ, GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@b", GIT_COMMITTER_NAME="a",
+               GIT_COMMITTER_EMAIL="a@b")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "slipway-entrypoint.sh").write_text("echo hi\n")
+    (work / "dir").mkdir()
+    (work / "dir" / "f").write_text("f")
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=work, check=True, env=env)
+    subprocess.run(["git", "push", "-q", str(bare), "HEAD:refs/heads/main"], cwd=work, check=True)
+    sha = repos.resolve_ref(root, "t", "p", "refs/heads/main")
+    assert repos.read_file(root, "t", "p", sha, "slipway-entrypoint.sh") == b"echo hi\n"
+    assert repos.check_entrypoint(root, "t", "p", sha) is None
+    assert repos.read_file(root, "t", "p", sha, "missing") is None
+    assert repos.read_file(root, "t", "p", sha, "dir") is None
+    assert repos.tree_entry(root, "t", "p", sha, "dir").type == "tree"
+    with pytest.raises(ValueError):
+        repos.read_file(root, "t", "p", sha, "slipway-entrypoint.sh", max_bytes=3)
+    with pytest.raises(ValueError):
+        repos.read_file(root, "t", "p", "HEAD~1", "x")
+    assert repos.tree_entry(root, "t", "p", "f" * 40, "x") is None
+    with pytest.raises(ValueError):  # quarantine must be inside the repository's objects/
+        repos.read_file(root, "t", "p", sha, "x", quarantine=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------ hooks
+def test_hook_install(tmp_path):
+    written = hooks.install(tmp_path / "hooks", python=sys.executable)
+    assert [p.name for p in written] == ["pre-receive", "post-receive"]
+    src = written[0].read_text()
+    assert src.startswith(f"#!{sys.executable} -IS\n")
+    assert os.access(written[0], os.X_OK) and hooks.installed(tmp_path / "hooks")
+    with pytest.raises(ValueError):
+        hooks.install(tmp_path / "h2", python="python3")
+
+
+def test_hook_parse_and_payload():
+    data = (b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/feat/\xc3\xbc\n"
+            + b"b" * 40 + b" " + b"0" * 40 + b" refs/heads/gone\n")
+    updates, problems = hook_program.parse_updates(data)
+    assert not problems
+    assert updates == [{"ref": "refs/heads/feat/ü", "old": "0" * 40, "new": "a" * 40},
+                       {"ref": "refs/heads/gone", "old": "b" * 40, "new": "0" * 40}]
+    _, problems = hook_program.parse_updates(b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/\xff\n")
+    assert problems and "UTF-8" in problems[0]
+    environ = {"SLIPWAY_REPO": "t/p", "SLIPWAY_PUSHER": "job:42", "SLIPWAY_PUSHER_IS_JOB": "1",
+               "GIT_PUSH_OPTION_COUNT": "2", "GIT_PUSH_OPTION_0": "gpus=a6000:1",
+               "GIT_PUSH_OPTION_1": "time=30m", "GIT_QUARANTINE_PATH": "/x/objects/incoming-1"}
+    p = hook_program.build_payload("pre-receive", updates, environ)
+    assert p == {"phase": "pre-receive", "repo": "t/p", "pusher": "job:42",
+                 "pusher_is_job": True, "updates": updates,
+                 "push_options": ["gpus=a6000:1", "time=30m"],
+                 "quarantine": "/x/objects/incoming-1"}
+    assert "quarantine" not in hook_program.build_payload("post-receive", updates, environ)
+
+
+def _run_hook(phase, environ, data=b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/x\n"):
+    err = io.BytesIO()
+
+    class E:
+        buffer = err
+    old = sys.stderr
+    sys.stderr = E()
+    try:
+        rc = hook_program.main([f"/repo/hooks/{phase}"], environ, io.BytesIO(data))
+    finally:
+        sys.stderr = old
+    return rc, err.getvalue().decode()
+
+
+def test_hook_unreachable_refuses_pre_receive_only():
+    environ = {"SLIPWAY_HOOK_URL": "http://127.0.0.1:9/hook", "SLIPWAY_HOOK_TIMEOUT": "2"}
+    rc, err = _run_hook("pre-receive", environ)
+    assert rc == 1 and err.strip() == "slipway: the Slipway server is unavailable, try again"
+    rc, err = _run_hook("post-receive", environ)
+    assert rc == 0 and "no job was started" in err
+    assert _run_hook("pre-receive", {}) == (0, "")    # not pushed through the gateway
+    rc, err = _run_hook("pre-receive", environ, b"garbage\n")
+    assert rc == 1 and "malformed" in err
+
+
+def test_hook_is_stdlib_only():
+    src = open(hook_program.__file__).read()
+    for line in src.splitlines():
+        if line.startswith(("import ", "from ")):
+            mod = line.split()[1].split(".")[0]
+            assert mod in sys.stdlib_module_names, line
+
+
+# ------------------------------------------------------------------------------------- http
+def test_parse_basic():
+    h = lambda s: "Basic " + base64.b64encode(s.encode()).decode()  # noqa: E731
+    assert parse_basic(h("alice:pw:with:colons")) == ("alice", "pw:with:colons")
+    assert parse_basic(h("job:42:tok")) == ("job:42", "tok")
+    assert parse_basic(h("job:x:tok")) == ("job", "x:tok")
+    assert parse_basic(h("ü:p")) == ("ü", "p")
+    assert parse_basic(h("a:b") + ", " + h("a:b")) == ("a", "b")
+    assert parse_basic(basic_header("job:7", "t")) == ("job:7", "t")
+    for bad in (None, "", "Bearer x", "Basic", "Basic !!!", h("nocolon")):
+        assert parse_basic(bad) is None
+
+
+def _call(app, path, method="GET", query="", auth=None, body=b""):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "QUERY_STRING": query,
+               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+               "wsgi.url_scheme": "http", "HTTP_HOST": "h"}
+    if auth:
+        environ["HTTP_AUTHORIZATION"] = basic_header(*auth)
+    got = {}
+
+    def start_response(status, headers):
+        got["status"], got["headers"] = status, dict(headers)
+    body = b"".join(app(environ, start_response))
+    return got["status"], got["headers"], body
+
+
+def test_app_routing_and_auth(tmp_path):
+    calls = []
+
+    def authenticate(key, user, pw, write):
+        calls.append((key, user, pw, write))
+        if pw == "boom":
+            raise RuntimeError("db down")
+        if user == "eve":
+            raise AccessDenied(key)
+        return Principal(user) if pw == "pw" else None
+
+    repos.create_repo(tmp_path / "r", "t", "p")
+    app = GitHttpApp(tmp_path / "r", authenticate, "http://x", "s", tmp_path / "l")
+    q = "service=git-receive-pack"
+    st, h, _ = _call(app, "/git/t/p.git/info/refs", query=q)
+    assert st.startswith("401") and h["WWW-Authenticate"] == 'Basic realm="Slipway"'
+    assert calls == []
+    st, _, _ = _call(app, "/git/t/p.git/info/refs", query=q, auth=("a", "bad"))
+    assert st.startswith("401") and calls[-1] == ("t/p", "a", "bad", True)
+    assert _call(app, "/git/t/p.git/info/refs", query=q, auth=("eve", "pw"))[0].startswith("404")
+    assert _call(app, "/git/t/p.git/info/refs", query=q, auth=("a", "boom"))[0].startswith("503")
+    assert _call(app, "/git/t/nope.git/info/refs", query=q, auth=("a", "pw"))[0].startswith("404")
+    for bad in ("/git/t/p.git/HEAD", "/git/t/p.git/objects/info/packs", "/git/T/p.git/info/refs",
+                "/git/t/../p.git/info/refs", "/other"):
+        assert _call(app, bad, query=q, auth=("a", "pw"))[0].startswith("404"), bad
+    # served both with the /git prefix and mounted under /git
+    for path in ("/git/t/p.git/info/refs", "/t/p.git/info/refs"):
+        st, h, body = _call(app, path, query="service=git-upload-pack", auth=("a", "pw"))
+        assert st.startswith("200"), (path, st, body)
+        assert h["Content-Type"] == "application/x-git-upload-pack-advertisement"
+        assert calls[-1][3] is False
+
+
+def test_backend_env(tmp_path):
+    app = GitHttpApp(tmp_path, lambda *a: None, "http://hook", "sec", tmp_path)
+    env = app.backend_env({"REQUEST_METHOD": "POST", "HTTP_GIT_PROTOCOL": "version=2",
+                           "HTTP_CONTENT_ENCODING": "gzip", "CONTENT_TYPE": "x"},
+                          "t", "p", "/git-receive-pack", Principal("job:5", True))
+    assert env["PATH_INFO"] == "/t/p.git/git-receive-pack"
+    assert env["GIT_PROTOCOL"] == "version=2" and "CONTENT_LENGTH" not in env
+    assert env["SLIPWAY_PUSHER"] == env["REMOTE_USER"] == "job:5"
+    assert env["SLIPWAY_PUSHER_IS_JOB"] == "1" and env["SLIPWAY_REPO"] == "t/p"
+    assert env["SLIPWAY_HOOK_URL"] == "http://hook" and env["SLIPWAY_HOOK_SECRET"] == "sec"
+    env = app.backend_env({"HTTP_GIT_PROTOCOL": "version=2\nX=1"}, "t", "p", "/x", Principal("a"))
+    assert "GIT_PROTOCOL" not in env
+
+
+# -------------------------------------------------------------------------------------- lfs
+def test_lfs_classify():
+    c = lfs.LfsApi.classify
+    oid = "a" * 64
+    assert c("POST", "/objects/batch").needs_body_for_write
+    assert c("PUT", f"/objects/{oid}").write and not c("GET", f"/objects/{oid}").write
+    assert c("GET", "/objects/../../etc") is None and c("PUT", "/objects/" + "A" * 64) is None
+    assert c("POST", "/locks/verify").kind == "verify_locks"
+    assert c("DELETE", f"/objects/{oid}") is None
+    op = c("POST", "/objects/batch").with_body({"operation": "download"})
+    assert not op.write
+
+
+def test_lfs_store(tmp_path):
+    store = lfs.LfsStore(tmp_path)
+    data = os.urandom(200_000)
+    oid = hashlib.sha256(data).hexdigest()
+    assert store.put_stream("t", "p", oid, io.BytesIO(data), len(data)) == len(data)
+    path = store.object_path("t", "p", oid)
+    assert path == tmp_path / "t" / "p" / oid[:2] / oid[2:4] / oid and path.read_bytes() == data
+    with pytest.raises(lfs.LfsError) as e:
+        store.put_stream("t", "p", "b" * 64, io.BytesIO(data), None)
+    assert e.value.status.startswith("422")
+    with pytest.raises(lfs.LfsError) as e:
+        store.put_stream("t", "p", oid, io.BytesIO(data), None, max_bytes=1000)
+    assert e.value.status.startswith("413")
+    with pytest.raises(lfs.LfsError):
+        store.put_stream("t", "p", oid, io.BytesIO(data[:10]), len(data))
+    assert list((tmp_path / "t" / "p" / "tmp").iterdir()) == []      # no temp files left
+    with pytest.raises(ValueError):
+        store.object_path("t", "p", "../../x")
+
+
+# ---------------------------------------------------------------------------------- results
+HOSTILE_FILES = ["plain.bin", "with space.bin", "glob*?[x].bin", 'q"uote.bin', "back\\slash.bin",
+                 "ünï/ブ.bin", "#hash.bin", "!bang.bin", "tab\tname.bin", "new\nline.bin",
+                 "$(touch pwned).bin", "a;b|c&d.bin", "trailing space .bin"]
+
+
+def test_attr_patterns_match_exactly_that_path(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitattributes").write_text("".join(
+        results._attr_pattern(p) + " filter=lfs\n" for p in HOSTILE_FILES))
+    env = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null")
+    tracked = results._lfs_tracked(str(tmp_path), env, HOSTILE_FILES + ["other.bin", "globX.bin",
+                                                                        "sub/plain.bin"])
+    assert tracked == set(HOSTILE_FILES)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_parse_porcelain():
+    out = ("To http://h/git/t/p.git\n*\tabc:refs/heads/results/x/1\t[new branch]\n"
+           "!\tabc:refs/heads/x\t[rejected] (stale info)\nDone\n")
+    assert results.parse_porcelain(out) == [
+        ("*", "abc:refs/heads/results/x/1", "[new branch]"),
+        ("!", "abc:refs/heads/x", "[rejected] (stale info)")]
+
+
+def test_git_env_keeps_token_out_of_urls():
+    env = results.git_env("http://127.0.0.1:8000/git/t/p.git", "job:42", "tok")
+    assert env["GIT_CONFIG_KEY_0"] == "http.http://127.0.0.1:8000/.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: " + basic_header("job:42", "tok")
+    with pytest.raises(ValueError):
+        results.git_env("http://u:p@h/git/t/p.git", "job:42", "tok")
+    with pytest.raises(ValueError):
+        results.git_env("file:///x", "job:42", "tok")
+
+
+def test_names_and_messages():
+    assert results.results_ref("exp-1", 42) == "refs/heads/results/exp-1/42"
+    with pytest.raises(ValueError):
+        results.results_ref("exp-1", "4;2")
+    assert results.commit_message(42, 0) == "slipway: results of job 42 (exit 0)"
+    assert results.commit_message(7, 143, "TERM") == "slipway: results of job 7 (exit 143, signal TERM)"
+
+
+# ----------------------------------------------------------------------------------- runner
+SPEC = {"job_id": 42, "repo_url": "http://127.0.0.1:8000/git/team/proj.git",
+        "username": "job:42", "token": "t", "commit": "a" * 40, "branch": "exp-1",
+        "workdir": "/abs/jobs/42/work", "container_argv": ["bash", "slipway-entrypoint.sh"],
+        "env": {"PORT": "12345"}, "lfs_threshold_bytes": 1048576, "grace_seconds": 5,
+        "callback_url": "http://127.0.0.1:8000/internal/jobs/42/events",
+        "author_name": "Slipway", "author_email": "slipway@localhost"}
+
+
+def test_spec_parsing():
+    s = RunnerSpec.from_dict(json.loads(json.dumps(SPEC)))
+    assert s.job_id == 42 and s.container_argv == ("bash", "slipway-entrypoint.sh")
+    for key, bad in (("commit", "HEAD"), ("workdir", "rel/dir"), ("container_argv", []),
+                     ("env", {"BAD NAME": "x"}), ("env", {"A": 1}), ("job_id", "x")):
+        with pytest.raises(SpecError):
+            RunnerSpec.from_dict(dict(SPEC, **{key: bad}))
+    with pytest.raises(SpecError):
+        RunnerSpec.from_dict({k: v for k, v in SPEC.items() if k != "token"})
+
+
+def test_child_env_is_minimal():
+    s = RunnerSpec.from_dict(SPEC)
+    env = child_env(s, {"PATH": "/bin", "SLURM_JOB_ID": "9", "CUDA_VISIBLE_DEVICES": "0,1",
+                        "SECRET": "x", "GIT_CONFIG_VALUE_0": "Authorization: x", "PORT": "1"})
+    assert env["PORT"] == "12345" and env["SLURM_JOB_ID"] == "9"
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["SLIPWAY_JOB_ID"] == "42"
+    assert "SECRET" not in env and "GIT_CONFIG_VALUE_0" not in env
+    assert "t" not in env.values()
