@@ -1,0 +1,37 @@
+"""The SlurmBackend Protocol: what the portal needs from Slurm, nothing more.
+
+``CliBackend`` (slurm_bridge.cli) implements it with Slurm's commands; a slurmrestd or
+pyslurm backend can be added behind the same Protocol where versions match.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable, Protocol, runtime_checkable
+
+from .records import NodeRecord, QueueRecord, SacctRecord
+from .request import JobRequest
+
+
+@runtime_checkable
+class SlurmBackend(Protocol):
+    def submit(self, req: JobRequest) -> int:
+        """Submit; return the Slurm job id.
+        Raises InvalidRequest / SlurmRejected / ControllerUnavailable."""
+
+    def cancel(self, job_id: int, signal: str | None = None, batch_only: bool = False) -> None:
+        """End the job; with ``signal`` (e.g. "TERM") only send that signal."""
+
+    def hold(self, job_id: int) -> None: ...
+
+    def release(self, job_id: int) -> None: ...
+
+    def requeue(self, job_id: int) -> None: ...
+
+    def jobs(self, comment: str | None = "slipway") -> dict[int, QueueRecord]:
+        """All jobs in the controller's queue (one call), filtered by comment."""
+
+    def accounting(self, start: datetime, end: datetime,
+                   job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
+        """Accounting records (every attempt) of jobs active in [start, end]."""
+
+    def nodes(self) -> list[NodeRecord]: ...

@@ -1,0 +1,234 @@
+"""CliBackend: SlurmBackend spoken through Slurm's commands (JSON output where it exists).
+
+Every command is an argv run through a CommandRunner (no shell). sbatch runs with a clean
+environment (PATH, SLURM_CONF, LANG and the job user's HOME/USER/LOGNAME) so nothing of the
+portal's own environment leaks into jobs; the job's ``env`` is exported by the script itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import records
+from .errors import (ControllerUnavailable, InvalidRequest, JobNotFound, SlurmRejected,
+                     is_not_found, is_unavailable, slurm_text)
+from .records import NodeRecord, QueueRecord, SacctRecord
+from .request import GpuLimits, JobRequest, validate
+from .runner import CommandResult, CommandRunner, SubprocessRunner
+from .script import render_script, sbatch_options
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
+NOTHING_FOUND = 9003  # slurmdb_jobs_get: "Nothing found with query" (sacct --json, no jobs)
+
+
+def _slurm_env_from_os() -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "LANG": "C.UTF-8"}
+    if "SLURM_CONF" in os.environ:
+        env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return env
+
+
+def _user_ids(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise InvalidRequest(f"there is no Unix user {user!r} on this host") from None
+
+
+def slurm_time(when: datetime) -> str:
+    """A datetime as Slurm's -S/-E wants it: local wall-clock time, no zone."""
+    if when.tzinfo is not None:
+        when = when.astimezone().replace(tzinfo=None)
+    return when.strftime(SLURM_TIME)
+
+
+class CliBackend:
+    """SlurmBackend over sbatch/squeue/sacct/scancel/scontrol/sinfo (and sacctmgr for sync).
+
+    ``env``: the environment every Slurm command runs with (needs SLURM_CONF unless slurm.conf
+    is in its default place); default: PATH and SLURM_CONF of this process.
+    ``gpu_limits``: when given, ``submit`` refuses GPU requests over them before Slurm sees them.
+    ``as_root``: submit with ``--uid/--gid`` of ``req.user`` (default: when running as root).
+    """
+
+    def __init__(self, runner: CommandRunner | None = None, *, env: Mapping[str, str] | None = None,
+                 gpu_limits: GpuLimits | None = None, timeout_s: float = 30.0,
+                 as_root: bool | None = None,
+                 user_ids: Callable[[str], Any] = _user_ids,
+                 attempt_lookback: timedelta = timedelta(days=7)) -> None:
+        self.runner = runner or SubprocessRunner()
+        self.env = dict(env) if env is not None else _slurm_env_from_os()
+        self.env.setdefault("PATH", DEFAULT_PATH)
+        self.gpu_limits = gpu_limits
+        self.timeout_s = timeout_s
+        self.as_root = (os.geteuid() == 0) if as_root is None else as_root
+        self.user_ids = user_ids
+        self.attempt_lookback = attempt_lookback
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, input: str | None = None,
+            env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run a Slurm command; raise ControllerUnavailable when Slurm does not answer.
+
+        A non-zero exit for any other reason is returned for the caller to map.
+        """
+        res = self.runner(argv, input=input, timeout=self.timeout_s, env=env or self.env)
+        if res.timed_out:
+            raise ControllerUnavailable(
+                f"Slurm did not answer within {self.timeout_s:g} s ({argv[0]}); try again later")
+        if res.rc != 0 and is_unavailable(res.stderr):
+            raise ControllerUnavailable(
+                f"Slurm is not answering ({argv[0]}): {slurm_text(res.stderr)}")
+        return res
+
+    def _json(self, argv: Sequence[str]) -> dict:
+        res = self.run(argv)
+        if res.rc != 0:
+            raise SlurmRejected(f"{argv[0]} failed: {slurm_text(res.stderr) or 'exit ' + str(res.rc)}",
+                                slurm_message=slurm_text(res.stderr), argv=tuple(argv))
+        try:
+            data = json.loads(res.stdout)
+        except json.JSONDecodeError as exc:
+            raise SlurmRejected(f"{argv[0]} printed no JSON: {exc}", argv=tuple(argv)) from None
+        # sacct reports an empty answer as an error (9003 "Nothing found"): it is not one.
+        errors = [e for e in data.get("errors") or []
+                  if e and not (isinstance(e, dict) and e.get("error_number") == NOTHING_FOUND)]
+        if errors:
+            # Our queries take no user input, so an error means Slurm could not answer:
+            # squeue with slurmctld stopped exits 0 with "slurm_load_jobs: Unspecified error".
+            text = "; ".join(
+                ": ".join(str(e[k]) for k in ("source", "error", "description") if e.get(k))
+                if isinstance(e, dict) else str(e) for e in errors)
+            raise ControllerUnavailable(f"Slurm could not answer {argv[0]}: {text}")
+        return data
+
+    def _job_command(self, argv: list[str], job_id: int, *, ok_if: tuple[str, ...] = ()) -> None:
+        res = self.run(argv)
+        if res.rc == 0:
+            return
+        text = slurm_text(res.stderr)
+        if any(fragment in res.stderr for fragment in ok_if):
+            return
+        if is_not_found(res.stderr):
+            raise JobNotFound(job_id, f"Slurm has no job {job_id} ({text})")
+        raise SlurmRejected(f"{argv[0]} {argv[1]} refused for job {job_id}: {text}",
+                            slurm_message=text, argv=tuple(argv))
+
+    # -- submit -----------------------------------------------------------------------------
+    def submit_argv(self, req: JobRequest) -> tuple[list[str], dict[str, str]]:
+        """The sbatch argv and environment for ``req`` (already validated)."""
+        argv = ["sbatch", "--parsable"]
+        env = {k: v for k, v in self.env.items() if k in ("PATH", "SLURM_CONF", "LANG")}
+        if self.as_root:
+            ids = self.user_ids(req.user)
+            argv += [f"--uid={ids.pw_uid}", f"--gid={ids.pw_gid}"]
+            env.update(HOME=ids.pw_dir, USER=req.user, LOGNAME=req.user)
+        argv += sbatch_options(req)
+        return argv, env
+
+    def submit(self, req: JobRequest) -> int:
+        limits = self.gpu_limits
+        if limits is None:  # no site limits: only the name checks
+            limits = {req.gpus.type: req.gpus.count} if req.gpus is not None else {}
+        validate(req, limits)
+        argv, env = self.submit_argv(req)
+        res = self.run(argv, input=render_script(req), env=env)
+        if res.rc != 0:
+            text = slurm_text(res.stderr) or f"sbatch exited {res.rc}"
+            raise SlurmRejected(f"Slurm refused the job: {text}", slurm_message=text,
+                                argv=tuple(argv))
+        first = res.stdout.strip().split(";")[0]
+        if not first.isdigit():
+            raise SlurmRejected(f"sbatch printed no job id: {res.stdout.strip()!r}",
+                                argv=tuple(argv))
+        return int(first)
+
+    # -- job control ------------------------------------------------------------------------
+    def cancel(self, job_id: int, signal: str | None = None, batch_only: bool = False) -> None:
+        """Cancel a job; with ``signal`` only send it (to every process with ``--full``, or to the
+        batch shell only with ``batch_only``). Cancelling a job that already ended is a no-op."""
+        job_id = _job_id(job_id)
+        argv = ["scancel"]
+        if signal is not None:
+            if not signal.isalnum():
+                raise InvalidRequest(f"signal {signal!r} is not a signal name")
+            argv += [f"--signal={signal}", "--batch" if batch_only else "--full"]
+        elif batch_only:
+            argv.append("--batch")
+        argv.append(str(job_id))
+        self._job_command(argv, job_id, ok_if=("already completing or completed",))
+
+    def hold(self, job_id: int) -> None:
+        self._job_command(["scontrol", "hold", str(_job_id(job_id))], job_id)
+
+    def release(self, job_id: int) -> None:
+        self._job_command(["scontrol", "release", str(_job_id(job_id))], job_id)
+
+    def requeue(self, job_id: int) -> None:
+        self._job_command(["scontrol", "requeue", str(_job_id(job_id))], job_id)
+
+    # -- queries ----------------------------------------------------------------------------
+    def jobs(self, comment: str | None = "slipway") -> dict[int, QueueRecord]:
+        """Every job the controller holds (ONE ``squeue --json`` call), keyed by job id.
+
+        ``comment``: keep jobs whose comment is ``comment`` or starts with ``comment:``;
+        None keeps all jobs.
+        """
+        data = self._json(["squeue", "--json"])
+        out: dict[int, QueueRecord] = {}
+        for rec in records.parse_squeue(data):
+            if comment is None or rec.comment == comment or rec.comment.startswith(comment + ":"):
+                out[rec.job_id] = rec
+        return out
+
+    def accounting_argv(self, start: datetime, end: datetime,
+                        job_ids: Iterable[int] | None = None) -> list[str]:
+        argv = ["sacct", "--json", "--allusers", "--duplicates",
+                "-S", slurm_time(start), "-E", slurm_time(end)]
+        if job_ids is not None:
+            ids = sorted({_job_id(j) for j in job_ids})
+            if not ids:
+                return []
+            argv += ["-j", ",".join(map(str, ids))]
+        return argv
+
+    def accounting(self, start: datetime, end: datetime,
+                   job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
+        """Accounting records of jobs active in [start, end], every attempt (``sacct -D``).
+
+        sacct has no restart count, so attempts are numbered from the job's records in submit
+        order: when the window holds records, a second call (``-j`` those jobs only, window
+        opened ``attempt_lookback`` earlier) finds earlier attempts so numbers stay stable.
+        """
+        if end < start:
+            raise InvalidRequest("accounting window ends before it starts")
+        argv = self.accounting_argv(start, end, job_ids)
+        if not argv:
+            return []
+        found = records.parse_sacct(self._json(argv))
+        if not found:
+            return []
+        wide = records.parse_sacct(self._json(self.accounting_argv(
+            start - self.attempt_lookback, end, {r.job_id for r in found})))
+        keys = {_attempt_key(r) for r in found}
+        numbered = [r for r in wide if _attempt_key(r) in keys]
+        return numbered if len(numbered) == len(found) else found
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node with its GPUs per type (total/allocated/free) and state (``sinfo --json``;
+        ``scontrol show nodes`` has no --json in 22.05)."""
+        return records.parse_nodes(self._json(["sinfo", "--json"]))
+
+
+def _attempt_key(rec: SacctRecord) -> tuple:
+    return (rec.job_id, rec.submit)  # a requeued attempt gets a new submission time
+
+
+def _job_id(job_id: object) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
+        raise InvalidRequest(f"job id must be a positive whole number, got {job_id!r}")
+    return job_id

@@ -1,0 +1,192 @@
+"""Typed job requests and their validation.
+
+``validate(req, limits)`` refuses anything that cannot be passed to Slurm safely or that
+breaks the site's GPU limits, with a message a user can act on.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+from .errors import InvalidRequest
+
+GpuLimits = Mapping[str, int]
+"""GPU type -> most units one job may ask for, e.g. {"a4000": 4, "a6000": 2, "shard": 8}."""
+
+SHARD = "shard"
+
+# Strict patterns for names Slurm stores and prints back.
+_GPU_TYPE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+_UNIX_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_SLURM_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,63}$")  # account, qos, partition
+_JOB_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/:=@-]{0,199}$")  # e.g. team/proj:branch
+_COMMENT = re.compile(r"^[A-Za-z0-9_.+/:=@-]{0,250}$")
+_SIGNAL = re.compile(r"^(?:[BR]:)?(?:SIG)?(?:[A-Z][A-Z0-9]{1,7}|\d{1,2})(?:@\d{1,6})?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+# Variables that would change how the batch shell (or anything it starts) behaves.
+RESERVED_ENV = frozenset({
+    "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH",
+    "GLOBIGNORE", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PATH", "HOME", "USER",
+    "LOGNAME", "SHELL", "CUDA_VISIBLE_DEVICES",
+})
+
+MAX_VALUE_CHARS = 65_536          # one env value or one command word
+MAX_SCRIPT_CHARS = 1_000_000      # Slurm's default max_script_size is 4 MB
+MAX_TIME_LIMIT_MIN = 60 * 24 * 14
+MAX_CPUS = 1024
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """``type`` is a GPU type ("a4000", "a6000") or "shard"; ``count`` >= 1."""
+
+    type: str
+    count: int
+
+    @property
+    def gres(self) -> str:
+        """The ``--gres`` value: ``gpu:a4000:2`` or ``shard:2``."""
+        if self.type == SHARD:
+            return f"{SHARD}:{self.count}"
+        return f"gpu:{self.type}:{self.count}"
+
+    @property
+    def unit(self) -> str:
+        return "shard" if self.type == SHARD else "GPU"
+
+    def __str__(self) -> str:
+        return f"{self.type} x{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> "GpuRequest":
+        """Parse ``a4000:2``, ``gpu:a4000:2``, ``a4000`` (one GPU) or ``shard:2``."""
+        parts = text.strip().split(":")
+        if parts and parts[0] == "gpu" and len(parts) > 1:
+            parts = parts[1:]
+        if len(parts) == 1:
+            parts.append("1")
+        if len(parts) != 2 or not parts[1].isdigit() or not parts[0]:
+            raise InvalidRequest(
+                f"cannot read GPU request {text!r}; write TYPE:COUNT, e.g. a4000:2 or shard:2")
+        return cls(type=parts[0].lower(), count=int(parts[1]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRequest:
+    """One batch job. ``command`` is an argv run with ``env`` exported (never via a shell)."""
+
+    name: str
+    user: str
+    account: str
+    command: Sequence[str]
+    workdir: str
+    output: str
+    qos: str = "normal"
+    partition: str | None = None
+    gpus: GpuRequest | None = None
+    cpus: int = 1
+    mem_mb: int | None = None
+    time_limit_min: int = 60
+    env: Mapping[str, str] = field(default_factory=dict)
+    requeue: bool = True
+    comment: str = "slipway"
+    signal: str | None = None   # sbatch --signal, e.g. "B:USR1@120"
+    hold: bool = False           # submit held (sbatch --hold)
+
+    def __post_init__(self) -> None:
+        # Freeze the mutable inputs so a request cannot change after validation.
+        object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+
+def _check_text(what: str, value: object, *, max_chars: int = MAX_VALUE_CHARS,
+                allow_newline: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{what} must be text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidRequest(f"{what} contains a NUL byte, which cannot be passed to a job")
+    if not allow_newline and ("\n" in value or "\r" in value):
+        raise InvalidRequest(f"{what} must be a single line")
+    if len(value) > max_chars:
+        raise InvalidRequest(f"{what} is {len(value)} characters long; at most {max_chars} allowed")
+    return value
+
+
+def _check_pattern(what: str, value: object, pattern: re.Pattern[str], hint: str) -> None:
+    _check_text(what, value, max_chars=256, allow_newline=False)
+    if not pattern.match(value):  # type: ignore[arg-type]
+        raise InvalidRequest(f"{what} {value!r} is not allowed: {hint}")
+
+
+def _check_path(what: str, value: object) -> None:
+    _check_text(what, value, max_chars=4096, allow_newline=False)
+    if not value.startswith("/"):  # type: ignore[union-attr]
+        raise InvalidRequest(f"{what} must be an absolute path, got {value!r}")
+
+
+def _check_int(what: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{what} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidRequest(f"{what} must be between {low} and {high}, got {value}")
+
+
+def validate_gpus(gpus: GpuRequest, limits: GpuLimits) -> None:
+    """Refuse unknown GPU types and counts above the per-job limit."""
+    if not isinstance(gpus.type, str) or not _GPU_TYPE.match(gpus.type):
+        raise InvalidRequest(f"GPU type {gpus.type!r} is not a valid name")
+    if gpus.type not in limits:
+        known = ", ".join(sorted(limits)) or "none"
+        raise InvalidRequest(f"unknown GPU type {gpus.type!r}; known types: {known}")
+    if isinstance(gpus.count, bool) or not isinstance(gpus.count, int) or gpus.count < 1:
+        raise InvalidRequest(f"GPU count must be a whole number of at least 1, got {gpus.count!r}")
+    most = limits[gpus.type]
+    if gpus.count > most:
+        raise InvalidRequest(
+            f"{gpus.type} allows at most {most} {gpus.unit}s per job; you asked for {gpus.count}")
+
+
+def validate(req: JobRequest, limits: GpuLimits) -> JobRequest:
+    """Raise ``InvalidRequest`` for anything unsafe or over the limits; return ``req``."""
+    _check_pattern("job name", req.name, _JOB_NAME,
+                   "use letters, digits and . _ + / : = @ - (at most 200, not starting with a symbol)")
+    _check_pattern("user", req.user, _UNIX_USER, "not a valid Unix user name")
+    _check_pattern("account", req.account, _SLURM_NAME,
+                   "use lowercase letters, digits, . _ - (at most 64)")
+    _check_pattern("QOS", req.qos, _SLURM_NAME, "use lowercase letters, digits, . _ -")
+    if req.partition is not None:
+        _check_pattern("partition", req.partition, _SLURM_NAME, "use lowercase letters, digits, . _ -")
+    _check_pattern("comment", req.comment, _COMMENT, "use letters, digits and . _ + / : = @ -")
+    if req.signal is not None:
+        _check_pattern("signal", req.signal, _SIGNAL, "write e.g. USR1@120 or B:TERM@60")
+    _check_path("working directory", req.workdir)
+    _check_path("output path", req.output)
+    _check_int("cpus", req.cpus, 1, MAX_CPUS)
+    _check_int("time limit (minutes)", req.time_limit_min, 1, MAX_TIME_LIMIT_MIN)
+    if req.mem_mb is not None:
+        _check_int("memory (MB)", req.mem_mb, 1, 16 * 1024 * 1024)
+    if req.gpus is not None:
+        validate_gpus(req.gpus, limits)
+
+    if not req.command:
+        raise InvalidRequest("command is empty; give the program to run")
+    total = 0
+    for i, word in enumerate(req.command):
+        total += len(_check_text(f"command word {i}", word))
+    if not req.command[0]:
+        raise InvalidRequest("command word 0 (the program) is empty")
+    for key, value in req.env.items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise InvalidRequest(
+                f"environment variable name {key!r} is not allowed: use letters, digits and _, "
+                "not starting with a digit")
+        if key in RESERVED_ENV or key.startswith(("SLURM_", "SBATCH_", "BASH_FUNC_")):
+            raise InvalidRequest(f"environment variable {key} is reserved and cannot be set")
+        total += len(_check_text(f"environment variable {key}", value))
+    if total > MAX_SCRIPT_CHARS:
+        raise InvalidRequest(
+            f"command and environment are {total} characters in all; at most {MAX_SCRIPT_CHARS}")
+    return req
