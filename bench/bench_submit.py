@@ -27,7 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--user", default="sw-alice")
-    ap.add_argument("--account", default="team-test")
+    ap.add_argument("--account", default="slipway-test")
     args = ap.parse_args()
     if "SLURM_CONF" not in os.environ:
         print("set SLURM_CONF (source the cluster's env.sh)", file=sys.stderr)

@@ -75,7 +75,7 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.2):
 
 
 def job(jobdir: Path, name: str, command, **kw) -> JobRequest:
-    kw.setdefault("account", "team-test")
+    kw.setdefault("account", "slipway-test")
     kw.setdefault("user", "sw-alice")
     return JobRequest(name=f"bridge-it/{name}", command=command, workdir=str(jobdir),
                       output=f"{jobdir}/%j.out", comment="slipway:it", time_limit_min=5, **kw)
@@ -112,7 +112,7 @@ def test_two_a4000_gpus_are_visible_in_the_job(bridge, jobdir, submitted):
     assert rec.state == "COMPLETED" and rec.exit_code == 0
     assert dict(rec.gpus) == {"a4000": 2}
     assert rec.elapsed_s >= 2 and rec.node.startswith("a4k-")
-    assert rec.user == "sw-alice" and rec.account == "team-test" and rec.qos == "normal"
+    assert rec.user == "sw-alice" and rec.account == "slipway-test" and rec.qos == "normal"
     assert rec.name == "bridge-it/cuda"
 
 
@@ -207,7 +207,7 @@ def test_sync_adds_then_removes_a_user(bridge):
             "remove QOS slipway-it"]
         cur = read_current(bridge)
         assert (user, acct) not in cur.assocs and user not in cur.default_accounts
-        assert ("sw-alice", "team-test") in cur.assocs  # unmanaged things untouched
+        assert ("sw-alice", "slipway-test") in cur.assocs  # unmanaged things untouched
         assert sync(bridge, no_user) == []
     finally:
         sync(bridge, DesiredState(**scope))            # removes the account again

@@ -40,7 +40,7 @@ def test_accounting_has_qos_and_test_users(slurm_cluster):
     qos = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "qos", "format=name,preempt").stdout
     rows = dict(line.split("|") for line in qos.splitlines())
     assert rows["emergency"] == "normal"  # emergency preempts normal
-    assoc = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "assoc", "where", "account=team-test",
+    assoc = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "assoc", "where", "account=slipway-test",
                               "format=user").stdout.split()
     assert {"sw-alice", "sw-bob", "sw-carol"} <= set(assoc)
 
