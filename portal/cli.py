@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import json
 import shutil
 import sys
 import time
@@ -163,7 +164,9 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(ctx.svc.config, services_=ctx.svc, start_reconciler=not no_reconciler)
     console.print(f"Slipway on http://{host}:{port} (public {ctx.svc.config.base_url})")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="slipway")
+    # git-lfs objects stream through the app: allow large bodies (waitress spools them to disk).
+    waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
+                   max_request_body_size=64 * 1024**3, channel_timeout=300)
 
 
 @main.command()
@@ -515,8 +518,9 @@ def _can_see(ctx: Ctx, s, j: Job) -> None:
 @click.option("--team", "team_name")
 @click.option("--state", help="a state, or 'active'")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_ctx
-def job_list(ctx: Ctx, team_name, state, limit):
+def job_list(ctx: Ctx, team_name, state, limit, as_json):
     t = _table("Jobs", "job", "project", "branch", "state", "gpus", "slurm", "node", "cost", "reason")
     with ctx.svc.db.session() as s:
         if ctx.actor_name and not team_name:
@@ -529,6 +533,9 @@ def job_list(ctx: Ctx, team_name, state, limit):
             rows = service.list_jobs(s, team=team_name, state=state, limit=limit)
         except service.JobError as exc:
             _fail(str(exc))
+        if as_json:
+            click.echo(json.dumps([_job_json(ctx, j) for j in rows], indent=1))
+            return
         for j in rows:
             t.add_row(str(j.id), j.project.repo_key, j.branch, j.state, f"{j.gpu_type} x{j.gpu_count}",
                       str(j.slurm_job_id or ""), j.node or "", ig.format_usd(j.cost), _short(j.reason))
@@ -537,14 +544,18 @@ def job_list(ctx: Ctx, team_name, state, limit):
 
 @job.command("show")
 @click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_ctx
-def job_show(ctx: Ctx, job_id):
+def job_show(ctx: Ctx, job_id, as_json):
     with ctx.svc.db.session() as s:
         try:
             j = service.get_job(s, job_id)
         except service.JobError as exc:
             _fail(str(exc))
         _can_see(ctx, s, j)
+        if as_json:
+            click.echo(json.dumps(_job_json(ctx, j), indent=1))
+            return
         fields = [
             ("project", j.project.repo_key), ("branch", j.branch), ("commit", j.commit_sha),
             ("pusher", j.pusher.name if j.pusher else ""), ("state", j.state + (f" (was {j.previous_state})" if j.previous_state else "")),
@@ -563,6 +574,24 @@ def job_show(ctx: Ctx, job_id):
     for k, v in fields:
         t.add_row(k, v)
     console.print(t)
+
+
+def _job_json(ctx: Ctx, j: Job) -> dict:
+    def iso(t):
+        return t.isoformat() if t else None
+
+    return {
+        "id": j.id, "project": j.project.repo_key, "branch": j.branch, "commit": j.commit_sha,
+        "pusher": j.pusher.name if j.pusher else None, "state": j.state,
+        "previous_state": j.previous_state, "reason": j.reason, "gpu_type": j.gpu_type,
+        "gpu_count": j.gpu_count, "image": j.image, "time_limit_min": j.time_limit_min,
+        "slurm_job_id": j.slurm_job_id, "node": j.node, "port": j.port, "exit_code": j.exit_code,
+        "submitted_at": iso(j.submitted_at), "started_at": iso(j.started_at),
+        "ended_at": iso(j.ended_at), "cost": str(j.cost), "cancel_requested": j.cancel_requested,
+        "cancel_reason": j.cancel_reason, "results_ref": j.results_ref,
+        "results_sha": j.results_sha, "branch_updated": j.branch_updated,
+        "log": str(launch.log_path(ctx.svc, j.id)),
+    }
 
 
 @job.command("log")

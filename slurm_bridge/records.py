@@ -199,8 +199,16 @@ class SacctRecord:
 
     @property
     def settled(self) -> bool:
-        """Ended and every field Slurm fills in late (QOS, AllocTRES) is present."""
-        if not self.complete or self.qos in UNSETTLED_QOS:
+        """Ended and every field Slurm fills in late (QOS, AllocTRES) is present.
+
+        An attempt that never ran (cancelled while pending: no node, nothing allocated, 0 s)
+        keeps QOS ``Unknown`` and an empty AllocTRES for good; there is nothing more to wait for.
+        """
+        if not self.complete:
+            return False
+        if not self.node and not self.alloc_tres_recorded and not self.elapsed_s:
+            return True
+        if self.qos in UNSETTLED_QOS:
             return False
         return self.start is None or self.alloc_tres_recorded
 

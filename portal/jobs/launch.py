@@ -50,7 +50,8 @@ from . import states
 ZERO_SHA = "0" * 40
 HEADS = "refs/heads/"
 RESULTS_PREFIX = "refs/heads/results/"
-PUSH_OPTIONS_HELP = "gpus=TYPE:COUNT (e.g. gpus=a6000:1), time=30m|2h|90 (minutes), image=NAME"
+PUSH_OPTIONS_HELP = ("gpus=TYPE:COUNT (e.g. gpus=a6000:1), time=30m|2h|90 (minutes), image=NAME, "
+                     "run=no (update the branch without starting a job)")
 _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
@@ -159,6 +160,11 @@ def parse_push_options(options: list[str]) -> tuple[dict[str, Any], list[str]]:
                 problems.append(f"slipway: push option time: {exc}")
         elif key == "image":
             overrides["image"] = value
+        elif key == "run":
+            if value.lower() in ("no", "false", "0"):
+                overrides["run"] = False
+            elif value.lower() not in ("yes", "true", "1"):
+                problems.append(f"slipway: push option run: write run=no or run=yes, not {value!r}")
         else:
             problems.append(f"slipway: unknown push option {opt!r}; known options: {PUSH_OPTIONS_HELP}")
     return overrides, problems
@@ -224,6 +230,9 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     p = parse_payload(payload)
     if p["pusher_is_job"]:
         return HookReply(True)
+    if any(u.ref == HEADS + "results" for u in p["updates"]):
+        return _refuse(["slipway: the branch name 'results' is reserved for Slipway's results "
+                        "branches (results/<branch>/<job>); use another name"])
     updates = job_updates(p["updates"])
     if not updates:
         return HookReply(True)
@@ -243,6 +252,8 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
 
         problems: list[str] = []
         overrides, opt_problems = parse_push_options(p["push_options"])
+        if overrides.pop("run", True) is False and not opt_problems:
+            return HookReply(True, ["slipway: branch updated; no job started (run=no)"])
         problems += opt_problems
         settings = effective_settings(project, overrides)
         if not opt_problems:
@@ -300,6 +311,9 @@ def handle_post_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     p = parse_payload(payload)
     if p["pusher_is_job"]:
         return HookReply(True)
+    if any(u.ref == HEADS + "results" for u in p["updates"]):
+        return _refuse(["slipway: the branch name 'results' is reserved for Slipway's results "
+                        "branches (results/<branch>/<job>); use another name"])
     updates = job_updates(p["updates"])
     if not updates:
         return HookReply(True)

@@ -125,3 +125,22 @@ def test_parse_tres_str():
     assert parse_tres_str("billing=21,cpu=1,gres/gpu:a4000=2,gres/gpu=2,mem=256M,node=1") == {"a4000": 2}
     assert parse_tres_str("cpu=1,gres/shard=2") == {"shard": 2}
     assert parse_tres_str("") == {} and parse_tres_str(None) == {}
+
+
+def test_attempt_cancelled_while_pending_is_settled_though_qos_stays_unknown():
+    """Recorded on the live cluster: `sbatch --hold`, then `scancel` — QOS reads Unknown for good."""
+    from datetime import datetime, timezone
+
+    from slurm_bridge.records import SacctRecord
+
+    t = datetime(2026, 11, 23, 16, 37, tzinfo=timezone.utc)
+    never_ran = SacctRecord(job_id=1, attempt=0, name="x", user="sw-alice", account="a", qos="",
+                            state="CANCELLED", exit_code=0, signal=None, submit=t, start=t, end=t,
+                            elapsed_s=0, node="", gpus={}, shards=0, comment="",
+                            alloc_tres_recorded=False)
+    assert never_ran.settled
+    ran = SacctRecord(job_id=2, attempt=0, name="x", user="sw-alice", account="a", qos="",
+                      state="COMPLETED", exit_code=0, signal=None, submit=t, start=t, end=t,
+                      elapsed_s=3, node="a4k-1", gpus={}, shards=0, comment="",
+                      alloc_tres_recorded=False)
+    assert not ran.settled  # it ran: wait for QOS and AllocTRES

@@ -1,0 +1,192 @@
+"""A running Slipway for end-to-end tests: the real `slipway` CLI, `slipway serve` in its own
+process on a free port, real git over HTTP, and the live test cluster.
+
+Everything a user would do goes through the same front doors a user has: the CLI for
+administration, `git push`/`git pull` for work, `slipway job ...` to watch and cancel.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SLIPWAY = str(Path(sys.executable).parent / "slipway")
+IMAGE_CACHE = Path(os.environ.get("SLIPWAY_TEST_IMAGE_CACHE", "/var/tmp/slipway-images"))
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_images(*names: str) -> None:
+    """Local container images (instant when already built; the python one takes about a minute)."""
+    subprocess.run([str(REPO / "container_images" / "build"), "--dest", str(IMAGE_CACHE), *names],
+                   check=True, timeout=900, capture_output=True)
+
+
+@dataclass
+class Slipway:
+    url: str
+    env: dict[str, str]
+    data_dir: Path
+    log_file: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    homes: Path | None = None
+
+    # ------------------------------------------------------------------ server lifecycle
+    def start(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        log = open(self.log_file, "ab")
+        self.proc = subprocess.Popen([SLIPWAY, "serve", "--host", "127.0.0.1", "--port", port],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"slipway serve exited: {self.log_file.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("slipway serve did not answer /healthz in 30 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    # ----------------------------------------------------------------------------- CLI
+    def cli(self, *args: str, check: bool = True, as_user: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        argv = [SLIPWAY, *(["--as", as_user] if as_user else []), *args]
+        res = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def job(self, job_id: int) -> dict:
+        return json.loads(self.cli("job", "show", str(job_id), "--json").stdout)
+
+    def wait_job(self, job_id: int, states=TERMINAL, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] in states:
+                return job
+            if time.monotonic() > deadline:
+                log = Path(job["log"])
+                raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s: {job}\n"
+                                     f"log: {log.read_text() if log.exists() else '(none)'}")
+            time.sleep(0.3)
+
+    def wait_results(self, job_id: int, timeout: float = 120) -> dict:
+        """Wait until the job ended and its runner reported the results push."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.wait_job(job_id, timeout=max(1.0, deadline - time.monotonic()))
+            if job["results_ref"] or time.monotonic() > deadline:
+                return job
+            time.sleep(0.3)
+
+    # ----------------------------------------------------------------------------- git
+    def remote(self, user: str, team: str, project: str) -> str:
+        host = self.url.split("://", 1)[1]
+        return f"http://{user}:{self.tokens[user]}@{host}/git/{team}/{project}.git"
+
+    def git(self, *args: str, cwd: Path | str | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.homes), "GIT_TERMINAL_PROMPT": "0",
+               "GIT_AUTHOR_NAME": "Test User", "GIT_AUTHOR_EMAIL": "test@example.org",
+               "GIT_COMMITTER_NAME": "Test User", "GIT_COMMITTER_EMAIL": "test@example.org",
+               "LANG": "C.UTF-8"}
+        res = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                             timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        return res
+
+
+def start_slipway(cluster_env: dict[str, str], **settings: str) -> Slipway:
+    """A fresh Slipway (data dir under /tmp, readable by the job users) with its server running."""
+    ensure_images("busybox", "python")
+    data = Path(tempfile.mkdtemp(prefix="slipway-e2e-", dir="/tmp"))
+    data.chmod(0o755)
+    homes = data / "client-home"
+    homes.mkdir()
+    port = free_port()
+    env = {
+        **os.environ, **cluster_env,
+        "SLIPWAY_DATA_DIR": str(data),
+        "SLIPWAY_BASE_URL": f"http://127.0.0.1:{port}",
+        "SLIPWAY_IMAGES_ROOT": str(IMAGE_CACHE),
+        "SLIPWAY_RECONCILE_INTERVAL": "1",
+        "SLIPWAY_CANCEL_GRACE": "30",
+        **settings,
+    }
+    env.pop("SLIPWAY_USER", None)
+    sw = Slipway(url=f"http://127.0.0.1:{port}", env=env, data_dir=data,
+                 log_file=data / "server.log", homes=homes)
+    subprocess.run(["git", "config", "--global", "init.defaultBranch", "main"],
+                   env={"HOME": str(homes), "PATH": os.environ["PATH"]}, check=True)
+    sw.start()
+    return sw
+
+
+def cleanup(sw: Slipway, cluster_env: dict[str, str]) -> None:
+    sw.stop()
+    # Slipway's jobs still in Slurm (a failed test) are cancelled so they cannot leak.
+    out = subprocess.run(["squeue", "-h", "-o", "%i %k"], env={**os.environ, **cluster_env},
+                         capture_output=True, text=True)
+    ids = [line.split()[0] for line in out.stdout.splitlines() if "slipway" in line]
+    if ids:
+        subprocess.run(["scancel", *ids], env={**os.environ, **cluster_env}, capture_output=True)
+    shutil.rmtree(sw.data_dir, ignore_errors=True)
+
+
+ENTRYPOINT = """#!/bin/bash
+set -e
+echo "job says hello"
+echo "gpus=$CUDA_VISIBLE_DEVICES port=$PORT uid=$(id -u)" > result.txt
+cat /etc/slipway-image >> result.txt
+python3 -c "open('big.bin', 'wb').write(bytes(range(256)) * 8192)"
+"""
+
+
+def write_project(path: Path, entrypoint: str = ENTRYPOINT, extra: dict[str, str] | None = None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "slipway-entrypoint.sh").write_text(entrypoint)
+    (path / "slipway-entrypoint.sh").chmod(0o755)
+    (path / "README").write_text("an experiment\n")
+    for name, text in (extra or {}).items():
+        (path / name).write_text(text)
+
+
+def job_id_from_push(output: str) -> int:
+    """`remote: slipway: job 42 queued (a4000 x2)` -> 42."""
+    for line in output.splitlines():
+        if "slipway: job " in line and " queued (" in line:
+            return int(line.split("slipway: job ", 1)[1].split()[0])
+    raise AssertionError(f"no job number in the push output:\n{output}")

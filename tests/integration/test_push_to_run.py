@@ -1,0 +1,258 @@
+"""Push to run, end to end: real git over HTTP → Slipway → the live Slurm cluster → a job in a
+real container (ch-run) → results committed and pushed back → `git pull` brings them home."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import pwd
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.slipway_harness import (ENTRYPOINT, cleanup, job_id_from_push, start_slipway,
+                                               write_project)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def sw(slurm_cluster):
+    sw = start_slipway(slurm_cluster.env)
+    try:
+        sw.cli("user", "add", "alice", "--unix-user", "sw-alice")
+        sw.cli("user", "add", "bob", "--unix-user", "sw-bob")
+        sw.cli("team", "add-funds", "alice", "100.00", "--note", "e2e")
+        sw.cli("project", "create", "alice", "demo", "--gpus", "a4000:2", "--image", "python")
+        sw.tokens["alice"] = sw.cli("token", "create", "alice").stdout.strip()
+        sw.tokens["bob"] = sw.cli("token", "create", "bob").stdout.strip()
+        yield sw
+    finally:
+        cleanup(sw, slurm_cluster.env)
+
+
+@pytest.fixture
+def clone(sw, tmp_path):
+    """A fresh clone of alice/demo with the entrypoint committed on `main`."""
+    work = tmp_path / "demo"
+    sw.git("clone", sw.remote("alice", "alice", "demo"), str(work))
+    return work
+
+
+def _commit_branch(sw, work: Path, branch: str, entrypoint: str = ENTRYPOINT, extra=None) -> None:
+    sw.git("checkout", "-B", branch, cwd=work)
+    write_project(work, entrypoint, {"branch.txt": branch, **(extra or {})})
+    sw.git("add", "-A", cwd=work)
+    sw.git("commit", "-qm", f"run {branch}", cwd=work)
+
+
+def test_push_runs_job_in_container_and_results_come_back(sw, clone):
+    _commit_branch(sw, clone, "exp-1")
+    pushed = sw.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    out = sw.git("push", "origin", "exp-1", cwd=clone)
+    assert re.search(r"remote: slipway: job \d+ queued \(a4000 x2\)", out.stderr), out.stderr
+    job_id = job_id_from_push(out.stderr)
+
+    job = sw.wait_results(job_id)
+    assert job["state"] == "succeeded", job
+    assert job["commit"] == pushed
+    assert job["exit_code"] == 0
+    assert job["branch_updated"] is True
+    assert 10000 <= job["port"] <= 65535
+
+    sw.git("pull", "-q", "origin", "exp-1", cwd=clone)
+    result = (clone / "result.txt").read_text()
+    gpus = re.search(r"gpus=(\S*)", result).group(1)
+    assert len(gpus.split(",")) == 2, result            # two GPUs from Slurm's gres
+    assert f"port={job['port']}" in result                # PORT recorded for the job
+    assert f"uid={pwd.getpwnam('sw-alice').pw_uid}" in result  # as the pushing user, not root
+    assert '"name": "python"' in result                   # ran inside the python image
+    # the 2 MiB file went back through git-lfs and comes home intact
+    assert (clone / "big.bin").read_bytes() == bytes(range(256)) * 8192
+    attrs = (clone / ".gitattributes").read_text()
+    assert "big.bin" in attrs and "filter=lfs" in attrs
+    msg = sw.git("log", "-1", "--format=%B", cwd=clone).stdout
+    assert f"job {job_id}" in msg and "exit 0" in msg
+    # the results branch always exists
+    ls = sw.git("ls-remote", "origin", f"refs/heads/results/exp-1/{job_id}", cwd=clone).stdout
+    assert ls.strip(), "results branch missing"
+    # the job's log has the entrypoint's output
+    assert "job says hello" in Path(job["log"]).read_text()
+    # Slipway's own push did not start another job
+    jobs = json.loads(sw.cli("job", "list", "--json").stdout)
+    assert [j["id"] for j in jobs if j["branch"] == "exp-1"] == [job_id], jobs
+
+
+def test_refused_pushes_say_what_to_fix_and_keep_the_branch(sw, clone):
+    # no entrypoint
+    sw.git("checkout", "-B", "no-entry", cwd=clone)
+    (clone / "notes.txt").write_text("x")
+    sw.git("add", "-A", cwd=clone)
+    sw.git("commit", "-qm", "no entrypoint", cwd=clone)
+    out = sw.git("push", "origin", "no-entry", cwd=clone, check=False)
+    assert out.returncode != 0 and "slipway-entrypoint.sh" in out.stderr, out.stderr
+    assert not sw.git("ls-remote", "origin", "refs/heads/no-entry", cwd=clone).stdout.strip()
+
+    _commit_branch(sw, clone, "bad-opts")
+    for opt, words in [("gpus=a4000:5", "at most 4"), ("gpus=a6000:3", "at most 2"),
+                       ("image=nope", "unknown image"), ("colour=red", "colour")]:
+        out = sw.git("push", "-o", opt, "origin", "bad-opts", cwd=clone, check=False)
+        assert out.returncode != 0, (opt, out.stderr)
+        assert words in out.stderr, (opt, out.stderr)
+    assert not sw.git("ls-remote", "origin", "refs/heads/bad-opts", cwd=clone).stdout.strip()
+
+
+def test_push_options_override_settings_for_one_job(sw, clone):
+    _commit_branch(sw, clone, "opts")
+    out = sw.git("push", "-o", "gpus=a6000:1", "-o", "time=30m", "origin", "opts", cwd=clone)
+    assert "queued (a6000 x1)" in out.stderr, out.stderr
+    job = sw.wait_results(job_id_from_push(out.stderr))
+    assert (job["gpu_type"], job["gpu_count"], job["time_limit_min"]) == ("a6000", 1, 30)
+    assert job["state"] == "succeeded" and job["node"] == "a6k-1", job
+    # the project's settings are unchanged: the next push uses a4000 x2 again
+    show = sw.cli("project", "show", "alice/demo").stdout
+    assert "a4000" in show
+
+
+SLOW = """#!/bin/bash
+echo started > started.txt
+for i in $(seq 1 600); do echo "tick $i" >> progress.txt; sleep 0.5; done
+echo finished > finished.txt
+"""
+
+
+def test_second_push_to_a_busy_branch_is_refused_other_branches_run_in_parallel(sw, clone):
+    _commit_branch(sw, clone, "par-a", SLOW)
+    a = job_id_from_push(sw.git("push", "origin", "par-a", cwd=clone).stderr)
+    _commit_branch(sw, clone, "par-b", SLOW)
+    b = job_id_from_push(sw.git("push", "origin", "par-b", cwd=clone).stderr)
+    sw.wait_job(a, {"running"})
+    sw.wait_job(b, {"running"})  # both run at the same time
+
+    sw.git("checkout", "par-a", cwd=clone)
+    (clone / "more.txt").write_text("more")
+    sw.git("add", "-A", cwd=clone)
+    sw.git("commit", "-qm", "more", cwd=clone)
+    before = sw.git("ls-remote", "origin", "refs/heads/par-a", cwd=clone).stdout.split()[0]
+    out = sw.git("push", "origin", "par-a", cwd=clone, check=False)
+    assert out.returncode != 0 and f"job {a}" in out.stderr, out.stderr
+    assert sw.git("ls-remote", "origin", "refs/heads/par-a", cwd=clone).stdout.split()[0] == before
+    for j in (a, b):
+        sw.cli("job", "cancel", str(j))
+    for j in (a, b):
+        assert sw.wait_results(j)["state"] == "cancelled"
+
+
+def test_concurrent_pushes_to_one_branch_start_exactly_one_job(sw, tmp_path):
+    clones = []
+    for i in range(4):
+        work = tmp_path / f"c{i}"
+        sw.git("clone", "-q", sw.remote("alice", "alice", "demo"), str(work))
+        _commit_branch(sw, work, "race", SLOW, extra={"who.txt": f"clone {i}"})
+        clones.append(work)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda w: sw.git("push", "-f", "origin", "race", cwd=w, check=False), clones))
+    started = [o for o in outs if " queued (" in o.stderr]
+    assert len(started) == 1, [o.stderr for o in outs]
+    job_id = job_id_from_push(started[0].stderr)
+    race_jobs = [j for j in json.loads(sw.cli("job", "list", "--json").stdout) if j["branch"] == "race"]
+    assert [j["id"] for j in race_jobs] == [job_id], race_jobs
+    sw.wait_job(job_id, {"running"})
+    sw.cli("job", "cancel", str(job_id))
+    assert sw.wait_results(job_id)["state"] == "cancelled"
+
+
+def test_cancel_stops_within_10s_and_files_are_still_pushed(sw, clone):
+    _commit_branch(sw, clone, "cancel-me", SLOW)
+    job_id = job_id_from_push(sw.git("push", "origin", "cancel-me", cwd=clone).stderr)
+    sw.wait_job(job_id, {"running"})
+    deadline = time.monotonic() + 60
+    while not Path(sw.job(job_id)["log"]).parent.joinpath("work", "progress.txt").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    sw.cli("job", "cancel", str(job_id))
+    job = sw.wait_results(job_id, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert job["state"] == "cancelled", job
+    assert elapsed < 10, f"cancel to results pushed took {elapsed:.1f} s"
+    sw.git("pull", "-q", "origin", "cancel-me", cwd=clone)
+    assert (clone / "started.txt").read_text() == "started\n"
+    assert "tick 1" in (clone / "progress.txt").read_text()
+    assert not (clone / "finished.txt").exists()
+
+
+def test_user_push_during_job_keeps_both_histories(sw, clone):
+    entry = SLOW.replace("seq 1 600", "seq 1 8")
+    _commit_branch(sw, clone, "both", entry)
+    pushed = sw.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    job_id = job_id_from_push(sw.git("push", "origin", "both", cwd=clone).stderr)
+    sw.wait_job(job_id, {"running"})
+    # While the job runs, the user pushes a commit that starts no job (run=no).
+    (clone / "mine.txt").write_text("mine")
+    sw.git("add", "-A", cwd=clone)
+    sw.git("commit", "-qm", "mine", cwd=clone)
+    mine = sw.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    out = sw.git("push", "-o", "run=no", "origin", "both", cwd=clone)
+    assert "no job started" in out.stderr, out.stderr
+    job = sw.wait_results(job_id)
+    assert job["state"] == "succeeded"
+    # The branch keeps the user's commit; the job's work is on its results branch.
+    assert job["branch_updated"] is False, job
+    sw.git("fetch", "-q", "origin", cwd=clone)
+    assert sw.git("rev-parse", "origin/both", cwd=clone).stdout.strip() == mine
+    results = f"origin/results/both/{job_id}"
+    assert "tick 8" in sw.git("show", f"{results}:progress.txt", cwd=clone).stdout
+    assert sw.git("rev-parse", f"{results}^", cwd=clone).stdout.strip() == pushed
+    # Both histories merge cleanly.
+    sw.git("merge", "-q", "--no-edit", results, cwd=clone)
+    assert (clone / "mine.txt").exists() and (clone / "progress.txt").exists()
+    # Only one job was started on this branch.
+    assert [j["id"] for j in json.loads(sw.cli("job", "list", "--json").stdout)
+            if j["branch"] == "both"] == [job_id]
+
+
+def test_hostile_branch_names_run_safely(sw, clone):
+    branch = "feat/$(touch${IFS}pwned);`id`"
+    _commit_branch(sw, clone, branch)
+    out = sw.git("push", "origin", branch, cwd=clone)
+    job = sw.wait_results(job_id_from_push(out.stderr))
+    assert job["state"] == "succeeded" and job["branch"] == branch, job
+    sw.git("pull", "-q", "origin", branch, cwd=clone)
+    assert (clone / "result.txt").exists()
+    assert not list(Path("/").glob("pwned")) and not list(sw.data_dir.rglob("pwned"))
+    out = sw.git("push", "origin", "HEAD:refs/heads/results", cwd=clone, check=False)
+    assert out.returncode != 0 and "reserved" in out.stderr
+
+
+def test_fifty_megabyte_result_goes_through_lfs(sw, clone):
+    entry = """#!/bin/bash
+python3 -c "import os; open('model.bin', 'wb').write(os.urandom(50 * 1024 * 1024))"
+sha256sum model.bin > model.sha256
+"""
+    _commit_branch(sw, clone, "big", entry)
+    job = sw.wait_results(job_id_from_push(sw.git("push", "origin", "big", cwd=clone).stderr))
+    assert job["state"] == "succeeded", job
+    sw.git("pull", "-q", "origin", "big", cwd=clone)
+    assert (clone / "model.bin").stat().st_size == 50 * 1024 * 1024
+    check = subprocess.run(["sha256sum", "-c", "model.sha256"], cwd=clone, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "model.bin" in (clone / ".gitattributes").read_text()
+    blob = sw.git("cat-file", "-p", "HEAD:model.bin", cwd=clone).stdout
+    assert blob.startswith("version https://git-lfs.github.com/spec/v1")  # a pointer in git
+
+
+def test_restart_of_slipway_mid_job_loses_nothing(sw, clone):
+    entry = SLOW.replace("seq 1 600", "seq 1 12")
+    _commit_branch(sw, clone, "restart", entry)
+    job_id = job_id_from_push(sw.git("push", "origin", "restart", cwd=clone).stderr)
+    sw.wait_job(job_id, {"running"})
+    sw.stop()
+    time.sleep(3)
+    sw.start()
+    job = sw.wait_results(job_id)
+    assert job["state"] == "succeeded", job
+    sw.git("pull", "-q", "origin", "restart", cwd=clone)
+    assert "tick 12" in (clone / "progress.txt").read_text()
