@@ -54,7 +54,7 @@ def desired_state(svc: Services):
 
 def team_shares(team: Team) -> int:
     """Fair-share weight of a team's account (every team equal until admins set shares)."""
-    return int(getattr(team, "fairshare", None) or 100)
+    return int(team.fairshare or 100)
 
 
 def sync_accounts(svc: Services) -> list[str]:

@@ -95,6 +95,12 @@ class User(Base):
     unix_user: Mapped[str] = mapped_column(String(64))
     is_cluster_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Local accounts (no LDAP configured): a password hash; LDAP users: their DN, no hash.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
+    ldap_dn: Mapped[str | None] = mapped_column(String(512), nullable=True, default=None)
+    email: Mapped[str | None] = mapped_column(String(255), nullable=True, default=None)
+    # False when LDAP no longer lists the user: they cannot log in or push.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
     tokens: Mapped[list[AccessToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
@@ -110,6 +116,10 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     personal: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # DN of the LDAP groupOfNames this team mirrors (None: managed in Slipway only).
+    ldap_group: Mapped[str | None] = mapped_column(String(512), nullable=True, default=None)
+    # Fair-share weight of the team's Slurm account.
+    fairshare: Mapped[int] = mapped_column(Integer, default=100)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
     projects: Mapped[list[Project]] = relationship(back_populates="team", cascade="all, delete-orphan")
