@@ -205,10 +205,14 @@ def user():
 @click.argument("name")
 @click.option("--unix-user", help="Unix account jobs run as (default: NAME)")
 @click.option("--admin", is_flag=True, help="cluster administrator")
+@click.option("--password", "password", default=None,
+              help="local login password (visible to other local users: prefer --password-stdin)")
+@click.option("--password-stdin", is_flag=True, help="read the local login password from stdin")
 @pass_ctx
-def user_add(ctx: Ctx, name, unix_user, admin):
+def user_add(ctx: Ctx, name, unix_user, admin, password, password_stdin):
     """Add a user and their personal team (NAME with '@' and '.' replaced by '-')."""
     team_name = _name(personal_team_name(name), "personal team")
+    password_hash = _new_password_hash(password, password_stdin, prompt=False)
     with ctx.svc.db.transaction() as s:
         _require_admin(ctx, s, "add users")
         if s.scalar(select(User.id).where(User.name == name)):
@@ -216,7 +220,8 @@ def user_add(ctx: Ctx, name, unix_user, admin):
         if s.scalar(select(Team.id).where(Team.name == team_name)):
             _fail(f"team {team_name!r} exists already; cannot create {name}'s personal team")
         now = ctx.svc.now()
-        u = User(name=name, unix_user=unix_user or name, is_cluster_admin=admin, created_at=now)
+        u = User(name=name, unix_user=unix_user or name, is_cluster_admin=admin, created_at=now,
+                 password_hash=password_hash)
         t = Team(name=team_name, personal=True, created_at=now)
         s.add_all([u, t])
         s.flush()
@@ -224,6 +229,42 @@ def user_add(ctx: Ctx, name, unix_user, admin):
     _sync_slurm(ctx)
     console.print(f"user {name} (unix {unix_user or name}{', cluster admin' if admin else ''}), "
                   f"personal team {team_name}")
+
+
+def _new_password_hash(password, from_stdin: bool, *, prompt: bool) -> str | None:
+    """Hash of the password given by --password / --password-stdin (or a prompt); None if none."""
+    from .identity.passwords import PasswordRejected, hash_password
+
+    if password is not None and from_stdin:
+        _fail("give either --password or --password-stdin, not both")
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None and prompt:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if password is None:
+        return None
+    try:
+        return hash_password(password)
+    except PasswordRejected as exc:
+        _fail(str(exc))
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the new password from stdin (else prompt)")
+@pass_ctx
+def user_passwd(ctx: Ctx, name, password_stdin):
+    """Set NAME's local login password (accounts without LDAP)."""
+    with ctx.svc.db.session() as s:
+        if ctx.actor_name != name:
+            _require_admin(ctx, s, "set other users' passwords")
+        u = _user(s, name)
+        if u.ldap_dn:
+            _fail(f"{name}'s password lives in LDAP ({u.ldap_dn}); change it there")
+    password_hash = _new_password_hash(None, password_stdin, prompt=True)
+    with ctx.svc.db.transaction() as s:
+        _user(s, name).password_hash = password_hash
+    console.print(f"password of {name} set")
 
 
 @user.command("list")
@@ -645,6 +686,39 @@ def job_cancel(ctx: Ctx, job_id):
     except service.JobError as exc:
         _fail(str(exc))
     console.print(r.message)
+
+
+# ------------------------------------------------------------------------------------ LDAP
+
+@main.group()
+def ldap():
+    """LDAP: directory users become users, groups become teams."""
+
+
+@ldap.command("sync")
+@click.option("--allow-empty", is_flag=True, help="apply even if the directory returns no users")
+@pass_ctx
+def ldap_sync(ctx: Ctx, allow_empty):
+    """Converge users and teams with the directory now (the reconciler also does it periodically)."""
+    from .identity.ldap_directory import DirectoryUnavailable
+    from .identity.team_sync import SyncRefused, sync_ldap
+
+    with ctx.svc.db.session() as s:
+        _require_admin(ctx, s, "sync LDAP")
+    try:
+        rep = sync_ldap(ctx.svc, allow_empty=allow_empty)
+    except (DirectoryUnavailable, SyncRefused) as exc:
+        _fail(str(exc))
+    from rich.markup import escape  # names and DNs come from the directory: no markup
+
+    for change in rep.changes:
+        console.print(escape(change))
+    for change in rep.slurm_changes:
+        console.print(f"slurm: {escape(change)}")
+    for w in rep.warnings + rep.errors:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    console.print(rep.summary() if rep.changed else
+                  f"{rep.users_seen} LDAP users, {rep.groups_seen} groups: in step, nothing changed")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,21 @@ node_python                 python on the compute nodes that runs       /usr/bin
                             imported from <data_dir>/node)
 default_image               image when a project names none             python
 default_time_limit          minutes when a project names none           60
+ldap_url                    LDAP server, ``ldap://host:389`` or         "" (no LDAP: local
+                            ``ldaps://host:636``                        accounts with passwords)
+ldap_bind_dn                service account that searches the           "" (anonymous search)
+                            directory
+ldap_bind_password          its password                                ""
+ldap_user_base              where users are searched (subtree)          "" (required with LDAP)
+ldap_group_base             where ``groupOfNames`` teams are            "" (no group sync)
+                            searched (subtree)
+ldap_user_filter            filter finding one user; ``{username}`` is  (&(objectClass=inetOrg
+                            replaced by the escaped login name          Person)(uid={username}))
+ldap_uid_attr               attribute holding the Slipway user name     uid
+ldap_unix_attr              attribute holding the Unix account jobs     uid
+                            run as
+ldap_sync_interval          seconds between LDAP → users/teams syncs    300
+                            run by the reconciler
 ==========================  ==========================================  =====================
 
 Maps (``gpu_limits``, ``gpu_rates``) are written ``a4000:4,a6000:2`` in env/INI, or as TOML tables.
@@ -106,6 +121,15 @@ class Config:
     secret_key: str = ""
     port_min: int = 10000
     port_max: int = 65535
+    ldap_url: str = ""
+    ldap_bind_dn: str = ""
+    ldap_bind_password: str = ""
+    ldap_user_base: str = ""
+    ldap_group_base: str = ""
+    ldap_user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    ldap_uid_attr: str = "uid"
+    ldap_unix_attr: str = "uid"
+    ldap_sync_interval: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -126,6 +150,13 @@ class Config:
         for gpu_type in self.gpu_limits:
             if gpu_type not in self.gpu_rates:
                 raise ConfigError(f"gpu_rates has no hourly rate for GPU type {gpu_type!r}")
+        if self.ldap_url:
+            if not self.ldap_url.startswith(("ldap://", "ldaps://")):
+                raise ConfigError(f"ldap_url must start with ldap:// or ldaps://, not {self.ldap_url!r}")
+            if not self.ldap_user_base:
+                raise ConfigError("ldap_url is set but ldap_user_base is not (where are the users?)")
+            if "{username}" not in self.ldap_user_filter:
+                raise ConfigError("ldap_user_filter must contain {username}")
 
     # -- derived ----------------------------------------------------------------------------
     @property

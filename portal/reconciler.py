@@ -99,8 +99,17 @@ class Reconciler:
         self._cut_off(now, report)
         self._hard_cancels(now, report)
         self._storage(now, report)
+        self._ldap(now, report)
         self._slurm_accounts(now, report)
         return report
+
+    def _ldap(self, now: datetime, report: TickReport) -> None:
+        """LDAP users and groups → users and teams, every ``ldap_sync_interval`` (when configured)."""
+        from .identity.team_sync import maybe_sync_ldap
+
+        rep = maybe_sync_ldap(self.svc, now)
+        if rep is not None:
+            report.errors += rep.errors
 
     # ------------------------------------------------------------------- Slurm accounts
     def _slurm_accounts(self, now: datetime, report: TickReport) -> None:

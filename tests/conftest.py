@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ldap_server import ldap_server  # noqa: F401  (a real slapd per test)
+
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm_conf" / "cluster"
 TEST_CLUSTER_DIR = Path(os.environ.get("SLIPWAY_TEST_CLUSTER_DIR", REPO / "var" / "test-cluster"))

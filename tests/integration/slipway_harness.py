@@ -96,7 +96,7 @@ class Slipway:
             job = self.job(job_id)
             if job["state"] in states:
                 return job
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (job["state"] in TERMINAL and not set(states) & TERMINAL):
                 log = Path(job["log"])
                 raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s: {job}\n"
                                      f"log: {log.read_text() if log.exists() else '(none)'}")
