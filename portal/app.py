@@ -5,7 +5,9 @@ Config → dirs/secrets → database (migrated) → Slurm backend → image cata
 * ``/git/…``                      git_gateway's GitHttpApp (smart HTTP + LFS), via a dispatcher;
 * ``POST /internal/hooks``        pre/post-receive callbacks (``X-Slipway-Hook-Secret``) → jobs.launch;
 * ``POST /internal/jobs/<id>/events``  runner events (``Authorization: Bearer <job token>``);
-* ``/``                           a minimal page saying Slipway is up;
+* ``/``                           the dashboard (anonymous: redirect to ``/login``);
+* pages (``portal.web``: login, dashboard, teams, billing, projects, jobs + live log + proxy,
+  tokens) and the JSON API under ``/api/`` (``portal.api``), wired by ``portal.web.init_web``;
 * ``/healthz``                    JSON health.
 
 Tests pass a Config with temp dirs and ``backend=FakeBackend()``; ``start_reconciler=True`` (used
@@ -88,14 +90,6 @@ def job_events(job_id: int):
     return jsonify({"ok": True, "state": state})
 
 
-@pages.get("/")
-def index():
-    svc = services()
-    return (f"<!doctype html><title>Slipway</title><h1>Slipway is up</h1>"
-            f"<p>Cluster <code>{svc.config.cluster_name}</code>. Push a branch to run a job; "
-            f"see <code>slipway --help</code>.</p>")
-
-
 @pages.get("/healthz")
 def healthz():
     svc = services()
@@ -122,15 +116,16 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
     app.config.update(SECRET_KEY=svc.config.secret_key, MAX_CONTENT_LENGTH=16 * 1024 * 1024,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["slipway"] = svc
-    try:
-        from flask_wtf.csrf import CSRFProtect
+    from flask_wtf.csrf import CSRFProtect
 
-        csrf = CSRFProtect(app)
-        csrf.exempt(internal)
-    except ImportError:  # pragma: no cover
-        pass
+    from .web import init_web
+
+    csrf = CSRFProtect(app)
+    csrf.exempt(internal)
     app.register_blueprint(internal)
     app.register_blueprint(pages)
+    # login manager, page blueprints, /api (token auth), secure cookie settings, error pages
+    init_web(app, csrf)
 
     try:
         git_app = ig.make_git_app(svc.config, make_authenticate(svc))

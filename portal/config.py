@@ -34,6 +34,8 @@ stale_reservation           seconds a ``queued`` job may wait for its   300
 storage_interval            seconds between storage billing runs         600
 lost_after                  seconds a job may be absent from both the   600
                             queue and accounting before it is failed
+node_addresses              node name -> address the job proxy uses     (node name)
+                            (``a4k-1:10.0.0.5,*:127.0.0.1``)
 account_sync_interval       seconds between convergences of Slurm's     60
                             accounts with the teams
 accounting_slack            seconds subtracted from the oldest submit   300
@@ -103,6 +105,7 @@ class Config:
     hook_secret: str = ""
     gpu_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GPU_LIMITS))
     gpu_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
+    node_addresses: dict[str, str] = field(default_factory=dict)
     storage_rate: Decimal = Decimal("0.10")
     min_start_balance: Decimal = Decimal("1.00")
     container_runtime: str = "charliecloud"
@@ -228,6 +231,8 @@ def _parse_map(raw: Any, conv, key: str) -> dict:
 def _convert(key: str, raw: Any) -> Any:
     if key == "gpu_limits":
         return _parse_map(raw, int, key)
+    if key == "node_addresses":
+        return _parse_map(raw, str, key)
     if key == "gpu_rates":
         return _parse_map(raw, Decimal, key)
     f = _FIELDS[key]

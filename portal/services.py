@@ -38,7 +38,9 @@ def build_services(config: Config, *, backend: Any = None, catalog: Any = None,
     db = Database(config.database_url)
     if upgrade:
         db.upgrade()
+    addresses = dict(config.node_addresses)
     return Services(
+        extra={"node_addresses": lambda node: addresses.get(node) or addresses.get("*") or node},
         config=config,
         db=db,
         backend=backend if backend is not None else integrations.make_backend(config),

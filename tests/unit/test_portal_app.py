@@ -26,7 +26,8 @@ def env(tmp_path):
 
 def test_index_and_health(env):
     svc, c, *_ = env
-    assert b"Slipway is up" in c.get("/").data
+    r = c.get("/")  # anonymous visitors are sent to the login page
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login")
     assert c.get("/healthz").get_json()["ok"] is True
 
 

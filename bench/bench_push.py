@@ -1,0 +1,101 @@
+"""Benchmark: `git push` → job PENDING in squeue, through Slipway vs. bare git + bare sbatch.
+
+Slipway: a real `git push` over HTTP to a Slipway project (auth, pre-receive checks, reservation,
+post-receive submission through slurm_bridge) until `squeue` lists the job.
+Bare: `git push` of the same commit to a local bare repository, then `sbatch` of a one-line
+script, until `squeue` lists it. Both run interleaved in the same run, against the same cluster.
+
+Usage (a cluster must be up; `make bench` does that):
+    SLURM_CONF=... .venv/bin/python bench/bench_push.py [-n 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.slipway_harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
+
+ENTRY = "#!/bin/bash\ntrue\n"
+
+
+def squeue_has(env: dict, *, name: str | None = None, job_id: str | None = None) -> bool:
+    argv = ["squeue", "-h", "-o", "%i %j"] + (["-j", job_id] if job_id else [])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True).stdout
+    return any((name and line.split()[1:] == [name]) or (job_id and line.split()[0] == job_id)
+               for line in out.splitlines() if line.strip())
+
+
+def wait_queue(env: dict, **kw) -> None:
+    deadline = time.monotonic() + 30
+    while not squeue_has(env, **kw):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {kw} never appeared in squeue")
+        time.sleep(0.005)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20)
+    args = ap.parse_args()
+    cluster_env = {"SLURM_CONF": os.environ["SLURM_CONF"]}
+    env = {**os.environ, **cluster_env}
+    sw = start_slipway(cluster_env, SLIPWAY_RECONCILE_INTERVAL="5")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-push-", dir="/tmp"))
+    try:
+        sw.cli("user", "add", "bench", "--unix-user", "sw-alice")
+        sw.cli("team", "add-funds", "bench", "1000.00")
+        sw.cli("project", "create", "bench", "p", "--gpus", "a4000:1", "--image", "busybox")
+        sw.tokens["bench"] = sw.cli("token", "create", "bench").stdout.strip()
+        work = tmp / "work"
+        sw.git("clone", "-q", sw.remote("bench", "bench", "p"), str(work))
+        write_project(work, ENTRY)
+        sw.git("add", "-A", cwd=work)
+        sw.git("commit", "-qm", "bench", cwd=work)
+        bare = tmp / "bare.git"
+        sw.git("init", "-q", "--bare", str(bare))
+        script = tmp / "job.sh"
+        script.write_text("#!/bin/bash\ntrue\n")
+        sbatch = ["sbatch", "--parsable", "--uid=sw-alice", "-A", "slipway-test", "--gres=gpu:a4000:1",
+                  "-o", "/dev/null", "--chdir=/tmp"]
+
+        slipway_s, bare_s = [], []
+        for i in range(args.n):
+            branch = f"b{i}"
+            t0 = time.perf_counter()
+            out = sw.git("push", "-q", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+            job = job_id_from_push(out.stderr)
+            wait_queue(env, name=f"slipway-{job}")
+            slipway_s.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            sw.git("push", "-q", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
+            jid = subprocess.run(sbatch + [str(script)], env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip().split(";")[0]
+            wait_queue(env, job_id=jid)
+            bare_s.append(time.perf_counter() - t0)
+
+        def summary(xs):
+            xs = sorted(xs)
+            return {"median_ms": round(statistics.median(xs) * 1000, 1),
+                    "p95_ms": round(xs[max(0, int(len(xs) * 0.95) - 1)] * 1000, 1),
+                    "mean_ms": round(statistics.mean(xs) * 1000, 1)}
+
+        result = {"n": args.n, "slipway": summary(slipway_s), "bare": summary(bare_s),
+                  "ratio_median": round(statistics.median(slipway_s) / statistics.median(bare_s), 2)}
+        print(json.dumps(result, indent=1))
+    finally:
+        cleanup(sw, cluster_env)
+        subprocess.run(["scancel", "-u", "sw-alice"], env=env)
+
+
+if __name__ == "__main__":
+    main()

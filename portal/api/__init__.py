@@ -1,0 +1,309 @@
+"""Slipway's JSON API under ``/api/``.
+
+Auth: ``Authorization: Bearer <access token>`` (a personal access token, ``slipway token
+create`` or the Tokens page), or ``Authorization: Basic user:token``, or the browser session
+(then writes need the ``X-CSRFToken`` header). Errors: ``{"ok": false, "error": "…"}`` with
+401 (no/bad credentials), 403 (member lacking the role), 404 (unknown — or another team's),
+400 (bad input), 409 (conflict: exists already, job already ended, active jobs).
+
+Same operations and permission rules as the pages (``portal.web.ops``).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+from flask_login import current_user
+
+from .. import integrations as ig
+from ..db import Job, LedgerEntry, Project, Team
+from ..jobs import launch
+from ..web import ops
+from ..web.common import WebUser, actor, db, fresh_db, int_arg, svc
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@api.errorhandler(ops.OpError)
+def _op_error(exc: ops.OpError):
+    return jsonify({"ok": False, "error": str(exc)}), exc.status
+
+
+@api.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return jsonify({"ok": False, "error": str(exc)}), exc.status
+
+
+@api.before_request
+def _authenticate():
+    auth = request.headers.get("Authorization", "")
+    scheme, _, cred = auth.partition(" ")
+    cred = cred.strip()
+    if scheme.lower() == "bearer" and cred:
+        with svc().db.transaction() as s:
+            user = ops.user_by_bearer(s, cred, now=svc().now())
+            info = (user.id, user.name, bool(user.is_cluster_admin), user.email) if user else None
+        if info is None:
+            return jsonify({"ok": False, "error": "invalid or revoked access token"}), 401
+        g.api_user = WebUser(*info)
+        return None
+    if scheme.lower() == "basic" and cred:
+        import base64
+        import binascii
+
+        from ..auth import verify_token
+        try:
+            username, _, token = base64.b64decode(cred).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return jsonify({"ok": False, "error": "malformed Basic credentials"}), 401
+        with svc().db.transaction() as s:
+            user = verify_token(s, username, token, now=svc().now())
+            info = (user.id, user.name, bool(user.is_cluster_admin), user.email) \
+                if user is not None and user.active else None
+        if info is None:
+            return jsonify({"ok": False, "error": "invalid user name or access token"}), 401
+        g.api_user = WebUser(*info)
+        return None
+    if current_user.is_authenticated:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            csrf = current_app.extensions.get("slipway_csrf")
+            if csrf is not None:
+                csrf.protect()  # session-authenticated writes need the CSRF header
+        g.api_user = current_user
+        return None
+    return jsonify({"ok": False, "error": "authentication required: send 'Authorization: Bearer "
+                                          "<access token>' (create one on the Tokens page)"}), 401
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if data is None:
+        data = request.form.to_dict() if request.form else {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def _iso(t):
+    return t.isoformat() if t else None
+
+
+def team_json(team: Team, role: str | None, balance) -> dict:
+    return {"name": team.name, "personal": team.personal, "role": role, "balance": str(balance),
+            "slurm_account": team.slurm_account, "created_at": _iso(team.created_at)}
+
+
+def project_json(p: Project, team_name: str, stats: dict | None = None) -> dict:
+    d = {"team": team_name, "name": p.name, "gpu_type": p.gpu_type, "gpu_count": p.gpu_count,
+         "image": p.image, "time_limit_min": p.time_limit_min,
+         "remote_url": svc().config.repo_url(team_name, p.name), "created_at": _iso(p.created_at)}
+    if stats is not None:
+        d.update(jobs=stats.get("jobs", 0), active_jobs=stats.get("active", 0))
+    return d
+
+
+def job_json(j: Job, project: str, team: str) -> dict:
+    return {"id": j.id, "team": team, "project": project, "branch": j.branch, "commit": j.commit_sha,
+            "state": j.state, "previous_state": j.previous_state, "reason": j.reason,
+            "gpu_type": j.gpu_type, "gpu_count": j.gpu_count, "image": j.image,
+            "time_limit_min": j.time_limit_min, "slurm_job_id": j.slurm_job_id, "node": j.node,
+            "port": j.port, "exit_code": j.exit_code, "cost": str(j.cost),
+            "created_at": _iso(j.created_at), "submitted_at": _iso(j.submitted_at),
+            "started_at": _iso(j.started_at), "ended_at": _iso(j.ended_at),
+            "cancel_requested": j.cancel_requested, "cancel_reason": j.cancel_reason,
+            "results_ref": j.results_ref, "results_sha": j.results_sha,
+            "branch_updated": j.branch_updated, "url": f"/jobs/{j.id}",
+            "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
+
+
+def entry_json(e: LedgerEntry) -> dict:
+    return {"id": e.id, "created_at": _iso(e.created_at), "kind": e.kind, "amount": str(e.amount),
+            "job": e.job_id, "attempt": e.attempt, "from_minute": e.from_minute,
+            "to_minute": e.to_minute, "gpu_type": e.gpu_type, "gpu_count": e.gpu_count,
+            "rate": str(e.rate) if e.rate is not None else None, "resource": e.resource,
+            "bytes": e.bytes, "created_by": e.created_by, "note": e.note,
+            "description": ops.describe_entry(e)}
+
+
+# -------------------------------------------------------------------------------- teams
+
+@api.get("/teams")
+def teams():
+    rows = ops.my_teams(db(), actor())
+    return jsonify({"ok": True, "teams": [dict(team_json(r["team"], r["role"], r["balance"]),
+                                               projects=r["projects"]) for r in rows]})
+
+
+@api.get("/teams/<team>")
+def team(team: str):
+    s = db()
+    t, role = ops.team_access(s, actor(), team)
+    members = [{"user": u.name, "role": m.role} for u, m in ops.members(s, t)]
+    return jsonify({"ok": True, "team": dict(team_json(t, role, ops.balances_for(s, [t.id])[t.id]),
+                                             members=members)})
+
+
+@api.get("/teams/<team>/ledger")
+def ledger(team: str):
+    s = db()
+    t, _ = ops.team_access(s, actor(), team, ops.ROLE_ADMIN, "see the ledger")
+    limit = max(1, min(int_arg("limit", 100) or 100, 1000))
+    rows, nxt = ops.ledger_page(s, t, before=int_arg("before"), limit=limit)
+    return jsonify({"ok": True, "balance": str(ops.balances_for(s, [t.id])[t.id]),
+                    "entries": [entry_json(e) for e in rows], "next_before": nxt})
+
+
+@api.post("/teams/<team>/funds")
+def funds(team: str):
+    body = _body()
+    amount = ops.add_funds(svc(), actor(), team, str(body.get("amount", "")), str(body.get("note", "")))
+    s = fresh_db()
+    t, _ = ops.team_access(s, actor(), team)
+    return jsonify({"ok": True, "added": str(amount), "balance": str(ops.balances_for(s, [t.id])[t.id])}), 201
+
+
+@api.get("/teams/<team>/projects")
+def projects(team: str):
+    s = db()
+    t, _ = ops.team_access(s, actor(), team)
+    per = max(1, min(int_arg("per_page", 100) or 100, 500))
+    page = ops.project_page(s, t, q=request.args.get("q", ""), page=int_arg("page", 1) or 1, per_page=per)
+    return jsonify({"ok": True, "projects": [project_json(p, t.name, page["stats"].get(p.id, {}))
+                                             for p in page["projects"]],
+                    "page": page["page"], "pages": page["pages"], "total": page["total"]})
+
+
+@api.post("/teams/<team>/projects")
+def create_project(team: str):
+    body = _body()
+    ops.team_access(db(), actor(), team, ops.ROLE_ANY, "create projects")
+    st, problems = ops.parse_settings(svc(), gpus=body.get("gpus"), gpu_type=body.get("gpu_type"),
+                                      gpu_count=body.get("gpu_count"), image=body.get("image"),
+                                      time_text=body.get("time", body.get("time_limit_min")))
+    if problems:
+        raise ApiError(400, "; ".join(problems))
+    name = ops.create_project(svc(), actor(), team, str(body.get("name", "")), st)
+    s = fresh_db()
+    p, _ = ops.project_access(s, actor(), team, name)
+    return jsonify({"ok": True, "project": project_json(p, team)}), 201
+
+
+# ----------------------------------------------------------------------------- projects
+
+@api.get("/projects/<team>/<project>")
+def project(team: str, project: str):
+    s = db()
+    p, _ = ops.project_access(s, actor(), team, project)
+    jobs, _ = ops.list_jobs(s, limit=20, project_id=p.id)
+    d = project_json(p, team)
+    d["storage_bytes"] = ops.storage_bytes(svc(), team, project)
+    d["recent_jobs"] = [job_json(j, pn, tn) for j, pn, tn in jobs]
+    return jsonify({"ok": True, "project": d})
+
+
+@api.patch("/projects/<team>/<project>")
+def update_project(team: str, project: str):
+    body = _body()
+    s = db()
+    p, _ = ops.project_access(s, actor(), team, project, ops.ROLE_ANY, "change settings")
+    base = launch.JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
+    st, problems = ops.parse_settings(svc(), gpus=body.get("gpus"), gpu_type=body.get("gpu_type"),
+                                      gpu_count=body.get("gpu_count"), image=body.get("image"),
+                                      time_text=body.get("time", body.get("time_limit_min")), base=base)
+    if problems:
+        raise ApiError(400, "; ".join(problems))
+    ops.update_settings(svc(), actor(), team, project, st)
+    s = fresh_db()
+    p, _ = ops.project_access(s, actor(), team, project)
+    return jsonify({"ok": True, "project": project_json(p, team)})
+
+
+@api.delete("/projects/<team>/<project>")
+def delete_project(team: str, project: str):
+    body = _body()
+    confirm = str(body.get("confirm", request.args.get("confirm", "")))
+    n = ops.delete_project(svc(), actor(), team, project, confirm)
+    return jsonify({"ok": True, "deleted": f"{team}/{project}", "jobs_deleted": n})
+
+
+# --------------------------------------------------------------------------------- jobs
+
+@api.get("/jobs")
+def jobs():
+    me = actor()
+    s = db()
+    team_name = request.args.get("team", "").strip()
+    if team_name:
+        t, _ = ops.team_access(s, me, team_name)
+        team_ids = [t.id]
+    else:
+        team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+    project_id = None
+    if request.args.get("project"):
+        if not team_name:
+            raise ApiError(400, "name the team too: ?team=T&project=P")
+        p, _ = ops.project_access(s, me, team_name, request.args["project"])
+        project_id = p.id
+    limit = max(1, min(int_arg("limit", 50) or 50, 500))
+    rows, nxt = ops.list_jobs(s, limit=limit, team_ids=team_ids, project_id=project_id,
+                              state=request.args.get("state") or None, before=int_arg("before"),
+                              branch=request.args.get("branch") or None)
+    return jsonify({"ok": True, "jobs": [job_json(j, pn, tn) for j, pn, tn in rows], "next_before": nxt})
+
+
+@api.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    j, p, t, role = ops.job_access(db(), actor(), job_id)
+    d = job_json(j, p.name, t.name)
+    d["can_cancel"] = ops.can_cancel(actor(), j, role) and j.state not in ("succeeded", "failed", "cancelled")
+    return jsonify({"ok": True, "job": d})
+
+
+@api.post("/jobs/<int:job_id>/cancel")
+def cancel(job_id: int):
+    r = ops.cancel_job(svc(), actor(), job_id)
+    return jsonify({"ok": True, "job": r.job_id, "state": r.state, "message": r.message})
+
+
+@api.get("/jobs/<int:job_id>/log")
+def log(job_id: int):
+    j, _p, _t, _ = ops.job_access(db(), actor(), job_id)
+    limit = max(1, min(int_arg("limit", 256 * 1024) or 256 * 1024, 1024 * 1024))
+    chunk = ops.job_log_chunk(svc(), job_id, int_arg("offset", 0) or 0, limit)
+    chunk.update(ok=True, state=j.state, terminal=j.state in ("succeeded", "failed", "cancelled"),
+                 reason=j.reason, exit_code=j.exit_code, node=j.node, cost=str(j.cost),
+                 cost_text=ig.format_usd(j.cost))
+    resp = jsonify(chunk)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+# ------------------------------------------------------------------------------- tokens
+
+@api.get("/tokens")
+def tokens():
+    return jsonify({"ok": True, "tokens": [
+        {"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": _iso(t.created_at),
+         "last_used_at": _iso(t.last_used_at), "revoked_at": _iso(t.revoked_at)}
+        for t in ops.list_tokens(db(), actor())]})
+
+
+@api.post("/tokens")
+def create_token():
+    body = _body()
+    tid, token = ops.create_token(svc(), actor(), str(body.get("name", "")))
+    resp = jsonify({"ok": True, "id": tid, "token": token,
+                    "note": "shown once; use it as the git password or the API bearer token"})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp, 201
+
+
+@api.delete("/tokens/<int:token_id>")
+def revoke_token(token_id: int):
+    ops.revoke_token(svc(), actor(), token_id)
+    return jsonify({"ok": True, "revoked": token_id})
+

@@ -1,0 +1,24 @@
+"""``/``: the dashboard (my teams with balances, recent jobs across my teams); anonymous
+visitors are sent to the login page."""
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user
+
+from . import ops
+from .common import actor, db
+
+bp = Blueprint("dashboard", __name__)
+
+
+@bp.get("/")
+def index():
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.login"))
+    me = actor()
+    s = db()
+    teams = ops.my_teams(s, me)
+    team_ids = [t["team"].id for t in teams]
+    jobs, _ = ops.list_jobs(s, limit=15, team_ids=team_ids)
+    active_jobs, _ = ops.list_jobs(s, limit=200, team_ids=team_ids, state="active")  # id-first: cheap
+    return render_template("dashboard.html", teams=teams, jobs=jobs, active_count=len(active_jobs))

@@ -1,0 +1,65 @@
+"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS), cancel."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+from flask_login import login_required
+
+from ..jobs import states
+from . import ops
+from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
+
+bp = Blueprint("jobs", __name__)
+
+
+@bp.get("/jobs")
+@login_required
+def index():
+    me = actor()
+    s = db()
+    teams = ops.my_team_names(s, me)
+    team_name = request.args.get("team", "").strip()
+    state = request.args.get("state", "").strip()
+    team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+    if team_name:
+        try:
+            t, _ = ops.team_access(s, me, team_name)
+        except ops.OpError as exc:
+            raise_http(exc)
+        team_ids = [t.id]
+    try:
+        jobs, next_before = ops.list_jobs(s, limit=50, team_ids=team_ids, state=state or None,
+                                          before=int_arg("before"))
+    except ops.OpError as exc:
+        raise_http(exc)
+    return render_template("jobs.html", jobs=jobs, next_before=next_before, teams=teams,
+                           team_name=team_name, state=state, states=states.STATES)
+
+
+@bp.get("/jobs/<int:job_id>")
+@login_required
+def show(job_id: int):
+    me = actor()
+    try:
+        job, project, team, role = ops.job_access(db(), me, job_id)
+    except ops.OpError as exc:
+        raise_http(exc)
+    pusher = job.pusher.name if job.pusher_id and job.pusher else None
+    now = svc().now()
+    return render_template(
+        "job.html", job=job, project=project, team=team, pusher=pusher,
+        active=job.state in states.ACTIVE, terminal=job.state in states.TERMINAL,
+        can_cancel=job.state in states.ACTIVE and ops.can_cancel(me, job, role),
+        runtime=fmt_duration(job.started_at, job.ended_at, now),
+        proxy_ok=job.state == states.RUNNING and bool(job.port and job.node))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@login_required
+def cancel(job_id: int):
+    try:
+        r = ops.cancel_job(svc(), actor(), job_id)
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("jobs.show", r.message, job_id=job_id)

@@ -1,0 +1,589 @@
+"""Operations the web pages and the JSON API share: permission checks, reads shaped for pages,
+and the writes (project create/settings/delete, members, funds, tokens, team delete).
+
+Every function here reads or writes Slipway's database (and the repository / job directories on
+delete) — none calls Slurm, except ``cancel_job`` which goes through ``jobs.service``.
+
+Permission model (same rules as ``portal/cli.py``'s ``_require``):
+
+* a team, its projects, jobs, logs, repositories and proxied ports are visible to the team's
+  members (any role) and to cluster administrators; to anybody else they do not exist (404);
+* members lacking the role for an action get 403 (``Forbidden``);
+* ``ROLE_ADMIN`` (administrator/owner): add/remove members, change roles, add funds, see the
+  ledger, delete projects; granting ``owner`` or touching an owner's membership needs ``owner``;
+* owner alone deletes the team; any member creates projects and changes their settings;
+* a job can be cancelled by its pusher, the team's administrators/owners, cluster admins.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from .. import auth as tokens_mod
+from .. import billing
+from .. import integrations as ig
+from ..db import AccessToken, Job, LedgerEntry, Membership, Project, Team, User, from_micros
+from ..jobs import launch, service, states
+from ..services import Services
+
+ROLE_ANY = ("user", "administrator", "owner")
+ROLE_ADMIN = ("administrator", "owner")
+ROLE_OWNER = ("owner",)
+ROLES = ROLE_ANY
+
+
+class OpError(Exception):
+    """A refused operation. ``status``: 400 (bad input), 403, 404, 409 (conflict)."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class NotFound(OpError):
+    status = 404
+
+
+class Forbidden(OpError):
+    status = 403
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting (a logged-in user or a token's user)."""
+
+    id: int
+    name: str
+    is_cluster_admin: bool = False
+
+
+# --------------------------------------------------------------------------------- access
+
+def role_in(s: Session, actor: Actor, team_id: int) -> str | None:
+    return s.scalar(select(Membership.role).where(Membership.user_id == actor.id,
+                                                  Membership.team_id == team_id))
+
+
+def team_access(s: Session, actor: Actor, team_name: str, roles: tuple[str, ...] = ROLE_ANY,
+                what: str = "do that") -> tuple[Team, str | None]:
+    """(team, actor's role). Non-members: NotFound (existence is not revealed); members lacking
+    ``roles``: Forbidden. Cluster admins pass (role may be None)."""
+    team = s.scalar(select(Team).where(Team.name == team_name))
+    if team is None:
+        raise NotFound(f"there is no team {team_name!r}")
+    role = role_in(s, actor, team.id)
+    if actor.is_cluster_admin:
+        return team, role
+    if role is None:
+        raise NotFound(f"there is no team {team_name!r}")
+    if role not in roles:
+        raise Forbidden(f"{actor.name} may not {what} in team {team.name} "
+                        f"(needs role: {' or '.join(roles)})")
+    return team, role
+
+
+def project_access(s: Session, actor: Actor, team_name: str, project_name: str,
+                   roles: tuple[str, ...] = ROLE_ANY, what: str = "do that") -> tuple[Project, str | None]:
+    try:
+        team, role = team_access(s, actor, team_name, ROLE_ANY)
+    except NotFound:
+        raise NotFound(f"there is no project {team_name}/{project_name}") from None
+    project = s.scalar(select(Project).where(Project.team_id == team.id, Project.name == project_name))
+    if project is None:
+        raise NotFound(f"there is no project {team_name}/{project_name}")
+    if not actor.is_cluster_admin and role not in roles:
+        raise Forbidden(f"{actor.name} may not {what} in team {team.name} "
+                        f"(needs role: {' or '.join(roles)})")
+    return project, role
+
+
+def job_access(s: Session, actor: Actor, job_id: int) -> tuple[Job, Project, Team, str | None]:
+    row = s.execute(select(Job, Project, Team).join(Project, Job.project_id == Project.id)
+                    .join(Team, Project.team_id == Team.id).where(Job.id == job_id)).first()
+    if row is None:
+        raise NotFound(f"there is no job {job_id}")
+    job, project, team = row
+    role = role_in(s, actor, team.id)
+    if role is None and not actor.is_cluster_admin:
+        raise NotFound(f"there is no job {job_id}")
+    return job, project, team, role
+
+
+def can_cancel(actor: Actor, job: Job, role: str | None) -> bool:
+    return actor.is_cluster_admin or job.pusher_id == actor.id or role in ROLE_ADMIN
+
+
+def my_team_names(s: Session, actor: Actor) -> list[str]:
+    return list(s.scalars(select(Team.name).join(Membership, Membership.team_id == Team.id)
+                          .where(Membership.user_id == actor.id).order_by(Team.name)))
+
+
+def my_team_ids(s: Session, actor: Actor) -> list[int]:
+    return list(s.scalars(select(Membership.team_id).where(Membership.user_id == actor.id)))
+
+
+# ---------------------------------------------------------------------------------- reads
+
+def balances_for(s: Session, team_ids: list[int]) -> dict[int, Decimal]:
+    """Balances of several teams in ONE aggregate query."""
+    if not team_ids:
+        return {}
+    rows = s.execute(select(LedgerEntry.team_id, func.sum(LedgerEntry.amount_micros))
+                     .where(LedgerEntry.team_id.in_(team_ids)).group_by(LedgerEntry.team_id)).all()
+    out = {tid: from_micros(0) for tid in team_ids}
+    out.update({tid: from_micros(int(total or 0)) for tid, total in rows})
+    return out
+
+
+def my_teams(s: Session, actor: Actor) -> list[dict]:
+    """The actor's teams with role, balance, project count — three queries in all."""
+    rows = s.execute(select(Team, Membership.role).join(Membership, Membership.team_id == Team.id)
+                     .where(Membership.user_id == actor.id).order_by(Team.personal.desc(), Team.name)).all()
+    ids = [t.id for t, _ in rows]
+    bal = balances_for(s, ids)
+    counts = dict(s.execute(select(Project.team_id, func.count(Project.id))
+                            .where(Project.team_id.in_(ids)).group_by(Project.team_id)).all()) if ids else {}
+    return [{"team": t, "role": r, "balance": bal[t.id], "projects": counts.get(t.id, 0)} for t, r in rows]
+
+
+def job_rows_query(*, team_ids: list[int] | None = None, project_id: int | None = None,
+                   state: str | None = None, before: int | None = None, branch: str | None = None):
+    """SELECT (Job, Project.name, Team.name) newest first; keyset pagination with ``before``."""
+    q = (select(Job, Project.name, Team.name).join(Project, Job.project_id == Project.id)
+         .join(Team, Project.team_id == Team.id).order_by(Job.id.desc()))
+    if team_ids is not None:
+        q = q.where(Project.team_id.in_(team_ids))
+    if project_id is not None:
+        q = q.where(Job.project_id == project_id)
+    if branch:
+        q = q.where(Job.branch == branch)
+    if state:
+        if state == "active":
+            q = q.where(Job.state.in_(states.ACTIVE))
+        elif state in states.STATES:
+            q = q.where(Job.state == state)
+        else:
+            raise OpError(f"unknown state {state!r}; states: {', '.join(states.STATES)}, active")
+    if before:
+        q = q.where(Job.id < before)
+    return q
+
+
+ACTIVE_ID_CAP = 5000
+
+
+def list_jobs(s: Session, limit: int = 50, **kw) -> tuple[list[tuple[Job, str, str]], int | None]:
+    """(rows, next ``before`` cursor or None).
+
+    Active states are few among many ended jobs: their ids come first from the state index
+    (one small query), so the page never scans a big team's whole job history to find them."""
+    limit = max(1, min(int(limit), 500))
+    q = job_rows_query(**kw)
+    state = kw.get("state")
+    if state == "active" or state in states.ACTIVE:
+        want = states.ACTIVE if state == "active" else (state,)
+        idq = select(Job.id).where(Job.state.in_(want)).order_by(Job.id.desc()).limit(ACTIVE_ID_CAP)
+        if kw.get("before"):
+            idq = idq.where(Job.id < kw["before"])
+        active_ids = list(s.scalars(idq))
+        if len(active_ids) < ACTIVE_ID_CAP:
+            q = q.where(Job.id.in_(active_ids))
+    rows = s.execute(q.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = [tuple(r) for r in rows[:limit]]
+    return rows, (rows[-1][0].id if more and rows else None)
+
+
+def project_page(s: Session, team: Team, *, q: str = "", page: int = 1, per_page: int = 50) -> dict:
+    """A page of the team's projects with job counts (one grouped query)."""
+    base = select(Project).where(Project.team_id == team.id)
+    if q:
+        base = base.where(Project.name.contains(q, autoescape=True))
+    total = s.scalar(select(func.count()).select_from(base.subquery()))
+    page = max(1, page)
+    projects = list(s.scalars(base.order_by(Project.name).offset((page - 1) * per_page).limit(per_page)))
+    ids = [p.id for p in projects]
+    stats = {}
+    if ids:
+        active = case((Job.state.in_(states.ACTIVE), 1), else_=0)
+        for pid, n, a, last in s.execute(select(Job.project_id, func.count(Job.id), func.sum(active),
+                                                func.max(Job.id))
+                                         .where(Job.project_id.in_(ids)).group_by(Job.project_id)):
+            stats[pid] = {"jobs": n, "active": int(a or 0), "last_job": last}
+    return {"projects": projects, "stats": stats, "total": total, "page": page,
+            "pages": max(1, -(-total // per_page)), "q": q}
+
+
+def members(s: Session, team: Team) -> list[tuple[User, Membership]]:
+    return [tuple(r) for r in s.execute(
+        select(User, Membership).join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team.id).order_by(
+            case((Membership.role == "owner", 0), (Membership.role == "administrator", 1), else_=2),
+            User.name)).all()]
+
+
+def ledger_page(s: Session, team: Team, *, before: int | None = None, limit: int = 50):
+    q = select(LedgerEntry).where(LedgerEntry.team_id == team.id).order_by(LedgerEntry.id.desc())
+    if before:
+        q = q.where(LedgerEntry.id < before)
+    rows = list(s.scalars(q.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+LEDGER_CSV_HEADER = ["id", "created_at", "kind", "amount", "job", "attempt", "from_minute", "to_minute",
+                     "gpu_type", "gpu_count", "rate", "resource", "bytes", "created_by", "note", "key"]
+
+
+def ledger_csv_row(e: LedgerEntry) -> list:
+    """Same columns as ``slipway team ledger --csv``."""
+    def opt(v):
+        return "" if v is None else v
+
+    return [e.id, e.created_at.isoformat(), e.kind, str(e.amount), opt(e.job_id), opt(e.attempt),
+            opt(e.from_minute), opt(e.to_minute), e.gpu_type or "", opt(e.gpu_count),
+            str(e.rate) if e.rate is not None else "", e.resource or "", opt(e.bytes),
+            e.created_by or "", e.note or "", e.idempotency_key]
+
+
+def describe_entry(e: LedgerEntry) -> str:
+    if e.kind == billing.KIND_GPU:
+        rate = ig.format_usd(e.rate) if e.rate is not None else "?"
+        return (f"job {e.job_id} attempt {e.attempt}: minutes {e.from_minute}–{e.to_minute}, "
+                f"{e.gpu_count}× {e.gpu_type} @ {rate}/h")
+    if e.kind == billing.KIND_STORAGE:
+        return e.note or e.resource or ""
+    return f"{e.created_by}: {e.note}" if e.note else (e.created_by or "")
+
+
+_SPENDING_TTL_S = 60.0
+
+
+def daily_spending(s: Session, team: Team, *, days: int, now: datetime,
+                   cache: dict | None = None) -> list[tuple[str, Decimal]]:
+    """[(YYYY-MM-DD, dollars spent that day)] for the last ``days`` days, aggregated in SQL.
+    With ``cache`` (a dict kept by the caller) the series is reused for 60 s per team."""
+    if cache is not None:
+        key = (team.id, days, now.strftime("%Y-%m-%d"))
+        hit = cache.get(key)
+        if hit and time.monotonic() - hit[0] < _SPENDING_TTL_S:
+            return hit[1]
+        out = daily_spending(s, team, days=days, now=now)
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[key] = (time.monotonic(), out)
+        return out
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        day = func.strftime("%Y-%m-%d", LedgerEntry.created_at)
+    else:
+        day = func.to_char(func.date_trunc("day", LedgerEntry.created_at), "YYYY-MM-DD")
+    rows = s.execute(select(day.label("d"), func.sum(LedgerEntry.amount_micros))
+                     .where(LedgerEntry.team_id == team.id, LedgerEntry.amount_micros < 0,
+                            LedgerEntry.created_at >= start).group_by("d")).all()
+    by_day = {str(d): from_micros(-int(v or 0)) for d, v in rows}
+    out = []
+    for i in range(days):
+        d = (start + timedelta(days=i)).strftime("%Y-%m-%d")
+        out.append((d, by_day.get(d, from_micros(0))))
+    return out
+
+
+_STORAGE_TTL_S = 300.0
+
+
+def storage_bytes(svc: Services, team: str, project: str) -> int | None:
+    """git + LFS bytes of a project's repository, cached in-process for 5 minutes so a page view
+    walks the repository at most once per 5 minutes (the reconciler measures it for billing too)."""
+    cache = svc.extra.setdefault("web_storage_cache", {})
+    key = (team, project)
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit and now - hit[0] < _STORAGE_TTL_S:
+        return hit[1]
+    try:
+        size = ig.repo_bytes(svc.config, team, project)
+    except (OSError, ValueError):
+        size = None
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key] = (now, size)
+    return size
+
+
+def job_log_chunk(svc: Services, job_id: int, offset: int, limit: int = 256 * 1024) -> dict:
+    """Bytes of the job's log from ``offset`` (the file the batch script writes; never Slurm)."""
+    path = launch.log_path(svc, job_id)
+    offset = max(0, int(offset))
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            if offset > size:  # the log was truncated (requeue rewrites it): start over
+                offset = 0
+            fh.seek(offset)
+            data = fh.read(limit)
+    except FileNotFoundError:
+        return {"offset": offset, "next_offset": offset, "size": 0, "data": "", "exists": False}
+    return {"offset": offset, "next_offset": offset + len(data), "size": size,
+            "data": data.decode("utf-8", "replace"), "exists": True}
+
+
+# --------------------------------------------------------------------------------- writes
+
+def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | None = None,
+                   gpu_count=None, image: str | None = None, time_text=None,
+                   base: launch.JobSettings | None = None) -> tuple[launch.JobSettings | None, list[str]]:
+    """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
+    (``launch.settings_problems``: ``check_gpus``, time limit bounds, ``image_problem``)."""
+    problems: list[str] = []
+    g_type = base.gpu_type if base else None
+    g_count = base.gpu_count if base else 1
+    minutes = base.time_limit_min if base else svc.config.default_time_limit
+    img = base.image if base else svc.config.default_image
+    try:
+        if gpus:
+            g_type, g_count = ig.parse_gpus(str(gpus))
+        else:
+            if gpu_type:
+                g_type = str(gpu_type)
+            if gpu_count not in (None, ""):
+                try:
+                    g_count = int(gpu_count)
+                except (TypeError, ValueError):
+                    problems.append(f"GPU count must be a whole number, got {gpu_count!r}")
+    except (ig.InvalidRequest, ValueError) as exc:
+        problems.append(str(exc))
+    if g_type is None:
+        g_type = "a4000"
+    if time_text not in (None, ""):
+        try:
+            minutes = int(time_text) if isinstance(time_text, int) and not isinstance(time_text, bool) \
+                else launch.parse_time(str(time_text))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if image:
+        img = str(image)
+    if problems:
+        return None, problems
+    st = launch.JobSettings(g_type, g_count, minutes, img)
+    problems = [p.removeprefix("slipway: ") for p in launch.settings_problems(svc, st)]
+    return (None, problems) if problems else (st, [])
+
+
+def create_project(svc: Services, actor: Actor, team_name: str, name: str,
+                   settings: launch.JobSettings) -> str:
+    """Create a project row and its bare repository (like ``slipway project create``)."""
+    try:
+        name = ig.validate_name((name or "").strip(), "project")
+    except ValueError as exc:
+        raise OpError(str(exc)) from None
+    with svc.db.transaction() as s:
+        team, _ = team_access(s, actor, team_name, ROLE_ANY, "create projects")
+        if s.scalar(select(Project.id).where(Project.team_id == team.id, Project.name == name)):
+            raise OpError(f"project {team.name}/{name} exists already", 409)
+        s.add(Project(team_id=team.id, name=name, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
+                      image=settings.image, time_limit_min=settings.time_limit_min, created_at=svc.now()))
+        ig.create_repo(svc.config, team.name, name)
+    return name
+
+
+def update_settings(svc: Services, actor: Actor, team_name: str, project_name: str,
+                    settings: launch.JobSettings) -> None:
+    with svc.db.transaction() as s:
+        p, _ = project_access(s, actor, team_name, project_name, ROLE_ANY, "change project settings")
+        p.gpu_type, p.gpu_count = settings.gpu_type, settings.gpu_count
+        p.image, p.time_limit_min = settings.image, settings.time_limit_min
+
+
+def delete_project(svc: Services, actor: Actor, team_name: str, project_name: str, confirm: str) -> int:
+    """Delete a project, its repository, LFS objects, jobs and job directories — irrecoverably.
+
+    Same steps as ``slipway project delete`` (portal/cli.py): refuse while jobs are active,
+    delete the row (jobs go by ON DELETE CASCADE; ledger entries stay), then the repository and
+    LFS objects (``integrations.delete_repo``) and every job directory. Returns the job count.
+    """
+    ref = f"{team_name}/{project_name}"
+    with svc.db.transaction() as s:
+        p, _ = project_access(s, actor, team_name, project_name, ROLE_ADMIN, "delete projects")
+        if (confirm or "").strip() != ref:
+            raise OpError(f"type {ref} exactly to confirm; nothing was deleted")
+        active = list(s.scalars(select(Job.id).where(Job.project_id == p.id, Job.state.in_(states.ACTIVE))))
+        if active:
+            raise OpError(f"project {ref} has active jobs ({', '.join(map(str, active))}); "
+                          "cancel them first", 409)
+        job_ids = list(s.scalars(select(Job.id).where(Job.project_id == p.id)))
+        s.delete(p)
+    ig.delete_repo(svc.config, team_name, project_name)
+    for jid in job_ids:
+        shutil.rmtree(launch.job_dir(svc, jid), ignore_errors=True)
+    svc.extra.get("web_storage_cache", {}).pop((team_name, project_name), None)
+    return len(job_ids)
+
+
+def create_team(svc: Services, actor: Actor, name: str) -> str:
+    """A new (non-personal) team owned by the actor. Its Slurm account is created by the
+    reconciler's account convergence (no Slurm call from the web process)."""
+    try:
+        name = ig.validate_name((name or "").strip(), "team")
+    except ValueError as exc:
+        raise OpError(str(exc)) from None
+    with svc.db.transaction() as s:
+        if s.scalar(select(Team.id).where(Team.name == name)):
+            raise OpError(f"team {name!r} exists already", 409)
+        now = svc.now()
+        t = Team(name=name, personal=False, created_at=now)
+        s.add(t)
+        s.flush()
+        s.add(Membership(user_id=actor.id, team_id=t.id, role="owner", created_at=now))
+    return name
+
+
+def delete_team(svc: Services, actor: Actor, team_name: str, confirm: str) -> None:
+    """Owner alone (or a cluster admin) deletes a team: its projects, repositories, jobs,
+    memberships and ledger. Refused for personal teams and while jobs are active."""
+    with svc.db.transaction() as s:
+        team, _ = team_access(s, actor, team_name, ROLE_OWNER, "delete the team")
+        if (confirm or "").strip() != team.name:
+            raise OpError(f"type {team.name} exactly to confirm; nothing was deleted")
+        if team.personal:
+            raise OpError(f"{team.name} is a personal team; it goes away with its user", 409)
+        pids = dict(s.execute(select(Project.id, Project.name).where(Project.team_id == team.id)).all())
+        if pids:
+            active = list(s.scalars(select(Job.id).where(Job.project_id.in_(list(pids)),
+                                                         Job.state.in_(states.ACTIVE))))
+            if active:
+                raise OpError(f"team {team.name} has active jobs ({', '.join(map(str, active))}); "
+                              "cancel them first", 409)
+        job_ids = list(s.scalars(select(Job.id).where(Job.project_id.in_(list(pids))))) if pids else []
+        s.delete(team)
+    for name in pids.values():
+        ig.delete_repo(svc.config, team_name, name)
+    for jid in job_ids:
+        shutil.rmtree(launch.job_dir(svc, jid), ignore_errors=True)
+
+
+def _owner_count(s: Session, team_id: int) -> int:
+    return s.scalar(select(func.count(Membership.id)).where(Membership.team_id == team_id,
+                                                           Membership.role == "owner")) or 0
+
+
+def set_member(svc: Services, actor: Actor, team_name: str, username: str, role: str) -> str:
+    """Add ``username`` to the team or change their role. Administrators/owners; granting
+    ``owner`` or changing an owner's role needs ``owner``; the last owner stays owner."""
+    username = (username or "").strip()
+    if role not in ROLES:
+        raise OpError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    with svc.db.transaction() as s:
+        team, my_role = team_access(s, actor, team_name, ROLE_ADMIN, "add or change members")
+        user = s.scalar(select(User).where(User.name == username))
+        if user is None:
+            raise OpError(f"there is no user {username!r} (users appear after their first login "
+                          "or `slipway user add`)")
+        m = s.scalar(select(Membership).where(Membership.user_id == user.id, Membership.team_id == team.id))
+        owner_power = actor.is_cluster_admin or my_role == "owner"
+        if (role == "owner" or (m is not None and m.role == "owner")) and not owner_power:
+            raise Forbidden("only an owner may grant the owner role or change an owner's membership")
+        if m is None:
+            s.add(Membership(user_id=user.id, team_id=team.id, role=role, created_at=svc.now()))
+            return "added"
+        if m.role == "owner" and role != "owner" and _owner_count(s, team.id) <= 1:
+            raise OpError(f"{username} is the last owner of {team.name}; make someone else owner first", 409)
+        m.role = role
+        return "changed"
+
+
+def remove_member(svc: Services, actor: Actor, team_name: str, username: str) -> None:
+    with svc.db.transaction() as s:
+        team, my_role = team_access(s, actor, team_name, ROLE_ADMIN, "remove members")
+        row = s.execute(select(Membership).join(User, Membership.user_id == User.id)
+                        .where(Membership.team_id == team.id, User.name == username)).first()
+        if row is None:
+            raise OpError(f"{username} is not a member of team {team.name}", 404)
+        m = row[0]
+        if m.role == "owner":
+            if not (actor.is_cluster_admin or my_role == "owner"):
+                raise Forbidden("administrators cannot remove an owner")
+            if _owner_count(s, team.id) <= 1:
+                raise OpError(f"{username} is the last owner of {team.name}; it cannot be removed", 409)
+        s.delete(m)
+
+
+def add_funds(svc: Services, actor: Actor, team_name: str, amount: str, note: str = "") -> Decimal:
+    with svc.db.session() as s:
+        team, _ = team_access(s, actor, team_name, ROLE_ADMIN, "add funds")
+        tname = team.name
+    try:
+        dep = billing.add_funds(svc.db, tname, str(amount or "").strip(), by=actor.name,
+                                note=(note or "").strip()[:500], now=svc.now())
+    except ig.MoneyError as exc:
+        raise OpError(str(exc)) from None
+    return dep.amount
+
+
+def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult:
+    with svc.db.session() as s:
+        job, _p, team, role = job_access(s, actor, job_id)
+        if not can_cancel(actor, job, role):
+            raise Forbidden(f"{actor.name} may not cancel job {job_id} (only its pusher and the "
+                            f"team's administrators/owners may)")
+    try:
+        return service.request_cancel(svc, job_id, by=actor.name)
+    except service.JobError as exc:
+        raise OpError(str(exc), 409) from None
+
+
+def create_token(svc: Services, actor: Actor, name: str) -> tuple[int, str]:
+    name = (name or "").strip() or "default"
+    if len(name) > 128:
+        raise OpError("token name is too long (128 characters at most)")
+    with svc.db.transaction() as s:
+        user = s.get(User, actor.id)
+        tok = tokens_mod.create_token(s, user, name, now=svc.now())
+        s.flush()
+        tid = s.scalar(select(AccessToken.id).where(AccessToken.token_hash == tokens_mod._hash(tok)))
+    return tid, tok
+
+
+def list_tokens(s: Session, actor: Actor) -> list[AccessToken]:
+    return list(s.scalars(select(AccessToken).where(AccessToken.user_id == actor.id)
+                          .order_by(AccessToken.revoked_at.is_not(None), AccessToken.id.desc())))
+
+
+def revoke_token(svc: Services, actor: Actor, token_id: int) -> None:
+    with svc.db.transaction() as s:
+        tok = s.scalar(select(AccessToken).where(AccessToken.id == token_id, AccessToken.user_id == actor.id))
+        if tok is None:
+            raise NotFound(f"there is no token {token_id}")
+        if tok.revoked_at is None:
+            tok.revoked_at = svc.now()
+
+
+def user_by_bearer(s: Session, token: str, *, now: datetime | None = None) -> User | None:
+    """The active user owning live access token ``token`` (``Authorization: Bearer``). Uses the
+    same storage as ``portal.auth.verify_token`` (prefix lookup, constant-time sha256 compare)."""
+    import hmac
+
+    if not token or len(token) < tokens_mod.PREFIX_LEN:
+        return None
+    digest = tokens_mod._hash(token)
+    rows = s.execute(select(AccessToken, User).join(User, AccessToken.user_id == User.id).where(
+        AccessToken.prefix == token[:tokens_mod.PREFIX_LEN], AccessToken.revoked_at.is_(None))).all()
+    for tok, user in rows:
+        if hmac.compare_digest(tok.token_hash, digest) and user.active:
+            if now is not None:
+                tok.last_used_at = now
+            return user
+    return None
+

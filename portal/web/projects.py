@@ -1,0 +1,68 @@
+"""Project page: remote URL + commands, settings (next job), recent jobs, storage, delete."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+from flask_login import login_required
+
+from ..jobs import launch
+from . import ops
+from .common import actor, back, db, int_arg, raise_http, svc
+
+bp = Blueprint("projects", __name__)
+
+
+def _project(team: str, project: str, roles=ops.ROLE_ANY, what="see this"):
+    try:
+        return ops.project_access(db(), actor(), team, project, roles, what)
+    except ops.OpError as exc:
+        raise_http(exc)
+
+
+def _render(team: str, project: str, *, problems=None, form=None, status=200):
+    p, role = _project(team, project)
+    s = db()
+    jobs, next_before = ops.list_jobs(s, limit=20, project_id=p.id, before=int_arg("before"))
+    cfg = svc().config
+    return render_template(
+        "project.html", project=p, team=p.team, role=role, jobs=jobs, next_before=next_before,
+        remote=cfg.repo_url(team, project), storage=ops.storage_bytes(svc(), team, project),
+        gpu_limits=cfg.gpu_limits, images=list(svc().catalog.names), problems=problems or [],
+        form=form or {}, can_admin=actor().is_cluster_admin or role in ops.ROLE_ADMIN,
+        push_options=launch.PUSH_OPTIONS_HELP), status
+
+
+@bp.get("/projects/<team>/<project>")
+@login_required
+def show(team: str, project: str):
+    return _render(team, project)
+
+
+@bp.post("/projects/<team>/<project>/settings")
+@login_required
+def settings(team: str, project: str):
+    p, _ = _project(team, project, ops.ROLE_ANY, "change settings")
+    base = launch.JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
+    f = request.form
+    st, problems = ops.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
+                                      image=f.get("image"), time_text=f.get("time"), base=base)
+    if problems:
+        return _render(team, project, problems=problems, form=dict(f), status=400)
+    try:
+        ops.update_settings(svc(), actor(), team, project, st)
+    except ops.OpError as exc:
+        raise_http(exc)
+    return back("projects.show", "Settings saved; they apply to the next job.", team=team, project=project)
+
+
+@bp.post("/projects/<team>/<project>/delete")
+@login_required
+def delete(team: str, project: str):
+    _project(team, project, ops.ROLE_ADMIN, "delete projects")
+    try:
+        n = ops.delete_project(svc(), actor(), team, project, request.form.get("confirm", ""))
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("projects.show", str(exc), "error", team=team, project=project)
+    return back("teams.show", f"Project {team}/{project} deleted with its repository and {n} job(s).",
+                team=team)

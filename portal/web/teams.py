@@ -1,0 +1,172 @@
+"""Team pages: overview (projects, members, recent jobs), member management, billing (balance,
+add funds, ledger + CSV, spending plot), create project, create/delete team."""
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask_login import login_required
+from sqlalchemy import select
+
+from ..db import LedgerEntry
+from . import ops
+from .common import actor, back, db, int_arg, raise_http, svc
+from .svg import spending_svg
+
+bp = Blueprint("teams", __name__)
+
+
+def _team(name: str, roles=ops.ROLE_ANY, what="see this"):
+    try:
+        return ops.team_access(db(), actor(), name, roles, what)
+    except ops.OpError as exc:
+        raise_http(exc)
+
+
+@bp.get("/teams/<team>")
+@login_required
+def show(team: str):
+    t, role = _team(team)
+    s = db()
+    page = ops.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1) or 1)
+    jobs, _ = ops.list_jobs(s, limit=10, team_ids=[t.id])
+    return render_template("team.html", team=t, role=role, page=page, members=ops.members(s, t),
+                           jobs=jobs, balance=ops.balances_for(s, [t.id])[t.id],
+                           can_admin=actor().is_cluster_admin or role in ops.ROLE_ADMIN,
+                           can_own=actor().is_cluster_admin or role == "owner",
+                           gpu_limits=svc().config.gpu_limits, images=list(svc().catalog.names),
+                           default_image=svc().config.default_image,
+                           default_time=svc().config.default_time_limit, tab="overview")
+
+
+@bp.post("/teams")
+@login_required
+def create():
+    try:
+        name = ops.create_team(svc(), actor(), request.form.get("name", ""))
+    except ops.OpError as exc:
+        return back("dashboard.index", str(exc), "error")
+    return back("teams.show", f"Team {name} created. Its Slurm account appears within a minute.",
+                team=name)
+
+
+@bp.post("/teams/<team>/projects")
+@login_required
+def create_project(team: str):
+    _team(team)
+    f = request.form
+    st, problems = ops.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
+                                      image=f.get("image"), time_text=f.get("time"))
+    if problems:
+        return back("teams.show", "Project not created: " + "; ".join(problems), "error", team=team)
+    try:
+        name = ops.create_project(svc(), actor(), team, f.get("name", ""), st)
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("teams.show", str(exc), "error", team=team)
+    return back("projects.show", f"Project {team}/{name} created. Push a branch to run a job.",
+                team=team, project=name)
+
+
+@bp.post("/teams/<team>/members")
+@login_required
+def set_member(team: str):
+    _team(team, ops.ROLE_ADMIN, "add or change members")
+    username, role = request.form.get("username", "").strip(), request.form.get("role", "user")
+    try:
+        what = ops.set_member(svc(), actor(), team, username, role)
+    except ops.OpError as exc:
+        if exc.status == 403:
+            raise_http(exc)
+        return back("teams.show", str(exc), "error", team=team)
+    return back("teams.show", f"{username} {what}: now {role}.", team=team)
+
+
+@bp.post("/teams/<team>/members/<username>/remove")
+@login_required
+def remove_member(team: str, username: str):
+    _team(team, ops.ROLE_ADMIN, "remove members")
+    try:
+        ops.remove_member(svc(), actor(), team, username)
+    except ops.OpError as exc:
+        if exc.status == 403:
+            raise_http(exc)
+        return back("teams.show", str(exc), "error", team=team)
+    return back("teams.show", f"{username} removed from {team}.", team=team)
+
+
+@bp.post("/teams/<team>/delete")
+@login_required
+def delete(team: str):
+    _team(team, ops.ROLE_OWNER, "delete the team")
+    try:
+        ops.delete_team(svc(), actor(), team, request.form.get("confirm", ""))
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("teams.show", str(exc), "error", team=team)
+    return back("dashboard.index", f"Team {team} deleted.")
+
+
+# ------------------------------------------------------------------------------- billing
+
+@bp.get("/teams/<team>/billing")
+@login_required
+def billing(team: str):
+    t, role = _team(team)
+    s = db()
+    can_admin = actor().is_cluster_admin or role in ops.ROLE_ADMIN
+    rows, next_before, series = [], None, []
+    if can_admin:
+        rows, next_before = ops.ledger_page(s, t, before=int_arg("before"))
+        series = ops.daily_spending(s, t, days=60, now=svc().now(),
+                                     cache=svc().extra.setdefault("web_spending_cache", {}))
+    return render_template("billing.html", team=t, role=role, can_admin=can_admin,
+                           balance=ops.balances_for(s, [t.id])[t.id], rows=rows,
+                           next_before=next_before, describe=ops.describe_entry,
+                           plot=spending_svg(series) if series else "",
+                           total_60d=sum((v for _, v in series), start=ops.from_micros(0)),
+                           tab="billing")
+
+
+@bp.post("/teams/<team>/billing/funds")
+@login_required
+def add_funds(team: str):
+    _team(team, ops.ROLE_ADMIN, "add funds")
+    try:
+        amount = ops.add_funds(svc(), actor(), team, request.form.get("amount", ""),
+                               request.form.get("note", ""))
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("teams.billing", str(exc), "error", team=team)
+    from accounting.money import format_usd
+    return back("teams.billing", f"Added {format_usd(amount)} to {team}.", team=team)
+
+
+@bp.get("/teams/<team>/ledger.csv")
+@login_required
+def ledger_csv(team: str):
+    t, _ = _team(team, ops.ROLE_ADMIN, "see the ledger")
+    team_id, team_name = t.id, t.name
+    database = svc().db
+
+    def generate():
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(ops.LEDGER_CSV_HEADER)
+        with database.session() as s:
+            q = (select(LedgerEntry).where(LedgerEntry.team_id == team_id).order_by(LedgerEntry.id)
+                 .execution_options(yield_per=1000))
+            for i, e in enumerate(s.scalars(q)):
+                w.writerow(ops.ledger_csv_row(e))
+                if i % 500 == 499:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+        yield buf.getvalue()
+
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="ledger-{team_name}.csv"'})

@@ -1,0 +1,60 @@
+"""No page view calls Slurm (BRIEF §2): build the app with a backend whose every method raises,
+log in as several users and render every GET page and API endpoint."""
+from __future__ import annotations
+
+import pytest
+
+from portal.app import create_app
+from portal.testing import make_services
+from portal.web.testkit import login, make_world
+
+
+class ExplodingBackend:
+    """Any attribute access that looks like a Slurm call fails the test loudly."""
+
+    calls: list = []
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def boom(*a, **kw):
+            ExplodingBackend.calls.append(name)
+            raise AssertionError(f"a page view called Slurm: backend.{name}()")
+
+        return boom
+
+
+@pytest.fixture
+def world(tmp_path):
+    svc = make_services(tmp_path, backend=ExplodingBackend())
+    ids = make_world(svc)
+    yield svc, create_app(services_=svc), ids
+    svc.db.dispose()
+
+
+def test_every_get_route_renders_without_slurm(world):
+    _svc, app, ids = world
+    ExplodingBackend.calls.clear()
+    fills = {"team": "nlp", "project": "proj", "job_id": ids["running"]}
+    extra = ["/jobs?state=active", "/jobs?team=nlp", "/teams/nlp?q=pro", f"/jobs/{ids['pending']}",
+             f"/jobs/{ids['succeeded']}", "/api/jobs?team=nlp&state=active",
+             f"/api/jobs/{ids['running']}/log?offset=3"]
+    for who in ("alice", "carol", "dave"):
+        c = app.test_client()
+        assert login(c, who).status_code == 302
+        seen = 0
+        for rule in app.url_map.iter_rules():
+            if "GET" not in rule.methods or rule.endpoint in ("static", "proxy.forward"):
+                continue
+            if set(rule.arguments) - set(fills):
+                continue
+            url = rule.build({k: fills[k] for k in rule.arguments}, append_unknown=False)[1]
+            r = c.get(url)
+            allowed = (200, 302, 403) if who == "carol" else (200, 302)  # carol: ledger is admin-only
+            assert r.status_code in allowed, (who, url, r.status_code)
+            seen += 1
+        for url in extra:
+            assert c.get(url).status_code == 200, (who, url)
+        assert seen >= 18
+    assert ExplodingBackend.calls == []

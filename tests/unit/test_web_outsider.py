@@ -1,0 +1,189 @@
+"""OUTSIDER WALK: every route of the app (``app.url_map``), path parameters filled with another
+team's objects, every method — nothing may leak or change.
+
+* a logged-in outsider (mallory, owner of team ``vision``) gets 404 on every route naming nlp's
+  objects (existence is not revealed), and routes without objects show nothing of nlp;
+* the same with mallory's access token on the API;
+* anonymous visitors are sent to the login page (pages) or get 401 (API);
+* afterwards nlp's balance, members, project, tokens and jobs are unchanged and Slurm was not
+  asked to cancel anything.
+
+A route with a path parameter this walk does not know fails the test: extend ``FILL``.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from portal import billing
+from portal.app import create_app
+from portal.db import AccessToken, Job, Membership, Project, Team, User
+from portal.testing import FakeBackend, make_services
+from portal.web.testkit import csrf_token, login, make_world
+
+PUBLIC = {"static", "auth.login", "auth.logout", "pages.healthz"}
+INTERNAL = {"internal.hooks", "internal.job_events"}
+# things of team nlp that must never show up for an outsider (error messages may echo the
+# names the outsider typed in the URL, nothing else)
+LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources")
+
+
+@pytest.fixture
+def world(tmp_path):
+    backend = FakeBackend()
+    svc = make_services(tmp_path, backend=backend)
+    ids = make_world(svc)
+    with svc.db.session() as s:
+        ids["alice_token_id"] = s.scalar(select(AccessToken.id).join(User).where(User.name == "alice"))
+    app = create_app(services_=svc)
+    yield svc, app, ids, backend
+    svc.db.dispose()
+
+
+def fill(rule, ids) -> str:
+    values = {}
+    for arg in rule.arguments:
+        FILL = {"team": "nlp", "project": "proj", "job_id": ids["running"],
+                "token_id": ids["alice_token_id"], "username": "alice", "rest": "x/y",
+                "filename": "slipway.css"}
+        if arg not in FILL:
+            raise AssertionError(f"route {rule.rule} has a parameter {arg!r} the outsider walk does not "
+                                 "know; add it to FILL in tests/unit/test_web_outsider.py")
+        values[arg] = FILL[arg]
+    return rule.build(values, append_unknown=False)[1]
+
+
+def routes(app):
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule, method
+
+
+def snapshot(svc, ids):
+    with svc.db.session() as s:
+        nlp = s.scalar(select(Team).where(Team.name == "nlp"))
+        return {
+            "balance": billing.balance(s, nlp.id),
+            "members": sorted(s.execute(select(Membership.user_id, Membership.role)
+                                        .where(Membership.team_id == nlp.id)).all()),
+            "projects": sorted(s.scalars(select(Project.name).where(Project.team_id == nlp.id))),
+            "project": s.execute(select(Project.gpu_type, Project.gpu_count, Project.image,
+                                        Project.time_limit_min).where(Project.id == ids["proj"])).one(),
+            "jobs": sorted(s.execute(select(Job.id, Job.state, Job.cancel_requested_at)
+                                     .where(Job.project_id == ids["proj"])).all()),
+            "alice_tokens": s.scalar(select(func.count()).select_from(AccessToken).join(User).where(
+                User.name == "alice", AccessToken.revoked_at.is_(None))),
+        }
+
+
+def send(client, method, url, token=None, bearer=None):
+    headers = {}
+    data = {"csrf_token": token} if token else {}
+    if token:
+        headers["X-CSRFToken"] = token
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    body = {"amount": "5", "name": "x", "confirm": "nlp/proj", "username": "mallory",
+            "role": "owner", "gpu_count": "1"}
+    if url.startswith("/api/"):
+        return client.open(url, method=method, json=body, headers=headers)
+    return client.open(url, method=method, data={**body, **data}, headers=headers)
+
+
+def test_outsider_walk_logged_in(world):
+    svc, app, ids, backend = world
+    before = snapshot(svc, ids)
+    c = app.test_client()
+    assert login(c, "mallory").status_code == 302
+    tok = csrf_token(c)
+    walked = 0
+    for rule, method in routes(app):
+        if rule.endpoint in PUBLIC:
+            continue
+        url = fill(rule, ids)
+        r = send(c, method, url, token=tok)
+        body = r.get_data(as_text=True)
+        walked += 1
+        if rule.endpoint in INTERNAL:
+            assert r.status_code in (401, 403), (method, url, r.status_code)
+        elif rule.arguments:
+            assert r.status_code == 404, (method, url, r.status_code, body[:300])
+        else:
+            assert r.status_code < 500, (method, url, r.status_code)
+            assert "nlp" not in body, (method, url)
+        for leak in LEAKS:
+            assert leak not in body, (method, url, leak)
+    assert walked > 40
+    # object filters in query strings
+    for url in ["/jobs?team=nlp", "/api/jobs?team=nlp", "/api/jobs?team=nlp&project=proj"]:
+        assert c.get(url).status_code == 404, url
+    for url in ["/jobs", "/api/jobs", "/api/teams", "/"]:
+        body = c.get(url).get_data(as_text=True)
+        assert "nlp" not in body and "exp-1" not in body, url
+    assert snapshot(svc, ids) == before
+    assert backend.cancels == [] and backend.jobs_calls == 0
+
+
+def test_outsider_walk_with_access_token(world):
+    svc, app, ids, backend = world
+    before = snapshot(svc, ids)
+    c = app.test_client()
+    n = 0
+    for rule, method in routes(app):
+        if not rule.rule.startswith("/api/"):
+            continue
+        url = fill(rule, ids)
+        r = send(c, method, url, bearer=ids["mallory_token"])
+        if rule.arguments:
+            assert r.status_code == 404, (method, url, r.status_code)
+            assert r.get_json()["ok"] is False and r.get_json()["error"]
+        for leak in LEAKS:
+            assert leak not in r.get_data(as_text=True), (method, url, leak)
+        n += 1
+    assert n >= 15
+    assert snapshot(svc, ids) == before and backend.cancels == []
+
+
+def test_anonymous_walk(world):
+    svc, app, ids, backend = world
+    before = snapshot(svc, ids)
+    c = app.test_client()
+    tok = csrf_token(c)
+    for rule, method in routes(app):
+        if rule.endpoint in PUBLIC:
+            continue
+        url = fill(rule, ids)
+        r = send(c, method, url, token=tok)
+        if rule.endpoint in INTERNAL:
+            assert r.status_code in (401, 403), (method, url, r.status_code)
+        elif url.startswith("/api/"):
+            assert r.status_code == 401, (method, url, r.status_code)
+        else:
+            assert r.status_code == 302 and "/login" in r.headers["Location"], (method, url, r.status_code)
+        for leak in LEAKS:
+            assert leak not in r.get_data(as_text=True), (method, url, leak)
+    # bad bearer tokens
+    for bad in ("swp_nope-nope-nope", ids["alice_token"][:-2] + "xx", ""):
+        r = c.get("/api/teams", headers={"Authorization": f"Bearer {bad}"})
+        assert r.status_code == 401
+    assert snapshot(svc, ids) == before and backend.cancels == []
+
+
+def test_member_without_role_gets_403_on_admin_routes(world):
+    svc, app, ids, backend = world
+    before = snapshot(svc, ids)
+    c = app.test_client()
+    login(c, "carol")   # role user in nlp
+    tok = csrf_token(c)
+    admin_only = [
+        ("POST", "/teams/nlp/billing/funds"), ("GET", "/teams/nlp/ledger.csv"),
+        ("POST", "/teams/nlp/members"), ("POST", "/teams/nlp/members/alice/remove"),
+        ("POST", "/teams/nlp/delete"), ("POST", "/projects/nlp/proj/delete"),
+        ("POST", f"/jobs/{ids['pending']}/cancel"),
+        ("GET", "/api/teams/nlp/ledger"), ("POST", "/api/teams/nlp/funds"),
+        ("DELETE", "/api/projects/nlp/proj"), ("POST", f"/api/jobs/{ids['pending']}/cancel"),
+    ]
+    for method, url in admin_only:
+        r = send(c, method, url, token=tok)
+        assert r.status_code == 403, (method, url, r.status_code)
+    assert snapshot(svc, ids) == before and backend.cancels == []
