@@ -3,7 +3,10 @@
 Slipway: a real `git push` over HTTP to a Slipway project (auth, pre-receive checks, reservation,
 post-receive submission through slurm_bridge) until `squeue` lists the job.
 Bare: `git push` of the same commit to a local bare repository, then `sbatch` of a one-line
-script, until `squeue` lists it. Both run interleaved in the same run, against the same cluster.
+script, until `squeue` lists it.
+Bare over HTTP: the same, but the push goes over smart HTTP to a plain `git http-backend` (no
+hooks, no Slipway), to separate the cost of the transport from Slipway's own work.
+All three run interleaved in the same run, against the same cluster.
 
 Usage (a cluster must be up; `make bench` does that):
     SLURM_CONF=... .venv/bin/python bench/bench_push.py [-n 20]
@@ -67,7 +70,19 @@ def main() -> None:
         sbatch = ["sbatch", "--parsable", "--uid=sw-alice", "-A", "slipway-test", "--gres=gpu:a4000:1",
                   "-o", "/dev/null", "--chdir=/tmp"]
 
-        slipway_s, bare_s = [], []
+        from git_gateway.http import GitHttpApp
+        from git_gateway.testserver import serve, static_authenticator
+
+        plain_root = tmp / "plain"
+        (plain_root / "t").mkdir(parents=True)
+        sw.git("init", "-q", "--bare", str(plain_root / "t" / "p.git"))
+        sw.git("config", "-f", str(plain_root / "t" / "p.git" / "config"), "http.receivepack", "true")
+        plain = GitHttpApp(repos_root=str(plain_root), authenticate=static_authenticator({"u": "pw"}),
+                           hook_url="", hook_secret="", lfs_root=str(tmp / "lfs"))
+        http_ctx = serve(plain)
+        plain_url = http_ctx.__enter__().replace("http://", "http://u:pw@") + "/git/t/p.git"
+
+        slipway_s, bare_s, http_s = [], [], []
         for i in range(args.n):
             branch = f"b{i}"
             t0 = time.perf_counter()
@@ -83,14 +98,24 @@ def main() -> None:
             wait_queue(env, job_id=jid)
             bare_s.append(time.perf_counter() - t0)
 
+            t0 = time.perf_counter()
+            sw.git("push", "-q", plain_url, f"HEAD:refs/heads/{branch}", cwd=work)
+            jid = subprocess.run(sbatch + [str(script)], env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip().split(";")[0]
+            wait_queue(env, job_id=jid)
+            http_s.append(time.perf_counter() - t0)
+
         def summary(xs):
             xs = sorted(xs)
             return {"median_ms": round(statistics.median(xs) * 1000, 1),
                     "p95_ms": round(xs[max(0, int(len(xs) * 0.95) - 1)] * 1000, 1),
                     "mean_ms": round(statistics.mean(xs) * 1000, 1)}
 
-        result = {"n": args.n, "slipway": summary(slipway_s), "bare": summary(bare_s),
-                  "ratio_median": round(statistics.median(slipway_s) / statistics.median(bare_s), 2)}
+        http_ctx.__exit__(None, None, None)
+        result = {"n": args.n, "slipway": summary(slipway_s), "bare_local": summary(bare_s),
+                  "bare_http": summary(http_s),
+                  "ratio_vs_bare_local": round(statistics.median(slipway_s) / statistics.median(bare_s), 2),
+                  "ratio_vs_bare_http": round(statistics.median(slipway_s) / statistics.median(http_s), 2)}
         print(json.dumps(result, indent=1))
     finally:
         cleanup(sw, cluster_env)

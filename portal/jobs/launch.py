@@ -384,6 +384,12 @@ def write_spec(svc: Services, path: Path, spec: dict, unix_user: str) -> None:
     os.replace(tmp, path)
 
 
+# The entrypoint runs under bash where the image has it (the documented contract), else under
+# the image's POSIX sh (minimal images such as busybox). A fixed string: no user data in it.
+ENTRYPOINT_COMMAND = ["/bin/sh", "-c", 'if command -v bash >/dev/null 2>&1; then exec bash "$0"; '
+                      'else exec sh "$0"; fi', ig.ENTRYPOINT]
+
+
 def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list[str]]:
     """Create the job dir and runner spec; return (spec path, spec, batch command)."""
     cfg = svc.config
@@ -394,8 +400,7 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
         os.chown(d, *_ids(snap["unix_user"]))
     workdir = d / "work"
     env = {"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(snap["job_id"])}
-    argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir),
-                             ["bash", ig.ENTRYPOINT], env)
+    argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir), ENTRYPOINT_COMMAND, env)
     spec = {
         "job_id": snap["job_id"],
         "repo_url": cfg.repo_url(snap["team"], snap["project"]),
