@@ -1,4 +1,4 @@
-"""CliBackend: SlurmBackend spoken through Slurm's commands (JSON output where it exists).
+"""CliBackend: SlurmBackend spoken through Slurm's commands (JSON output, except sacct).
 
 Every command is an argv run through a CommandRunner (no shell). sbatch runs with a clean
 environment (PATH, SLURM_CONF, LANG and the job user's HOME/USER/LOGNAME) so nothing of the
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -22,7 +23,11 @@ from .script import render_script, sbatch_options
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
-NOTHING_FOUND = 9003  # slurmdb_jobs_get: "Nothing found with query" (sacct --json, no jobs)
+NOTHING_FOUND = 9003  # slurmdb_jobs_get: "Nothing found with query" (--json, no jobs)
+SACCT_MAX_IDS = 5000  # job ids per ``sacct -j``: one argv string must stay under 128 KiB
+# A requeued attempt is submitted when the previous attempt ends; a job whose first attempt in
+# a window was submitted later than this after the window's start has no attempt before it.
+LOOKBACK_MARGIN = timedelta(minutes=10)
 
 
 def _slurm_env_from_os() -> dict[str, str]:
@@ -186,8 +191,14 @@ class CliBackend:
         return out
 
     def accounting_argv(self, start: datetime, end: datetime,
-                        job_ids: Iterable[int] | None = None) -> list[str]:
-        argv = ["sacct", "--json", "--allusers", "--duplicates",
+                        job_ids: Iterable[int] | None = None,
+                        delimiter: str = "|") -> list[str]:
+        """``sacct`` for allocations (``-X``, every attempt with ``-D``) active in [start, end].
+
+        Run it with ``SLURM_TIME_FORMAT=%s`` in the environment (see :meth:`accounting`).
+        """
+        argv = ["sacct", "--parsable2", "--noheader", f"--delimiter={delimiter}", "--allusers",
+                "--duplicates", "-X", "--format=" + ",".join(records.SACCT_FIELDS),
                 "-S", slurm_time(start), "-E", slurm_time(end)]
         if job_ids is not None:
             ids = sorted({_job_id(j) for j in job_ids})
@@ -196,27 +207,74 @@ class CliBackend:
             argv += ["-j", ",".join(map(str, ids))]
         return argv
 
+    def _sacct(self, start: datetime, end: datetime,
+               job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
+        """One sacct call per ``SACCT_MAX_IDS`` job ids (one call without ``job_ids``)."""
+        if job_ids is None:
+            chunks: list[list[int] | None] = [None]
+        else:
+            ids = sorted({_job_id(j) for j in job_ids})
+            chunks = [ids[i:i + SACCT_MAX_IDS] for i in range(0, len(ids), SACCT_MAX_IDS)]
+        found: list[SacctRecord] = []
+        for chunk in chunks:
+            # A fresh delimiter per call: no job name can hold it, so none can fake a record.
+            delimiter = "\x1f" + secrets.token_hex(3) + "\x1f"
+            argv = self.accounting_argv(start, end, chunk, delimiter)
+            res = self.run(argv, env={**self.env, "SLURM_TIME_FORMAT": "%s"})
+            if res.rc != 0:
+                text = slurm_text(res.stderr) or f"exit {res.rc}"
+                raise SlurmRejected(f"sacct failed: {text}", slurm_message=slurm_text(res.stderr),
+                                    argv=tuple(argv))
+            if is_unavailable(res.stderr):  # never read "no answer" as "no jobs"
+                raise ControllerUnavailable(f"Slurm could not answer sacct: {slurm_text(res.stderr)}")
+            found += records.parse_sacct(res.stdout, delimiter)
+        return found
+
     def accounting(self, start: datetime, end: datetime,
                    job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
-        """Accounting records of jobs active in [start, end], every attempt (``sacct -D``).
+        """Accounting records of jobs active in [start, end], every attempt (``sacct -X -D``).
+
+        Read from ``sacct --parsable2`` (``sacct --json`` in 22.05 reports exit code 0 for a
+        script that exited 3), times as epoch seconds (``SLURM_TIME_FORMAT=%s``: no time-zone
+        guessing), returned as aware UTC datetimes.
 
         sacct has no restart count, so attempts are numbered from the job's records in submit
-        order: when the window holds records, a second call (``-j`` those jobs only, window
-        opened ``attempt_lookback`` earlier) finds earlier attempts so numbers stay stable.
+        order. A requeued attempt is submitted when the previous one ends, so only a job whose
+        first record in the window was submitted before ``start`` (plus a margin) may have
+        earlier attempts outside it: a second call (``-j`` those jobs only, window opened
+        ``attempt_lookback`` earlier) finds them so numbers stay stable.
         """
         if end < start:
             raise InvalidRequest("accounting window ends before it starts")
-        argv = self.accounting_argv(start, end, job_ids)
-        if not argv:
-            return []
-        found = records.parse_sacct(self._json(argv))
+        if job_ids is not None:
+            job_ids = {_job_id(j) for j in job_ids}
+            if not job_ids:
+                return []
+        found = self._sacct(start, end, job_ids)
         if not found:
             return []
-        wide = records.parse_sacct(self._json(self.accounting_argv(
-            start - self.attempt_lookback, end, {r.job_id for r in found})))
-        keys = {_attempt_key(r) for r in found}
-        numbered = [r for r in wide if _attempt_key(r) in keys]
-        return numbered if len(numbered) == len(found) else found
+        horizon = start + LOOKBACK_MARGIN
+        first_submit: dict[int, datetime | None] = {}
+        for r in found:
+            if r.attempt == 0:
+                first_submit[r.job_id] = r.submit
+        older = {j for j, s in first_submit.items() if s is None or s < horizon}
+        if not older:
+            return found
+        wide: dict[int, list[SacctRecord]] = {}
+        for r in self._sacct(start - self.attempt_lookback, end, older):
+            wide.setdefault(r.job_id, []).append(r)
+        out: list[SacctRecord] = []
+        by_job: dict[int, list[SacctRecord]] = {}
+        for r in found:
+            by_job.setdefault(r.job_id, []).append(r)
+        for job_id, recs in by_job.items():
+            if job_id in older:
+                numbered = {_attempt_key(w): w for w in wide.get(job_id, ())}
+                if all(_attempt_key(r) in numbered for r in recs):
+                    recs = [numbered[_attempt_key(r)] for r in recs]
+            out += recs
+        return out
 
     def nodes(self) -> list[NodeRecord]:
         """Every node with its GPUs per type (total/allocated/free) and state (``sinfo --json``;

@@ -1,11 +1,15 @@
-"""Typed records parsed from Slurm's JSON output (OpenAPI v0.0.38, Slurm 22.05).
+"""Typed records parsed from Slurm's output (Slurm 22.05).
 
-Parsers take the decoded JSON document and return frozen dataclasses; they never run
-commands. Fixtures recorded from the live cluster are in tests/fixtures/slurm/.
+squeue and sinfo: their JSON (OpenAPI v0.0.38). sacct: ``--parsable2`` text, because
+``sacct --json`` in 22.05 reports a wrong exit code (``return_code`` 0, ``status`` SUCCESS for a
+batch script that exited 3, while ``-o ExitCode`` says ``3:0``). Parsers take the decoded JSON
+document (or the text) and return frozen dataclasses; they never run commands. Fixtures recorded from the live cluster are in tests/fixtures/slurm/.
 """
 from __future__ import annotations
 
+import gc
 import re
+from operator import itemgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -16,7 +20,7 @@ TERMINAL_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
     "DEADLINE", "OUT_OF_MEMORY", "REQUEUED", "REVOKED", "SPECIAL_EXIT",
 })
-UNSETTLED_QOS = frozenset({"", "Unknown"})  # JSON: null -> ""; --parsable2: "Unknown"
+UNSETTLED_QOS = frozenset({"", "Unknown"})  # --parsable2 prints "Unknown"; parse_sacct gives ""
 
 
 def _time(value: Any) -> datetime | None:
@@ -96,20 +100,6 @@ def parse_tres_str(text: str | None) -> dict[str, int]:
     return out
 
 
-def _tres_list(items: Iterable[Mapping[str, Any]] | None) -> dict[str, int]:
-    """sacct JSON ``tres.allocated`` list -> {"a4000": 2, "shard": 2}."""
-    out: dict[str, int] = {}
-    for t in items or []:
-        if t.get("type") != "gres":
-            continue
-        name = t.get("name") or ""
-        if name.startswith("gpu:"):
-            out[name[4:]] = _int(t.get("count"))
-        elif name == "shard":
-            out["shard"] = _int(t.get("count"))
-    return out
-
-
 def _frozen(d: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(d))
 
@@ -165,7 +155,7 @@ def parse_squeue(data: Mapping[str, Any]) -> list[QueueRecord]:
 # ---------------------------------------------------------------------------------- sacct
 @dataclass(frozen=True)
 class SacctRecord:
-    """One attempt of a job in accounting (``sacct --json -D``: requeued attempts repeat the id).
+    """One attempt of a job in accounting (``sacct -X -D``: requeued attempts repeat the id).
 
     ``attempt`` counts from 0 in submit order among the records of that job in one answer.
     ``settled`` is False while Slurm is still filling in fields of a finished attempt
@@ -217,55 +207,136 @@ class SacctRecord:
         return self.attempt
 
 
-def _state(j: Mapping[str, Any]) -> str:
-    st = j.get("state")
-    if isinstance(st, dict):
-        st = st.get("current")
-    if isinstance(st, list):
-        st = st[0] if st else ""
-    return _text(st)
+# The fields ``sacct --parsable2`` is asked for, in order. JobName is LAST: it is free text (it
+# may hold the delimiter or newlines) and is whatever follows the other fields on the line.
+# Comment is not asked for: slurmdbd stores it only with AccountingStoreFlags=job_comment, and it
+# is free text too (only one free-text field can be parsed safely, the last one).
+SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Submit", "Start", "End", "ElapsedRaw",
+                "NodeList", "AllocTRES", "Account", "QOS", "User", "JobName")
+_NFIELDS = len(SACCT_FIELDS)
+_UNSET_TIMES = frozenset({"", "Unknown", "None", "0"})
 
 
-def parse_sacct(data: Mapping[str, Any]) -> list[SacctRecord]:
-    """Records of ``sacct --json -D``; ``attempt`` numbers each job's records in submit order.
+def _sacct_time(text: str, cache: dict) -> datetime | None:
+    """sacct time with ``SLURM_TIME_FORMAT=%s`` (epoch seconds) -> aware UTC datetime.
 
-    sacct has no restart count: a requeued attempt is a new record whose submission time
-    is the requeue time. Numbering is right when every attempt of the job is in ``data``.
+    ``Unknown``/``None``/empty -> None. Without that variable sacct prints the cluster's local
+    wall-clock time with no zone (``2024-05-01T10:00:05``): read as this host's local time.
     """
-    rows = []
-    for j in data.get("jobs") or []:
-        t = j.get("time") or {}
-        tres = j.get("tres") or {}
-        alloc = tres.get("allocated") or []
-        g = _tres_list(alloc)
-        shards = g.pop("shard", 0)
-        ec = j.get("exit_code") or {}
-        status = _text(ec.get("status"))
-        sig = ec.get("signal") or {}
-        signal_id = _int(sig.get("signal_id"), 0) if isinstance(sig, dict) else 0
-        state = _state(j)
-        exit_code = _int(ec.get("return_code"), 0) if state in TERMINAL_STATES else None
-        if status == "SIGNALED":
+    when = cache.get(text, _MISSING)
+    if when is _MISSING:
+        if text in _UNSET_TIMES:
+            when = None
+        elif text.isdigit():
+            when = datetime.fromtimestamp(int(text), tz=timezone.utc)
+        else:
+            try:
+                when = datetime.fromisoformat(text).astimezone(timezone.utc)
+            except ValueError:
+                when = None
+        cache[text] = when
+    return when
+
+
+_MISSING = object()
+
+
+def parse_sacct(text: str, delimiter: str = "|") -> list[SacctRecord]:
+    """Records of ``sacct --parsable2 --noheader -X -D --format=<SACCT_FIELDS>``.
+
+    ``attempt`` numbers each job's records in submit order: sacct has no restart count, and a
+    requeued attempt is a new record whose submission time is the requeue time. Numbering is
+    right when every attempt of the job is in ``text``.
+
+    Each line is split at most ``len(SACCT_FIELDS) - 1`` times, so a job name holding the
+    delimiter stays whole. A job name may also hold newlines (sacct prints them as is): a line
+    that does not hold every field continues the previous record's name. With a delimiter no job
+    name can contain (the bridge passes a fresh random one per call), a name can never pass
+    itself off as a record; with ``|`` a name shaped like a whole sacct line could.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    gc_was_on = gc.isenabled()
+    gc.disable()  # 100k records: the cyclic collector would rescan them again and again
+    try:
+        return _parse_sacct_lines(lines, delimiter)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
+    rows: list[list] = []
+    times: dict = {}
+    tget = times.get
+    tres_cache: dict = {}
+    last = _NFIELDS - 1
+    terminal = TERMINAL_STATES
+    for line in lines:
+        f = line.split(delimiter, last)
+        if len(f) != _NFIELDS or not f[0].isdigit():
+            if rows:  # a newline inside the previous job's name
+                rows[-1][1] += "\n" + line
+            continue
+        state = f[1]
+        if " " in state:  # "CANCELLED by 0"
+            state = state.split(" ", 1)[0]
+        code, _, sig = f[2].partition(":")
+        signal = int(sig) if sig != "0" and sig.isdigit() else None
+        if signal is None and state in terminal and code.isdigit():
+            exit_code: int | None = int(code)
+        else:
             exit_code = None
-        start = _time(t.get("start"))
-        rows.append(dict(
-            job_id=_int(j.get("job_id")), name=_text(j.get("name")), user=_text(j.get("user")),
-            account=_text(j.get("account")), qos=_text(j.get("qos")), state=state,
-            exit_code=exit_code, signal=signal_id or None, submit=_time(t.get("submission")),
-            start=start, end=_time(t.get("end")), elapsed_s=_int(t.get("elapsed")),
-            node=_text(j.get("nodes")) if _text(j.get("nodes")) != "None assigned" else "",
-            gpus=_frozen(g), shards=shards,
-            comment=_text((j.get("comment") or {}).get("job") if isinstance(j.get("comment"), dict)
-                          else j.get("comment")),
-            alloc_tres_recorded=bool(alloc),
-        ))
-    rows.sort(key=lambda r: (r["job_id"], r["submit"] or _EPOCH, r["start"] or _EPOCH))
-    out, seen = [], {}
-    for r in rows:
-        attempt = seen.get(r["job_id"], 0)
-        seen[r["job_id"]] = attempt + 1
-        out.append(SacctRecord(attempt=attempt, **r))
+        tres = f[8]
+        alloc = tres_cache.get(tres)
+        if alloc is None:
+            g = parse_tres_str(tres)
+            shards = g.pop("shard", 0)
+            alloc = tres_cache[tres] = (_frozen(g), shards)
+        node = f[7]
+        if node == "None assigned":
+            node = ""
+        qos = f[10]
+        if qos == "Unknown":
+            qos = ""
+        elapsed = f[6]
+        submit = tget(f[3], _MISSING)
+        if submit is _MISSING:
+            submit = _sacct_time(f[3], times)
+        start = tget(f[4], _MISSING)
+        if start is _MISSING:
+            start = _sacct_time(f[4], times)
+        end = tget(f[5], _MISSING)
+        if end is _MISSING:
+            end = _sacct_time(f[5], times)
+        rows.append([int(f[0]), f[12], f[11], f[9], qos, state, exit_code, signal, submit, start,
+                     end, int(elapsed) if elapsed.isdigit() else 0, node, alloc[0], alloc[1],
+                     bool(tres)])
+    rows.sort(key=_job_of)  # stable: a job's records keep sacct's order until sorted below
+    out: list[SacctRecord] = []
+    append = out.append
+    i, n = 0, len(rows)
+    while i < n:
+        job_id = rows[i][0]
+        j = i + 1
+        while j < n and rows[j][0] == job_id:
+            j += 1
+        group = rows[i:j] if j - i == 1 else sorted(rows[i:j], key=_attempt_order)
+        for attempt, (_, name, user, account, qos, state, exit_code, signal, submit, start, end,
+                      elapsed_s, node, gpus, shards, recorded) in enumerate(group):
+            append(SacctRecord(job_id, attempt, name, user, account, qos, state, exit_code,
+                               signal, submit, start, end, elapsed_s, node, gpus, shards, "",
+                               recorded))
+        i = j
     return out
+
+
+_job_of = itemgetter(0)
+
+
+def _attempt_order(row: list) -> tuple:
+    return (row[8] or _EPOCH, row[9] or _EPOCH)
 
 
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)

@@ -116,6 +116,17 @@ def test_two_a4000_gpus_are_visible_in_the_job(bridge, jobdir, submitted):
     assert rec.name == "bridge-it/cuda"
 
 
+def test_exit_code_3_reaches_the_record(bridge, jobdir, submitted):
+    """sacct --json (22.05) says return_code 0 for this job; the bridge reads ExitCode 3:0."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    job_id = bridge.submit(job(jobdir, "exit3", ["bash", "-c", "sleep 1; exit 3"]))
+    submitted.append(job_id)
+    rec = settled_record(bridge, job_id, since)[-1]
+    assert rec.state == "FAILED" and rec.exit_code == 3 and rec.signal is None
+    assert rec.name == "bridge-it/exit3" and rec.start.tzinfo == timezone.utc
+    assert abs((rec.end - datetime.now(timezone.utc)).total_seconds()) < 60  # no zone shift
+
+
 def test_over_limit_is_refused_by_us_and_by_slurm(bridge, slurm_env, jobdir):
     with pytest.raises(InvalidRequest, match="a4000 allows at most 4 GPUs per job; you asked for 5"):
         bridge.submit(job(jobdir, "five", ["true"], gpus=GpuRequest("a4000", 5)))

@@ -1,5 +1,5 @@
 """CliBackend through a FakeRunner: the argv it builds and how Slurm's answers are mapped."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -163,20 +163,72 @@ def test_scontrol_argv(method, argv):
     assert runner.calls[0]["argv"] == argv
 
 
-def test_accounting_always_bounded_and_with_duplicates():
-    b, runner = backend({"sacct": result('{"jobs": []}')})
+def delimiter_of(argv) -> str:
+    return next(a for a in argv if a.startswith("--delimiter=")).removeprefix("--delimiter=")
+
+
+def sacct_answer(text: str):
+    """A FakeRunner responder: recorded sacct text (``|``) in the delimiter the call asked for."""
+    def answer(argv, _):
+        d = delimiter_of(argv)
+        return result("\n".join("|".join(line.split("|", 12)).replace("|", d, 12)
+                                if line.count("|") >= 12 and line.split("|", 1)[0].isdigit()
+                                else line for line in text.split("\n")))
+    return answer
+
+
+def test_accounting_always_bounded_parsable_allocations_with_duplicates():
+    b, runner = backend({"sacct": result("")})
     start = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
     end = datetime(2024, 5, 1, 11, 0, tzinfo=timezone.utc)
     assert b.accounting(start, end, job_ids=[3, 1, 3]) == []
-    argv = runner.calls[0]["argv"]
-    assert argv[:4] == ("sacct", "--json", "--allusers", "--duplicates")
+    call = runner.calls[0]
+    argv = call["argv"]
+    assert argv[:3] == ("sacct", "--parsable2", "--noheader")
+    assert {"--allusers", "--duplicates", "-X"} <= set(argv)
+    assert ("--format=JobIDRaw,State,ExitCode,Submit,Start,End,ElapsedRaw,NodeList,AllocTRES,"
+            "Account,QOS,User,JobName") in argv
     assert argv[argv.index("-S") + 1] == slurm_time(start)
     assert argv[argv.index("-E") + 1] == slurm_time(end)
     assert argv[-2:] == ("-j", "1,3")
+    assert call["env"]["SLURM_TIME_FORMAT"] == "%s" and call["env"]["SLURM_CONF"] == "/c/slurm.conf"
+    d = delimiter_of(argv)
+    assert d.startswith("\x1f") and len(d) > 2
     assert b.accounting(start, end, job_ids=[]) == []  # nothing asked: no call
     assert len(runner.calls) == 1
+    b.accounting(start, end)
+    assert delimiter_of(runner.calls[1]["argv"]) != d  # a fresh delimiter per call
     with pytest.raises(InvalidRequest):
         b.accounting(end, start)
+
+
+def test_accounting_parses_the_recorded_answer_with_exit_code_3():
+    b, runner = backend({"sacct": sacct_answer(fixture("sacct.txt"))})
+    start = datetime.fromtimestamp(1795452581 - 3600, tz=timezone.utc)  # all submitted later
+    recs = {r.name: r for r in b.accounting(start, start + timedelta(hours=2))}
+    assert len(runner.calls) == 1  # every job submitted well inside the window: no lookback
+    assert recs["rec-exit3"].exit_code == 3 and recs["rec-exit3"].state == "FAILED"
+    assert recs["rec-a4000"].exit_code == 0 and dict(recs["rec-a4000"].gpus) == {"a4000": 2}
+    assert "rec-odd|name\n99|COMPLETED|0:0" in recs
+
+
+def test_accounting_error_and_unavailable_with_exit_0():
+    b, _ = backend({"sacct": result("", "sacct: error: Problem talking to the database: "
+                                    "Connection refused\n", rc=0)})
+    with pytest.raises(ControllerUnavailable):
+        b.accounting(datetime(2024, 1, 1), datetime(2024, 1, 2))
+    b, _ = backend({"sacct": result("", "sacct: error: Invalid field requested: \"Bogus\"\n", rc=1)})
+    with pytest.raises(SlurmRejected, match="Invalid field"):
+        b.accounting(datetime(2024, 1, 1), datetime(2024, 1, 2))
+
+
+def test_accounting_splits_long_job_id_lists():
+    from slurm_bridge import cli
+    b, runner = backend({"sacct": result("")})
+    ids = list(range(1, cli.SACCT_MAX_IDS * 2 + 2))
+    assert b.accounting(datetime(2024, 1, 1), datetime(2024, 1, 2), job_ids=ids) == []
+    assert len(runner.calls) == 3
+    assert all(len(c["argv"][-1]) < 128 * 1024 for c in runner.calls)
 
 
 def test_slurm_time_is_local_wall_clock():
@@ -193,7 +245,8 @@ def test_squeue_with_controller_down_is_unavailable_not_empty():
 
 
 def test_sacct_nothing_found_is_an_empty_answer():
-    b, runner = backend({"sacct": result(fixture("sacct_nothing_found.json"))})
+    # recorded: sacct --parsable2 --noheader with no jobs in the window prints nothing, exit 0
+    b, runner = backend({"sacct": result("")})
     assert b.accounting(datetime(2020, 1, 1), datetime(2020, 1, 2)) == []
     assert len(runner.calls) == 1
 
@@ -215,16 +268,24 @@ def test_nodes_use_sinfo_json():
 
 
 def test_accounting_numbers_attempts_from_a_wider_lookup():
-    """The window holds only the victim's second attempt; the second call finds the first."""
-    import json
-    full = json.loads(fixture("sacct.json"))
-    victim = [j for j in full["jobs"] if j["name"] == "rec-victim"]
-    narrow = {"jobs": [victim[-1]]}
-    b, runner = backend({"sacct": lambda argv, _: result(
-        json.dumps(narrow) if "--duplicates" in argv and argv[-1] != str(victim[0]["job_id"])
-        else json.dumps({"jobs": victim}))})
-    start = datetime.fromtimestamp(victim[-1]["time"]["start"], tz=timezone.utc)
-    recs = b.accounting(start, start)
+    """Recorded: a window that holds only the victim's second attempt; the second call (-j the
+    victim, window opened earlier) finds the first, so the attempt keeps number 1."""
+    narrow = fixture("sacct_window_second_attempt.txt")
+    full = "".join(line + "\n" for line in fixture("sacct.txt").splitlines() if "rec-victim" in line)
+    victim = narrow.split("|", 1)[0]
+    start = datetime.fromtimestamp(int(narrow.split("|")[4]), tz=timezone.utc)
+    b, runner = backend({"sacct": lambda argv, _: sacct_answer(
+        narrow if argv[argv.index("-S") + 1] == slurm_time(start) else full)(argv, _)})
+    recs = b.accounting(start, start, job_ids=[int(victim)])
     assert len(runner.calls) == 2
-    assert runner.calls[1]["argv"][-2:] == ("-j", str(victim[0]["job_id"]))
+    wide = runner.calls[1]["argv"]
+    assert wide[-2:] == ("-j", victim) and wide[wide.index("-S") + 1] == slurm_time(start - timedelta(days=7))
     assert [(r.attempt, r.state) for r in recs] == [(1, "CANCELLED")]
+
+
+def test_accounting_without_lookback_answer_keeps_window_numbering():
+    narrow = fixture("sacct_window_second_attempt.txt")
+    start = datetime.fromtimestamp(int(narrow.split("|")[4]), tz=timezone.utc)
+    b, runner = backend({"sacct": sacct_answer(narrow)})
+    recs = b.accounting(start, start)
+    assert len(runner.calls) == 2 and [(r.attempt, r.state) for r in recs] == [(0, "CANCELLED")]

@@ -1,4 +1,5 @@
-"""Parsing real squeue/sacct/sinfo JSON recorded from the local cluster (tests/fixtures/slurm)."""
+"""Parsing real squeue/sinfo JSON and sacct --parsable2 text recorded from the local cluster
+(tests/fixtures/slurm, record.sh)."""
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_squeue_running_pending_held():
     recs = by_name(parse_squeue(load("squeue.json")))
     gpu = recs["rec-a4000"]
     assert gpu.state == "RUNNING" and gpu.reason == "None" and gpu.node == "a4k-1"
-    assert gpu.user == "sw-alice" and gpu.account == "team-test" and gpu.qos == "normal"
+    assert gpu.user == "sw-alice" and gpu.account == "slipway-test" and gpu.qos == "normal"
     assert gpu.comment.startswith("slipway:") and gpu.partition == "gpu"
     assert dict(gpu.gpus) == {"a4000": 2}
     assert gpu.start_time and gpu.start_time.tzinfo == timezone.utc
@@ -41,53 +42,122 @@ def test_squeue_requeued_victim_has_restart_count():
     assert recs["rec-emergency"].qos == "emergency"
 
 
+def sacct(name="sacct.txt"):
+    return parse_sacct((FIX / name).read_text())
+
+
 def test_sacct_gpu_job():
-    rec = by_name(parse_sacct(load("sacct.json")))["rec-a4000"]
+    rec = by_name(sacct())["rec-a4000"]
     assert rec.state == "COMPLETED" and rec.exit_code == 0 and rec.signal is None
     assert dict(rec.gpus) == {"a4000": 2} and rec.shards == 0
     assert rec.elapsed_s == 4 and (rec.end - rec.start).total_seconds() == 4
-    assert rec.node == "a4k-1" and rec.user == "sw-alice" and rec.account == "team-test"
+    assert rec.start.tzinfo == timezone.utc and rec.submit <= rec.start
+    assert rec.node == "a4k-1" and rec.user == "sw-alice" and rec.account == "slipway-test"
     assert rec.qos == "normal" and rec.attempt == 0 and rec.complete and rec.settled
 
 
+def test_sacct_times_are_epoch_seconds_as_aware_utc():
+    line = (FIX / "sacct.txt").read_text().splitlines()[0].split("|")
+    rec = sacct()[0]
+    assert rec.start == datetime.fromtimestamp(int(line[4]), tz=timezone.utc)
+    # without SLURM_TIME_FORMAT=%s sacct prints local wall-clock time: read as local time
+    local = rec.start.astimezone().replace(tzinfo=None).isoformat()
+    line[3] = line[4] = line[5] = local
+    again = parse_sacct("|".join(line))[0]
+    assert again.start == rec.start and again.end == rec.start
+
+
+def test_sacct_exit_code_3():
+    """Recorded: a batch script that exits 3; sacct --json (22.05) says return_code 0 for it."""
+    rec = by_name(sacct())["rec-exit3"]
+    assert rec.state == "FAILED" and rec.exit_code == 3 and rec.signal is None
+    assert rec.complete and rec.settled
+    bug = load("sacct_json_exit3.json")["jobs"][0]
+    assert bug["name"] == "rec-exit3" and bug["exit_code"]["return_code"] == 0
+
+
+def test_sacct_cancelled_running_job():
+    rec = by_name(sacct())["rec-cancel"]
+    assert rec.state == "CANCELLED" and rec.exit_code == 0  # "CANCELLED by 0", ExitCode 0:0
+    assert rec.node == "a4k-1" and rec.elapsed_s > 0 and rec.settled and dict(rec.gpus) == {}
+
+
+def test_sacct_running_job_is_not_complete():
+    [rec] = sacct("sacct_running.txt")
+    assert rec.state == "RUNNING" and rec.end is None and not rec.complete and not rec.settled
+    assert rec.exit_code is None and rec.start is not None
+
+
+def test_sacct_cancelled_while_pending_never_ran_and_is_settled():
+    [rec] = sacct("sacct_cancelled_pending.txt")
+    assert rec.state == "CANCELLED" and rec.start is None and rec.end is not None
+    assert rec.node == "" and rec.elapsed_s == 0 and not rec.alloc_tres_recorded
+    assert rec.settled
+    unknown = parse_sacct((FIX / "sacct_cancelled_pending.txt").read_text().replace("|normal|", "|Unknown|"))
+    assert unknown[0].qos == "" and unknown[0].settled  # QOS may stay Unknown for good
+
+
 def test_sacct_shard_job():
-    rec = by_name(parse_sacct(load("sacct.json")))["rec-shard"]
+    rec = by_name(sacct())["rec-shard"]
     assert dict(rec.gpus) == {} and rec.shards == 2 and rec.node == "a6k-1"
 
 
 def test_sacct_duplicates_give_attempts_in_submit_order():
-    recs = [r for r in parse_sacct(load("sacct.json")) if r.name == "rec-victim"]
+    recs = [r for r in sacct() if r.name == "rec-victim"]
     assert [(r.attempt, r.state) for r in recs] == [(0, "PREEMPTED"), (1, "CANCELLED")]
     assert recs[0].job_id == recs[1].job_id and recs[0].end <= recs[1].start
+    assert recs[0].end == recs[1].submit  # a requeued attempt is submitted when the last one ends
     assert all(dict(r.gpus) == {"a6000": 2} for r in recs)
     assert recs[1].restart_count == 1
-    emergency = by_name(parse_sacct(load("sacct.json")))["rec-emergency"]
+    emergency = by_name(sacct())["rec-emergency"]
     assert emergency.qos == "emergency"
 
 
+def test_sacct_name_with_delimiter_and_newline():
+    recs = sacct()
+    odd = [r for r in recs if r.name.startswith("rec-odd")]
+    assert [r.name for r in odd] == ["rec-odd|name\n99|COMPLETED|0:0"]
+    assert 99 not in {r.job_id for r in recs}
+
+
+def test_sacct_name_cannot_fake_a_record_with_a_private_delimiter():
+    d = "\x1fa1b2c3\x1f"
+    fake = "99|COMPLETED|0:0|1|1|61|60|a4k-1|gres/gpu:a4000=4|team-x|normal|sw-bob|x"
+    line = d.join(["7", "COMPLETED", "0:0", "1", "1", "2", "1", "a4k-1", "cpu=1", "a", "normal",
+                   "sw-alice", "evil\n" + fake]) + "\n"
+    [rec] = parse_sacct(line, d)
+    assert rec.job_id == 7 and rec.name == "evil\n" + fake
+    assert len(parse_sacct(line.replace(d, "|"))) == 2  # why the bridge never uses a plain "|"
+
+
 def test_sacct_right_after_the_end_is_not_settled():
-    # recorded: the first sacct answers after a job ends carry QOS null
-    rec = parse_sacct(load("sacct_unsettled.json"))[0]
+    # recorded: the first sacct answers after a job ends carry QOS Unknown (name "allocation")
+    [rec] = sacct("sacct_unsettled.txt")
     assert rec.state == "COMPLETED" and rec.complete
     assert rec.qos == "" and not rec.settled
 
 
 def test_sacct_empty_alloc_tres_is_not_settled():
-    data = load("sacct.json")
-    for j in data["jobs"]:
-        j["tres"]["allocated"] = []
-    rec = by_name(parse_sacct(data))["rec-a4000"]
+    text = (FIX / "sacct.txt").read_text().replace(
+        "billing=21,cpu=1,gres/gpu:a4000=2,gres/gpu=2,mem=256M,node=1", "")
+    rec = by_name(parse_sacct(text))["rec-a4000"]
     assert rec.complete and not rec.settled and dict(rec.gpus) == {}
 
 
 def test_sacct_signalled_exit():
-    data = load("sacct.json")
-    job = next(j for j in data["jobs"] if j["name"] == "rec-a4000")
-    job["state"]["current"] = "FAILED"
-    job["exit_code"] = {"status": "SIGNALED", "return_code": 0,
-                        "signal": {"signal_id": 9, "name": "KILL"}}
-    rec = by_name(parse_sacct(data))["rec-a4000"]
-    assert rec.exit_code is None and rec.signal == 9
+    text = (FIX / "sacct.txt").read_text().replace("|COMPLETED|0:0|", "|FAILED|0:9|", 1)
+    rec = by_name(parse_sacct(text))["rec-a4000"]
+    assert rec.state == "FAILED" and rec.exit_code is None and rec.signal == 9
+
+
+def test_sacct_empty_answer():
+    assert parse_sacct("") == [] and parse_sacct("\n") == []
+
+
+def test_record_script_asks_for_the_bridge_fields():
+    from slurm_bridge.records import SACCT_FIELDS
+    assert "FIELDS=" + ",".join(SACCT_FIELDS) + "\n" in (FIX / "record.sh").read_text()
+    assert SACCT_FIELDS[-1] == "JobName"
 
 
 def test_nodes_gpu_counts():
