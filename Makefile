@@ -27,8 +27,10 @@ cluster-down:
 cluster-status:
 	@slurm_conf/cluster status --dir $(CLUSTER_DIR)
 
+# The local cluster's nodes all listen on 127.0.0.1 (the job proxy needs their address).
 run: deps images cluster-up
-	@source $(CLUSTER_DIR)/env.sh && exec $(VENV)/bin/slipway serve --host $(HOST) --port $(PORT)
+	@source $(CLUSTER_DIR)/env.sh && SLIPWAY_NODE_ADDRESSES="$${SLIPWAY_NODE_ADDRESSES:-*:127.0.0.1}" \
+	  exec $(VENV)/bin/slipway serve --host $(HOST) --port $(PORT)
 
 test: deps images
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

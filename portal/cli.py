@@ -147,6 +147,16 @@ def main(click_ctx, actor):
 
 # ------------------------------------------------------------------------------ serve etc.
 
+def _slipway_answers(host: str, port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as r:
+            return r.status == 200 and b'"ok"' in r.read(4096)
+    except (OSError, ValueError):
+        return False
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -161,6 +171,9 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
 
     from .app import create_app
 
+    if _slipway_answers(host, port):  # `make run` again while it runs: quick and harmless
+        console.print(f"Slipway is already running on http://{host}:{port}")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(ctx.svc.config, services_=ctx.svc, start_reconciler=not no_reconciler)
     console.print(f"Slipway on http://{host}:{port} (public {ctx.svc.config.base_url})")

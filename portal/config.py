@@ -9,7 +9,7 @@ Keys (file key = env var without the ``SLIPWAY_`` prefix, lower-case):
 key / env var               meaning                                     default
 ==========================  ==========================================  =====================
 database_url                SQLAlchemy URL                              sqlite:///<data_dir>/slipway.db
-data_dir                    root of Slipway's files; MUST be on a       ``var`` (relative to cwd)
+data_dir                    root of Slipway's files; MUST be on a       /var/lib/slipway (root)
                             filesystem the compute nodes share
 repos_root                  bare git repositories                       <data_dir>/repos
 lfs_root                    git-lfs object store                        <data_dir>/lfs
@@ -89,13 +89,21 @@ def _default_node_python() -> str:
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
+def _default_data_dir() -> Path:
+    """Where `slipway serve` and the CLI meet without configuration: /var/lib/slipway for root
+    (job users must be able to traverse it, so never under /root), else ~/.local/share/slipway."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/slipway")
+    return Path.home() / ".local" / "share" / "slipway"
+
+
 class ConfigError(ValueError):
     pass
 
 
 @dataclass
 class Config:
-    data_dir: Path = Path("var")
+    data_dir: Path = field(default_factory=lambda: _default_data_dir())
     database_url: str = ""
     repos_root: Path | None = None
     lfs_root: Path | None = None
@@ -173,8 +181,15 @@ class Config:
         return f"{self.base_url}/internal/jobs/{job_id}/events"
 
     def ensure_dirs(self) -> None:
-        for d in (self.data_dir, self.repos_root, self.lfs_root, self.jobs_dir):
+        # Job users (on the nodes) traverse the data and jobs dirs to reach their own 0700 job
+        # dir; repositories and LFS objects are served over HTTP only, never read by jobs.
+        for d, mode in ((self.data_dir, 0o755), (self.jobs_dir, 0o755), (self.repos_root, 0o700),
+                        (self.lfs_root, 0o700)):
             Path(d).mkdir(parents=True, exist_ok=True)
+            try:
+                os.chmod(d, mode)
+            except PermissionError:  # a shared dir owned by someone else: leave it as it is
+                pass
 
     def ensure_secrets(self) -> None:
         """Fill hook_secret / secret_key from the data dir, generating them once (mode 0600)."""
