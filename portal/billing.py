@@ -1,6 +1,9 @@
 """The database side of money: a LedgerStore backed by ``ledger_entries`` and balance helpers.
 
-The balance is always ``SUM(amount_micros)`` over the team's entries. Every entry has a unique
+The balance is always ``SUM(amount_micros)`` over the team's entries; it is read from
+``team_balances``, a running total that database triggers (migration 0004) update in the same
+transaction as every ledger insert/update/delete, so a page never sums a big team's ledger
+(``ledger_sum`` / ``balance_mismatches`` recompute it from the entries). Every entry has a unique
 ``idempotency_key`` (accounting's keys: ``gpu:<job>:<attempt>:<from_minute>``,
 ``storage:<resource>:<from_minute_epoch>``, ``deposit:<uuid>``); inserting an existing key is a
 no-op, so re-running the biller (another tick, a restart, two reconcilers) never double-charges.
@@ -15,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import integrations as ig
-from .db import Database, LedgerEntry, Team, from_micros, to_micros, utcnow
+from .db import Database, LedgerEntry, Team, TeamBalance, from_micros, to_micros, utcnow
 
 KIND_DEPOSIT = "deposit"
 KIND_GPU = "gpu"
@@ -24,17 +27,45 @@ KIND_ADJUSTMENT = "adjustment"
 
 
 def balance(session: Session, team_id: int) -> Decimal:
+    """The team's balance: its running total (``team_balances``, kept equal to the sum of its
+    ledger entries by triggers in the same transaction as each ledger write)."""
+    return balances_of(session, [team_id])[team_id]
+
+
+def balances_of(session: Session, team_ids: list[int]) -> dict[int, Decimal]:
+    """Balances of several teams in one primary-key lookup (teams without entries: 0)."""
+    out = {tid: from_micros(0) for tid in team_ids}
+    if team_ids:
+        rows = session.execute(select(TeamBalance.team_id, TeamBalance.balance_micros)
+                               .where(TeamBalance.team_id.in_(team_ids))).all()
+        out.update({tid: from_micros(int(m or 0)) for tid, m in rows})
+    return out
+
+
+def balances(session: Session) -> dict[int, Decimal]:
+    """Every team that has ledger entries -> its balance."""
+    rows = session.execute(select(TeamBalance.team_id, TeamBalance.balance_micros)).all()
+    return {team_id: from_micros(int(m or 0)) for team_id, m in rows}
+
+
+def ledger_sum(session: Session, team_id: int) -> Decimal:
+    """``SUM(amount_micros)`` over the team's ledger entries, computed from the ledger itself (the
+    record that ``team_balances`` mirrors; for checks and audits)."""
     total = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0)).where(LedgerEntry.team_id == team_id)
     )
     return from_micros(int(total or 0))
 
 
-def balances(session: Session) -> dict[int, Decimal]:
-    rows = session.execute(
-        select(LedgerEntry.team_id, func.sum(LedgerEntry.amount_micros)).group_by(LedgerEntry.team_id)
-    ).all()
-    return {team_id: from_micros(int(total or 0)) for team_id, total in rows}
+def balance_mismatches(session: Session) -> dict[int, tuple[Decimal, Decimal]]:
+    """Teams whose running balance differs from the sum of their ledger entries:
+    ``{team_id: (running, ledger_sum)}``. Empty when all is well (it always should be)."""
+    sums = {tid: int(v or 0) for tid, v in session.execute(
+        select(LedgerEntry.team_id, func.sum(LedgerEntry.amount_micros)).group_by(LedgerEntry.team_id))}
+    running = {tid: int(v or 0) for tid, v in session.execute(
+        select(TeamBalance.team_id, TeamBalance.balance_micros))}
+    return {tid: (from_micros(running.get(tid, 0)), from_micros(sums.get(tid, 0)))
+            for tid in set(sums) | set(running) if running.get(tid, 0) != sums.get(tid, 0)}
 
 
 def job_cost_micros(session: Session, job_id: int) -> int:

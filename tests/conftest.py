@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.ldap_server import ldap_server  # noqa: F401  (a real slapd per test)
+from tests.pg_server import postgres_url  # noqa: F401  (a throwaway PostgreSQL per session)
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm_conf" / "cluster"

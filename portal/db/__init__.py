@@ -8,6 +8,13 @@
   queue on ``busy_timeout`` instead of failing with "database is locked" when a read turns into
   a write. SQLite runs in WAL mode so readers never block.
 
+  On PostgreSQL (``postgresql+psycopg://…``) the same guarantee comes from a transaction-level
+  advisory lock (``pg_advisory_xact_lock``) taken as the first statement of every write
+  transaction: write transactions run one at a time (what BEGIN IMMEDIATE gives on SQLite, so
+  read-then-write code such as "is the job still queued? then move it" needs no row locks),
+  while reads (``db.session()``) never wait. ``lock_timeout`` (30 s, like ``busy_timeout``)
+  bounds the wait. Each statement sees every write committed before it (READ COMMITTED).
+
 ``upgrade(url)`` runs the Alembic migrations in ``portal/migrations`` (the schema is only ever
 created through them, tests included).
 """
@@ -31,6 +38,7 @@ from .models import (  # noqa: F401  (re-exported)
     Project,
     ReconcilerState,
     Team,
+    TeamBalance,
     User,
     from_micros,
     to_micros,
@@ -39,6 +47,9 @@ from .models import (  # noqa: F401  (re-exported)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL: the advisory lock key serialising Database.transaction() ("slipwrit"), and its wait.
+PG_WRITE_LOCK_KEY = 0x736C_6970_7772_6974
+PG_LOCK_TIMEOUT = "30s"
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -49,9 +60,16 @@ def make_engine(url: str, **kwargs) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("postgresql"):
+        # a connection per waitress thread (16) plus the reconciler and CLI-in-process callers
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
     if is_sqlite:
         _sqlite_setup(engine)
+    elif engine.dialect.name == "postgresql":
+        _postgresql_setup(engine)
     return engine
 
 
@@ -71,6 +89,14 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn):
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _postgresql_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":  # a write transaction
+            conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{PG_LOCK_TIMEOUT}', true)")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
 
 
 class Database:

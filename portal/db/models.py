@@ -201,6 +201,10 @@ class Job(Base):
             sqlite_where=text(_ACTIVE_SQL),
             postgresql_where=text(_ACTIVE_SQL),
         ),
+        # a project's newest jobs (migration 0003)
+        Index("ix_jobs_project_id_id", "project_id", "id"),
+        # per-project job counts / active counts / last job, index-only (migration 0003)
+        Index("ix_jobs_project_state", "project_id", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -261,6 +265,11 @@ class LedgerEntry(Base):
     """
 
     __tablename__ = "ledger_entries"
+    __table_args__ = (
+        # migration 0003: ledger pages / spending by date, and the balance SUM as an index-only scan
+        Index("ix_ledger_entries_team_created", "team_id", "created_at"),
+        Index("ix_ledger_entries_team_amount", "team_id", "amount_micros"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
@@ -290,6 +299,17 @@ class LedgerEntry(Base):
     @property
     def rate(self) -> Decimal | None:
         return None if self.rate_micros is None else from_micros(self.rate_micros)
+
+
+class TeamBalance(Base):
+    """A team's running balance: ``SUM(amount_micros)`` over its ledger entries, maintained by
+    database triggers (migration 0004) in the same transaction as every ledger write — never
+    written by the application. A team without entries has no row (balance 0)."""
+
+    __tablename__ = "team_balances"
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    balance_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class ReconcilerState(Base):

@@ -16,11 +16,15 @@ bp = Blueprint("jobs", __name__)
 def index():
     me = actor()
     s = db()
-    teams = ops.my_team_names(s, me)
+    mine = ops.my_team_pairs(s, me)  # one query for the team menu and the default filter
+    teams = [name for _, name in mine]
     team_name = request.args.get("team", "").strip()
     state = request.args.get("state", "").strip()
-    team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
-    if team_name:
+    team_ids = None if me.is_cluster_admin else [tid for tid, _ in mine]
+    member_of = {name: tid for tid, name in mine}
+    if team_name and team_name in member_of:  # a member sees the team (team_access's rule)
+        team_ids = [member_of[team_name]]
+    elif team_name:
         try:
             t, _ = ops.team_access(s, me, team_name)
         except ops.OpError as exc:
