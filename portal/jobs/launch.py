@@ -311,9 +311,6 @@ def handle_post_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     p = parse_payload(payload)
     if p["pusher_is_job"]:
         return HookReply(True)
-    if any(u.ref == HEADS + "results" for u in p["updates"]):
-        return _refuse(["slipway: the branch name 'results' is reserved for Slipway's results "
-                        "branches (results/<branch>/<job>); use another name"])
     updates = job_updates(p["updates"])
     if not updates:
         return HookReply(True)
