@@ -232,3 +232,34 @@ def test_runner_events(env):
     assert (j.state, j.exit_code, j.results_sha, j.branch_updated) == ("finishing", 2, "b" * 40, True)
     with pytest.raises(service.JobError):
         service.apply_event(svc, jid, {"event": "exploded"})
+
+
+def test_storage_is_billed_per_minute_from_the_repository_size(tmp_path):
+    """$0.10/GB-month prorated by the minute, from the real bare repository's size on disk."""
+    import os
+
+    from portal import integrations as ig
+    from portal.testing import commit_to_bare
+
+    clock = Clock()
+    svc = make_services(tmp_path, backend=FakeBackend(), clock=clock, storage_interval=60)
+    seed(svc)
+    bare = svc.config.repos_root / "nlp" / "proj.git"
+    commit_to_bare(bare, tmp_path / "w", {"data.bin": os.urandom(3_000_000).hex()})
+    size = ig.repo_bytes(svc.config, "nlp", "proj")
+    assert size > 3_000_000  # hex text compresses about 2:1 in git
+
+    r = Reconciler(svc)
+    r.tick()                      # first sample: the starting point
+    clock.advance(minutes=60)
+    r.tick()
+    clock.advance(seconds=30)
+    r.tick()                      # within the interval: nothing
+    with svc.db.session() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "storage")))
+    charged = sum(-e.amount for e in rows)
+    minutes = sum(e.to_minute - e.from_minute for e in rows if e.to_minute is not None)
+    assert minutes == 60, [(e.from_minute, e.to_minute) for e in rows]
+    expected = (Decimal(size) / Decimal(10**9) * Decimal("0.10") * 60 / 43200).quantize(Decimal("0.000001"))
+    assert abs(charged - expected) <= Decimal("0.000001"), (charged, expected)
+    svc.db.dispose()
