@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
 from flask_login import LoginManager
+from sqlalchemy import bindparam, select
 from werkzeug.exceptions import HTTPException
 
 from .. import integrations as ig
 from ..db import User
 from . import common
+
+# the session's user: plain columns, one primary-key lookup, the statement built once
+_SESSION_USER = (select(User.id, User.name, User.is_cluster_admin, User.email, User.active)
+                 .where(User.id == bindparam("user_id")))
 
 
 def init_web(app: Flask, csrf=None) -> None:
@@ -45,11 +50,11 @@ def init_web(app: Flask, csrf=None) -> None:
     def _load(user_id: str):
         if not str(user_id).isdigit():
             return None
-        with svc.db.session() as s:
-            u = s.get(User, int(user_id))
-            if u is None or not u.active:
-                return None
-            return common.WebUser(u.id, u.name, u.is_cluster_admin, u.email)
+        # plain columns through the request's read session (no second session, no ORM entity)
+        row = common.db().execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+        if row is None or not row.active:
+            return None
+        return common.WebUser(row.id, row.name, row.is_cluster_admin, row.email)
 
     @lm.unauthorized_handler
     def _unauthorized():
@@ -69,8 +74,10 @@ def init_web(app: Flask, csrf=None) -> None:
         app.extensions["slipway_csrf"] = csrf
 
     app.teardown_appcontext(common.close_db)
-    app.jinja_env.filters.update(usd=ig.format_usd, dt=common.fmt_dt, nbytes=common.fmt_bytes)
-    app.jinja_env.globals.update(cluster_name=svc.config.cluster_name)
+    app.jinja_env.filters.update(usd=ig.format_usd, usd_micros=common.fmt_usd_micros, dt=common.fmt_dt,
+                                 nbytes=common.fmt_bytes, url_segment=common.url_segment)
+    app.jinja_env.globals.update(cluster_name=svc.config.cluster_name, row_links=common.row_links,
+                                 app_url=common.app_url)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

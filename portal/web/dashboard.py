@@ -19,6 +19,6 @@ def index():
     s = db()
     teams = ops.my_teams(s, me)
     team_ids = [t["team"].id for t in teams]
-    jobs, _ = ops.list_jobs(s, limit=15, team_ids=team_ids)
-    active_jobs, _ = ops.list_jobs(s, limit=200, team_ids=team_ids, state="active")  # id-first: cheap
-    return render_template("dashboard.html", teams=teams, jobs=jobs, active_count=len(active_jobs))
+    jobs, _ = ops.list_job_rows(s, limit=15, team_ids=team_ids)
+    active_count = len(ops.job_ids(s, limit=200, team_ids=team_ids, state="active"))  # ids only: cheap
+    return render_template("dashboard.html", teams=teams, jobs=jobs, active_count=active_count)

@@ -31,8 +31,8 @@ def index():
             raise_http(exc)
         team_ids = [t.id]
     try:
-        jobs, next_before = ops.list_jobs(s, limit=50, team_ids=team_ids, state=state or None,
-                                          before=int_arg("before"))
+        jobs, next_before = ops.list_job_rows(s, limit=50, team_ids=team_ids, state=state or None,
+                                              before=int_arg("before"))
     except ops.OpError as exc:
         raise_http(exc)
     return render_template("jobs.html", jobs=jobs, next_before=next_before, teams=teams,

@@ -16,19 +16,21 @@ Permission model (same rules as ``portal/cli.py``'s ``_require``):
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, case, func, select
+from sqlalchemy.orm import Session, aliased
 
 from .. import auth as tokens_mod
 from .. import billing
 from .. import integrations as ig
-from ..db import AccessToken, Job, LedgerEntry, Membership, Project, Team, User, from_micros
+from ..db import (AccessToken, Job, LedgerEntry, Membership, Project, Team, TeamBalance, User,
+                 from_micros)
 from ..jobs import launch, service, states
 from ..services import Services
 
@@ -73,13 +75,18 @@ def role_in(s: Session, actor: Actor, team_id: int) -> str | None:
                                                   Membership.team_id == team_id))
 
 
+# team and the actor's role in one query (built once: see "Job pages" below)
+_TEAM_AND_ROLE = (select(Team, Membership.role)
+                  .outerjoin(Membership, (Membership.team_id == Team.id)
+                             & (Membership.user_id == bindparam("user_id")))
+                  .where(Team.name == bindparam("team_name")))
+
+
 def team_access(s: Session, actor: Actor, team_name: str, roles: tuple[str, ...] = ROLE_ANY,
                 what: str = "do that") -> tuple[Team, str | None]:
     """(team, actor's role). Non-members: NotFound (existence is not revealed); members lacking
     ``roles``: Forbidden. Cluster admins pass (role may be None)."""
-    row = s.execute(select(Team, Membership.role).outerjoin(
-        Membership, (Membership.team_id == Team.id) & (Membership.user_id == actor.id))
-        .where(Team.name == team_name)).first()  # team and role in one query
+    row = s.execute(_TEAM_AND_ROLE, {"user_id": actor.id, "team_name": team_name}).first()
     if row is None:
         raise NotFound(f"there is no team {team_name!r}")
     team, role = row
@@ -131,8 +138,11 @@ def my_team_names(s: Session, actor: Actor) -> list[str]:
 
 def my_team_pairs(s: Session, actor: Actor) -> list[tuple[int, str]]:
     """[(team id, team name)] of the actor's teams, by name — one query for both lists."""
-    return [tuple(r) for r in s.execute(select(Team.id, Team.name).join(Membership, Membership.team_id == Team.id)
-                                        .where(Membership.user_id == actor.id).order_by(Team.name))]
+    return [tuple(r) for r in s.execute(_MY_TEAM_PAIRS, {"user_id": actor.id})]
+
+
+_MY_TEAM_PAIRS = (select(Team.id, Team.name).join(Membership, Membership.team_id == Team.id)
+                  .where(Membership.user_id == bindparam("user_id")).order_by(Team.name))
 
 
 def my_team_ids(s: Session, actor: Actor) -> list[int]:
@@ -141,10 +151,19 @@ def my_team_ids(s: Session, actor: Actor) -> list[int]:
 
 # ---------------------------------------------------------------------------------- reads
 
+_BALANCES = (select(TeamBalance.team_id, TeamBalance.balance_micros)
+             .where(TeamBalance.team_id.in_(bindparam("team_ids", expanding=True))))
+
+
 def balances_for(s: Session, team_ids: list[int]) -> dict[int, Decimal]:
     """Balances of several teams in ONE primary-key lookup (``team_balances``: the running sum of
-    each team's ledger, kept by triggers in the same transaction as every ledger write)."""
-    return billing.balances_of(s, list(team_ids))
+    each team's ledger, kept by triggers in the same transaction as every ledger write) — what
+    ``billing.balances_of`` reads (teams without entries: 0), with the statement built once."""
+    out = {tid: from_micros(0) for tid in team_ids}
+    if out:
+        out.update({tid: from_micros(int(m or 0))
+                    for tid, m in s.execute(_BALANCES, {"team_ids": list(out)})})
+    return out
 
 
 def my_teams(s: Session, actor: Actor) -> list[dict]:
@@ -158,85 +177,212 @@ def my_teams(s: Session, actor: Actor) -> list[dict]:
     return [{"team": t, "role": r, "balance": bal[t.id], "projects": counts.get(t.id, 0)} for t, r in rows]
 
 
-def job_rows_query(*, team_ids: list[int] | None = None, project_id: int | None = None,
-                   state: str | None = None, before: int | None = None, branch: str | None = None):
-    """SELECT (Job, Project.name, Team.name) newest first; keyset pagination with ``before``."""
-    q = (select(Job, Project.name, Team.name).join(Project, Job.project_id == Project.id)
-         .join(Team, Project.team_id == Team.id).order_by(Job.id.desc()))
-    if team_ids is not None:
-        q = q.where(Project.team_id.in_(team_ids))
-    if project_id is not None:
-        q = q.where(Job.project_id == project_id)
-    if branch:
-        q = q.where(Job.branch == branch)
-    if state:
-        if state == "active":
-            q = q.where(Job.state.in_(states.ACTIVE))
-        elif state in states.STATES:
-            q = q.where(Job.state == state)
-        else:
-            raise OpError(f"unknown state {state!r}; states: {', '.join(states.STATES)}, active")
-    if before:
-        q = q.where(Job.id < before)
-    return q
-
+# Job pages. Statements are built once per shape (which filters are present) with bound values:
+# building a statement and its cache key costs more than SQLite takes to run it.
 
 ACTIVE_ID_CAP = 5000
 
 
-def list_jobs(s: Session, limit: int = 50, **kw) -> tuple[list[tuple[Job, str, str]], int | None]:
-    """(rows, next ``before`` cursor or None).
+def _job_filter_params(team_ids: list[int] | None = None, project_id: int | None = None,
+                       state: str | None = None, before: int | None = None,
+                       branch: str | None = None) -> tuple[tuple, dict]:
+    """(shape, bound values) of a job page's filters; an unknown state is an OpError."""
+    if state and state != "active" and state not in states.STATES:
+        raise OpError(f"unknown state {state!r}; states: {', '.join(states.STATES)}, active")
+    params: dict = {}
+    if team_ids is not None:
+        params["team_ids"] = list(team_ids)
+    if project_id is not None:
+        params["project_id"] = project_id
+    if branch:
+        params["branch"] = branch
+    if state and state != "active":
+        params["state"] = state
+    if before:
+        params["before"] = before
+    shape = (team_ids is not None, project_id is not None, bool(branch),
+             "active" if state == "active" else ("one" if state else None), bool(before))
+    return shape, params
+
+
+@functools.cache
+def _job_ids_stmt(shape: tuple, prefiltered: bool):
+    """SELECT the ids of a job page, newest first (LIMIT :limit), from the indexes alone: a big
+    team's 80,000 jobs are ranked by id inside the (project_id, id) index, no job row is read.
+    ``prefiltered``: only among :active_ids (see ``_active_ids``)."""
+    has_teams, has_project, has_branch, state_kind, has_before = shape
+    q = select(Job.id)
+    if has_teams:
+        q = q.join(Project, Job.project_id == Project.id).where(
+            Project.team_id.in_(bindparam("team_ids", expanding=True)))
+    if has_project:
+        q = q.where(Job.project_id == bindparam("project_id"))
+    if has_branch:
+        q = q.where(Job.branch == bindparam("branch"))
+    if state_kind == "active":
+        q = q.where(Job.state.in_(states.ACTIVE))
+    elif state_kind == "one":
+        q = q.where(Job.state == bindparam("state"))
+    if has_before:
+        q = q.where(Job.id < bindparam("before"))
+    if prefiltered:
+        q = q.where(Job.id.in_(bindparam("active_ids", expanding=True)))
+    return q.order_by(Job.id.desc()).limit(bindparam("limit"))
+
+
+@functools.cache
+def _active_ids_stmt(one_state: bool, has_before: bool):
+    q = select(Job.id).where(Job.state == bindparam("state") if one_state else Job.state.in_(states.ACTIVE))
+    if has_before:
+        q = q.where(Job.id < bindparam("before"))
+    return q.order_by(Job.id.desc()).limit(ACTIVE_ID_CAP)
+
+
+def _page_ids_stmt(s: Session, kw: dict) -> tuple:
+    """(ids statement, bound values) of a job page (LIMIT still to bind).
 
     Active states are few among many ended jobs: their ids come first from the state index
     (one small query), so the page never scans a big team's whole job history to find them."""
-    limit = max(1, min(int(limit), 500))
-    q = job_rows_query(**kw)
+    shape, params = _job_filter_params(**kw)
     state = kw.get("state")
     if state == "active" or state in states.ACTIVE:
-        want = states.ACTIVE if state == "active" else (state,)
-        idq = select(Job.id).where(Job.state.in_(want)).order_by(Job.id.desc()).limit(ACTIVE_ID_CAP)
-        if kw.get("before"):
-            idq = idq.where(Job.id < kw["before"])
-        active_ids = list(s.scalars(idq))
+        one, before = state != "active", kw.get("before")
+        bound = {k: v for k, v in (("state", state if one else None), ("before", before)) if v}
+        active_ids = list(s.scalars(_active_ids_stmt(one, bool(before)), bound))
         if len(active_ids) < ACTIVE_ID_CAP:
-            q = q.where(Job.id.in_(active_ids))
-    # Two steps: the page's ids from the indexes alone (a big team's 80,000 jobs are ranked by
-    # id inside the (project_id, id) index, no row is read), then only those rows in full.
-    ids = list(s.scalars(q.with_only_columns(Job.id).limit(limit + 1)))
+            params["active_ids"] = active_ids
+            return _job_ids_stmt(shape, True), params
+    return _job_ids_stmt(shape, False), params
+
+
+def job_ids(s: Session, limit: int = 50, **kw) -> list[int]:
+    """The ids of the newest ``limit`` jobs matching the filters (``list_jobs``'s), from the
+    indexes alone (e.g. to count active jobs up to a cap)."""
+    q, params = _page_ids_stmt(s, kw)
+    params["limit"] = max(1, min(int(limit), 500))
+    return list(s.scalars(q, params))
+
+
+_JOB_ENTITIES = (select(Job, Project.name, Team.name).join(Project, Job.project_id == Project.id)
+                 .join(Team, Project.team_id == Team.id)
+                 .where(Job.id.in_(bindparam("ids", expanding=True))).order_by(Job.id.desc()))
+
+
+def list_jobs(s: Session, limit: int = 50, **kw) -> tuple[list[tuple[Job, str, str]], int | None]:
+    """(rows of (Job, project name, team name), next ``before`` cursor or None) — full Job
+    entities (the JSON API; pages use ``list_job_rows``). Filters: team_ids, project_id, state
+    (a state or "active"), before (keyset pagination: ids below it), branch."""
+    limit = max(1, min(int(limit), 500))
+    q, params = _page_ids_stmt(s, kw)
+    params["limit"] = limit + 1  # one more tells whether there is an older page
+    # Two steps: the page's ids from the indexes alone, then only those rows in full.
+    ids = list(s.scalars(q, params))
     more = len(ids) > limit
     ids = ids[:limit]
     if not ids:
         return [], None
-    rows = [tuple(r) for r in s.execute(job_rows_query().where(Job.id.in_(ids))).all()]
+    rows = [tuple(r) for r in s.execute(_JOB_ENTITIES, {"ids": ids}).all()]
     return rows, (rows[-1][0].id if more and rows else None)
 
 
+# What a job table shows (``_macros.html``'s job_table): plain columns, no ORM entity.
+JOB_ROW_COLUMNS = (Job.id, Job.branch, Job.state, Job.reason, Job.gpu_type, Job.gpu_count, Job.node,
+                   Job.cost_micros, Job.created_at, Project.name.label("project"),
+                   Team.name.label("team"))
+
+
+@functools.cache
+def _job_rows_stmt(ids_stmt):
+    return (select(*JOB_ROW_COLUMNS).join(Project, Job.project_id == Project.id)
+            .join(Team, Project.team_id == Team.id).where(Job.id.in_(ids_stmt.scalar_subquery()))
+            .order_by(Job.id.desc()))
+
+
+def list_job_rows(s: Session, limit: int = 50, **kw) -> tuple[list, int | None]:
+    """The page ``list_jobs`` gives, as light rows for the job tables (``row.id``, ``.branch``,
+    ``.state``, ``.reason``, ``.gpu_type``, ``.gpu_count``, ``.node``, ``.cost_micros``,
+    ``.created_at``, ``.project``, ``.team``) and the next ``before`` cursor or None.
+
+    One statement: the page's ids come from the indexes alone in a subquery (as in
+    ``list_jobs``), and only those rows are read, with only the columns shown."""
+    limit = max(1, min(int(limit), 500))
+    ids_q, params = _page_ids_stmt(s, kw)
+    params["limit"] = limit + 1  # one more tells whether there is an older page
+    rows = s.execute(_job_rows_stmt(ids_q), params).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+# What the team page and the API show of a project: plain columns, no ORM entity.
+PROJECT_ROW_COLUMNS = (Project.id, Project.team_id, Project.name, Project.gpu_type, Project.gpu_count,
+                       Project.image, Project.time_limit_min, Project.created_at)
+
+
+def like_contains(text: str) -> str:
+    """The LIKE pattern of ``column.contains(text, autoescape=True)`` (escape character ``/``),
+    for statements built once with a bound pattern."""
+    return "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+@functools.cache
+def _project_page_stmt(filtered: bool):
+    """Built once per shape (statement construction and its cache key cost more than running
+    it): binds team_id, pattern (when ``filtered``), offset, limit."""
+    def matching(p):
+        where = [p.team_id == bindparam("team_id")]
+        if filtered:
+            where.append(p.name.like(bindparam("pattern"), escape="/"))
+        return where
+
+    other = aliased(Project)
+    total = select(func.count(other.id)).where(*matching(other)).scalar_subquery()
+    n_jobs = (select(func.count()).select_from(Job).where(Job.project_id == Project.id)
+              .correlate(Project).scalar_subquery())
+    last = select(func.max(Job.id)).where(Job.project_id == Project.id).correlate(Project).scalar_subquery()
+    n_active = (select(func.count()).select_from(Job)
+                .where(Job.project_id == Project.id, Job.state.in_(states.ACTIVE))
+                .correlate(Project).scalar_subquery())
+    page = (select(*PROJECT_ROW_COLUMNS, n_jobs.label("n_jobs"), n_active.label("n_active"),
+                   last.label("last_job"), total.label("total"))
+            .where(*matching(Project)).order_by(Project.name)
+            .offset(bindparam("offset")).limit(bindparam("limit")))
+    count = select(func.count(Project.id)).where(*matching(Project))
+    return page, count
+
+
 def project_page(s: Session, team: Team, *, q: str = "", page: int = 1, per_page: int = 50) -> dict:
-    """A page of the team's projects with job counts (one grouped query)."""
-    base = select(Project).where(Project.team_id == team.id)
-    if q:
-        base = base.where(Project.name.contains(q, autoescape=True))
-    total = s.scalar(select(func.count()).select_from(base.subquery()))
+    """A page of the team's projects (light rows: ``PROJECT_ROW_COLUMNS``), their total and
+    per-project job stats (``stats[project id]``: jobs, active, last_job) — ONE query.
+
+    The page comes in name order from the (team_id, name) index; only its rows get the
+    correlated counts (index-only seeks: (project_id, id) for the count and the newest job,
+    (project_id, state, id) for the active ones); the total is an uncorrelated subquery."""
     page = max(1, page)
-    projects = list(s.scalars(base.order_by(Project.name).offset((page - 1) * per_page).limit(per_page)))
-    ids = [p.id for p in projects]
-    stats = {}
-    if ids:
-        active = case((Job.state.in_(states.ACTIVE), 1), else_=0)
-        for pid, n, a, last in s.execute(select(Job.project_id, func.count(Job.id), func.sum(active),
-                                                func.max(Job.id))
-                                         .where(Job.project_id.in_(ids)).group_by(Job.project_id)):
-            stats[pid] = {"jobs": n, "active": int(a or 0), "last_job": last}
-    return {"projects": projects, "stats": stats, "total": total, "page": page,
+    page_q, count_q = _project_page_stmt(bool(q))
+    params = {"team_id": team.id, "offset": (page - 1) * per_page, "limit": per_page}
+    if q:
+        params["pattern"] = like_contains(q)
+    rows = s.execute(page_q, params).all()
+    if rows:
+        total = rows[0].total
+    else:  # no row on this page (none at all, or a page past the last): count them
+        total = s.scalar(count_q, params) if page > 1 else 0
+    total = int(total or 0)
+    stats = {r.id: {"jobs": int(r.n_jobs or 0), "active": int(r.n_active or 0),
+                    "last_job": r.last_job} for r in rows}
+    return {"projects": rows, "stats": stats, "total": total, "page": page,
             "pages": max(1, -(-total // per_page)), "q": q}
 
 
+_MEMBERS = (select(User, Membership).join(Membership, Membership.user_id == User.id)
+            .where(Membership.team_id == bindparam("team_id")).order_by(
+                case((Membership.role == "owner", 0), (Membership.role == "administrator", 1), else_=2),
+                User.name))
+
+
 def members(s: Session, team: Team) -> list[tuple[User, Membership]]:
-    return [tuple(r) for r in s.execute(
-        select(User, Membership).join(Membership, Membership.user_id == User.id)
-        .where(Membership.team_id == team.id).order_by(
-            case((Membership.role == "owner", 0), (Membership.role == "administrator", 1), else_=2),
-            User.name)).all()]
+    return [tuple(r) for r in s.execute(_MEMBERS, {"team_id": team.id}).all()]
 
 
 def ledger_page(s: Session, team: Team, *, before: int | None = None, limit: int = 50):

@@ -21,7 +21,7 @@ def _project(team: str, project: str, roles=ops.ROLE_ANY, what="see this"):
 def _render(team: str, project: str, *, problems=None, form=None, status=200):
     p, role = _project(team, project)
     s = db()
-    jobs, next_before = ops.list_jobs(s, limit=20, project_id=p.id, before=int_arg("before"))
+    jobs, next_before = ops.list_job_rows(s, limit=20, project_id=p.id, before=int_arg("before"))
     cfg = svc().config
     return render_template(
         "project.html", project=p, team=p.team, role=role, jobs=jobs, next_before=next_before,

@@ -30,7 +30,7 @@ def show(team: str):
     t, role = _team(team)
     s = db()
     page = ops.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1) or 1)
-    jobs, _ = ops.list_jobs(s, limit=10, team_ids=[t.id])
+    jobs, _ = ops.list_job_rows(s, limit=10, team_ids=[t.id])
     return render_template("team.html", team=t, role=role, page=page, members=ops.members(s, t),
                            jobs=jobs, balance=ops.balances_for(s, [t.id])[t.id],
                            can_admin=actor().is_cluster_admin or role in ops.ROLE_ADMIN,
