@@ -7,12 +7,9 @@ command on the server (it can read the database), treated as a cluster administr
 from __future__ import annotations
 
 import csv
-import os
 import json
-import shutil
 import sys
 import time
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -533,23 +530,24 @@ def project_show(ctx: Ctx, ref):
 @pass_ctx
 def project_delete(ctx: Ctx, ref, confirm):
     """Delete a project, its repository, LFS objects and jobs — irrecoverably."""
+    from .web import ops  # the one implementation, shared with the web page and the API
+
     if confirm != ref:
-        _fail(f"--confirm must be exactly {ref!r}")
-    svc = ctx.svc
-    with svc.db.transaction() as s:
-        p = _project(s, ref)
-        _require(ctx, s, p.team, ("administrator", "owner"), "delete projects")
-        active = [j.id for j in p.jobs if j.state in states.ACTIVE]
-        if active:
-            _fail(f"project {ref} has active jobs {', '.join(map(str, active))}; cancel them first: "
-                  f"slipway job cancel {active[0]}")
-        job_ids = [j.id for j in p.jobs]
-        team_name, name = p.team.name, p.name
-        s.delete(p)
-    ig.delete_repo(svc.config, team_name, name)
-    for jid in job_ids:
-        shutil.rmtree(launch.job_dir(svc, jid), ignore_errors=True)
-    console.print(f"project {ref} deleted ({len(job_ids)} job(s))")
+        _fail(f"--confirm must be exactly {ref!r}; nothing was deleted")
+    team_name, sep, name = ref.partition("/")
+    if not sep:
+        _fail(f"name the project as TEAM/PROJECT, not {ref!r}")
+    with ctx.svc.db.session() as s:
+        if ctx.actor_name is None:
+            actor = ops.Actor(id=0, name=ctx.by, is_cluster_admin=True)
+        else:
+            u = _user(s, ctx.actor_name)
+            actor = ops.Actor(id=u.id, name=u.name, is_cluster_admin=u.is_cluster_admin)
+    try:
+        n = ops.delete_project(ctx.svc, actor, team_name, name, confirm)
+    except ops.OpError as exc:
+        _fail(str(exc))
+    console.print(f"project {ref} deleted ({n} job(s))")
 
 
 # ------------------------------------------------------------------------------------ jobs

@@ -13,7 +13,7 @@ from operator import itemgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 # Job states after which an attempt will not run again by itself.
 TERMINAL_STATES = frozenset({
