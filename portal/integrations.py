@@ -6,6 +6,7 @@ re-exported here).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -160,6 +161,18 @@ def validate_name(name: str, what: str) -> str:
 RUNNER_MODULE = "git_gateway.runner"
 
 
+@functools.lru_cache(maxsize=1)
+def _runner_sources() -> tuple[Path, tuple[Path, ...], str]:
+    """git_gateway's source files and their content hash, read once per process (the installed
+    package does not change under a running server; a new version means a restart)."""
+    import git_gateway
+
+    src = Path(git_gateway.__file__).parent
+    files = tuple(sorted(src.glob("*.py")))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    return src, files, digest
+
+
 def node_runtime(config: Config) -> Path:
     """Install the node-side job program where job users can import it; return the directory
     to put on PYTHONPATH.
@@ -168,11 +181,7 @@ def node_runtime(config: Config) -> Path:
     The copy lives under the data dir (shared with the nodes), world-readable, and is refreshed
     when the package's files change (a content hash names the directory).
     """
-    import git_gateway
-
-    src = Path(git_gateway.__file__).parent
-    files = sorted(p for p in src.glob("*.py"))
-    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
+    src, files, digest = _runner_sources()
     dest = config.data_dir / "node" / digest
     if not (dest / "git_gateway" / "runner.py").exists():
         tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}"
