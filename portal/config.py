@@ -38,6 +38,10 @@ node_addresses              node name -> address the job proxy uses     (node na
                             (``a4k-1:10.0.0.5,*:127.0.0.1``)
 account_sync_interval       seconds between convergences of Slurm's     60
                             accounts with the teams
+slurm_account_prefix        Slurm accounts named <prefix><team> are     team-
+                            this Slipway's: it creates, updates and
+                            removes only those (one prefix per
+                            Slipway sharing a Slurm database)
 accounting_slack            seconds subtracted from the oldest submit   300
                             time for the bounded ``sacct -S`` window
 node_python                 python on the compute nodes that runs       /usr/bin/python3
@@ -69,6 +73,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 import secrets
 import sys
 import tomllib
@@ -125,6 +130,7 @@ class Config:
     storage_interval: float = 600.0
     lost_after: float = 600.0
     account_sync_interval: float = 60.0
+    slurm_account_prefix: str = "team-"
     accounting_slack: float = 300.0
     node_python: str = field(default_factory=lambda: _default_node_python())
     default_image: str = "python"
@@ -161,6 +167,9 @@ class Config:
         for gpu_type in self.gpu_limits:
             if gpu_type not in self.gpu_rates:
                 raise ConfigError(f"gpu_rates has no hourly rate for GPU type {gpu_type!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", self.slurm_account_prefix):
+            raise ConfigError("slurm_account_prefix must be 1-16 characters: a lower-case letter, "
+                              f"then lower-case letters, digits, '-' or '_', not {self.slurm_account_prefix!r}")
         if self.ldap_url:
             if not self.ldap_url.startswith(("ldap://", "ldaps://")):
                 raise ConfigError(f"ldap_url must start with ldap:// or ldaps://, not {self.ldap_url!r}")
@@ -176,6 +185,10 @@ class Config:
 
     def repo_url(self, team: str, project: str) -> str:
         return f"{self.base_url}/git/{team}/{project}.git"
+
+    def slurm_account(self, team: str) -> str:
+        """The Slurm account of a team (fair share between teams)."""
+        return f"{self.slurm_account_prefix}{team}"
 
     def job_events_url(self, job_id: int) -> str:
         return f"{self.base_url}/internal/jobs/{job_id}/events"

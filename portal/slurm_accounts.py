@@ -1,15 +1,20 @@
 """Keep Slurm's accounts and associations in step with Slipway's teams, both ways.
 
-Every team is a Slurm account ``team-<name>`` (fair share between teams); every member with a
-Unix user is a Slurm user associated with the accounts of all their teams. Accounts named
-``team-*`` that no team owns any more are removed, and so are associations of members who left.
+Every team is a Slurm account ``<slurm_account_prefix><name>`` (``team-`` unless configured; fair
+share between teams); every member with a Unix user is a Slurm user associated with the accounts
+of all their teams. Accounts with that prefix that no team owns any more are removed, and so are
+associations of members who left. Nothing outside the prefix is touched, so several Slipways (or
+a site's own accounts) can share one Slurm database without undoing each other's work: a user's
+default account is set only when it is unset, gone, or one of this Slipway's.
 The convergence itself (read, diff, apply with ``sacctmgr``) is slurm_bridge's ``sync``; this
 module only says what the desired state is. Re-running it changes nothing.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -18,7 +23,6 @@ from .services import Services
 
 log = logging.getLogger("slipway.slurm_accounts")
 
-ACCOUNT_PREFIX = "team-"
 # Emergency priority is granted by cluster admins per user; members get the normal QOS.
 BASE_QOS = ("normal",)
 EMERGENCY_QOS = "emergency"
@@ -29,10 +33,11 @@ def desired_state(svc: Services):
     """The accounts, users and QOS the database says Slurm should have."""
     from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec
 
+    cfg = svc.config
     accounts, users = [], {}
     with svc.db.session() as s:
         for team in s.scalars(select(Team).order_by(Team.name)):
-            accounts.append(AccountSpec(name=team.slurm_account, fairshare=team_shares(team),
+            accounts.append(AccountSpec(name=cfg.slurm_account(team.name), fairshare=team_shares(team),
                                         description=f"slipway team {team.name}"))
         rows = s.execute(select(Membership, Team).join(Team, Membership.team_id == Team.id)
                          .order_by(Team.personal.desc(), Team.name))
@@ -40,15 +45,16 @@ def desired_state(svc: Services):
             unix = membership.user.unix_user
             if not unix:
                 continue
-            entry = users.setdefault(unix, {"default": team.slurm_account, "accounts": {}})
-            entry["accounts"][team.slurm_account] = BASE_QOS
+            account = cfg.slurm_account(team.name)
+            entry = users.setdefault(unix, {"default": account, "accounts": {}})
+            entry["accounts"][account] = BASE_QOS
     return DesiredState(
         accounts=tuple(accounts),
         users=tuple(UserSpec(name=u, default_account=v["default"], accounts=v["accounts"])
                     for u, v in sorted(users.items())),
         qos=(QosSpec("normal", priority=0),
              QosSpec(EMERGENCY_QOS, priority=1000, preempt=("normal",), preempt_mode="requeue")),
-        account_prefix=ACCOUNT_PREFIX,
+        account_prefix=cfg.slurm_account_prefix,
     )
 
 
@@ -61,7 +67,12 @@ def sync_accounts(svc: Services) -> list[str]:
     """Converge Slurm to the database; returns the sacctmgr changes made (empty when in step)."""
     from slurm_bridge.sync import sync
 
-    with _lock:  # one convergence at a time per process: sacctmgr edits are not atomic
+    # One convergence at a time for this Slipway (server threads and CLI processes alike):
+    # sacctmgr edits are not atomic, and slurmdbd 22.05 can be left with an association whose
+    # parent account is gone when one writer adds under an account another is deleting.
+    lock_path = Path(svc.config.data_dir) / "slurm-accounts.lock"
+    with _lock, open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         changes = sync(svc.backend, desired_state(svc), cluster=svc.config.cluster_name or None)
     if changes:
         log.info("slurm accounts: %s", "; ".join(str(c) for c in changes))

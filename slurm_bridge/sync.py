@@ -276,7 +276,12 @@ def plan(desired: DesiredState, current: CurrentState) -> list[Change]:
                 changes.append(Change(("modify", "user", "where", f"name={u.name}", f"account={acct}",
                                        "set", *qos_args),
                                       f"set QOS of {u.name} in {acct} to {', '.join(qos)}"))
-        if not is_new and current.default_accounts.get(u.name) != u.default_account:
+        have_default = current.default_accounts.get(u.name)
+        # A default someone else set (a site account, another Slipway's) stays while it is valid:
+        # jobs are always submitted with an explicit --account, so it only matters to the user.
+        foreign_default = (have_default and (u.name, have_default) in current.assocs
+                           and not desired.manages_account(have_default))
+        if not is_new and have_default != u.default_account and not foreign_default:
             changes.append(Change(("modify", "user", "where", f"name={u.name}", "set",
                                    f"DefaultAccount={u.default_account}"),
                                   f"set default account of {u.name} to {u.default_account}"))

@@ -94,7 +94,7 @@ def _iso(t):
 
 def team_json(team: Team, role: str | None, balance) -> dict:
     return {"name": team.name, "personal": team.personal, "role": role, "balance": str(balance),
-            "slurm_account": team.slurm_account, "created_at": _iso(team.created_at)}
+            "slurm_account": svc().config.slurm_account(team.name), "created_at": _iso(team.created_at)}
 
 
 def project_json(p: Project, team_name: str, stats: dict | None = None) -> dict:

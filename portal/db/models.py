@@ -124,10 +124,6 @@ class Team(Base):
     memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
     projects: Mapped[list[Project]] = relationship(back_populates="team", cascade="all, delete-orphan")
 
-    @property
-    def slurm_account(self) -> str:
-        return f"team-{self.name}"
-
     def __repr__(self) -> str:
         return f"<Team {self.name}>"
 

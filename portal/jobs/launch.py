@@ -435,7 +435,7 @@ def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
             "job_id": job.id, "team": team.name, "project": project.name, "branch": job.branch,
             "commit": job.commit_sha, "port": job.port, "image": job.image,
             "unix_user": job.pusher.unix_user if job.pusher else "",
-            "account": team.slurm_account, "gpu_type": job.gpu_type, "gpu_count": job.gpu_count,
+            "account": svc.config.slurm_account(team.name), "gpu_type": job.gpu_type, "gpu_count": job.gpu_count,
             "time_limit_min": job.time_limit_min,
         }
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -137,6 +138,9 @@ def start_slipway(cluster_env: dict[str, str], **settings: str) -> Slipway:
     homes = data / "client-home"
     homes.mkdir()
     port = free_port()
+    # Several Slipways share the test cluster's Slurm database (a module's server and a test's
+    # own): each owns its own account namespace, as two production Slipways on one slurmdbd would.
+    prefix = "e" + secrets.token_hex(3) + "-"
     env = {
         **os.environ, **cluster_env,
         "SLIPWAY_DATA_DIR": str(data),
@@ -144,6 +148,7 @@ def start_slipway(cluster_env: dict[str, str], **settings: str) -> Slipway:
         "SLIPWAY_IMAGES_ROOT": str(IMAGE_CACHE),
         "SLIPWAY_RECONCILE_INTERVAL": "1",
         "SLIPWAY_CANCEL_GRACE": "30",
+        "SLIPWAY_SLURM_ACCOUNT_PREFIX": prefix,
         **settings,
     }
     env.pop("SLIPWAY_USER", None)
@@ -163,7 +168,23 @@ def cleanup(sw: Slipway, cluster_env: dict[str, str]) -> None:
     ids = [line.split()[0] for line in out.stdout.splitlines() if "slipway" in line]
     if ids:
         subprocess.run(["scancel", *ids], env={**os.environ, **cluster_env}, capture_output=True)
+    _drop_accounts(sw.env["SLIPWAY_SLURM_ACCOUNT_PREFIX"], {**os.environ, **cluster_env})
     shutil.rmtree(sw.data_dir, ignore_errors=True)
+
+
+def _drop_accounts(prefix: str, env: dict[str, str]) -> None:
+    """Remove this Slipway's Slurm accounts (and their associations) once its jobs are gone."""
+    out = subprocess.run(["sacctmgr", "-nP", "show", "account", "format=account"], env=env,
+                         capture_output=True, text=True)
+    names = [a for a in out.stdout.split() if a.startswith(prefix)]
+    for _ in range(10):
+        if not names:
+            return
+        res = subprocess.run(["sacctmgr", "-i", "delete", "account", "where", "name=" + ",".join(names)],
+                             env=env, capture_output=True, text=True)
+        if res.returncode == 0 or "Nothing deleted" in res.stdout + res.stderr:
+            return
+        time.sleep(1)  # a cancelled job still ending: sacctmgr refuses until it has
 
 
 ENTRYPOINT = """#!/bin/bash

@@ -224,3 +224,31 @@ def test_sync_adds_then_removes_a_user(bridge):
         sync(bridge, DesiredState(**scope))            # removes the account again
     cur = read_current(bridge)
     assert acct not in cur.accounts and "slipway-it" not in cur.qos and "emergency" in cur.qos
+
+
+def test_two_slipways_on_one_slurm_database_do_not_undo_each_other(bridge):
+    """Each Slipway owns its account prefix; with a shared user, both converge and then stay put.
+
+    Before prefixes were per instance, two Slipways sharing a slurmdbd removed each other's
+    accounts and flipped users' default accounts on every convergence, and slurmdbd 22.05
+    crashed under that churn ("Can't find parent id ..." then SIGSEGV).
+    """
+    def state(prefix):
+        acct = f"{prefix}lab"
+        return DesiredState(accounts=(AccountSpec(acct, fairshare=10),),
+                            users=(UserSpec("sw-carol", acct, {acct: ("normal",)}),),
+                            account_prefix=prefix)
+
+    a, b = state("swa-"), state("swb-")
+    try:
+        assert sync(bridge, a) and sync(bridge, b)
+        for _ in range(2):
+            assert sync(bridge, a) == [] and sync(bridge, b) == []
+        cur = read_current(bridge)
+        assert {("sw-carol", "swa-lab"), ("sw-carol", "swb-lab"), ("sw-carol", "slipway-test")} <= set(cur.assocs)
+    finally:
+        sync(bridge, DesiredState(account_prefix="swa-"))
+        sync(bridge, DesiredState(account_prefix="swb-"))
+    cur = read_current(bridge)
+    assert not any(acct.startswith(("swa-", "swb-")) for acct in cur.accounts)
+    assert ("sw-carol", "slipway-test") in cur.assocs

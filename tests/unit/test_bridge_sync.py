@@ -198,3 +198,22 @@ def test_removing_the_default_accounts_association_moves_the_default_first():
                                       "remove prof from team-old"]
     assert changes[0].args == ("modify", "user", "where", "name=prof", "set",
                                "DefaultAccount=physics")
+
+
+def test_a_valid_default_account_set_by_someone_else_is_left_alone():
+    # prof's default is the site's physics account: adding him to a Slipway team keeps it
+    d = desired(accounts=(AccountSpec("team-test", fairshare=100),),
+                users=(UserSpec("prof", "team-test", {"team-test": ("normal",)}),))
+    assert not any("default account of prof" in s for s in summaries(plan(d, current())))
+    # ... but a default that is this Slipway's own (team-old, being left) is moved
+    d = desired(users=(UserSpec("sw-carol", "team-test", {"team-test": ("normal",)}),))
+    assert "set default account of sw-carol to team-test" in summaries(plan(d, current()))
+    # ... and so is one pointing at an account the user has no association with any more
+    gone = parse_current(ASSOC, USERS.replace("prof|physics", "prof|deleted-elsewhere"), QOS)
+    d = desired(users=(UserSpec("prof", "team-test", {"team-test": ("normal",)}),))
+    assert "set default account of prof to team-test" in summaries(plan(d, gone))
+
+
+def test_another_prefix_is_not_ours_to_remove():
+    d = desired(account_prefix="lab-")  # team-* belong to another Slipway now
+    assert not any("team-old" in s for s in summaries(plan(d, current())))

@@ -32,3 +32,12 @@ def test_from_env_and_file(tmp_path):
 def test_validation(tmp_path, over, msg):
     with pytest.raises(ConfigError, match=msg):
         load_config(env={}, data_dir=tmp_path, **over)
+
+
+def test_slurm_account_prefix_from_env_and_validated(tmp_path):
+    assert load_config(env={}, data_dir=tmp_path).slurm_account("nlp") == "team-nlp"
+    cfg = load_config(env={"SLIPWAY_SLURM_ACCOUNT_PREFIX": "gpu-"}, data_dir=tmp_path)
+    assert cfg.slurm_account("nlp") == "gpu-nlp"
+    for bad in ("Team-", "-x", "x y", "a" * 17, "x,y"):
+        with pytest.raises(ConfigError, match="slurm_account_prefix"):
+            load_config(env={"SLIPWAY_SLURM_ACCOUNT_PREFIX": bad}, data_dir=tmp_path)
