@@ -64,6 +64,10 @@ class _Ended:
     gpus: dict
 
 
+ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
+                   "cost are recorded once it does")
+
+
 def _move(job: Job, new: str, now: datetime, report: TickReport, reason: str | None = None) -> None:
     old = job.state
     if not states.can_transition(job, new):
@@ -193,6 +197,7 @@ class Reconciler:
             recs = self.svc.backend.accounting(start=start, end=now, job_ids=[e.slurm_id for e in ended])
         except ig.SlurmBridgeError as exc:
             report.errors.append(f"accounting failed: {exc}")
+            self._note_accounting_down(ended, exc)
             return [], []
         by_id: dict[int, list] = {}
         for r in recs:
@@ -233,6 +238,14 @@ class Reconciler:
             finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
         return records, finals
 
+    def _note_accounting_down(self, ended: list[_Ended], exc: Exception) -> None:
+        """Tell the users of ended jobs why their job is not final yet (and that nothing is lost)."""
+        with self.svc.db.transaction() as s:
+            for e in ended:
+                job = s.get(Job, e.job_id)
+                if job is not None and job.state not in states.TERMINAL:
+                    job.reason = f"{ACCOUNTING_DOWN}: {exc}"[:500]
+
     def _apply_finals(self, finals, now: datetime, report: TickReport) -> None:
         if not finals:
             return
@@ -247,6 +260,8 @@ class Reconciler:
                     job.node = node
                 if final == states.CANCELLED:
                     reason = job.cancel_reason or "cancelled in Slurm"
+                if reason is None and (job.reason or "").startswith(ACCOUNTING_DOWN):
+                    job.reason = None
                 _move(job, final, now, report, reason=reason)
                 if job.state in states.TERMINAL and end is not None:
                     job.ended_at = end

@@ -44,6 +44,7 @@ class FakeBackend:
     queue: dict = field(default_factory=dict)
     acct: list = field(default_factory=list)
     down: bool = False
+    accounting_down: bool = False   # slurmdbd alone is down (the queue still answers)
     submit_error: Exception | None = None
     jobs_calls: int = 0
     accounting_calls: list = field(default_factory=list)
@@ -76,7 +77,7 @@ class FakeBackend:
 
     def accounting(self, start, end, job_ids=None):
         self.accounting_calls.append((start, end, tuple(job_ids or ())))
-        if self.down:
+        if self.down or self.accounting_down:
             raise ControllerUnavailable("slurmdbd is down (fake)")
         ids = set(job_ids or ())
         return [r for r in self.acct if not ids or r.job_id in ids]

@@ -128,6 +128,27 @@ def test_unsettled_accounting_record_waits(env):
     assert job(svc, jid).state == "succeeded"
 
 
+def test_accounting_down_says_why_the_job_is_not_final_and_loses_nothing(env):
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    before = team_balance(svc)
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(minutes=2), gpus={"a4000": 2})
+    backend.accounting_down = True
+    for _ in range(3):
+        report = Reconciler(svc).tick()
+        clock.advance(minutes=5)
+    assert any("accounting failed" in e for e in report.errors)
+    j = job(svc, jid)
+    assert j.state == "running" and "Slurm accounting is not answering" in j.reason
+    assert "slurmdbd is down" in j.reason and team_balance(svc) == before
+    backend.accounting_down = False  # back: the end is recorded, billed, and the note goes
+    Reconciler(svc).tick()
+    j = job(svc, jid)
+    assert (j.state, j.reason, j.exit_code) == ("succeeded", None, 0)
+    assert team_balance(svc) == before - Decimal("0.033333")  # 2 min x 2 GPUs at $0.50/h
+
+
 def test_lost_job_is_failed_after_lost_after(env):
     svc, backend, clock = env
     jid = make_job(svc, 11, "running")
