@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_pages.py [--db URL | --start-postgres] [--jobs 100000]
         [--projects 1000] [--teams 20] [--ledger 200000] [--clients 20] [--rounds 30]
-        [--threads 16] [--max-seconds 180] [--profile]
+        [--threads 16] [--page-slots 0] [--max-seconds 180] [--profile]
 
 1. builds a database (default: SQLite in a temp dir; ``--db postgresql+psycopg://…`` an EMPTY
    PostgreSQL database, or ``--start-postgres`` a throwaway server from ``tests/pg_server.py``)
@@ -69,10 +69,10 @@ class CountingBackend:
         return boom
 
 
-def services(data_dir: Path, url: str, backend):
+def services(data_dir: Path, url: str, backend, page_slots: int = 0):
     from portal.testing import make_services
 
-    return make_services(data_dir, backend=backend, clock=utcnow, database_url=url)
+    return make_services(data_dir, backend=backend, clock=utcnow, database_url=url, page_slots=page_slots)
 
 
 # ------------------------------------------------------------------------------ database
@@ -197,7 +197,7 @@ def build(url: str, data_dir: Path, *, n_teams: int, n_projects: int, n_jobs: in
 
 # -------------------------------------------------------------------------------- server
 
-def serve(url: str, data_dir: Path, port: int, threads: int) -> None:
+def serve(url: str, data_dir: Path, port: int, threads: int, page_slots: int = 0) -> None:
     """Subprocess: the real app under waitress; /__bench/slurm-calls reports the Slurm calls."""
     import logging
 
@@ -208,7 +208,7 @@ def serve(url: str, data_dir: Path, port: int, threads: int) -> None:
 
     logging.getLogger("waitress").setLevel(logging.ERROR)
     backend = CountingBackend()
-    svc = services(data_dir, url, backend)
+    svc = services(data_dir, url, backend, page_slots)
     app = create_app(services_=svc)
     app.add_url_rule("/__bench/slurm-calls", "bench_slurm_calls",
                      lambda: jsonify({"calls": len(backend.calls), "names": backend.calls[:20]}))
@@ -386,6 +386,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=30, help="rounds of (static, jobs, team) per client")
     ap.add_argument("--threads", type=int, default=16, help="waitress threads")
+    ap.add_argument("--page-slots", type=int, default=0,
+                    help="short requests admitted at once (0: the app's default, 2 x cores; "
+                         "a number >= --threads turns the gate off)")
     ap.add_argument("--max-seconds", type=float, default=180)
     ap.add_argument("--profile", action="store_true", help="cProfile the pages in-process instead")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -394,7 +397,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.serve:
-        serve(args.db, Path(args.data_dir), args.port, args.threads)
+        serve(args.db, Path(args.data_dir), args.port, args.threads, args.page_slots)
         return 0
 
     urls = {"static": STATIC, "jobs": f"/jobs?team={BIG}", "team": f"/teams/{BIG}"}
@@ -417,7 +420,8 @@ def main(argv=None) -> int:
             port = _free_port()
             base = f"http://127.0.0.1:{port}"
             proc = subprocess.Popen([sys.executable, __file__, "--serve", "--db", url, "--data-dir", str(data_dir),
-                                     "--port", str(port), "--threads", str(args.threads)], cwd=REPO)
+                                     "--port", str(port), "--threads", str(args.threads),
+                                     "--page-slots", str(args.page_slots)], cwd=REPO)
             try:
                 _wait_up(base, proc)
                 cpu0, own0 = _cpu_seconds(proc.pid), time.process_time()

@@ -119,6 +119,7 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
     from flask_wtf.csrf import CSRFProtect
 
     from .web import init_web
+    from .web.admission import AdmissionMiddleware
 
     csrf = CSRFProtect(app)
     csrf.exempt(internal)
@@ -132,6 +133,8 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
     except ImportError:  # git_gateway.http missing
         logging.getLogger("slipway").error("git gateway not available; /git answers 503")
         git_app = _git_unavailable
+    # pages, API and static files first come first served, a few at a time (git is outside)
+    app.wsgi_app = AdmissionMiddleware(app.wsgi_app, svc.config.page_slots or None)  # type: ignore[method-assign]
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/git": git_app})  # type: ignore[method-assign]
 
     if start_reconciler:

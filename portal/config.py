@@ -49,6 +49,9 @@ node_python                 python on the compute nodes that runs       /usr/bin
                             imported from <data_dir>/node)
 default_image               image when a project names none             python
 default_time_limit          minutes when a project names none           60
+page_slots                  short requests (pages, API, static) served  2 x CPU cores
+                            at once, first come first served; git,
+                            hooks and the job proxy are not counted
 ldap_url                    LDAP server, ``ldap://host:389`` or         "" (no LDAP: local
                             ``ldaps://host:636``                        accounts with passwords)
 ldap_bind_dn                service account that searches the           "" (anonymous search)
@@ -136,6 +139,7 @@ class Config:
     default_image: str = "python"
     default_time_limit: int = 60
     secret_key: str = ""
+    page_slots: int = 0
     port_min: int = 10000
     port_max: int = 65535
     ldap_url: str = ""

@@ -106,3 +106,16 @@ def test_config_from_env_and_file(tmp_path):
     assert again.hook_secret == cfg.hook_secret
     with pytest.raises(Exception, match="no hourly rate"):
         load_config({"SLIPWAY_GPU_LIMITS": "h100:1"})
+
+
+def test_pages_pass_the_admission_gate_and_git_does_not(tmp_path):
+    from portal.web.admission import AdmissionMiddleware
+
+    app = create_app(services_=make_services(tmp_path, page_slots=3))
+    gate_mw = app.wsgi_app.app  # DispatcherMiddleware(app=<gated Flask>, mounts={"/git": ...})
+    assert isinstance(gate_mw, AdmissionMiddleware) and not isinstance(app.wsgi_app.mounts["/git"], AdmissionMiddleware)
+    gate_mw.gate.acquire(), gate_mw.gate.acquire(), gate_mw.gate.acquire()  # all 3 slots busy
+    assert app.test_client().get("/healthz").status_code == 200  # bypasses the gate
+    for _ in range(3):
+        gate_mw.gate.release()
+    assert app.test_client().get("/login").status_code == 200
