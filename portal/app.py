@@ -39,6 +39,10 @@ def services() -> Services:
 
 
 def _reply(ok: bool, messages: list[str], status: int = 200):
+    """JSON, or for hooks that ask for text: ``ok``/``refused``, then a message per line."""
+    if request.headers.get("Accept") == "text/plain":
+        lines = ["ok" if ok else "refused"] + [line for m in messages for line in str(m).splitlines()]
+        return "\n".join(lines) + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
     return jsonify({"ok": ok, "messages": messages}), status
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from git_gateway import hook_program, hooks, lfs, repos, results
 from git_gateway.http import AccessDenied, GitHttpApp, Principal, basic_header, parse_basic
@@ -119,6 +121,61 @@ def test_hook_unreachable_refuses_pre_receive_only():
     assert _run_hook("pre-receive", {}) == (0, "")    # not pushed through the gateway
     rc, err = _run_hook("pre-receive", environ, b"garbage\n")
     assert rc == 1 and "malformed" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.text(),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4),
+                    max_leaves=20))
+def test_hook_json_encoder_matches_json(value):
+    assert json.loads(hook_program.to_json(value)) == value
+
+
+def _hook_server(status, body, ctype):
+    """A one-shot HTTP server thread on loopback answering ``body``; returns (url, seen requests)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    seen = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            seen.append((head.decode(), rest))
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\n\r\n%s" % (status, ctype.encode(), body))
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/internal/hooks", seen
+
+
+@pytest.mark.parametrize("status, body, ctype, rc, out", [
+    (200, b"ok\nslipway: job 7 queued\n", "text/plain", 0, "slipway: job 7 queued\n"),
+    (409, b"refused\nslipway: branch busy\nsecond line\n", "text/plain", 1,
+     "slipway: branch busy\nsecond line\n"),
+    (200, b'{"ok": true, "messages": ["from json"]}', "application/json", 0, "from json\n"),
+    (400, b'{"ok": false, "messages": ["no"]}', "application/json", 1, "no\n"),
+    (502, b"<html>bad gateway</html>", "text/html", 1, "slipway: the Slipway server is unavailable, try again\n"),
+])
+def test_hook_reads_text_and_json_replies(status, body, ctype, rc, out):
+    url, seen = _hook_server(status, body, ctype)
+    environ = {"SLIPWAY_HOOK_URL": url, "SLIPWAY_HOOK_SECRET": "s3", "SLIPWAY_REPO": 't/"q"',
+               "SLIPWAY_HOOK_TIMEOUT": "5", "GIT_PUSH_OPTION_COUNT": "1", "GIT_PUSH_OPTION_0": "a\\b\x01"}
+    assert _run_hook("pre-receive", environ) == (rc, out)
+    head, sent = seen[0]
+    assert "X-Slipway-Hook-Secret: s3" in head and "Accept: text/plain" in head
+    payload = json.loads(sent)
+    assert payload["repo"] == 't/"q"' and payload["push_options"] == ["a\\b\x01"]
 
 
 def test_hook_is_stdlib_only():
