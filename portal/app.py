@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
@@ -57,6 +58,7 @@ def hooks():
     if not isinstance(payload, dict):
         return _reply(False, ["slipway: hook payload is not a JSON object"], 400)
     phase = payload.get("phase")
+    started = time.perf_counter()
     try:
         if phase == "pre-receive":
             reply = launch.handle_pre_receive(svc, payload)
@@ -70,7 +72,9 @@ def hooks():
         log.exception("hook %s failed", phase)
         return _reply(False, ["slipway: internal error in Slipway; the push was not accepted"
                               if phase == "pre-receive" else "slipway: internal error in Slipway"], 500)
-    return jsonify(reply.to_json())
+    log.info("hook %s for %s: %s in %.1f ms", phase, payload.get("repo"), "ok" if reply.ok else "refused",
+             (time.perf_counter() - started) * 1000)
+    return _reply(reply.ok, list(reply.messages))
 
 
 @internal.post("/internal/jobs/<int:job_id>/events")
