@@ -54,6 +54,7 @@ def slurm_cluster() -> LiveCluster:
     os.environ.update(env)
     try:
         yield LiveCluster(dir=TEST_CLUSTER_DIR, env=env)
+        dead = _dead_daemons()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -61,3 +62,19 @@ def slurm_cluster() -> LiveCluster:
             else:
                 os.environ[k] = v
         _cluster("down")
+    # A daemon that died during the session (slurmdbd crashing under concurrent sacctmgr edits
+    # did, once) fails the run loudly instead of as a string of unrelated-looking timeouts.
+    assert not dead, f"Slurm daemons died during the test session: {dead}"
+
+
+def _dead_daemons() -> dict[str, str]:
+    out = subprocess.run([str(CLUSTER_SCRIPT), "status", "--dir", str(TEST_CLUSTER_DIR)],
+                         capture_output=True, text=True, timeout=60).stdout
+    dead = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] == "down":
+            log = TEST_CLUSTER_DIR / "log" / f"{parts[0]}.log"
+            tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            dead[parts[0]] = " | ".join(tail)
+    return dead
