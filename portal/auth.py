@@ -34,7 +34,10 @@ def create_token(session: Session, user: User, name: str = "default", *, now: da
 
 
 def verify_token(session: Session, username: str, token: str, *, now: datetime | None = None) -> User | None:
-    """The user if ``token`` is one of ``username``'s live tokens."""
+    """The user if ``token`` is one of ``username``'s live tokens and the user is active.
+
+    A deactivated user (LDAP no longer lists them, or an administrator switched them off) keeps
+    their token rows, but no token of theirs opens git, the API or anything else."""
     if not username or not token or len(token) < PREFIX_LEN:
         return None
     digest = _hash(token)
@@ -45,6 +48,8 @@ def verify_token(session: Session, username: str, token: str, *, now: datetime |
     ).all()
     for tok, user in rows:
         if hmac.compare_digest(tok.token_hash, digest):
+            if not user.active:
+                return None
             if now is not None:
                 tok.last_used_at = now
             return user
@@ -65,7 +70,7 @@ def make_authenticate(svc: Services):
 
     * ``job:<id>`` + that job's token: read/write on the job's own project repository only;
     * a user name + one of their access tokens: read/write on the repositories of their teams
-      (cluster administrators: every repository);
+      (cluster administrators: every repository); inactive users' tokens are refused (401);
     * bad credentials → None (401); valid ones without access → AccessDenied (404).
     """
 

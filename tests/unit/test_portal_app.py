@@ -119,3 +119,33 @@ def test_pages_pass_the_admission_gate_and_git_does_not(tmp_path):
     for _ in range(3):
         gate_mw.gate.release()
     assert app.test_client().get("/login").status_code == 200
+
+
+def test_deactivated_user_loses_git_and_token_access(env):
+    """A user switched off (LDAP dropped them) keeps no access through any of their tokens."""
+    import base64
+
+    from portal.auth import verify_token
+    from portal.db import User
+    svc, c, *_ = env
+    auth = make_authenticate(svc)
+    with svc.db.transaction() as s:
+        tok = create_token(s, s.scalar(select(User).where(User.name == "alice")), now=svc.now())
+    basic = {"Authorization": "Basic " + base64.b64encode(f"alice:{tok}".encode()).decode()}
+    refs = "/git/nlp/proj.git/info/refs?service=git-upload-pack"
+    assert auth("nlp/proj", "alice", tok, True).name == "alice"
+    assert c.get(refs, headers=basic).status_code == 200
+    assert c.get("/api/teams", headers={"Authorization": f"Bearer {tok}"}).status_code == 200
+    with svc.db.transaction() as s:
+        s.scalar(select(User).where(User.name == "alice")).active = False
+    assert auth("nlp/proj", "alice", tok, True) is None        # git: bad credentials -> 401
+    assert auth("nlp/proj", "alice", tok, False) is None
+    with svc.db.session() as s:
+        assert verify_token(s, "alice", tok) is None
+    r = c.get(refs, headers=basic)
+    assert r.status_code == 401 and "Basic" in r.headers.get("WWW-Authenticate", "")
+    assert c.get("/api/teams", headers={"Authorization": f"Bearer {tok}"}).status_code == 401
+    assert c.get("/api/teams", headers=basic).status_code == 401
+    with svc.db.transaction() as s:                              # reactivated: the token works again
+        s.scalar(select(User).where(User.name == "alice")).active = True
+    assert c.get(refs, headers=basic).status_code == 200
