@@ -89,9 +89,13 @@ def init_web(app: Flask, csrf=None) -> None:
         return render_template("error.html", code=exc.code, name=exc.name,
                                message=exc.description), exc.code
 
+    from .proxy import PROXY_PATH, sandbox
+
     @app.after_request
     def _headers(resp):
-        if not request.path.startswith("/jobs/") or "/proxy" not in request.path:
+        if PROXY_PATH.match(request.path):
+            sandbox(resp)  # a job's content: opaque origin, never the portal's
+        else:
             resp.headers.setdefault("X-Content-Type-Options", "nosniff")
             resp.headers.setdefault("X-Frame-Options", "DENY")
             resp.headers.setdefault("Referrer-Policy", "same-origin")

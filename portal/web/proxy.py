@@ -3,9 +3,14 @@ for members of the job's team (and cluster admins) only.
 
 * streamed both ways (request body and response body are never held in memory);
 * hop-by-hop headers (RFC 9110 §7.6.1, plus any named in ``Connection``) are stripped both ways;
-* the portal's own credentials never reach the job: the session cookie is removed from
-  ``Cookie`` and a Slipway bearer token from ``Authorization``; a ``Set-Cookie`` for the portal's
-  session cookie name is dropped;
+* every proxied response carries ``Content-Security-Policy: sandbox allow-scripts allow-forms
+  allow-popups`` (``SANDBOX_CSP``): the job's pages run in an opaque origin, not the portal's, so
+  a job page opened by a member can neither read the portal's pages (the CSRF token) nor its
+  cookies, nor call the API as that member;
+* the portal's own credentials never reach the job: no ``Cookie`` header is forwarded (jobs
+  cannot set cookies, so every cookie the browser sends here is the portal's: session,
+  remember-me) and no Slipway token in ``Authorization`` (Bearer or Basic); every ``Set-Cookie``
+  of the job's responses is dropped (a job must not plant cookies on the portal's origin);
 * redirects to ``/x`` or ``http://node:port/x`` are rewritten under the proxy prefix;
 * ``X-Forwarded-Prefix: /jobs/<id>/proxy`` tells prefix-aware apps where they live.
 
@@ -14,15 +19,19 @@ node name itself (Slurm node names resolve on real clusters). The local test clu
 all live on 127.0.0.1: the lead wires ``{"a4k-1": "127.0.0.1", …}`` or ``lambda n: "127.0.0.1"``.
 
 WebSockets are not proxied (WSGI cannot upgrade); a Jupyter workspace needs an ASGI/nginx hop.
-Security note: the job's pages are served on the portal's origin; that is why the portal's
-cookies and tokens are stripped — still, a separate proxy origin is the stronger setup.
+Security note: the job's pages are served under the portal's host but sandboxed into an opaque
+origin, and the portal's cookies and tokens are stripped. The sandbox also means the job's page
+cannot send the portal session with its own cross-origin requests (fetch/XHR, form POSTs), so
+apps that call back into ``/jobs/<id>/proxy/`` from script need top-level GET navigation; a
+separate proxy origin (its own host) is the stronger and more compatible setup.
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import requests
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 from flask_login import login_required
 
 from ..jobs import states
@@ -36,6 +45,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "proxy-connection"})
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CHUNK = 64 * 1024
+# The job's content gets an opaque origin (no allow-same-origin): scripts and forms run, but
+# never as the portal's origin.
+SANDBOX_CSP = "sandbox allow-scripts allow-forms allow-popups"
 
 
 def _hop_by_hop(headers) -> set[str]:
@@ -54,9 +66,33 @@ def node_address(node: str) -> str:
     return node
 
 
-def _strip_cookie(value: str, name: str) -> str:
-    keep = [c for c in value.split(";") if c.strip() and c.strip().split("=", 1)[0] != name]
-    return ";".join(keep).strip()
+def _is_slipway_credential(value: str) -> bool:
+    """An ``Authorization`` value carrying a Slipway access token (Bearer, or Basic user:token)."""
+    import base64
+    import binascii
+
+    scheme, _, cred = value.partition(" ")
+    cred = cred.strip()
+    if scheme.lower() == "bearer":
+        return cred.startswith("swp_")
+    if scheme.lower() == "basic" and cred:
+        try:
+            _user, _, secret = base64.b64decode(cred).decode("utf-8", "replace").partition(":")
+        except (binascii.Error, ValueError):
+            return False
+        return secret.startswith("swp_")
+    return False
+
+
+PROXY_PATH = re.compile(r"/jobs/\d+/proxy(/|$)")
+
+
+def sandbox(resp) -> None:
+    """Every response under a proxy prefix (proxied, or the portal's own 404/409/502/login
+    redirect there) carries the sandbox policy, in addition to any policy the job sent (browsers
+    enforce every policy given, so the job cannot lift the sandbox)."""
+    if SANDBOX_CSP not in resp.headers.getlist("Content-Security-Policy"):
+        resp.headers.add("Content-Security-Policy", SANDBOX_CSP)
 
 
 @bp.route("/jobs/<int:job_id>/proxy/", defaults={"rest": ""}, methods=METHODS)
@@ -77,18 +113,13 @@ def forward(job_id: int, rest: str):
     if request.query_string:
         upstream += "?" + request.query_string.decode("latin-1")
 
-    cookie_name = current_app.config.get("SESSION_COOKIE_NAME", "session")
-    drop = _hop_by_hop(request.headers) | {"host", "content-length"}
+    drop = _hop_by_hop(request.headers) | {"host", "content-length", "cookie"}
     headers = {}
     for k, v in request.headers.items():
         lk = k.lower()
         if lk in drop:
             continue
-        if lk == "cookie":
-            v = _strip_cookie(v, cookie_name)
-            if not v:
-                continue
-        if lk == "authorization" and v.lower().startswith("bearer swp_"):
+        if lk == "authorization" and _is_slipway_credential(v):
             continue
         headers[k] = v
     headers["Host"] = f"{host}:{port}"
@@ -116,7 +147,7 @@ def forward(job_id: int, rest: str):
         lk = k.lower()
         if lk in resp_drop:
             continue
-        if lk == "set-cookie" and v.split("=", 1)[0].strip() == cookie_name:
+        if lk in ("set-cookie", "set-cookie2"):
             continue
         if lk == "location":
             v = _rewrite_location(v, host, port, prefix)

@@ -396,6 +396,9 @@ class _Echo(BaseHTTPRequestHandler):
         self.send_header("X-Secret-Hop", "1")
         self.send_header("Keep-Alive", "timeout=5")
         self.send_header("Set-Cookie", "slipway_session=evil; Path=/")
+        self.send_header("Set-Cookie", "remember_token=planted; Path=/")
+        self.send_header("Set-Cookie", "theme=dark; Path=/jobs")
+        self.send_header("Content-Security-Policy", "default-src 'self'")
         self.send_header("X-App", "yes")
         self.end_headers()
         self.wfile.write(out)
@@ -416,25 +419,48 @@ def test_proxy_forwards_to_running_job_only_for_members(env):
             s.get(Job, ids["running"]).port = port
         svc.extra["node_addresses"] = {"a4k-1": "127.0.0.1"}
         carol = client_as(app, "carol")
-        carol.set_cookie("jupyter", "keep-me")
+        carol.set_cookie("remember_token", "portal-remember-me")
         jid = ids["running"]
         r = carol.get(f"/jobs/{jid}/proxy/hello?x=1", headers={"Authorization": "Bearer swp_portal"})
         assert r.status_code == 200
         text = r.get_data(as_text=True)
         assert "GET /hello?x=1" in text and f"prefix=/jobs/{jid}/proxy" in text
-        assert "slipway_session" not in text and "jupyter=keep-me" in text and "auth=None" in text
+        # no cookie of the portal's origin reaches the job (session, remember-me), nor a token
+        assert "cookie=None" in text and "slipway_session" not in text and "remember" not in text
+        assert "auth=None" in text
+        basic = "Basic " + __import__("base64").b64encode(b"carol:swp_secret").decode()
+        text = carol.get(f"/jobs/{jid}/proxy/hello", headers={"Authorization": basic}).get_data(as_text=True)
+        assert "auth=None" in text
+        text = carol.get(f"/jobs/{jid}/proxy/hello", headers={"Authorization": "Bearer app-own"}).get_data(as_text=True)
+        assert "auth=Bearer app-own" in text  # the job's own scheme passes
         assert r.headers.get("X-App") == "yes"
         for hop in ("Connection", "Keep-Alive", "X-Secret-Hop"):
             assert hop not in r.headers
-        assert "slipway_session=evil" not in str(r.headers)
+        # the job may not set cookies on the portal's origin
+        assert "Set-Cookie" not in r.headers and "evil" not in str(r.headers) and "planted" not in str(r.headers)
+        assert carol.get_cookie("theme", path="/jobs") is None
+        assert carol.get_cookie("remember_token").value == "portal-remember-me"
+        # sandboxed into an opaque origin (no allow-same-origin); the job's own policy is kept too
+        csp = r.headers.getlist("Content-Security-Policy")
+        assert "sandbox allow-scripts allow-forms allow-popups" in csp and "default-src 'self'" in csp
+        assert not any("allow-same-origin" in c for c in csp)
         r = carol.post(f"/jobs/{jid}/proxy/form", data="a=1", content_type="application/x-www-form-urlencoded")
         assert r.status_code == 200 and "body=a=1" in r.get_data(as_text=True)
         r = carol.get(f"/jobs/{jid}/proxy/redirect")
         assert r.status_code == 302 and r.headers["Location"] == f"/jobs/{jid}/proxy/landed"
-        # not running -> 409; outsiders -> 404; anonymous -> login
-        assert carol.get(f"/jobs/{ids['pending']}/proxy/").status_code == 409
-        assert client_as(app, "mallory").get(f"/jobs/{jid}/proxy/hello").status_code == 404
-        assert app.test_client().get(f"/jobs/{jid}/proxy/hello").status_code == 302
+        sandbox = "sandbox allow-scripts allow-forms allow-popups"
+        assert r.headers.getlist("Content-Security-Policy") == [sandbox]
+        # not running -> 409; outsiders -> 404; anonymous -> login: sandboxed all the same
+        r = carol.get(f"/jobs/{ids['pending']}/proxy/")
+        assert r.status_code == 409 and r.headers.getlist("Content-Security-Policy") == [sandbox]
+        r = client_as(app, "mallory").get(f"/jobs/{jid}/proxy/hello")
+        assert r.status_code == 404 and r.headers.getlist("Content-Security-Policy") == [sandbox]
+        r = app.test_client().get(f"/jobs/{jid}/proxy/hello")
+        assert r.status_code == 302 and r.headers.getlist("Content-Security-Policy") == [sandbox]
+        # the portal's own pages keep their policy
+        page = carol.get(f"/jobs/{jid}")
+        assert "sandbox" not in page.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     finally:
         server.shutdown()
 
