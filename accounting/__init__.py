@@ -11,7 +11,7 @@ from .billing import (
 from .entries import Adjustment, Deposit, Entry, GpuCharge, GpuLine, StorageCharge
 from .gates import (
     MIN_START_BALANCE, Decision, affordable_minutes, can_start, cut_off_message, format_balance,
-    must_cut_off,
+    hold_message, must_cut_off, must_hold,
 )
 from .ledger import InMemoryLedgerStore, LedgerStore, balance
 from .money import (
@@ -22,8 +22,8 @@ from .slurm_mirror import (
     MirrorError, grp_tres_billing_minutes, parse_tres_billing_weights, sacctmgr_limit,
 )
 from .storage import (
-    BYTES_PER_GB, MINUTES_PER_MONTH, StorageSample, epoch_minute, plan_storage_charge,
-    plan_storage_charges, storage_amount,
+    BYTES_PER_GB, MINUTES_PER_MONTH, STORAGE_UNITS_PER_MICRO, StorageBilled, StorageSample,
+    carried_amount, epoch_minute, plan_storage_charge, plan_storage_charges, storage_amount,
 )
 
 from types import ModuleType as _ModuleType

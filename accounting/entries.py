@@ -30,6 +30,9 @@ from typing import Union
 from .money import ZERO, format_usd, require_money
 
 
+_STORAGE_UNITS_PER_MICRO = 10**9 * 43_200  # accounting.storage.STORAGE_UNITS_PER_MICRO
+
+
 def _nonempty(value: object, what: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty string")
@@ -152,7 +155,11 @@ class GpuCharge:
 @dataclass(frozen=True, kw_only=True)
 class StorageCharge:
     """Storage of ``resource`` (e.g. ``repo:nlp/proj``, ``dataset:nlp/wiki@3``) over the minutes
-    ``[from_minute_epoch, to_minute_epoch)`` counted since 1970-01-01T00:00Z."""
+    ``[from_minute_epoch, to_minute_epoch)`` counted since 1970-01-01T00:00Z.
+
+    ``carry``: the rounding remainder this charge passes to the resource's next one, in units of
+    1 / (10**9 * 43,200) micro-dollar (accounting.storage), at most half a micro-dollar.
+    """
 
     team: str
     resource: str
@@ -161,6 +168,7 @@ class StorageCharge:
     to_minute_epoch: int
     rate_gb_month: Decimal
     amount: Decimal
+    carry: int = 0
 
     def __post_init__(self) -> None:
         _nonempty(self.team, "team")
@@ -171,6 +179,9 @@ class StorageCharge:
             raise ValueError("storage minute range must be non-empty")
         _non_negative(self.rate_gb_month, "rate_gb_month")
         _non_negative(self.amount, "amount")
+        if (isinstance(self.carry, bool) or not isinstance(self.carry, int)
+                or 2 * abs(self.carry) > _STORAGE_UNITS_PER_MICRO):
+            raise ValueError(f"storage carry must be an int within half a micro-dollar, got {self.carry!r}")
 
     @property
     def key(self) -> str:

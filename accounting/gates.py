@@ -2,6 +2,8 @@
 
 * A job may start only when the team's balance is at least :data:`MIN_START_BALANCE` ($1.00).
 * When the balance is <= $0, every running job of the team must be cancelled (files still pushed).
+* A job already waiting in the queue when the balance drops under $1.00 (a pending or requeued
+  job) is held (:func:`must_hold`) and released once the balance is back at $1.00 or more.
 
 Balances shown in these messages are rounded *down* to the cent, so a team with $0.999999 reads
 "$0.99" next to "at least $1.00" and the message never contradicts the decision.
@@ -48,6 +50,18 @@ def can_start(balance: Decimal, team: str | None = None, *,
         f"{who} has {shown}; jobs need at least {format_usd(minimum)} to start. "
         f"Ask a team administrator to add funds: {how}",
     )
+
+
+def must_hold(balance: Decimal, *, minimum: Decimal = MIN_START_BALANCE) -> bool:
+    """True when the team's waiting jobs must be held: they could not start now (balance < $1)."""
+    return require_money(balance, "balance") < minimum
+
+
+def hold_message(balance: Decimal, team: str, *, minimum: Decimal = MIN_START_BALANCE) -> str:
+    """The reason shown on a waiting job held by the $1.00 rule."""
+    return (f"held: balance {format_balance(balance)} is under {format_usd(minimum)} — add funds "
+            f"(slipway team add-funds {team} 25.00); the job is released when team {team} has "
+            f"{format_usd(minimum)} again")
 
 
 def must_cut_off(balance: Decimal) -> bool:

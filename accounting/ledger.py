@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from .entries import Adjustment, Deposit, Entry, GpuCharge, GpuLine, StorageCharge
 from .money import ZERO
+from .storage import StorageBilled
 
 __all__ = [
     "Adjustment", "Deposit", "Entry", "GpuCharge", "GpuLine", "StorageCharge",
@@ -50,6 +51,10 @@ class LedgerStore(Protocol):
     def storage_billed_until(self, resource: str) -> int | None:
         """Highest ``to_minute_epoch`` over the resource's storage charges; None when none."""
 
+    def storage_billed(self, resource: str) -> StorageBilled | None:
+        """The resource's latest storage charge: its ``to_minute_epoch`` and ``carry``; None when
+        none."""
+
     def balance(self, team: str) -> Decimal:
         """Sum of the team's entries' deltas."""
 
@@ -63,7 +68,7 @@ class InMemoryLedgerStore:
         self._by_team: dict[str, list[Entry]] = {}
         self._balances: dict[str, Decimal] = {}
         self._gpu_billed: dict[tuple[str, int], int] = {}
-        self._storage_billed: dict[str, int] = {}
+        self._storage_billed: dict[str, StorageBilled] = {}
 
     def append_if_absent(self, entry: Entry) -> bool:
         with self._lock:
@@ -76,8 +81,10 @@ class InMemoryLedgerStore:
                 job = (entry.cluster_job_id, entry.attempt)
                 self._gpu_billed[job] = max(self._gpu_billed.get(job, 0), entry.to_minute)
             elif isinstance(entry, StorageCharge):
-                previous = self._storage_billed.get(entry.resource, entry.to_minute_epoch)
-                self._storage_billed[entry.resource] = max(previous, entry.to_minute_epoch)
+                previous = self._storage_billed.get(entry.resource)
+                if previous is None or entry.to_minute_epoch > previous.until:
+                    self._storage_billed[entry.resource] = StorageBilled(entry.to_minute_epoch,
+                                                                         entry.carry)
             return True
 
     def entries(self, team: str) -> Sequence[Entry]:
@@ -94,6 +101,11 @@ class InMemoryLedgerStore:
             return self._gpu_billed.get((str(cluster_job_id), attempt), 0)
 
     def storage_billed_until(self, resource: str) -> int | None:
+        with self._lock:
+            state = self._storage_billed.get(resource)
+            return None if state is None else state.until
+
+    def storage_billed(self, resource: str) -> StorageBilled | None:
         with self._lock:
             return self._storage_billed.get(resource)
 

@@ -98,6 +98,7 @@ def entry_row(entry, team_id: int) -> LedgerEntry:
         row.resource, row.bytes = entry.resource, entry.size_bytes
         row.from_minute, row.to_minute = entry.from_minute_epoch, entry.to_minute_epoch
         row.rate_micros = to_micros(entry.rate_gb_month)
+        row.carry = entry.carry
         row.created_by = "billing"
         row.note = entry.describe()
     else:  # pragma: no cover
@@ -123,24 +124,26 @@ def row_entry(row: LedgerEntry, team: str):
                             amount=amount)
     return ig.StorageCharge(team=team, resource=row.resource or "?", size_bytes=row.bytes or 0,
                             from_minute_epoch=row.from_minute or 0, to_minute_epoch=row.to_minute or 1,
-                            rate_gb_month=from_micros(row.rate_micros), amount=amount)
+                            rate_gb_month=from_micros(row.rate_micros), amount=amount,
+                            carry=row.carry or 0)
 
 
 class DbLedgerStore:
     """accounting.ledger.LedgerStore over the database. Each append is its own transaction; the
-    unique ``idempotency_key`` makes ``append_if_absent`` atomic across threads and processes."""
+    unique ``idempotency_key`` makes ``append_if_absent`` atomic across threads and processes.
+
+    Team names are resolved to ids in the same transaction as each write (no cache: a team
+    deleted and created again, or a deleted team's id handed to another team, must never
+    receive the charges of the name's earlier holder)."""
 
     def __init__(self, db: Database):
         self.db = db
-        self._team_ids: dict[str, int] = {}
 
     def _team_id(self, session: Session, team: str) -> int:
-        if team not in self._team_ids:
-            tid = session.scalar(select(Team.id).where(Team.name == team))
-            if tid is None:
-                raise LookupError(f"no team {team!r}")
-            self._team_ids[team] = tid
-        return self._team_ids[team]
+        tid = session.scalar(select(Team.id).where(Team.name == team))
+        if tid is None:
+            raise LookupError(f"no team {team!r}")
+        return tid
 
     def append_if_absent(self, entry) -> bool:
         try:
@@ -166,10 +169,16 @@ class DbLedgerStore:
             return int(v or 0)
 
     def storage_billed_until(self, resource: str) -> int | None:
+        state = self.storage_billed(resource)
+        return None if state is None else state.until
+
+    def storage_billed(self, resource: str) -> ig.StorageBilled | None:
+        """The resource's latest storage charge: ``(to_minute, carry)``; None when never billed."""
         with self.db.session() as s:
-            v = s.scalar(select(func.max(LedgerEntry.to_minute)).where(
-                LedgerEntry.kind == KIND_STORAGE, LedgerEntry.resource == resource))
-            return None if v is None else int(v)
+            row = s.execute(select(LedgerEntry.to_minute, LedgerEntry.carry).where(
+                LedgerEntry.kind == KIND_STORAGE, LedgerEntry.resource == resource)
+                .order_by(LedgerEntry.to_minute.desc()).limit(1)).first()
+            return None if row is None else ig.StorageBilled(int(row[0]), int(row[1] or 0))
 
     def balance(self, team: str) -> Decimal:
         with self.db.session() as s:

@@ -22,7 +22,7 @@ from accounting.biller import Biller, TickResult
 from accounting.entries import Adjustment, Deposit, GpuCharge, GpuLine, StorageCharge
 from accounting.money import MoneyError, format_usd, parse_deposit
 from accounting.rates import Rates
-from accounting.storage import StorageSample
+from accounting.storage import StorageBilled, StorageSample  # noqa: F401  (re-exported)
 from slurm_bridge.errors import (ControllerUnavailable, InvalidRequest, JobNotFound,  # noqa: F401
                                  SlurmBridgeError, SlurmRejected)
 from slurm_bridge.request import MAX_TIME_LIMIT_MIN, GpuRequest, JobRequest, validate_gpus  # noqa: F401
@@ -248,6 +248,15 @@ def can_start(balance: Decimal, team: str, minimum: Decimal) -> _gates.Decision:
 
 def must_cut_off(balance: Decimal) -> bool:
     return _gates.must_cut_off(balance)
+
+
+def must_hold(balance: Decimal, minimum: Decimal) -> bool:
+    """A waiting job of a team with ``balance`` must be held: it could not start now."""
+    return _gates.must_hold(balance, minimum=minimum)
+
+
+def hold_message(balance: Decimal, team: str, minimum: Decimal) -> str:
+    return _gates.hold_message(balance, team, minimum=minimum)
 
 
 def cut_off_message(balance: Decimal, team: str) -> str:

@@ -16,12 +16,17 @@ Each tick (``Reconciler.tick``):
 3. Billing (accounting's Biller + ``DbLedgerStore``): running attempts up to the last whole
    minute, ended attempts to ceil(elapsed); keys ``gpu:<job>:<attempt>:<from_minute>`` make
    every re-run (next tick, restart, second reconciler) a no-op for minutes already charged.
-   Storage is billed every ``storage_interval`` seconds.
+   Storage is billed every ``storage_interval`` seconds, in the same tick before the rules below
+   (a storage charge that reaches $0 cuts the team off in this tick, not the next).
 4. Cut-off: every team whose balance is <= $0 gets all its active jobs cancelled through the
    TERM path (the runner still pushes the files).
-5. Safety nets: a cancel still running ``cancel_grace`` seconds later gets a hard ``scancel``;
+5. The $1.00 rule for jobs already waiting (only after a successful poll): a team under
+   ``min_start_balance`` has its pending (and requeued) jobs held (``scontrol hold``) with the
+   reason on the job page; they are released when a deposit brings it back.
+6. Safety nets: a cancel still running ``cancel_grace`` seconds later gets a hard ``scancel``;
    ``queued`` reservations whose post-receive never came are adopted (Slurm has
-   ``slipway-<id>``) or failed after ``stale_reservation`` seconds.
+   ``slipway-<id>``) or failed after ``stale_reservation`` seconds (only after a successful
+   poll: a failed one cannot tell a lost reservation from one Slurm runs).
 
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
 ``slipway serve`` and as ``slipway reconcile --once``.
@@ -50,6 +55,8 @@ class TickReport:
     cut_off: list[str] = field(default_factory=list)
     cancels: list[int] = field(default_factory=list)
     hard_cancels: list[int] = field(default_factory=list)
+    holds: list[int] = field(default_factory=list)      # held by the $1.00 rule this tick
+    releases: list[int] = field(default_factory=list)   # released: the balance is back
     errors: list[str] = field(default_factory=list)
 
 
@@ -63,6 +70,9 @@ class _Ended:
     team: str
     gpus: dict
 
+
+HOLD_PREFIX = "held: balance"
+SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
 ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
                    "cost are recorded once it does")
@@ -99,10 +109,13 @@ class Reconciler:
             final_records, finals = self._ended(ended, now, report)
             self._bill(live_records + final_records, now, report)
             self._apply_finals(finals, now, report)
-        self._stale_reservations(now, report)
-        self._cut_off(now, report)
-        self._hard_cancels(now, report)
+        # every charge of this tick (GPU and storage) is in before the balance rules read it
         self._storage(now, report)
+        self._cut_off(now, report)
+        if queue is not None:  # both need this tick's queue: never act on a failed poll
+            self._balance_holds(queue, now, report)
+            self._stale_reservations(now, report)
+        self._hard_cancels(now, report)
         self._ldap(now, report)
         self._slurm_accounts(now, report)
         return report
@@ -171,11 +184,15 @@ class Reconciler:
                 if base == states.FINISHING and target == states.RUNNING:
                     target = states.FINISHING
                 _move(job, target, now, report)
+                if job.state != states.PENDING and job.balance_hold_at is not None:
+                    job.balance_hold_at = None  # it left the queue (released by hand, or ended)
                 if job.state == states.PENDING:
                     r = (rec.reason or "").strip()
-                    job.reason = None if r in ("", "None") else f"waiting in the queue: {r}"
+                    if job.balance_hold_at is None:  # else: the hold reason stays (_balance_holds)
+                        job.reason = None if r in ("", "None") else f"waiting in the queue: {r}"
                 elif job.state in (states.RUNNING, states.FINISHING):
-                    if job.reason and job.reason.startswith(("waiting in the queue", "Slurm is not answering")):
+                    if job.reason and job.reason.startswith(
+                            ("waiting in the queue", "Slurm is not answering", HOLD_PREFIX)):
                         job.reason = None
                     if rec.start_time is not None:
                         job.attempt_started_at = rec.start_time
@@ -331,6 +348,67 @@ class Reconciler:
                 report.cancels.append(job_id)
             except service.JobError:
                 pass
+
+    # ----------------------------------------------------------------- the $1.00 start rule
+    def _balance_holds(self, queue: dict[int, Any], now: datetime, report: TickReport) -> None:
+        """Hold every waiting (pending or requeued) job of a team whose balance is under the
+        start minimum; release the jobs Slipway held once the balance is back at it.
+
+        One pass for all teams per tick: the balances in one query, the jobs in one query, Slurm's
+        view from this tick's ``squeue`` (no per-job query); ``scontrol hold/release`` only for
+        jobs whose hold changes. ``balance_hold_at`` marks the jobs Slipway held, so a hold put
+        on by an administrator is never released by Slipway.
+        """
+        minimum = self.svc.config.min_start_balance
+        with self.svc.db.session() as s:
+            bal = billing.balances(s)
+            rows = s.execute(
+                select(Job.id, Job.slurm_job_id, Job.balance_hold_at, Job.reason, Team.id, Team.name)
+                .join(Project, Job.project_id == Project.id).join(Team, Project.team_id == Team.id)
+                .where(Job.state == states.PENDING, Job.slurm_job_id.is_not(None),
+                       Job.cancel_requested_at.is_(None))
+            ).all()
+        updates: dict[int, tuple[datetime | None, str | None]] = {}
+        for job_id, slurm_id, held_at, reason, team_id, team_name in rows:
+            rec = queue.get(slurm_id)
+            if rec is None:
+                continue
+            slurm_held = (rec.reason or "").strip() in SLURM_HELD_REASONS
+            b = bal.get(team_id, billing.from_micros(0))
+            if ig.must_hold(b, minimum):
+                message = ig.hold_message(b, team_name, minimum)
+                if held_at is None and slurm_held:
+                    continue  # held by someone else: theirs to release
+                if held_at is None or not slurm_held:
+                    try:
+                        self.svc.backend.hold(slurm_id)
+                    except ig.JobNotFound:
+                        continue
+                    except ig.SlurmBridgeError as exc:  # e.g. it started meanwhile: next tick
+                        report.errors.append(f"hold of job {job_id}: {exc}")
+                        continue
+                    report.holds.append(job_id)
+                if held_at is None or reason != message:
+                    updates[job_id] = (held_at or now, message)
+            elif held_at is not None:
+                if slurm_held:
+                    try:
+                        self.svc.backend.release(slurm_id)
+                    except ig.JobNotFound:
+                        pass
+                    except ig.SlurmBridgeError as exc:
+                        report.errors.append(f"release of job {job_id}: {exc}")
+                        continue
+                report.releases.append(job_id)
+                updates[job_id] = (None, None)
+        if not updates:
+            return
+        with self.svc.db.transaction() as s:
+            for job_id, (held_at, reason) in updates.items():
+                job = s.get(Job, job_id)
+                if job is None or job.state != states.PENDING:
+                    continue
+                job.balance_hold_at, job.reason = held_at, reason
 
     def _hard_cancels(self, now: datetime, report: TickReport) -> None:
         limit = now - timedelta(seconds=self.svc.config.cancel_grace)

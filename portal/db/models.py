@@ -201,6 +201,10 @@ class Job(Base):
         Index("ix_jobs_project_id_id", "project_id", "id"),
         # per-project job counts / active counts / last job, index-only (migration 0003)
         Index("ix_jobs_project_state", "project_id", "state", "id"),
+        # ids are never reused (migration 0005): billing keys charges by the Slipway job id, and
+        # a deleted project's jobs leave their ledger rows behind. PostgreSQL sequences never
+        # reuse either.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -237,6 +241,9 @@ class Job(Base):
     hard_cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Set while the reconciler holds the waiting job in Slurm because the team's balance is under
+    # the start minimum ($1.00); cleared when it releases it (migration 0005).
+    balance_hold_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
     project: Mapped[Project] = relationship(back_populates="jobs")
     pusher: Mapped[User | None] = relationship()
@@ -265,6 +272,8 @@ class LedgerEntry(Base):
         # migration 0003: ledger pages / spending by date, and the balance SUM as an index-only scan
         Index("ix_ledger_entries_team_created", "team_id", "created_at"),
         Index("ix_ledger_entries_team_amount", "team_id", "amount_micros"),
+        # migration 0005: a job attempt's / a resource's billing watermark, without a ledger scan
+        Index("ix_ledger_entries_resource", "resource", "kind", "to_minute"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -285,6 +294,9 @@ class LedgerEntry(Base):
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # storage charges: the rounding remainder passed on to the resource's next charge, in units
+    # of 1/(10**9 * 43,200) micro-dollar (accounting.storage; migration 0005)
+    carry: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
     team: Mapped[Team] = relationship()
 
