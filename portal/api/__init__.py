@@ -180,7 +180,7 @@ def projects(team: str):
 @api.post("/teams/<team>/projects")
 def create_project(team: str):
     body = _body()
-    ops.team_access(db(), actor(), team, ops.ROLE_ANY, "create projects")
+    ops.team_access(db(), actor(), team, ops.ROLE_ADMIN, "create projects")
     st, problems = ops.parse_settings(svc(), gpus=body.get("gpus"), gpu_type=body.get("gpu_type"),
                                       gpu_count=body.get("gpu_count"), image=body.get("image"),
                                       time_text=body.get("time", body.get("time_limit_min")))

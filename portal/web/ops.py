@@ -9,10 +9,15 @@ Permission model (same rules as ``portal/cli.py``'s ``_require``):
 * a team, its projects, jobs, logs, repositories and proxied ports are visible to the team's
   members (any role) and to cluster administrators; to anybody else they do not exist (404);
 * members lacking the role for an action get 403 (``Forbidden``);
+* every member (``user`` and up): change project settings, push, start jobs, cancel any job of
+  the team's projects (not only their own pushes);
 * ``ROLE_ADMIN`` (administrator/owner): add/remove members, change roles, add funds, see the
-  ledger, delete projects; granting ``owner`` or touching an owner's membership needs ``owner``;
-* owner alone deletes the team; any member creates projects and changes their settings;
-* a job can be cancelled by its pusher, the team's administrators/owners, cluster admins.
+  ledger, create and delete projects; granting ``owner`` or touching an owner's membership
+  needs ``owner``, and the last owner stays;
+* owner alone deletes the team;
+* cluster administrators may do all of it in every team.
+
+The web pages, the JSON API and the CLI all call these functions, so one rule holds everywhere.
 """
 from __future__ import annotations
 
@@ -128,7 +133,8 @@ def job_access(s: Session, actor: Actor, job_id: int) -> tuple[Job, Project, Tea
 
 
 def can_cancel(actor: Actor, job: Job, role: str | None) -> bool:
-    return actor.is_cluster_admin or job.pusher_id == actor.id or role in ROLE_ADMIN
+    """Any member of the job's team (``role`` from ``job_access``) and cluster admins."""
+    return actor.is_cluster_admin or role in ROLE_ANY
 
 
 def my_team_names(s: Session, actor: Actor) -> list[str]:
@@ -544,7 +550,7 @@ def create_project(svc: Services, actor: Actor, team_name: str, name: str,
     except ValueError as exc:
         raise OpError(str(exc)) from None
     with svc.db.transaction() as s:
-        team, _ = team_access(s, actor, team_name, ROLE_ANY, "create projects")
+        team, _ = team_access(s, actor, team_name, ROLE_ADMIN, "create projects")
         if s.scalar(select(Project.id).where(Project.team_id == team.id, Project.name == name)):
             raise OpError(f"project {team.name}/{name} exists already", 409)
         s.add(Project(team_id=team.id, name=name, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
@@ -690,8 +696,8 @@ def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult
     with svc.db.session() as s:
         job, _p, team, role = job_access(s, actor, job_id)
         if not can_cancel(actor, job, role):
-            raise Forbidden(f"{actor.name} may not cancel job {job_id} (only its pusher and the "
-                            f"team's administrators/owners may)")
+            raise Forbidden(f"{actor.name} may not cancel job {job_id} (only members of team "
+                            f"{team.name} may)")
     try:
         return service.request_cancel(svc, job_id, by=actor.name)
     except service.JobError as exc:

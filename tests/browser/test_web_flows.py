@@ -89,10 +89,14 @@ def test_job_page_live_log_and_cancel(site, new_page):
     page.click("#cancel")
     expect(page.locator(".flash.ok")).to_contain_text("stopping")
     assert backend.cancels == [(1001, "TERM", True)]
-    # a job she did not push: no cancel button
+    # a job she did not push: a member of the team may cancel it too
     page.goto(f"{base}/jobs/{ids['pending']}")
     expect(page.locator("#job-state")).to_have_text("pending")
-    expect(page.locator("#cancel")).to_have_count(0)
+    expect(page.locator("#cancel")).to_have_count(1)
+    # a plain user creates no projects: no form on the team page
+    page.goto(f"{base}/teams/nlp")
+    expect(page.locator("#new-project")).to_have_count(0)
+    expect(page.locator("#new-project-note")).to_be_visible()
     # the jobs list
     page.goto(f"{base}/jobs?team=nlp")
     expect(page.locator("table.jobs")).to_contain_text("exp-1")

@@ -61,7 +61,10 @@ def test_projects_create_get_patch_delete(api):
     r = call("GET", "/api/teams/nlp/projects")
     assert [p["name"] for p in r.get_json()["projects"]] == ["proj"]
     assert r.get_json()["projects"][0]["jobs"] == 3
-    r = call("POST", "/api/teams/nlp/projects", who="carol",
+    r = call("POST", "/api/teams/nlp/projects", who="carol",   # a plain user: administrators create
+             json={"name": "api-one", "gpus": "a6000:2", "image": "python", "time": "2h"})
+    assert r.status_code == 403 and "needs role: administrator or owner" in r.get_json()["error"]
+    r = call("POST", "/api/teams/nlp/projects",
              json={"name": "api-one", "gpus": "a6000:2", "image": "python", "time": "2h"})
     assert r.status_code == 201, r.get_json()
     p = r.get_json()["project"]
@@ -104,9 +107,10 @@ def test_jobs_list_show_cancel_log(api):
     assert j["state"] == "running" and j["node"] == "a4k-1" and j["proxy_url"] == f"/jobs/{ids['running']}/proxy/"
     r = call("GET", f"/api/jobs/{ids['running']}/log?offset=8")
     assert r.get_json()["data"].startswith("loss 0.93")
-    assert call("POST", f"/api/jobs/{ids['pending']}/cancel", who="carol").status_code == 403
-    r = call("POST", f"/api/jobs/{ids['pending']}/cancel")
+    assert call("GET", f"/api/jobs/{ids['pending']}", who="carol").get_json()["job"]["can_cancel"] is True
+    r = call("POST", f"/api/jobs/{ids['pending']}/cancel", who="carol")   # a member; alice pushed it
     assert r.status_code == 200 and backend.cancels == [(1002, None, False)]
+    assert call("POST", f"/api/jobs/{ids['pending']}/cancel", who="mallory").status_code == 404
     r = call("POST", f"/api/jobs/{ids['succeeded']}/cancel")
     assert r.status_code == 409 and "already ended" in r.get_json()["error"]
     assert call("GET", "/api/jobs/999999").status_code == 404

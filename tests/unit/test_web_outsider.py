@@ -179,9 +179,9 @@ def test_member_without_role_gets_403_on_admin_routes(world):
         ("POST", "/teams/nlp/billing/funds"), ("GET", "/teams/nlp/ledger.csv"),
         ("POST", "/teams/nlp/members"), ("POST", "/teams/nlp/members/alice/remove"),
         ("POST", "/teams/nlp/delete"), ("POST", "/projects/nlp/proj/delete"),
-        ("POST", f"/jobs/{ids['pending']}/cancel"),
+        ("POST", "/teams/nlp/projects"),
         ("GET", "/api/teams/nlp/ledger"), ("POST", "/api/teams/nlp/funds"),
-        ("DELETE", "/api/projects/nlp/proj"), ("POST", f"/api/jobs/{ids['pending']}/cancel"),
+        ("DELETE", "/api/projects/nlp/proj"), ("POST", "/api/teams/nlp/projects"),
     ]
     for method, url in admin_only:
         r = send(c, method, url, token=tok)

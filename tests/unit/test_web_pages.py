@@ -269,7 +269,17 @@ def test_settings_validation_errors_shown(env):
 
 def test_create_project_from_team_page(env):
     svc, app, _ids, _ = env
-    c = client_as(app, "carol")
+    # a plain user may not create projects (administrators and owners do), and sees no form
+    carol = client_as(app, "carol")
+    body = carol.get("/teams/nlp").get_data(as_text=True)
+    assert 'id="new-project"' not in body and 'id="new-project-note"' in body
+    r = post(carol, "/teams/nlp/projects", name="by-user", gpu_type="a4000", gpu_count="1", image="python", time="30")
+    assert r.status_code == 403 and "needs role: administrator or owner" in r.get_data(as_text=True)
+    assert not (svc.config.repos_root / "nlp" / "by-user.git").exists()
+    with svc.db.session() as s:
+        assert s.scalar(select(Project.id).where(Project.name == "by-user")) is None
+    c = client_as(app, "bob")  # administrator
+    assert 'id="new-project"' in c.get("/teams/nlp").get_data(as_text=True)
     r = post(c, "/teams/nlp/projects", name="new-one", gpu_type="a4000", gpu_count="2", image="python", time="30m")
     assert r.status_code == 302 and r.headers["Location"].endswith("/projects/nlp/new-one")
     assert (svc.config.repos_root / "nlp" / "new-one.git").is_dir()
@@ -317,14 +327,22 @@ def test_project_delete_refused_with_active_jobs(env):
 
 def test_cancel_rules(env):
     svc, app, ids, backend = env
+    # a plain member cancels any job of the team's projects, not only their own pushes
     carol = client_as(app, "carol")
-    assert post(carol, f"/jobs/{ids['pending']}/cancel").status_code == 403   # alice's job
+    assert 'id="cancel"' in carol.get(f"/jobs/{ids['pending']}").get_data(as_text=True)
+    r = post(carol, f"/jobs/{ids['pending']}/cancel")                          # alice's job
+    assert r.status_code == 302
+    assert backend.cancels == [(1002, None, False)]
+    with svc.db.session() as s:
+        assert s.get(Job, ids["pending"]).cancel_reason == "cancelled by carol"
     r = post(carol, f"/jobs/{ids['running']}/cancel")                          # her own
     assert r.status_code == 302
-    assert backend.cancels == [(1001, "TERM", True)]
+    assert backend.cancels[-1] == (1001, "TERM", True)
+    # outsiders: the job does not exist for them; Slurm is not asked
+    mallory = client_as(app, "mallory")
+    assert post(mallory, f"/jobs/{ids['pending']}/cancel").status_code == 404
+    assert len(backend.cancels) == 2
     bob = client_as(app, "bob")
-    assert post(bob, f"/jobs/{ids['pending']}/cancel").status_code == 302
-    assert backend.cancels[-1] == (1002, None, False)
     r = post(bob, f"/jobs/{ids['succeeded']}/cancel")
     assert r.status_code == 302 and "already ended" in bob.get(f"/jobs/{ids['succeeded']}").get_data(as_text=True)
 
