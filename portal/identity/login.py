@@ -8,7 +8,9 @@ with a reason (for messages and logs). Order of checks:
 2. LDAP configured (``ldap_url``): search the user with the service account (escaped filter),
    bind as their DN with the password (the server decides). On success the local ``User`` row is
    created/updated (name = uid, Unix user from ``ldap_unix_attr``, DN, e-mail) and their personal
-   team ensured (owner). A user LDAP does not know may still be a *local* account (no DN, with a
+   team ensured (owner). The login never calls Slurm (it runs inside POST /login, a page view):
+   the new team's Slurm account is converged by the reconciler's account sync (every
+   ``account_sync_interval``) — and must exist before the team's first job is submitted. A user LDAP does not know may still be a *local* account (no DN, with a
    password hash): break-glass administrators keep working, even while LDAP is down;
 3. no LDAP: local accounts (``slipway user add NAME --password-stdin`` / ``user passwd``), salted
    scrypt hashes; unknown users cost one dummy hash check, so timing does not tell them apart.
@@ -120,7 +122,6 @@ def _ldap_login(svc: Services, lu) -> LoginResult:
                 raise
     if changed:
         log.info("login %s: %s", user.name, "; ".join(out.changes))
-        _sync_slurm(svc)
     return LoginResult(user, OK)
 
 
@@ -140,15 +141,3 @@ def _local(svc: Services, username: str, password: str, *, only_unlinked: bool =
             return LoginResult(None, INACTIVE, f"{user.name} is inactive")
         s.expunge(user)
         return LoginResult(user, OK)
-
-
-def _sync_slurm(svc: Services) -> None:
-    """A new user / personal team needs its Slurm account before the first push."""
-    if not hasattr(svc.backend, "run"):
-        return
-    from ..slurm_accounts import sync_accounts
-
-    try:
-        sync_accounts(svc)
-    except Exception as exc:  # noqa: BLE001 — the login stands; the reconciler converges later
-        log.warning("Slurm accounts not updated after login (%s); the reconciler will retry", exc)

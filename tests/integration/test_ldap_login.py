@@ -147,3 +147,48 @@ def test_concurrent_first_logins_make_one_user(svc):
     assert all(u is not None for u in users) and len({u.id for u in users}) == 1
     with svc.db.session() as s:
         assert s.query(User).count() == 1 and s.query(Team).count() == 1
+
+
+class RecordingSlurm:
+    """A Slurm backend with every method (``run`` included, so code that converges accounts with
+    sacctmgr would use it): each call is recorded and fails."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def call(*a, **kw):
+            self.calls.append(name)
+            raise AssertionError(f"Slurm was called from a page view: backend.{name}()")
+
+        return call
+
+
+def test_first_login_in_the_browser_calls_no_slurm(tmp_path, ldap_server):  # noqa: F811
+    """POST /login of a user the portal has never seen (real slapd): the user and their personal
+    team are made, the dashboard shows the team, and Slurm is not asked anything (its account
+    comes from the reconciler's account sync, outside the request)."""
+    from portal.app import create_app
+    from portal.web.testkit import csrf_token
+
+    slurm = RecordingSlurm()
+    s = make_services(tmp_path, backend=slurm, **ldap_config(ldap_server))
+    try:
+        c = create_app(services_=s).test_client()
+        r = c.post("/login", data={"username": "carol", "password": PASSWORDS["carol"],
+                                   "csrf_token": csrf_token(c)})
+        assert r.status_code == 302 and r.headers["Location"] == "/", r.get_data(as_text=True)[:300]
+        page = c.get("/")
+        body = page.get_data(as_text=True)
+        assert page.status_code == 200 and "Dashboard" in body
+        assert 'href="/teams/carol"' in body
+        with s.db.session() as db:
+            team = db.scalar(select(Team).where(Team.name == "carol"))
+            assert team.personal and [(m.user.name, m.role) for m in team.memberships] == [("carol", "owner")]
+        assert c.get("/teams/carol").status_code == 200
+        assert slurm.calls == []
+    finally:
+        s.db.dispose()
