@@ -173,6 +173,32 @@ class Catalog:
     def local_names(self) -> tuple[str, ...]:
         return tuple(n for n in self.names if self._images[n].local)
 
+    def has_build(self, name: str, runtime: str) -> bool:
+        """Whether the catalog has a build of ``name`` for ``runtime``: a SIF for
+        ``"apptainer"``, a local directory image for ``"charliecloud"``. Raises UnknownImage for
+        a name not in the catalog and ValueError for an unknown runtime."""
+        img = self.get(name)
+        if runtime == "apptainer":
+            return img.sif is not None
+        if runtime == "charliecloud":
+            return img.local is not None
+        raise ValueError(f"unknown container runtime {runtime!r}; use apptainer or charliecloud")
+
+    def names_for_runtime(self, runtime: str) -> tuple[str, ...]:
+        """The images that can run under ``runtime`` (sorted)."""
+        return tuple(n for n in self.names if self.has_build(n, runtime))
+
+    def runtime_problem(self, name: str, runtime: str) -> str | None:
+        """None when ``name`` can run under ``runtime``; else a message for the user naming the
+        images that can."""
+        available = ", ".join(self.names_for_runtime(runtime)) or "(none)"
+        if name not in self._images:
+            return f"unknown image {name!r}; available images: {available}"
+        if not self.has_build(name, runtime):
+            return (f"image {name!r} is in the catalog but has no build for this cluster's "
+                    f"container runtime ({runtime}); available images: {available}")
+        return None
+
     def local_path(self, name: str, cache: str | os.PathLike[str] | None = None,
                    *, must_exist: bool = False) -> Path:
         """The directory image ``build`` makes for ``name`` (for ``ch-run``)."""

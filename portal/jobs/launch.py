@@ -2,13 +2,19 @@
 
 pre-receive (``handle_pre_receive``), before git updates any ref:
   1. pushes made with a job token (Slipway's own commit-back) never start jobs;
-  2. only branch updates start jobs: tag pushes, deletions and ``refs/heads/results/...`` are ignored;
-  3. checks, all reported together: project exists; pusher is a member of its team (or a
+  2. the ``results`` namespace belongs to Slipway: a user push that creates or moves
+     ``refs/heads/results`` or anything under ``refs/heads/results/`` is refused (a user branch
+     ``results/exp-1`` would make every ``results/exp-1/<job>`` ref impossible). Users may
+     *delete* such refs (cleaning up old results branches is theirs to do; a job that is still
+     running recreates its own results ref when it ends);
+  3. only branch updates start jobs: tag pushes and deletions are ignored;
+  4. checks, all reported together: project exists; pusher is a member of its team (or a
      cluster admin); push options parse (``gpus=a6000:1``, ``time=30m|2h|90``, ``image=NAME``);
-     image in the catalog; GPU type/count within limits; time limit sane; the team's balance
+     image in the catalog with a build for the configured container runtime (pytorch has no
+     ch-run build, for instance); GPU type/count within limits; time limit sane; the team's balance
      is at least $1.00; ``slipway-entrypoint.sh`` is a regular file at the pushed commit; the
      branch has no active job;
-  4. one transaction reserves one ``queued`` job row per branch. The partial unique index
+  5. one transaction reserves one ``queued`` job row per branch. The partial unique index
      ``uq_jobs_active_branch`` guarantees at most one active job per (project, branch), so of
      two concurrent pushes to one branch exactly one reserves a job; the other is refused.
   Any failure: nothing is reserved, ``ok=false``, and the messages say what to fix.
@@ -108,6 +114,17 @@ def parse_payload(payload: Mapping[str, Any]) -> dict:
         "push_options": [str(o) for o in options],
         "quarantine": payload.get("quarantine") or None,
     }
+
+
+def is_deletion(u: BranchUpdate) -> bool:
+    return not u.new or set(u.new) == {"0"}
+
+
+def reserved_updates(updates: list[BranchUpdate]) -> list[BranchUpdate]:
+    """Updates a user may not make: creating/moving ``results`` or ``results/...`` branches."""
+    return [u for u in updates
+            if (u.ref == HEADS + "results" or u.ref.startswith(RESULTS_PREFIX))
+            and not is_deletion(u)]
 
 
 def job_updates(updates: list[BranchUpdate]) -> list[BranchUpdate]:
@@ -214,9 +231,9 @@ def settings_problems(svc: Services, st: JobSettings) -> list[str]:
     if not 1 <= st.time_limit_min <= ig.MAX_TIME_LIMIT_MIN:
         problems.append(f"slipway: time limit must be between 1 and {ig.MAX_TIME_LIMIT_MIN} minutes, "
                         f"got {st.time_limit_min}")
-    img_msg = ig.image_problem(svc.catalog, st.image)
+    img_msg = svc.catalog.runtime_problem(st.image, svc.config.container_runtime)
     if img_msg:
-        problems.append(img_msg)
+        problems.append(f"slipway: {img_msg}")
     return problems
 
 
@@ -230,9 +247,12 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     p = parse_payload(payload)
     if p["pusher_is_job"]:
         return HookReply(True)
-    if any(u.ref == HEADS + "results" for u in p["updates"]):
-        return _refuse(["slipway: the branch name 'results' is reserved for Slipway's results "
-                        "branches (results/<branch>/<job>); use another name"])
+    reserved = reserved_updates(p["updates"])
+    if reserved:
+        names = ", ".join(u.branch for u in reserved[:3]) + (", ..." if len(reserved) > 3 else "")
+        return _refuse([f"slipway: {names}: branch names 'results' and 'results/...' are reserved "
+                        f"for Slipway's results branches (results/<branch>/<job>); push to "
+                        f"another name (deleting a results branch is allowed)"])
     updates = job_updates(p["updates"])
     if not updates:
         return HookReply(True)
@@ -396,7 +416,10 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
     if _should_chown(svc):
         os.chown(d, *_ids(snap["unix_user"]))
     workdir = d / "work"
-    env = {"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(snap["job_id"])}
+    # Everything the container must see goes in the argv (both runtimes clean the environment);
+    # the runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
+    env = {"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(snap["job_id"]),
+           "SLIPWAY_BRANCH": snap["branch"], "SLIPWAY_COMMIT": snap["commit"]}
     argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir), ENTRYPOINT_COMMAND, env)
     spec = {
         "job_id": snap["job_id"],
@@ -407,6 +430,7 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
         "branch": snap["branch"],
         "workdir": str(workdir),
         "container_argv": argv,
+        "container_runtime": cfg.container_runtime,
         "env": env,
         "lfs_threshold_bytes": 1024 * 1024,
         "grace_seconds": 5,

@@ -10,6 +10,12 @@ Cancel semantics (BRIEF §1.5: "the job stops within 10 s and its files are stil
   ``cancelled`` (whatever Slurm's end state reads, since ``cancel_requested_at`` is set).
   Safety net: if the job is still active ``config.cancel_grace`` seconds later the reconciler
   sends a plain (hard) ``scancel``.
+
+When Slurm refuses the TERM (any bridge error other than "no such job" or "not answering",
+e.g. a job requeued a moment ago), the hard ``scancel`` is sent at once so the job still ends
+(Slurm's TERM + KillWait still lets the runner push its files); if that is refused as well the
+cancel stays recorded and the reconciler's safety net retries it. Either way the caller gets a
+message, never a traceback.
 """
 from __future__ import annotations
 
@@ -58,8 +64,9 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
             return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
     if slurm_id is None:
         return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
+    soft = state != states.PENDING
     try:
-        if state == states.PENDING:
+        if not soft:
             svc.backend.cancel(slurm_id)
             msg = f"job {job_id} cancelled (it had not started)"
         else:
@@ -70,7 +77,31 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
     except ig.ControllerUnavailable as exc:
         msg = (f"job {job_id}: cancel recorded, but Slurm is not answering ({exc}); "
                "it will be retried")
+    except ig.SlurmBridgeError as exc:
+        log.warning("job %s: Slurm refused the cancel of Slurm job %s: %s", job_id, slurm_id, exc)
+        msg = _hard_cancel(svc, job_id, slurm_id, exc) if soft else (
+            f"job {job_id}: cancel recorded, but Slurm refused it ({exc}); it will be retried "
+            f"within {svc.config.cancel_grace:g} s")
     return CancelResult(job_id, state, msg)
+
+
+def _hard_cancel(svc: Services, job_id: int, slurm_id: int, refused: Exception) -> str:
+    """The TERM was refused: end the job with a plain scancel now (recorded as the hard cancel,
+    so the reconciler does not send another)."""
+    try:
+        svc.backend.cancel(slurm_id)
+    except ig.JobNotFound:
+        return f"job {job_id}: Slurm no longer has it; the reconciler will record its end"
+    except ig.SlurmBridgeError as exc:
+        log.warning("job %s: hard cancel of Slurm job %s failed: %s", job_id, slurm_id, exc)
+        return (f"job {job_id}: cancel recorded, but Slurm refused to signal it ({refused}) and "
+                f"to cancel it ({exc}); it will be retried within {svc.config.cancel_grace:g} s")
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is not None and job.hard_cancel_at is None:
+            job.hard_cancel_at = svc.now()
+    return (f"job {job_id} is being cancelled: Slurm refused the gentle stop ({refused}), so it "
+            f"was cancelled outright; its files are pushed if it gets to stop in time")
 
 
 def get_job(session: Session, job_id: int) -> Job:

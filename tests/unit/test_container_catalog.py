@@ -147,3 +147,21 @@ def test_pytorch_def_has_torch():
     frm = _header(path)["from"]
     assert frm.startswith("pytorch/pytorch:") and "cuda12" in frm
     assert "import torch" in path.read_text()
+
+
+def test_builds_per_runtime_and_the_message_names_what_can_run():
+    cat = Catalog.load()
+    assert cat.has_build("pytorch", "apptainer") and not cat.has_build("pytorch", "charliecloud")
+    assert cat.names_for_runtime("charliecloud") == ("busybox", "python")
+    assert cat.names_for_runtime("apptainer") == ("busybox", "python", "pytorch")
+    assert cat.runtime_problem("python", "charliecloud") is None
+    assert cat.runtime_problem("pytorch", "apptainer") is None
+    assert cat.runtime_problem("pytorch", "charliecloud") == (
+        "image 'pytorch' is in the catalog but has no build for this cluster's container "
+        "runtime (charliecloud); available images: busybox, python")
+    assert cat.runtime_problem("nope", "charliecloud") == (
+        "unknown image 'nope'; available images: busybox, python")
+    with pytest.raises(ValueError, match="unknown container runtime 'podman'"):
+        cat.names_for_runtime("podman")
+    empty = Catalog.from_dict({"images": {"x": {"description": "d", "sif": "x.sif"}}})
+    assert "available images: (none)" in empty.runtime_problem("x", "charliecloud")

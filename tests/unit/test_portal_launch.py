@@ -164,12 +164,102 @@ def test_multi_branch_push_is_all_or_nothing(env):
 def test_ignored_refs_and_job_pushes(env):
     svc, backend, bare, work = env
     sha = commit_to_bare(bare, work, EP)
-    for ref, new in [("refs/tags/v1", sha), ("refs/heads/results/exp-1/4", sha), ("refs/heads/exp-1", Z)]:
-        r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [(ref, Z, new)]))
-        assert r.ok and r.messages == []
+    for ref, old, new in [("refs/tags/v1", Z, sha), ("refs/heads/exp-1", sha, Z),
+                          ("refs/heads/results/exp-1/4", sha, Z)]:   # deletes are the user's
+        r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
+                                                        [(ref, old, new)]))
+        assert r.ok and r.messages == [], (ref, r.messages)
     assert pre(svc, sha, pusher="job:4", is_job=True).ok
+    # Slipway's own commit-back may write the results namespace
+    assert pre(svc, sha, branch="results/exp-1/4", pusher="job:4", is_job=True).ok
     assert post(svc, sha).messages == []
     assert jobs(svc) == []
+
+
+@pytest.mark.parametrize("branch", ["results", "results/exp-1", "results/exp-1/7", "results/a/b/c"])
+def test_results_namespace_is_reserved_for_slipway(env, branch):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    for old in (Z, sha):                          # creating or moving
+        r = pre(svc, sha, branch=branch) if old == Z else launch.handle_pre_receive(
+            svc, hook_payload("pre-receive", "nlp/proj", "alice",
+                              [(f"refs/heads/{branch}", old, sha)]))
+        assert not r.ok, r.messages
+        assert f"slipway: {branch}: branch names 'results' and 'results/...' are reserved" \
+            in r.messages[0], r.messages
+        assert "deleting a results branch is allowed" in r.messages[0]
+    # also with run=no, and alongside an ordinary branch (all or nothing)
+    assert not pre(svc, sha, branch=branch, options=["run=no"]).ok
+    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
+        ("refs/heads/exp-1", Z, sha), (f"refs/heads/{branch}", Z, sha)]))
+    assert not r.ok and "reserved" in r.messages[0]
+    assert jobs(svc) == []
+    # names that only look alike are ordinary branches
+    assert pre(svc, sha, branch="results-2").ok
+    assert pre(svc, sha, branch="my/results/x").ok
+
+
+def test_image_without_a_build_for_the_runtime_is_refused_before_the_branch_moves(env):
+    svc, backend, bare, work = env
+    assert svc.config.container_runtime == "charliecloud"
+    sha = commit_to_bare(bare, work, EP)
+    r = pre(svc, sha, options=["image=pytorch"])
+    assert not r.ok
+    assert ("slipway: image 'pytorch' is in the catalog but has no build for this cluster's "
+            "container runtime (charliecloud); available images: busybox, python") in r.messages
+    assert jobs(svc) == [] and backend.submits == []
+    # unknown names list only what can run here too
+    r = pre(svc, sha, options=["image=nope"])
+    assert "slipway: unknown image 'nope'; available images: busybox, python" in r.messages
+    assert pre(svc, sha, options=["image=busybox"]).ok
+
+
+def test_image_check_follows_the_configured_runtime(tmp_path):
+    svc = make_services(tmp_path, backend=FakeBackend(), container_runtime="apptainer",
+                        images_root=tmp_path / "sifs")
+    try:
+        seed(svc)
+        sha = commit_to_bare(svc.config.repos_root / "nlp" / "proj.git", tmp_path / "w", EP)
+        assert pre(svc, sha, options=["image=pytorch"]).ok   # pytorch has a SIF
+        assert post(svc, sha).ok
+        [job] = jobs(svc)
+        spec = json.loads((svc.config.jobs_dir / str(job.id) / "spec.json").read_text())
+        assert spec["container_runtime"] == "apptainer"
+        argv = spec["container_argv"]
+        assert argv[:2] == ["apptainer", "exec"] and "--cleanenv" in argv
+        assert argv[argv.index("--cleanenv") - 1] == "--nv"
+        assert argv[argv.index("/usr/bin/env") - 1].endswith("slipway/pytorch-cuda12.sif")
+        for k in ("PORT", "SLIPWAY_JOB_ID", "SLIPWAY_BRANCH", "SLIPWAY_COMMIT"):
+            assert f"{k}={spec['env'][k]}" in argv, k
+        assert spec["env"]["SLIPWAY_BRANCH"] == "exp-1" and spec["env"]["SLIPWAY_COMMIT"] == sha
+    finally:
+        svc.db.dispose()
+
+
+def test_apptainer_job_sees_cuda_port_and_slipway_vars_through_cleanenv(tmp_path):
+    """The spec launch.py writes, run through the runner's env logic on a Slurm-like node
+    environment: what survives Apptainer's --cleanenv is APPTAINERENV_* (plus the argv's env)."""
+    from git_gateway.runner import RunnerSpec, launch_env
+
+    svc = make_services(tmp_path, backend=FakeBackend(), container_runtime="apptainer",
+                        images_root=tmp_path / "sifs")
+    try:
+        seed(svc)
+        sha = commit_to_bare(svc.config.repos_root / "nlp" / "proj.git", tmp_path / "w", EP)
+        assert pre(svc, sha).ok and post(svc, sha).ok
+        [job] = jobs(svc)
+        spec = RunnerSpec.load(str(svc.config.jobs_dir / str(job.id) / "spec.json"))
+    finally:
+        svc.db.dispose()
+    node = {"PATH": "/usr/bin:/bin", "USER": "sw-alice", "CUDA_VISIBLE_DEVICES": "2,3",
+            "SLURM_JOB_ID": "77", "SECRET": "x"}
+    env = launch_env(spec, node)
+    # what a --cleanenv container receives: APPTAINERENV_<NAME> -> NAME
+    inside = {k[len("APPTAINERENV_"):]: v for k, v in env.items() if k.startswith("APPTAINERENV_")}
+    assert inside == {"CUDA_VISIBLE_DEVICES": "2,3", "PORT": str(job.port),
+                      "SLIPWAY_JOB_ID": str(job.id), "SLIPWAY_BRANCH": "exp-1",
+                      "SLIPWAY_COMMIT": sha}
+    assert "SECRET" not in env and spec.token not in env.values()
 
 
 def test_submission_failure_fails_the_job(env):
