@@ -1,6 +1,7 @@
 """The reconciler against a fake Slurm backend: mapping, unknown, accounting, billing, cut-off."""
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -284,3 +285,214 @@ def test_storage_is_billed_per_minute_from_the_repository_size(tmp_path):
     expected = (Decimal(size) / Decimal(10**9) * Decimal("0.10") * 60 / 43200).quantize(Decimal("0.000001"))
     assert abs(charged - expected) <= Decimal("0.000001"), (charged, expected)
     svc.db.dispose()
+
+
+# ------------------------------------------------------------ ids, storage keys, holds, tick order
+
+from dataclasses import dataclass, field as dc_field  # noqa: E402
+
+from portal import integrations as ig  # noqa: E402
+from portal.db import Project  # noqa: E402
+
+
+def adjust(svc, micros, key):
+    with svc.db.transaction() as s:
+        s.add(LedgerEntry(team_id=1, kind="adjustment", amount_micros=micros, idempotency_key=key,
+                          created_by="t", created_at=svc.now()))
+
+
+def test_a_new_job_never_inherits_a_deleted_jobs_billing(env):
+    """Deleting a project deletes its jobs but keeps their charges: the next job gets a new id,
+    so it starts billing at minute 0 and its cost is its own."""
+    svc, backend, clock = env
+    t0 = clock()
+    old = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a4000": 2})
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(minutes=10), gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    assert job(svc, old).cost == Decimal("0.166667")
+    with svc.db.transaction() as s:
+        s.delete(s.get(Project, 1))
+    with svc.db.transaction() as s:
+        s.add(Project(id=1, team_id=1, name="proj", gpu_type="a4000", gpu_count=2, image="python",
+                      time_limit_min=60, created_at=clock()))
+    new = make_job(svc, 12, "running")
+    assert new > old
+    t1 = clock()
+    backend.set_queue(12, "RUNNING", start=t1, gpus={"a4000": 2})
+    clock.advance(minutes=3, seconds=5)
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        rows = [(e.job_id, e.from_minute, e.to_minute) for e in
+                s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu").order_by(LedgerEntry.id))]
+    assert rows == [(old, 0, 10), (new, 0, 3)]
+    assert job(svc, new).cost == Decimal("0.050000")  # 3 min x $1/h: its own minutes only
+
+
+def _storage_rows(svc):
+    with svc.db.session() as s:
+        return [(e.from_minute, e.to_minute, e.carry) for e in s.scalars(
+            select(LedgerEntry).where(LedgerEntry.kind == "storage").order_by(LedgerEntry.id))]
+
+
+def test_recreated_project_storage_starts_when_it_was_created(tmp_path):
+    from accounting.storage import epoch_minute
+
+    clock = Clock()
+    svc = make_services(tmp_path, backend=FakeBackend(), clock=clock, storage_interval=60)
+    seed(svc)
+    r = Reconciler(svc)
+    clock.advance(minutes=30)
+    r.tick()
+    first = _storage_rows(svc)
+    assert [(a, b) for a, b, _ in first] == [(epoch_minute(clock() - timedelta(minutes=30)), epoch_minute(clock()))]
+    with svc.db.transaction() as s:       # deleted...
+        s.delete(s.get(Project, 1))
+    recreated = clock.advance(days=2)    # ...and created again two days later
+    with svc.db.transaction() as s:
+        s.add(Project(team_id=1, name="proj", gpu_type="a4000", gpu_count=1, image="python",
+                      time_limit_min=60, created_at=recreated))
+    clock.advance(minutes=20)
+    r.tick()
+    rows = _storage_rows(svc)
+    assert rows[1][:2] == (epoch_minute(recreated), epoch_minute(recreated) + 20), rows
+    svc.db.dispose()
+
+
+def test_storage_charge_that_reaches_zero_cuts_off_in_the_same_tick(tmp_path):
+    clock = Clock()
+    backend = FakeBackend()
+    svc = make_services(tmp_path, backend=backend, clock=clock, storage_interval=60,
+                        storage_rate=Decimal("1000"))
+    seed(svc)
+    adjust(svc, -24_999_999, "adj")          # $0.000001 left
+    jid = make_job(svc, 11, "running")
+    clock.advance(minutes=30)                # storage: 30 minutes since the project's creation
+    backend.set_queue(11, "RUNNING", start=clock() - timedelta(seconds=30), gpus={"a4000": 1})
+    rep = Reconciler(svc).tick()
+    assert rep.charges == 1 and team_balance(svc) <= 0
+    assert rep.cut_off == ["nlp"] and rep.cancels == [jid]
+    assert (11, "TERM", True) in backend.cancels
+    svc.db.dispose()
+
+
+def test_failed_poll_never_fails_a_reservation_slurm_may_be_running(env):
+    svc, backend, clock = env
+    jid = make_job(svc, None, "queued")
+    backend.set_queue(77, "RUNNING", start=clock(), name=f"slipway-{jid}")
+    clock.advance(seconds=301)
+    backend.down = True
+    rep = Reconciler(svc).tick()
+    assert not rep.polled and job(svc, jid).state == "queued"
+    backend.down = False                    # Slurm answers: it has the job, so it is adopted
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).slurm_job_id) == ("running", 77)
+
+
+@dataclass
+class HoldingBackend(FakeBackend):
+    """FakeBackend that records holds/releases and shows them in squeue like Slurm does."""
+
+    holds: list = dc_field(default_factory=list)
+    releases: list = dc_field(default_factory=list)
+
+    def hold(self, job_id):
+        self.holds.append(job_id)
+        rec = self.queue[job_id]
+        self.queue[job_id] = rec.__class__(**{**rec.__dict__, "reason": "JobHeldAdmin"})
+
+    def release(self, job_id):
+        self.releases.append(job_id)
+        rec = self.queue[job_id]
+        self.queue[job_id] = rec.__class__(**{**rec.__dict__, "reason": "None"})
+
+
+@pytest.fixture
+def held_env(tmp_path):
+    backend, clock = HoldingBackend(), Clock()
+    svc = make_services(tmp_path, backend=backend, clock=clock, stale_reservation=300,
+                        lost_after=600, cancel_grace=60, storage_interval=10**9)
+    seed(svc, gpu_type="a4000", gpu_count=2)
+    yield svc, backend, clock
+    svc.db.dispose()
+
+
+def test_waiting_jobs_are_held_under_one_dollar_and_released_after_a_deposit(held_env):
+    svc, backend, clock = held_env
+    adjust(svc, -24_200_000, "adj")           # $0.80 left
+    pend = make_job(svc, 11, "pending")
+    run = make_job(svc, 12, "running", branch="b")
+    backend.set_queue(11, "PENDING", reason="Resources")
+    backend.set_queue(12, "RUNNING", start=clock(), gpus={"a4000": 2})
+    rep = Reconciler(svc).tick()
+    assert rep.holds == [pend] and backend.holds == [11] and backend.cancels == []
+    j = job(svc, pend)
+    assert j.state == "pending" and j.balance_hold_at == clock()
+    assert j.reason.startswith("held: balance $0.80 is under $1.00 — add funds"), j.reason
+    assert "slipway team add-funds nlp" in j.reason
+    assert job(svc, run).reason is None and job(svc, run).balance_hold_at is None
+    for _ in range(2):                        # Slurm shows it held: nothing more to do
+        clock.advance(seconds=5)
+        rep = Reconciler(svc).tick()
+        assert rep.holds == [] and backend.holds == [11]
+        assert job(svc, pend).reason.startswith("held: balance $0.80")
+    billing.add_funds(svc.db, "nlp", "5.00", by="test", now=clock())
+    rep = Reconciler(svc).tick()
+    assert rep.releases == [pend] and backend.releases == [11]
+    j = job(svc, pend)
+    assert (j.state, j.balance_hold_at, j.reason) == ("pending", None, None)
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert job(svc, pend).reason == "waiting in the queue: None" or job(svc, pend).reason is None
+    assert backend.releases == [11] and backend.holds == [11]
+    assert backend.jobs_calls == 5 and backend.accounting_calls == []  # one squeue per tick, no more
+
+
+def test_requeued_job_is_held_and_an_administrators_hold_is_left_alone(held_env):
+    svc, backend, clock = held_env
+    requeued = make_job(svc, 11, "running")
+    admin_held = make_job(svc, 12, "pending", branch="b")
+    backend.set_queue(11, "RUNNING", start=clock(), gpus={"a4000": 2})
+    backend.set_queue(12, "PENDING", reason="JobHeldAdmin")
+    Reconciler(svc).tick()
+    adjust(svc, -24_500_000, "adj")           # $0.50 left, and the node of job 11 failed:
+    backend.set_queue(11, "PENDING", reason="BeginTime", restart_count=1)
+    rep = Reconciler(svc).tick()
+    assert job(svc, requeued).state == "pending" and rep.holds == [requeued]
+    assert job(svc, requeued).reason.startswith("held: balance $0.50")
+    assert job(svc, admin_held).balance_hold_at is None  # not Slipway's hold
+    billing.add_funds(svc.db, "nlp", "1.00", by="test", now=clock())  # $1.50
+    rep = Reconciler(svc).tick()
+    assert rep.releases == [requeued] and backend.releases == [11]   # job 12 stays held
+
+
+def test_no_holds_when_the_poll_failed_and_none_for_cancelled_jobs(held_env):
+    svc, backend, clock = held_env
+    adjust(svc, -24_200_000, "adj")
+    gone = make_job(svc, 11, "pending")
+    backend.set_queue(11, "PENDING", reason="Resources")
+    backend.down = True
+    Reconciler(svc).tick()
+    assert backend.holds == []
+    backend.down = False
+    service.request_cancel(svc, gone, by="alice")
+    Reconciler(svc).tick()
+    assert backend.holds == []
+
+
+def test_hold_refused_by_slurm_is_reported_and_retried(held_env):
+    svc, backend, clock = held_env
+    adjust(svc, -24_200_000, "adj")
+    jid = make_job(svc, 11, "pending")
+    backend.set_queue(11, "PENDING", reason="Resources")
+
+    def refuse(job_id):
+        raise ig.SlurmRejected("Job is no longer pending execution")
+
+    backend.hold = refuse
+    rep = Reconciler(svc).tick()
+    assert any("hold of job" in e and "no longer pending" in e for e in rep.errors)
+    assert job(svc, jid).balance_hold_at is None
+    del backend.hold
+    rep = Reconciler(svc).tick()
+    assert rep.holds == [jid] and job(svc, jid).balance_hold_at is not None
