@@ -5,15 +5,16 @@ typed errors (InvalidRequest, SlurmRejected, ControllerUnavailable, JobNotFound)
 """
 from .backend import SlurmBackend
 from .cli import CliBackend
-from .errors import (ControllerUnavailable, InvalidRequest, JobNotFound, SlurmBridgeError,
-                     SlurmRejected)
+from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
+                     SlurmBridgeError, SlurmRejected)
 from .records import GpuCount, NodeRecord, QueueRecord, SacctRecord
 from .request import GpuLimits, GpuRequest, JobRequest, validate, validate_gpus
 from .runner import CommandResult, CommandRunner, FakeRunner, SubprocessRunner
 from .script import render_script, sbatch_options
 
 __all__ = [
-    "SlurmBackend", "CliBackend", "ControllerUnavailable", "InvalidRequest", "JobNotFound",
+    "SlurmBackend", "CliBackend", "ControllerUnavailable", "GresUnavailable", "InvalidRequest",
+    "JobNotFound",
     "SlurmBridgeError", "SlurmRejected", "GpuCount", "NodeRecord", "QueueRecord", "SacctRecord",
     "GpuLimits", "GpuRequest", "JobRequest", "validate", "validate_gpus", "CommandResult",
     "CommandRunner", "FakeRunner", "SubprocessRunner", "render_script", "sbatch_options",

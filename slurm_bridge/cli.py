@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import records
-from .errors import (ControllerUnavailable, InvalidRequest, JobNotFound, SlurmRejected,
-                     is_not_found, is_unavailable, slurm_text)
+from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
+                     SlurmBridgeError, SlurmRejected, is_gres_refusal, is_not_found,
+                     is_unavailable, slurm_text)
 from .records import NodeRecord, QueueRecord, SacctRecord
-from .request import GpuLimits, JobRequest, validate
+from .request import SHARD, GpuLimits, GpuRequest, JobRequest, validate
 from .runner import CommandResult, CommandRunner, SubprocessRunner
 from .script import render_script, sbatch_options
 
@@ -35,6 +36,46 @@ def _slurm_env_from_os() -> dict[str, str]:
     if "SLURM_CONF" in os.environ:
         env["SLURM_CONF"] = os.environ["SLURM_CONF"]
     return env
+
+
+GresInventory = Mapping[str, int]
+"""GPU type (or "shard") -> the most units one node has, e.g. {"a4000": 4, "a6000": 2, "shard": 8}."""
+
+
+def gres_inventory(nodes: Iterable[NodeRecord]) -> dict[str, int]:
+    """The most of each GPU type (and shards) one node has, from ``nodes()``."""
+    out: dict[str, int] = {}
+    for node in nodes:
+        for gpu_type, count in node.gpus.items():
+            out[gpu_type] = max(out.get(gpu_type, 0), count.total)
+    return out
+
+
+def _units(gpu_type: str, n: int) -> str:
+    unit = "shard" if gpu_type == SHARD else "GPU"
+    return f"{n} {unit}" + ("" if n == 1 else "s")
+
+
+def gres_refusal_message(gpus: GpuRequest, offered: GresInventory | None,
+                         slurm_message: str) -> str:
+    """What to tell a user whose GPU request Slurm could not place.
+
+    ``offered``: GPU type -> most units per node (None or empty: unknown, Slurm's text only).
+    """
+    asked = f"--gres={gpus.gres}"
+    if offered:
+        menu = ", ".join(f"{t} (at most {_units(t, n)} per node)" for t, n in sorted(offered.items()))
+        if gpus.type not in offered:
+            head = (f"no node has {gpus.type} GPUs" if gpus.type != SHARD else "no node has shards")
+            why = f"{head} (you asked for {gpus}, {asked})"
+        elif gpus.count > offered[gpus.type]:
+            why = (f"no node has {_units(gpus.type, gpus.count)} of type {gpus.type}: the most one "
+                   f"node has is {offered[gpus.type]} (you asked for {gpus}, {asked})")
+        else:  # the GPUs exist: CPUs, memory or the partition cannot be met with them
+            why = (f"no node can run {asked} together with the CPUs and memory asked for")
+        return f"Slurm refused the job: {why}. This cluster offers {menu}. (Slurm: {slurm_message})"
+    return (f"Slurm refused the job's GPU request {asked} ({gpus}): {slurm_message}; "
+            "ask for a GPU type and count one node of the cluster has")
 
 
 def _user_ids(user: str) -> pwd.struct_passwd:
@@ -58,13 +99,17 @@ class CliBackend:
     is in its default place); default: PATH and SLURM_CONF of this process.
     ``gpu_limits``: when given, ``submit`` refuses GPU requests over them before Slurm sees them.
     ``as_root``: submit with ``--uid/--gid`` of ``req.user`` (default: when running as root).
+    ``gres_inventory``: GPU type (or "shard") -> most units one node has; only used to explain a
+    GPU request Slurm refused (``GresUnavailable``). Without it, that explanation asks
+    ``sinfo --json`` once, on the error path only.
     """
 
     def __init__(self, runner: CommandRunner | None = None, *, env: Mapping[str, str] | None = None,
                  gpu_limits: GpuLimits | None = None, timeout_s: float = 30.0,
                  as_root: bool | None = None,
                  user_ids: Callable[[str], Any] = _user_ids,
-                 attempt_lookback: timedelta = timedelta(days=7)) -> None:
+                 attempt_lookback: timedelta = timedelta(days=7),
+                 gres_inventory: GresInventory | None = None) -> None:
         self.runner = runner or SubprocessRunner()
         self.env = dict(env) if env is not None else _slurm_env_from_os()
         self.env.setdefault("PATH", DEFAULT_PATH)
@@ -73,6 +118,7 @@ class CliBackend:
         self.as_root = (os.geteuid() == 0) if as_root is None else as_root
         self.user_ids = user_ids
         self.attempt_lookback = attempt_lookback
+        self.gres_inventory = dict(gres_inventory) if gres_inventory is not None else None
 
     # -- plumbing ---------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: str | None = None,
@@ -144,6 +190,11 @@ class CliBackend:
         res = self.run(argv, input=render_script(req), env=env)
         if res.rc != 0:
             text = slurm_text(res.stderr) or f"sbatch exited {res.rc}"
+            if req.gpus is not None and is_gres_refusal(res.stderr):
+                offered = self._offered_gres()
+                raise GresUnavailable(gres_refusal_message(req.gpus, offered, text),
+                                      requested=req.gpus.gres, offered=offered,
+                                      slurm_message=text, argv=tuple(argv))
             raise SlurmRejected(f"Slurm refused the job: {text}", slurm_message=text,
                                 argv=tuple(argv))
         first = res.stdout.strip().split(";")[0]
@@ -151,6 +202,16 @@ class CliBackend:
             raise SlurmRejected(f"sbatch printed no job id: {res.stdout.strip()!r}",
                                 argv=tuple(argv))
         return int(first)
+
+    def _offered_gres(self) -> dict[str, int] | None:
+        """What one node offers at most, per GPU type: the given inventory, else ``sinfo``
+        (error path only); None when neither answers."""
+        if self.gres_inventory is not None:
+            return dict(self.gres_inventory)
+        try:
+            return gres_inventory(self.nodes()) or None
+        except SlurmBridgeError:
+            return None
 
     # -- job control ------------------------------------------------------------------------
     def cancel(self, job_id: int, signal: str | None = None, batch_only: bool = False) -> None:

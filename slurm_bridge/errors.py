@@ -28,6 +28,21 @@ class SlurmRejected(SlurmBridgeError):
         self.argv = argv
 
 
+class GresUnavailable(SlurmRejected):
+    """Slurm refused a job's GPU request: no node has that GPU type, or that many of it.
+
+    Slurm itself only says "Requested node configuration is not available"; the message says
+    which gres was asked for and what the cluster offers. ``requested`` is the ``--gres`` value
+    (``gpu:h100:1``); ``offered`` maps each GPU type (and ``shard``) to the most one node has.
+    """
+
+    def __init__(self, message: str, *, requested: str, offered: "dict[str, int] | None" = None,
+                 slurm_message: str = "", argv: tuple[str, ...] = ()):
+        super().__init__(message, slurm_message=slurm_message, argv=argv)
+        self.requested = requested
+        self.offered = dict(offered or {})
+
+
 class ControllerUnavailable(SlurmBridgeError):
     """slurmctld / slurmdbd did not answer (connection refused, timeout).
 
@@ -57,7 +72,17 @@ _UNAVAILABLE = re.compile(
     r"|Slurm backup controller in standby mode"
     r"|Communication connection failure"
     r"|Unexpected message received"  # scontrol hold/release with slurmctld stopped
-    r"|timed out",
+    # ETIMEDOUT from connect ("... persistent connection to host:...: Connection timed out").
+    # Not a bare "timed out": Slurm says "Timed out waiting for job step to complete" of a job,
+    # and a job's name or a sacctmgr description could say it too.
+    r"|Connection timed out",
+    re.IGNORECASE,
+)
+# sbatch's refusals of a --gres it cannot place: an unknown type or more than a node has.
+_GRES_REFUSED = re.compile(
+    r"Requested node configuration is not available"
+    r"|Invalid generic resource \(gres\) specification"
+    r"|Invalid Trackable RESource \(TRES\) specification",
     re.IGNORECASE,
 )
 _NOT_FOUND = re.compile(r"Invalid job id specified|Unknown job|job id \d+ not found", re.IGNORECASE)
@@ -87,3 +112,8 @@ def is_unavailable(stderr: str) -> bool:
 
 def is_not_found(stderr: str) -> bool:
     return bool(_NOT_FOUND.search(stderr))
+
+
+def is_gres_refusal(stderr: str) -> bool:
+    """Slurm refused to place the job's generic resources (it does not say which or why)."""
+    return bool(_GRES_REFUSED.search(stderr))

@@ -174,7 +174,7 @@ class SacctRecord:
     submit: datetime | None
     start: datetime | None
     end: datetime | None
-    elapsed_s: int
+    elapsed_s: int | None       # ElapsedRaw; None when sacct left it empty (use end - start)
     node: str
     gpus: Mapping[str, int]     # GPU type -> count from AllocTRES gres/gpu:TYPE (no "shard")
     shards: int = 0
@@ -311,7 +311,7 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
         if end is _MISSING:
             end = _sacct_time(f[5], times)
         rows.append([int(f[0]), f[12], f[11], f[9], qos, state, exit_code, signal, submit, start,
-                     end, int(elapsed) if elapsed.isdigit() else 0, node, alloc[0], alloc[1],
+                     end, int(elapsed) if elapsed.isdigit() else None, node, alloc[0], alloc[1],
                      bool(tres)])
     rows.sort(key=_job_of)  # stable: a job's records keep sacct's order until sorted below
     out: list[SacctRecord] = []

@@ -7,7 +7,8 @@ import pytest
 
 from slurm_bridge.backend import SlurmBackend
 from slurm_bridge.cli import CliBackend, slurm_time
-from slurm_bridge.errors import ControllerUnavailable, InvalidRequest, JobNotFound, SlurmRejected
+from slurm_bridge.errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
+                                 SlurmRejected)
 from slurm_bridge.request import GpuRequest, JobRequest
 from slurm_bridge.runner import FakeRunner, result
 
@@ -97,7 +98,8 @@ def test_cancel_argv(kw, expected):
 
 RECORDED_ERRORS = [
     # (fixture, command, exception, text that must reach the user)
-    ("stderr_sbatch_gres_over.txt", "submit", SlurmRejected, "Requested node configuration is not available"),
+    ("stderr_sbatch_gres_over.txt", "submit", GresUnavailable, "Requested node configuration is not available"),
+    ("stderr_sbatch_gres_type.txt", "submit", GresUnavailable, "Requested node configuration is not available"),
     ("stderr_sbatch_qos.txt", "submit", SlurmRejected, "Invalid qos specification"),
     ("stderr_sbatch_account.txt", "submit", SlurmRejected, "Invalid account"),
     ("stderr_down_sbatch.txt", "submit", ControllerUnavailable, "Unable to contact slurm controller"),
@@ -119,7 +121,7 @@ def recorded(name):
 @pytest.mark.parametrize("name,op,exc,text", RECORDED_ERRORS)
 def test_recorded_slurm_errors_become_typed_exceptions(name, op, exc, text):
     prog = {"submit": "sbatch", "cancel": "scancel", "accounting": "sacct"}.get(op, "scontrol")
-    b, _ = backend({prog: recorded(name)})
+    b, _ = backend({prog: recorded(name), "sinfo": result(fixture("sinfo.json"))})
     call = {
         "submit": lambda: b.submit(req()),
         "accounting": lambda: b.accounting(datetime(2024, 1, 1), datetime(2024, 1, 2)),

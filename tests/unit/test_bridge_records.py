@@ -214,3 +214,27 @@ def test_attempt_cancelled_while_pending_is_settled_though_qos_stays_unknown():
                       elapsed_s=3, node="a4k-1", gpus={}, shards=0, comment="",
                       alloc_tres_recorded=False)
     assert not ran.settled  # it ran: wait for QOS and AllocTRES
+
+
+@pytest.mark.parametrize("elapsed", ["", "Unknown", "-3"])
+def test_sacct_missing_elapsed_is_none_not_zero(elapsed):
+    """An ElapsedRaw sacct left empty is unknown, not 0 s: billing then uses end - start."""
+    from accounting.billing import target_minutes
+
+    line = next(l for l in (FIX / "sacct.txt").read_text().splitlines() if l.endswith("|rec-cancel"))
+    fields = line.split("|")
+    assert fields[6] == "134"
+    fields[6] = elapsed
+    [rec] = parse_sacct("|".join(fields) + "\n")
+    assert rec.elapsed_s is None
+    assert rec.state == "CANCELLED" and rec.settled
+    assert (rec.end - rec.start).total_seconds() == 134
+    assert target_minutes(rec, rec.end) == 3  # ceil(134 s / 60), from end - start
+    [zero] = parse_sacct(line.replace("|134|", "|0|") + "\n")
+    assert zero.elapsed_s == 0 and target_minutes(zero, zero.end) == 0  # a real 0 stays 0
+
+
+def test_sacct_never_ran_with_empty_elapsed_is_settled():
+    text = (FIX / "sacct_cancelled_pending.txt").read_text()
+    [rec] = parse_sacct(text.replace("|0|None assigned|", "||None assigned|"))
+    assert rec.elapsed_s is None and rec.start is None and rec.settled
