@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from slurm_bridge.errors import InvalidRequest
 from slurm_bridge.request import GpuRequest, JobRequest, validate
-from slurm_bridge.script import render_script, sbatch_options
+from slurm_bridge.script import HEADER, render_script, sbatch_options
 
 LIMITS = {"a4000": 4, "a6000": 2, "shard": 8}
 
@@ -111,3 +112,92 @@ def test_sbatch_options_defaults():
     opts = sbatch_options(make(gpus=GpuRequest("shard", 2)))
     assert "--requeue" in opts and "--gres=shard:2" in opts
     assert not any(o.startswith(("--partition", "--mem", "--signal", "--hold")) for o in opts)
+
+
+# ------------------------------------------------------------------ no injected #SBATCH lines
+INJECTIONS = [
+    "\n#SBATCH --uid=0",
+    "\n#SBATCH --gres=gpu:a4000:4",
+    "x\n#SBATCH --uid=0\n#SBATCH --gres=gpu:a4000:4\n",
+    "'\n#SBATCH --uid=0\n'",
+    "\r\n#SBATCH --uid=0",
+    "\n  #SBATCH --uid=0",
+    "\n#SLURM --uid=0",
+    "\\\n#SBATCH --uid=0",
+]
+
+
+def sbatch_directive_region(script: str) -> list[str]:
+    """The lines sbatch reads directives from (Slurm 22.05 src/sbatch/opt.c): every line up to
+    the first one whose first non-blank character is not ``#``. Lines in it that start with
+    ``#SBATCH`` (or the old ``#SLURM``) are options, as if given on the command line."""
+    region = []
+    for line in script.split("\n"):
+        stripped = line.lstrip(" \t\r\v\f")
+        if stripped and not stripped.startswith("#"):
+            break
+        region.append(line)
+    return region
+
+
+def directives(script: str) -> list[str]:
+    # stricter than sbatch: a #SBATCH after leading blanks counts too
+    return [l for l in sbatch_directive_region(script) if l.lstrip().startswith(("#SBATCH", "#SLURM"))]
+
+
+def test_the_directive_parser_sees_real_directives():
+    """The parser above is not vacuous: a script that does carry directives has them found."""
+    script = "#!/bin/bash\n# c\n\n#SBATCH --uid=0\nexport A=1\n#SBATCH --gres=gpu:a4000:4\n"
+    assert directives(script) == ["#SBATCH --uid=0"]
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_env_value_never_becomes_an_sbatch_directive(value, tmp_path):
+    script = render_script(make(env={"SLIPWAY_VALUE": value, "A_FIRST": value},
+                                command=["printenv", "SLIPWAY_VALUE"]))
+    assert "#SBATCH --uid=0" in script or "#SLURM" in script or "#SBATCH --gres" in script
+    assert directives(script) == []
+    # the whole region sbatch reads is our own header, nothing a user wrote
+    assert sbatch_directive_region(script) == HEADER.rstrip("\n").split("\n")
+    proc = run_bash(script, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == value + "\n"  # and the value still arrives verbatim
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_command_word_never_becomes_an_sbatch_directive(value):
+    script = render_script(make(command=["echo", value, "--", value]))
+    assert directives(script) == []
+    assert sbatch_directive_region(script) == HEADER.rstrip("\n").split("\n")
+
+
+def test_hostile_script_passes_bash_n(tmp_path):
+    """bash -n: the rendered script (every hostile value at once) is one valid bash program."""
+    env = {f"V{i}": v for i, v in enumerate(HOSTILE_VALUES + INJECTIONS)}
+    script = render_script(make(env=env, command=["printf", "%s\\n", *INJECTIONS, *HOSTILE_VALUES]))
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    # bash -n catches a broken quote: the check is not vacuous
+    broken = tmp_path / "broken.sh"
+    broken.write_text(script.replace("exec printf", "exec printf '", 1))
+    assert subprocess.run(["bash", "-n", str(broken)], capture_output=True, timeout=30).returncode != 0
+    assert directives(script) == []
+
+
+@pytest.mark.parametrize("field", ["name", "account", "qos", "partition", "comment", "workdir",
+                                   "output", "signal"])
+@pytest.mark.parametrize("value", ["\n#SBATCH --uid=0", "x\r#SBATCH --uid=0"])
+def test_single_line_fields_refuse_newlines(field, value):
+    """Values passed as sbatch options must be one line (argv, but Slurm stores and prints them)."""
+    base = {"workdir": "/tmp", "output": "/tmp/o", "signal": "USR1@60"}.get(field, "ok")
+    with pytest.raises(InvalidRequest):
+        make(**{field: base + value})
+
+
+def test_sbatch_options_carry_no_newline():
+    opts = sbatch_options(make(env={"X": "\n#SBATCH --uid=0"}, command=["echo", "\n#SBATCH --uid=0"]))
+    assert not any("\n" in o or "\r" in o for o in opts)
+    assert not any(o.startswith("--uid") for o in opts)
