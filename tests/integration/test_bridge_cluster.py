@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from slurm_bridge.cli import CliBackend
-from slurm_bridge.errors import InvalidRequest, SlurmRejected
+from slurm_bridge.errors import GresUnavailable, InvalidRequest, SlurmRejected
 from slurm_bridge.request import GpuRequest, JobRequest
 from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec, read_current, sync
 
@@ -150,6 +150,78 @@ def test_cancel_ends_a_running_job_quickly(bridge, jobdir, submitted):
     print(f"cancel took {took:.2f} s")
     assert took < 10
     bridge.cancel(job_id)  # cancelling again is a no-op, not an error
+
+
+def test_cancel_ends_a_job_that_ignores_term_within_10_s(bridge, jobdir, submitted):
+    """scancel: SIGTERM, KillWait (8 s), SIGKILL. A job that ignores TERM still ends in < 10 s."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    job_id = bridge.submit(job(jobdir, "deaf", ["bash", "-c", "trap '' TERM; echo trapped; sleep 300"]))
+    submitted.append(job_id)
+    wait_for(lambda: state(bridge, job_id) == "RUNNING", 30, "job running")
+    wait_for(lambda: (jobdir / f"{job_id}.out").exists()
+             and "trapped" in (jobdir / f"{job_id}.out").read_text(), 10, "trap set")
+    started = time.monotonic()
+    bridge.cancel(job_id)
+    wait_for(lambda: state(bridge, job_id) not in ("RUNNING", "COMPLETING"), 15, "job ended",
+             interval=0.1)
+    took = time.monotonic() - started
+    print(f"cancel of a TERM-ignoring job took {took:.2f} s")
+    assert took < 10
+    assert took > 5, "the job ended before KillWait: it did not ignore TERM, the test proves nothing"
+    rec = settled_record(bridge, job_id, since)[-1]
+    assert rec.state == "CANCELLED", rec
+
+
+def test_requeue_of_a_running_job_runs_it_again(bridge, jobdir, submitted):
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    job_id = bridge.submit(job(jobdir, "requeue", ["sleep", "120"]))
+    submitted.append(job_id)
+    wait_for(lambda: state(bridge, job_id) == "RUNNING", 30, "job running")
+    bridge.requeue(job_id)
+
+    def again():
+        rec = bridge.jobs(comment=None).get(job_id)
+        return rec if rec and rec.restart_count == 1 and rec.state in ("PENDING", "RUNNING") else None
+    rec = wait_for(again, 10, "job back in the queue with restart count 1", interval=0.2)
+    assert rec.state in ("PENDING", "RUNNING")
+    # requeued jobs wait cred_expire (10 s) before they may start again
+    wait_for(lambda: state(bridge, job_id) == "RUNNING", 40, "requeued job running again")
+
+    def two_attempts():
+        recs = bridge.accounting(since, datetime.now(timezone.utc) + timedelta(minutes=1),
+                                 job_ids=[job_id])
+        return recs if len(recs) == 2 else None
+    first, second = wait_for(two_attempts, 20, "both attempts in sacct", interval=0.5)
+    assert (first.attempt, first.state) == (0, "REQUEUED") and first.end is not None
+    assert (second.attempt, second.state) == (1, "RUNNING") and second.restart_count == 1
+
+
+def test_injected_directives_do_nothing(bridge, jobdir, submitted):
+    """An env value and a command word holding "\n#SBATCH ..." lines: real sbatch ignores them."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    evil = "\n#SBATCH --uid=0\n#SBATCH --gres=gpu:a4000:4\n#SBATCH --job-name=pwned\n"
+    job_id = bridge.submit(job(jobdir, "inject", ["bash", "-c", 'id -un; echo "CVD=$CUDA_VISIBLE_DEVICES"; '
+                                                  'printf "%s" "$EVIL"', evil], env={"EVIL": evil}))
+    submitted.append(job_id)
+    rec = settled_record(bridge, job_id, since)[-1]
+    assert rec.state == "COMPLETED" and rec.user == "sw-alice" and rec.name == "bridge-it/inject"
+    assert dict(rec.gpus) == {}
+    out = (jobdir / f"{job_id}.out").read_text()
+    assert out == "sw-alice\nCVD=\n" + evil
+
+
+def test_gres_refusal_says_what_the_cluster_offers(slurm_env, jobdir):
+    """Slurm says only "Requested node configuration is not available"; the bridge adds the rest
+    (from sinfo, asked only because sbatch refused)."""
+    raw = CliBackend(env=slurm_env)
+    with pytest.raises(GresUnavailable) as info:
+        raw.submit(job(jobdir, "h100", ["true"], gpus=GpuRequest("h100", 1)))
+    assert "no node has h100 GPUs" in str(info.value)
+    assert "a4000 (at most 4 GPUs per node), a6000 (at most 2 GPUs per node), shard (at most 8 shards" \
+        in str(info.value)
+    assert info.value.offered == {"a4000": 4, "a6000": 2, "shard": 8}
+    with pytest.raises(GresUnavailable, match="the most one node has is 2"):
+        raw.submit(job(jobdir, "a6k3", ["true"], gpus=GpuRequest("a6000", 3)))
 
 
 def test_hold_release(bridge, jobdir, submitted):
