@@ -18,6 +18,7 @@ from ..db import Job, LedgerEntry, Project, Team
 from ..jobs import launch
 from ..web import ops
 from ..web.common import WebUser, actor, db, fresh_db, int_arg, svc
+from . import serialize
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -88,8 +89,7 @@ def _body() -> dict:
     return data
 
 
-def _iso(t):
-    return t.isoformat() if t else None
+_iso = serialize.iso
 
 
 def team_json(team: Team, role: str | None, balance) -> dict:
@@ -98,35 +98,21 @@ def team_json(team: Team, role: str | None, balance) -> dict:
 
 
 def project_json(p: Project, team_name: str, stats: dict | None = None) -> dict:
-    d = {"team": team_name, "name": p.name, "gpu_type": p.gpu_type, "gpu_count": p.gpu_count,
-         "image": p.image, "time_limit_min": p.time_limit_min,
-         "remote_url": svc().config.repo_url(team_name, p.name), "created_at": _iso(p.created_at)}
-    if stats is not None:
-        d.update(jobs=stats.get("jobs", 0), active_jobs=stats.get("active", 0))
-    return d
+    return serialize.project_dict(p, team_name, svc().config.repo_url(team_name, p.name), stats)
 
 
-def job_json(j: Job, project: str, team: str) -> dict:
-    return {"id": j.id, "team": team, "project": project, "branch": j.branch, "commit": j.commit_sha,
-            "state": j.state, "previous_state": j.previous_state, "reason": j.reason,
-            "gpu_type": j.gpu_type, "gpu_count": j.gpu_count, "image": j.image,
-            "time_limit_min": j.time_limit_min, "slurm_job_id": j.slurm_job_id, "node": j.node,
-            "port": j.port, "exit_code": j.exit_code, "cost": str(j.cost),
-            "created_at": _iso(j.created_at), "submitted_at": _iso(j.submitted_at),
-            "started_at": _iso(j.started_at), "ended_at": _iso(j.ended_at),
-            "cancel_requested": j.cancel_requested, "cancel_reason": j.cancel_reason,
-            "results_ref": j.results_ref, "results_sha": j.results_sha,
-            "branch_updated": j.branch_updated, "url": f"/jobs/{j.id}",
-            "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
+def job_json(j: Job, project: str, team: str, pusher: str | None = None) -> dict:
+    return serialize.job_dict(j, project, team, pusher=pusher, log=str(launch.log_path(svc(), j.id)))
+
+
+def jobs_json(s, rows) -> list[dict]:
+    """Job rows of ``ops.list_jobs`` with their pushers' names (one query for all of them)."""
+    names = ops.user_names(s, {j.pusher_id for j, _pn, _tn in rows if j.pusher_id})
+    return [job_json(j, pn, tn, names.get(j.pusher_id)) for j, pn, tn in rows]
 
 
 def entry_json(e: LedgerEntry) -> dict:
-    return {"id": e.id, "created_at": _iso(e.created_at), "kind": e.kind, "amount": str(e.amount),
-            "job": e.job_id, "attempt": e.attempt, "from_minute": e.from_minute,
-            "to_minute": e.to_minute, "gpu_type": e.gpu_type, "gpu_count": e.gpu_count,
-            "rate": str(e.rate) if e.rate is not None else None, "resource": e.resource,
-            "bytes": e.bytes, "created_by": e.created_by, "note": e.note,
-            "description": ops.describe_entry(e)}
+    return serialize.entry_dict(e, ops.describe_entry(e))
 
 
 # -------------------------------------------------------------------------------- teams
@@ -194,14 +180,29 @@ def create_project(team: str):
 
 # ----------------------------------------------------------------------------- projects
 
+@api.get("/projects")
+def all_projects():
+    """Projects of the caller's teams (cluster admins: every team), by team and name, with job
+    counts; ``?team=T`` for one team."""
+    me, s = actor(), db()
+    team_name = request.args.get("team", "").strip()
+    if team_name:
+        t, _ = ops.team_access(s, me, team_name)
+        team_ids = [t.id]
+    else:
+        team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+    rows = ops.projects_with_stats(s, team_ids)
+    return jsonify({"ok": True, "projects": [project_json(p, tn, st) for p, tn, st in rows]})
+
+
 @api.get("/projects/<team>/<project>")
 def project(team: str, project: str):
     s = db()
     p, _ = ops.project_access(s, actor(), team, project)
     jobs, _ = ops.list_jobs(s, limit=20, project_id=p.id)
-    d = project_json(p, team)
+    d = project_json(p, team, ops.project_stats(s, p.id))
     d["storage_bytes"] = ops.storage_bytes(svc(), team, project)
-    d["recent_jobs"] = [job_json(j, pn, tn) for j, pn, tn in jobs]
+    d["recent_jobs"] = jobs_json(s, jobs)
     return jsonify({"ok": True, "project": d})
 
 
@@ -252,13 +253,14 @@ def jobs():
     rows, nxt = ops.list_jobs(s, limit=limit, team_ids=team_ids, project_id=project_id,
                               state=request.args.get("state") or None, before=int_arg("before"),
                               branch=request.args.get("branch") or None)
-    return jsonify({"ok": True, "jobs": [job_json(j, pn, tn) for j, pn, tn in rows], "next_before": nxt})
+    return jsonify({"ok": True, "jobs": jobs_json(s, rows), "next_before": nxt})
 
 
 @api.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    j, p, t, role = ops.job_access(db(), actor(), job_id)
-    d = job_json(j, p.name, t.name)
+    s = db()
+    j, p, t, role = ops.job_access(s, actor(), job_id)
+    d = job_json(j, p.name, t.name, ops.user_names(s, {j.pusher_id}).get(j.pusher_id))
     d["can_cancel"] = ops.can_cancel(actor(), j, role) and j.state not in ("succeeded", "failed", "cancelled")
     return jsonify({"ok": True, "job": d})
 

@@ -4,7 +4,7 @@ and the writes (project create/settings/delete, members, funds, tokens, team del
 Every function here reads or writes Slipway's database (and the repository / job directories on
 delete) — none calls Slurm, except ``cancel_job`` which goes through ``jobs.service``.
 
-Permission model (same rules as ``portal/cli.py``'s ``_require``):
+Permission model (the web pages, the JSON API and the CLI all go through these functions):
 
 * a team, its projects, jobs, logs, repositories and proxied ports are visible to the team's
   members (any role) and to cluster administrators; to anybody else they do not exist (404);
@@ -16,8 +16,6 @@ Permission model (same rules as ``portal/cli.py``'s ``_require``):
   needs ``owner``, and the last owner stays;
 * owner alone deletes the team;
 * cluster administrators may do all of it in every team.
-
-The web pages, the JSON API and the CLI all call these functions, so one rule holds everywhere.
 """
 from __future__ import annotations
 
@@ -379,6 +377,38 @@ def project_page(s: Session, team: Team, *, q: str = "", page: int = 1, per_page
                     "last_job": r.last_job} for r in rows}
     return {"projects": rows, "stats": stats, "total": total, "page": page,
             "pages": max(1, -(-total // per_page)), "q": q}
+
+
+def project_stats(s: Session, project_id: int) -> dict:
+    """{"jobs": all jobs of the project, "active": those not ended}."""
+    n, active = s.execute(select(func.count(Job.id), func.count(case((Job.state.in_(states.ACTIVE), 1))))
+                          .where(Job.project_id == project_id)).one()
+    return {"jobs": int(n or 0), "active": int(active or 0)}
+
+
+def projects_with_stats(s: Session, team_ids: list[int] | None) -> list[tuple[Project, str, dict]]:
+    """[(project, team name, {"jobs", "active"})] of the teams ``team_ids`` (None: every team),
+    by team name and project name — two queries."""
+    q = select(Project, Team.name).join(Team, Project.team_id == Team.id).order_by(Team.name, Project.name)
+    if team_ids is not None:
+        if not team_ids:
+            return []
+        q = q.where(Project.team_id.in_(list(team_ids)))
+    rows = s.execute(q).all()
+    stats: dict[int, dict] = {}
+    if rows:
+        for pid, n, active in s.execute(
+                select(Job.project_id, func.count(Job.id), func.count(case((Job.state.in_(states.ACTIVE), 1))))
+                .where(Job.project_id.in_([p.id for p, _ in rows])).group_by(Job.project_id)):
+            stats[pid] = {"jobs": int(n), "active": int(active)}
+    return [(p, tn, stats.get(p.id, {"jobs": 0, "active": 0})) for p, tn in rows]
+
+
+def user_names(s: Session, user_ids) -> dict[int, str]:
+    ids = [i for i in set(user_ids) if i is not None]
+    if not ids:
+        return {}
+    return dict(s.execute(select(User.id, User.name).where(User.id.in_(ids))).all())
 
 
 _MEMBERS = (select(User, Membership).join(Membership, Membership.user_id == User.id)

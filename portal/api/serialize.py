@@ -1,0 +1,47 @@
+"""The JSON shapes of Slipway's objects — what ``/api/`` answers and what ``slipway`` prints from.
+
+Plain functions of ORM rows and config values (no Flask, no request): the API and the CLI's
+local mode both call them, so ``slipway --url …`` (through the API) and ``slipway`` on the server
+(the database) print the same thing from the same dictionaries.
+"""
+from __future__ import annotations
+
+from ..db import Job, LedgerEntry, Project
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def iso(t):
+    return t.isoformat() if t else None
+
+
+def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | None) -> dict:
+    return {"id": j.id, "team": team, "project": project, "branch": j.branch, "commit": j.commit_sha,
+            "pusher": pusher, "state": j.state, "previous_state": j.previous_state, "reason": j.reason,
+            "gpu_type": j.gpu_type, "gpu_count": j.gpu_count, "image": j.image,
+            "time_limit_min": j.time_limit_min, "slurm_job_id": j.slurm_job_id, "node": j.node,
+            "port": j.port, "exit_code": j.exit_code, "cost": str(j.cost),
+            "created_at": iso(j.created_at), "submitted_at": iso(j.submitted_at),
+            "started_at": iso(j.started_at), "ended_at": iso(j.ended_at),
+            "cancel_requested": j.cancel_requested, "cancel_reason": j.cancel_reason,
+            "results_ref": j.results_ref, "results_sha": j.results_sha,
+            "branch_updated": j.branch_updated, "log": log, "url": f"/jobs/{j.id}",
+            "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
+
+
+def project_dict(p: Project, team_name: str, remote_url: str, stats: dict | None = None) -> dict:
+    d = {"team": team_name, "name": p.name, "gpu_type": p.gpu_type, "gpu_count": p.gpu_count,
+         "image": p.image, "time_limit_min": p.time_limit_min, "remote_url": remote_url,
+         "created_at": iso(p.created_at)}
+    if stats is not None:
+        d.update(jobs=stats.get("jobs", 0), active_jobs=stats.get("active", 0))
+    return d
+
+
+def entry_dict(e: LedgerEntry, description: str) -> dict:
+    return {"id": e.id, "created_at": iso(e.created_at), "kind": e.kind, "amount": str(e.amount),
+            "job": e.job_id, "attempt": e.attempt, "from_minute": e.from_minute,
+            "to_minute": e.to_minute, "gpu_type": e.gpu_type, "gpu_count": e.gpu_count,
+            "rate": str(e.rate) if e.rate is not None else None, "resource": e.resource,
+            "bytes": e.bytes, "created_by": e.created_by, "note": e.note, "key": e.idempotency_key,
+            "description": description}
