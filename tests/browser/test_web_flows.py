@@ -157,3 +157,57 @@ def test_outsider_sees_404(site, new_page):
         r = page.goto(base + path)
         assert r.status == 404, path
     expect(page.locator("h1")).to_contain_text("404")
+
+
+_PROBE = b"""<!doctype html><html><body><pre id="out">probing</pre><script>
+const out = ["origin=" + self.origin];
+try { out.push("cookie=" + document.cookie); } catch (e) { out.push("cookie-refused"); }
+try { out.push("storage=" + (window.localStorage ? "open" : "none")); } catch (e) { out.push("storage-refused"); }
+fetch("/", {credentials: "include"}).then(r => r.text())
+  .then(t => out.push(t.includes("csrf-token") ? "portal-read" : "portal-not-read"))
+  .catch(e => out.push("portal-fetch-refused"))
+  .finally(() => { document.getElementById("out").textContent = out.join("\\n"); });
+</script></body></html>"""
+
+
+def test_job_page_through_the_proxy_cannot_act_as_the_viewer(site, new_page):
+    """A job's page opened by a member, in a real browser: it runs sandboxed in an opaque
+    origin, so it reads neither the portal's cookies nor a portal page (the CSRF token)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from portal.db import Job
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(_PROBE)))
+            self.send_header("Set-Cookie", "planted=1; Path=/")
+            self.end_headers()
+            self.wfile.write(_PROBE)
+
+        def log_message(self, *a):
+            pass
+
+    svc, base, ids, _ = site
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Probe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with svc.db.transaction() as s:
+            s.get(Job, ids["running"]).port = server.server_address[1]
+        svc.extra["node_addresses"] = {"a4k-1": "127.0.0.1"}
+        page = new_page(base)
+        log_in(page, base, "carol")
+        page.goto(f"{base}/jobs/{ids['running']}/proxy/")
+        out = page.locator("#out")
+        expect(out).to_contain_text("portal-", timeout=8000)
+        text = out.inner_text()
+        assert "origin=null" in text, text
+        assert "cookie-refused" in text and "portal-read" not in text, text
+        names = {c["name"] for c in page.context.cookies()}
+        assert "planted" not in names and "slipway_session" in names
+        page.goto(f"{base}/")   # the portal itself still works for her
+        expect(page.locator("h1")).to_contain_text("Dashboard")
+    finally:
+        server.shutdown()
