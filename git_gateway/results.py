@@ -10,6 +10,21 @@ Runs on the compute node, in the job's checkout (a detached HEAD at exactly the 
        replaces the previous attempt's results ref; the ref belongs to the job).
     4. Push to ``refs/heads/<branch>`` with ``--force-with-lease=refs/heads/<branch>:<pushed>``:
        if the user pushed meanwhile this is refused and the results ref keeps the work.
+       The two pushes are independent: each is tried whatever the other's outcome, and the
+       result (and its message) reports both.
+
+Pushes that fail without a definite answer from the server (connection refused, reset, 5xx,
+timeout, a hook that could not reach Slipway) are retried with exponential backoff (0.5 s,
+1 s, 2 s, ... capped at 15 s) until ``retry_seconds`` (default 150 s) or ``deadline`` has
+passed; a definite answer (the lease refused, bad credentials, no such repository) is final.
+The normal case pushes at once. If a push still fails, nothing is thrown away: the commit stays
+at HEAD of the job's checkout and under ``refs/slipway/results`` there, so a later attempt
+(``push_pending``, which the runner calls when a requeued attempt starts) can push it.
+
+Local bookkeeping refs in the checkout (never pushed): ``refs/slipway/results`` -- the last
+results commit made here; ``refs/slipway/pushed`` -- the last commit the results ref on the
+server is known to hold; ``refs/slipway/branch`` -- the last commit this job put on the branch
+(the lease of a later attempt's branch push).
 
 Nothing changed: no commit is made; the results ref is pushed pointing at the pushed commit (a
 record that the job ran and produced nothing) and the branch is left alone
@@ -284,6 +299,18 @@ def track_large_files(cwd: str, env: dict[str, str], threshold: int) -> list[str
 
 
 # -------------------------------------------------------------------------------- commit-back
+DEFAULT_PUSH_RETRY_SECONDS = 150.0
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 15.0
+LOCAL_RESULTS_REF = "refs/slipway/results"
+LOCAL_PUSHED_REF = "refs/slipway/pushed"
+LOCAL_BRANCH_REF = "refs/slipway/branch"
+# stderr of a push that the server answered for good: retrying cannot help
+_DEFINITE_STDERR = re.compile(r"Authentication failed|could not read (?:Username|Password)"
+                              r"|repository '.*' not found|The requested URL returned error: 40[34]",
+                              re.IGNORECASE)
+
+
 def commit_message(job_id, exit_code: int | None, signal: str | None = None) -> str:
     status = f"exit {exit_code}" if exit_code is not None else "no exit status"
     if signal:
@@ -299,25 +326,52 @@ def ensure_remote(cwd: str, env: dict[str, str], repo_url: str, remote: str = "o
         run_git(["remote", "set-url", remote, repo_url], cwd, env)
 
 
-def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branch: str,
-                job_id: int | str, pushed_sha: str, exit_code: int | None,
-                signal: str | None = None, lfs_threshold_bytes: int = DEFAULT_LFS_THRESHOLD,
-                author_name: str = "Slipway", author_email: str = "slipway@localhost",
-                push_attempts: int = 3, deadline: float | None = None) -> CommitBackResult:
-    """Commit the job's files and push them; see the module docstring. Never raises for push
-    failures (they are in the result); raises InvalidBranch / GitFailed for local problems.
+def is_transient(out: PushOutcome) -> bool:
+    """Whether a failed push may succeed if tried again (the server did not answer for good)."""
+    if out.ok:
+        return False
+    if out.flag is None:            # no status line: connection refused/reset, 5xx, timeout
+        return not _DEFINITE_STDERR.search(out.stderr or "")
+    # "[remote rejected] (pre-receive hook declined)" when the hook could not reach Slipway,
+    # "(failed to update ref)" / "(cannot lock ref ...)" under a concurrent update; but a lease
+    # or fast-forward refusal ("[rejected] (stale info)", "(fetch first)") is an answer.
+    return out.flag == "!" and out.summary.startswith("[remote rejected]")
 
-    ``deadline`` is a time.monotonic() value after which push retries stop.
+
+def push_with_retry(cwd: str, env: dict[str, str], refspec: str, *, lease: str | None = None,
+                    deadline: float | None = None, max_attempts: int | None = None,
+                    sleep=time.sleep, what: str = "push") -> tuple[PushOutcome, int]:
+    """``push`` until it succeeds, gets a definite answer, ``max_attempts`` pushes were made or
+    the next try would start after ``deadline`` (time.monotonic()). -> (last outcome, pushes).
+
+    Always pushes at least once. Waits 0.5 s, 1 s, 2 s, ... (at most 15 s) between tries.
     """
-    t0 = time.monotonic()
-    validate_branch(branch)
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", pushed_sha or ""):
-        raise ValueError(f"pushed_sha must be a full commit id: {pushed_sha!r}")
-    ref = results_ref(branch, job_id)
-    cwd = os.fspath(workdir)
-    env = git_env(repo_url, username, token)
-    ensure_remote(cwd, env, repo_url)
+    delay = RETRY_FIRST_DELAY
+    n = 0
+    while True:
+        n += 1
+        left = None if deadline is None else deadline - time.monotonic()
+        # a push that started may finish (large LFS uploads), but a hung one must end
+        out = push(cwd, env, refspec, lease=lease,
+                   timeout=120 if left is None else max(120.0, left))
+        if not is_transient(out):
+            return out, n
+        if max_attempts is not None and n >= max_attempts:
+            return out, n
+        if deadline is not None and time.monotonic() + delay > deadline:
+            return out, n
+        log.warning("%s failed (%s); retrying in %.1f s", what, _reason(out), delay)
+        sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
 
+
+def commit_all(cwd: str, env: dict[str, str], *, message: str, trailer: str,
+               lfs_threshold_bytes: int | None = DEFAULT_LFS_THRESHOLD,
+               author_name: str = "Slipway", author_email: str = "slipway@localhost"
+               ) -> tuple[bool, list[str], list[str]]:
+    """Commit every changed/new/deleted file of the work tree on top of HEAD (files over the LFS
+    threshold through git-lfs). -> (committed, lfs paths, notes). Records the commit under
+    ``refs/slipway/results`` so it survives a later checkout of another commit."""
     lfs_paths: list[str] = []
     notes: list[str] = []
     if lfs_threshold_bytes is not None and lfs_threshold_bytes >= 0:
@@ -326,65 +380,151 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
             lfs_paths = track_large_files(cwd, env, lfs_threshold_bytes)
         elif _lfs_candidates(cwd, env, lfs_threshold_bytes):
             notes.append("git-lfs is not installed on the node: large files went into plain git")
-
     run_git(["add", "-A"], cwd, env)
-    changed = run_git(["diff", "--cached", "--quiet"], cwd, env, check=False).returncode != 0
-    if changed:
-        cenv = dict(env, GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
-                    GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
-        msg = commit_message(job_id, exit_code, signal)
-        trailer = f"Slipway-Job: {job_id}\nSlipway-Exit-Code: {exit_code}"
-        if signal:
-            trailer += f"\nSlipway-Signal: {signal}"
-        run_git(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", msg, "-m", trailer],
-                cwd, cenv)
-        sha = run_git(["rev-parse", "HEAD"], cwd, env).stdout.decode().strip()
-    else:
-        sha = pushed_sha
+    if run_git(["diff", "--cached", "--quiet"], cwd, env, check=False).returncode == 0:
+        return False, lfs_paths, notes
+    cenv = dict(env, GIT_AUTHOR_NAME=author_name, GIT_AUTHOR_EMAIL=author_email,
+                GIT_COMMITTER_NAME=author_name, GIT_COMMITTER_EMAIL=author_email)
+    run_git(["commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message, "-m", trailer],
+            cwd, cenv)
+    run_git(["update-ref", LOCAL_RESULTS_REF, "HEAD"], cwd, env)
+    return True, lfs_paths, notes
 
-    def attempt(refspec, lease=None) -> PushOutcome:
-        out = None
-        for i in range(max(1, push_attempts)):
-            out = push(cwd, env, refspec, lease=lease)
-            if out.ok or out.flag is not None:   # success, or a definite answer (rejection)
-                return out
-            if deadline is not None and time.monotonic() + 0.5 * (i + 1) > deadline:
-                break
-            time.sleep(0.5 * (i + 1))
-        return out
 
+def local_ref(cwd: str, env: dict[str, str], name: str) -> str | None:
+    r = run_git(["rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], cwd, env, check=False)
+    if r.returncode != 0:
+        return None
+    return r.stdout.decode().strip() or None
+
+
+def _mark(cwd: str, env: dict[str, str], name: str, sha: str) -> None:
+    run_git(["update-ref", name, sha], cwd, env, check=False)
+
+
+def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branch: str,
+                job_id: int | str, pushed_sha: str, exit_code: int | None,
+                signal: str | None = None, lfs_threshold_bytes: int = DEFAULT_LFS_THRESHOLD,
+                author_name: str = "Slipway", author_email: str = "slipway@localhost",
+                push_attempts: int | None = None, deadline: float | None = None,
+                retry_seconds: float = DEFAULT_PUSH_RETRY_SECONDS,
+                lease_sha: str | None = None, sleep=time.sleep) -> CommitBackResult:
+    """Commit the job's files and push them; see the module docstring. Never raises for push
+    failures (they are in the result); raises InvalidBranch / GitFailed for local problems.
+
+    The commit is made on top of HEAD, which is ``pushed_sha`` or (a requeued attempt that
+    resumed from an earlier attempt's files) a descendant of it. Retries of each push stop at
+    ``deadline`` (a time.monotonic() value; default: ``retry_seconds`` from now) or after
+    ``push_attempts`` pushes. ``lease_sha``: where the branch must still be for the branch push
+    (default ``pushed_sha``; an earlier attempt that updated the branch moves it).
+    """
+    t0 = time.monotonic()
+    validate_branch(branch)
+    for what, value in (("pushed_sha", pushed_sha), ("lease_sha", lease_sha or pushed_sha)):
+        if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value or ""):
+            raise ValueError(f"{what} must be a full commit id: {value!r}")
+    if deadline is None:
+        deadline = t0 + max(0.0, float(retry_seconds))
+    ref = results_ref(branch, job_id)
+    cwd = os.fspath(workdir)
+    env = git_env(repo_url, username, token)
+    ensure_remote(cwd, env, repo_url)
+
+    msg = commit_message(job_id, exit_code, signal)
+    trailer = f"Slipway-Job: {job_id}\nSlipway-Exit-Code: {exit_code}"
+    if signal:
+        trailer += f"\nSlipway-Signal: {signal}"
+    _committed, lfs_paths, notes = commit_all(
+        cwd, env, message=msg, trailer=trailer, lfs_threshold_bytes=lfs_threshold_bytes,
+        author_name=author_name, author_email=author_email)
+    sha = run_git(["rev-parse", "HEAD"], cwd, env).stdout.decode().strip()
+    changed = sha != pushed_sha
     short_branch = ref[len("refs/heads/"):]
-    res = attempt(f"+{sha}:{ref}")
-    if not res.ok:
-        reason = res.summary or _last_line(res.stderr) or f"git exited {res.returncode}"
-        message = f"slipway: could not push the results of job {job_id}: {reason}"
-        log.error("%s", message)
-        return CommitBackResult(ref, sha, changed, False, False, _join(message, notes),
-                                tuple(lfs_paths), time.monotonic() - t0)
+
+    # 1. the results ref (forced: it belongs to the job)
+    res, _n = push_with_retry(cwd, env, f"+{sha}:{ref}", deadline=deadline,
+                              max_attempts=push_attempts, sleep=sleep,
+                              what=f"push of {short_branch}")
+    results_ok = res.ok
+    if results_ok:
+        _mark(cwd, env, LOCAL_PUSHED_REF, sha)
+    results_reason = "" if results_ok else _reason(res)
+    if results_reason:
+        log.error("job %s: could not push %s: %s", job_id, short_branch, results_reason)
+
     if not changed:
-        message = (f"slipway: job {job_id} changed no files; {short_branch} points at the pushed "
-                   f"commit {pushed_sha[:12]} and {branch} was left as it was")
-        return CommitBackResult(ref, sha, False, True, False, _join(message, notes),
+        if results_ok:
+            message = (f"slipway: job {job_id} changed no files; {short_branch} points at the "
+                       f"pushed commit {pushed_sha[:12]} and {branch} was left as it was")
+        else:
+            message = (f"slipway: could not push the results of job {job_id}: {results_reason} "
+                       f"(the job changed no files; {branch} was left as it was)")
+        return CommitBackResult(ref, sha, False, results_ok, False, _join(message, notes),
                                 tuple(lfs_paths), time.monotonic() - t0)
 
-    res = attempt(f"{sha}:refs/heads/{branch}", lease=f"refs/heads/{branch}:{pushed_sha}")
-    if res.ok:
+    # 2. the branch, with a lease on the commit it had when the job started -- tried whatever
+    #    happened to the results ref.
+    lease = lease_sha or pushed_sha
+    res, _n = push_with_retry(cwd, env, f"{sha}:refs/heads/{branch}",
+                              lease=f"refs/heads/{branch}:{lease}", deadline=deadline,
+                              max_attempts=push_attempts, sleep=sleep, what=f"push of {branch}")
+    updated = res.ok
+    if updated:
+        _mark(cwd, env, LOCAL_BRANCH_REF, sha)
+    moved = (not updated and res.rejected
+             and any(w in res.summary for w in ("stale", "fetch first", "non-fast-forward")))
+
+    kept = (f"the commit {sha[:12]} is kept in the job's checkout ({cwd}) and a requeued "
+            f"attempt pushes it")
+    if results_ok and updated:
         message = (f"slipway: results of job {job_id} pushed to {branch} as {sha[:12]} "
                    f"(also kept at {short_branch})")
-        updated = True
-    elif res.rejected and ("stale" in res.summary or "fetch first" in res.summary
-                           or "non-fast-forward" in res.summary):
+    elif results_ok and moved:
         message = (f"slipway: {branch} moved since job {job_id} started (a newer push), so it "
                    f"was not updated; the results are on {short_branch} ({sha[:12]}): "
                    f"git fetch <remote> {short_branch} && git merge FETCH_HEAD")
-        updated = False
+    elif results_ok:
+        message = (f"slipway: could not update {branch} ({_reason(res)}); the results of job "
+                   f"{job_id} are on {short_branch} ({sha[:12]})")
+    elif updated:
+        message = (f"slipway: results of job {job_id} pushed to {branch} as {sha[:12]}, but "
+                   f"{short_branch} could not be pushed ({results_reason})")
+    elif moved:
+        message = (f"slipway: could not push the results of job {job_id} to {short_branch} "
+                   f"({results_reason}), and {branch} moved since the job started so it was not "
+                   f"updated; {kept}")
     else:
-        reason = res.summary or _last_line(res.stderr) or f"git exited {res.returncode}"
-        message = (f"slipway: could not update {branch} ({reason}); the results of job {job_id} "
-                   f"are on {short_branch} ({sha[:12]})")
-        updated = False
-    return CommitBackResult(ref, sha, True, True, updated, _join(message, notes),
+        message = (f"slipway: could not push the results of job {job_id} ({short_branch}: "
+                   f"{results_reason}; {branch}: {_reason(res)}); {kept}")
+    if not updated and not results_ok:
+        log.error("%s", message)
+    return CommitBackResult(ref, sha, True, results_ok, updated, _join(message, notes),
                             tuple(lfs_paths), time.monotonic() - t0)
+
+
+def push_pending(workdir: str, *, repo_url: str, username: str, token: str, branch: str,
+                 job_id: int | str, pushed_sha: str, deadline: float | None = None,
+                 max_attempts: int | None = None, sleep=time.sleep) -> PushOutcome | None:
+    """Push HEAD of a job's checkout to its results ref if it holds work the server may not
+    have (a commit other than ``pushed_sha`` that is not known to be pushed). None: nothing to
+    push. Never raises for push failures; the commit stays where it is either way."""
+    cwd = os.fspath(workdir)
+    env = git_env(repo_url, username, token)
+    head = local_ref(cwd, env, "HEAD")
+    if head is None or head == pushed_sha or head == local_ref(cwd, env, LOCAL_PUSHED_REF):
+        return None
+    ensure_remote(cwd, env, repo_url)
+    ref = results_ref(validate_branch(branch), job_id)
+    out, _n = push_with_retry(cwd, env, f"+{head}:{ref}", deadline=deadline,
+                              max_attempts=max_attempts, sleep=sleep,
+                              what=f"push of {ref[len('refs/heads/'):]}")
+    if out.ok:
+        _mark(cwd, env, LOCAL_PUSHED_REF, head)
+    return out
+
+
+def _reason(out: PushOutcome) -> str:
+    return out.summary or _last_line(out.stderr) or f"git exited {out.returncode}"
 
 
 def _last_line(text: str) -> str:

@@ -2,12 +2,25 @@
 
     1. ``git init`` the workdir (or reuse it on a requeue), fetch exactly ``commit`` (depth 1)
        with the job token, check it out detached (git-lfs files are smudged), ``git clean``.
+       On a requeue the earlier attempt's work is saved first: uncommitted files are committed
+       as "slipway: job N attempt K (interrupted)", a commit the server may not have (that one,
+       or results whose push failed) is pushed to ``results/<branch>/<job>``, and the new
+       attempt starts from that commit (so checkpoints survive); nothing is cleaned away
+       before it is committed.
     2. POST ``{"event": "started"}``.
     3. Run ``container_argv`` in its own process group, cwd = workdir, env = a minimal
-       environment + the spec's ``env``; stdout/stderr are inherited (Slurm's output file).
+       environment + the spec's ``env``, prepared for the container runtime the way
+       ``container_images.runtime.launch_env`` does (``USER`` set; for Apptainer every
+       pass-through variable -- CUDA_VISIBLE_DEVICES, SLIPWAY_*, the spec's env such as PORT --
+       re-exported as ``APPTAINERENV_<NAME>`` so it survives ``--cleanenv``); stdout/stderr are
+       inherited (Slurm's output file). The runtime is the spec's ``container_runtime`` or, when
+       absent, read from ``container_argv[0]`` (``apptainer``/``singularity``, ``ch-run``).
     4. SIGTERM/SIGINT/SIGUSR1 are forwarded to the child's process group. After TERM/INT the
        child gets ``grace_seconds``, then SIGKILL (the whole group).
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
+       Pushes that fail for want of an answer are retried for ``push_retry_seconds`` (150),
+       or ``stop_push_seconds`` (30) after a TERM -- below the portal's hard-cancel grace;
+       the normal case pushes at once.
     6. Exit with the entrypoint's status (128+N when it died of signal N).
 
 The batch script should ``exec`` this program so Slurm's TERM reaches it directly. The workdir
@@ -19,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import stat
@@ -36,6 +50,13 @@ _PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "HOM
              "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES",
              "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 _PASS_PREFIX = ("SLURM_",)
+#: Mirrors container_images.runtime.PASSTHROUGH_ENV (this program cannot import that package on
+#: the node; tests/unit/test_git_gateway_units.py checks the two agree).
+CONTAINER_PASSTHROUGH = ("CUDA_VISIBLE_DEVICES",)
+CONTAINER_RUNTIMES = ("apptainer", "charliecloud")
+_RUNTIME_PROGRAMS = {"apptainer": "apptainer", "singularity": "apptainer",
+                     "ch-run": "charliecloud"}
+ATTEMPTS_FILE = "slipway-attempts"      # in .git: how many attempts started in this checkout
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -60,6 +81,11 @@ class RunnerSpec:
     grace_seconds: float = 5.0
     author_name: str = "Slipway"
     author_email: str = "slipway@localhost"
+    container_runtime: str | None = None
+    passthrough_env: tuple[str, ...] = CONTAINER_PASSTHROUGH
+    push_retry_seconds: float = results.DEFAULT_PUSH_RETRY_SECONDS
+    stop_push_seconds: float = 30.0
+    requeue_push_seconds: float = 20.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunnerSpec":
@@ -80,6 +106,20 @@ class RunnerSpec:
             workdir = str(d["workdir"])
             if not os.path.isabs(workdir):
                 raise SpecError("workdir must be absolute")
+            runtime = d.get("container_runtime") or None
+            if runtime is not None and runtime not in CONTAINER_RUNTIMES:
+                raise SpecError(f"container_runtime must be one of {', '.join(CONTAINER_RUNTIMES)}"
+                                f", not {runtime!r}")
+            passthrough = d.get("passthrough_env", CONTAINER_PASSTHROUGH)
+            if not isinstance(passthrough, (list, tuple)) or not all(
+                    isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in passthrough):
+                raise SpecError("passthrough_env must be a list of variable names")
+            times = {}
+            for key, default in (("push_retry_seconds", results.DEFAULT_PUSH_RETRY_SECONDS),
+                                 ("stop_push_seconds", 30.0), ("requeue_push_seconds", 20.0)):
+                times[key] = float(d.get(key, default))
+                if not 0 <= times[key] <= 3600:
+                    raise SpecError(f"{key} must be between 0 and 3600 seconds")
             return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
                        token=str(d["token"]), commit=commit, branch=str(d["branch"]),
                        workdir=workdir, container_argv=tuple(argv),
@@ -88,7 +128,8 @@ class RunnerSpec:
                                                      results.DEFAULT_LFS_THRESHOLD)),
                        grace_seconds=float(d.get("grace_seconds", 5)),
                        author_name=str(d.get("author_name") or "Slipway"),
-                       author_email=str(d.get("author_email") or "slipway@localhost"))
+                       author_email=str(d.get("author_email") or "slipway@localhost"),
+                       container_runtime=runtime, passthrough_env=tuple(passthrough), **times)
         except KeyError as e:
             raise SpecError(f"spec is missing {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -141,6 +182,46 @@ def child_env(spec: RunnerSpec, base: dict | None = None) -> dict[str, str]:
     return env
 
 
+def runtime_of(spec: RunnerSpec) -> str | None:
+    """The container runtime that ``container_argv`` runs (None: a plain host command)."""
+    if spec.container_runtime:
+        return spec.container_runtime
+    return _RUNTIME_PROGRAMS.get(os.path.basename(spec.container_argv[0]))
+
+
+def container_launch_env(runtime: str, environ: dict, passthrough=CONTAINER_PASSTHROUGH
+                         ) -> dict[str, str]:
+    """Same rule as ``container_images.runtime.launch_env`` (kept equal by a unit test): ``USER``
+    set (ch-run refuses to start without it); for Apptainer each pass-through variable present
+    is re-exported as ``APPTAINERENV_<NAME>``, which ``--cleanenv`` lets through."""
+    if runtime not in CONTAINER_RUNTIMES:
+        raise ValueError(f"unknown container runtime {runtime!r}")
+    out = dict(environ)
+    if not out.get("USER"):
+        try:
+            out["USER"] = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            out["USER"] = str(os.getuid())
+    if runtime == "apptainer":
+        for name in dict.fromkeys(passthrough):
+            if name in out:
+                out[f"APPTAINERENV_{name}"] = out[name]
+    return out
+
+
+def launch_env(spec: RunnerSpec, base: dict | None = None) -> dict[str, str]:
+    """The environment ``container_argv`` is executed in: ``child_env`` prepared for the spec's
+    container runtime. Passed through (Apptainer): the runtime's pass-through names, SLIPWAY_*
+    and every name of the spec's env (PORT, ...)."""
+    env = child_env(spec, base)
+    runtime = runtime_of(spec)
+    if runtime is None:
+        return env
+    names = [*spec.passthrough_env, "SLIPWAY_JOB_ID", "SLIPWAY_BRANCH", "SLIPWAY_COMMIT",
+             *spec.env]
+    return container_launch_env(runtime, env, names)
+
+
 class Runner:
     def __init__(self, spec: RunnerSpec, post=post_event):
         self.spec = spec
@@ -149,6 +230,8 @@ class Runner:
         self.stop_signal: str | None = None
         self.stop_at: float | None = None
         self.env = results.git_env(spec.repo_url, spec.username, spec.token)
+        self.attempt = 1
+        self.base = spec.commit          # the commit this attempt started from
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -173,18 +256,101 @@ class Runner:
         return results.run_git(list(args), self.spec.workdir, self.env, timeout=timeout)
 
     def checkout(self) -> None:
-        wd = self.spec.workdir
+        spec, wd = self.spec, self.spec.workdir
         os.makedirs(wd, mode=0o700, exist_ok=True)
         requeued = os.path.isdir(os.path.join(wd, ".git"))
         if not requeued:
             self._git("init", "--quiet", "--initial-branch=slipway-job", wd)
+        self.attempt = self._count_attempt(requeued)
         if _has_lfs(self):
             self._git("lfs", "install", "--local")
-        results.ensure_remote(wd, self.env, self.spec.repo_url)
-        self._git("fetch", "--quiet", "--depth=1", "--no-tags", "origin", self.spec.commit)
-        self._git("checkout", "--quiet", "--force", "--detach", self.spec.commit)
+        results.ensure_remote(wd, self.env, spec.repo_url)
+        base = self._keep_previous_attempt(self.attempt - 1) if requeued else spec.commit
+        try:
+            self._git("fetch", "--quiet", "--depth=1", "--no-tags", "origin", spec.commit)
+        except results.GitFailed as e:
+            if not (requeued and self._have(spec.commit)):
+                raise
+            say(f"fetch failed ({e}); using {spec.commit[:12]} already in the checkout")
+        self._git("checkout", "--quiet", "--force", "--detach", base)
         if requeued:
             self._git("clean", "-ffdxq")
+        self.base = base
+
+    def _count_attempt(self, requeued: bool) -> int:
+        path = os.path.join(self.spec.workdir, ".git", ATTEMPTS_FILE)
+        try:
+            with open(path, encoding="ascii") as f:
+                before = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            before = 1 if requeued else 0
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"{before + 1}\n")
+        return before + 1
+
+    def _have(self, sha: str) -> bool:
+        return results.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], self.spec.workdir,
+                               self.env, check=False).returncode == 0
+
+    def _keep_previous_attempt(self, prev: int) -> str:
+        """Save what an earlier attempt left in the checkout; return the commit to start from.
+
+        Uncommitted files are committed ("slipway: job N attempt K (interrupted)"); a commit the
+        server may not have is pushed to the results ref (bounded retries; if that fails it
+        stays here and the final commit-back, built on top of it, pushes it). The new attempt
+        starts from it when it descends from the job's commit.
+        """
+        spec, wd = self.spec, self.spec.workdir
+        lock = os.path.join(wd, ".git", "index.lock")
+        if os.path.exists(lock):      # the attempt that held it is gone (requeued)
+            say("removing index.lock left by an earlier attempt")
+            os.unlink(lock)
+        head = results.local_ref(wd, self.env, "HEAD")
+        if head is None:              # the earlier attempt died before its checkout
+            return spec.commit
+        dirty = results.run_git(["status", "--porcelain", "--untracked-files=all",
+                                 "--ignore-submodules=all"], wd, self.env).stdout.strip()
+        if dirty:
+            committed, _lfs, notes = results.commit_all(
+                wd, self.env, message=f"slipway: job {spec.job_id} attempt {prev} (interrupted)",
+                trailer=(f"Slipway-Job: {spec.job_id}\nSlipway-Attempt: {prev}\n"
+                         f"Slipway-Interrupted: yes"),
+                lfs_threshold_bytes=spec.lfs_threshold_bytes,
+                author_name=spec.author_name, author_email=spec.author_email)
+            for n in notes:
+                say(n)
+            if committed:
+                head = results.local_ref(wd, self.env, "HEAD")
+                say(f"job {spec.job_id}: saved the files of attempt {prev} as {head[:12]}")
+        out = results.push_pending(
+            wd, repo_url=spec.repo_url, username=spec.username, token=spec.token,
+            branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
+            deadline=time.monotonic() + spec.requeue_push_seconds)
+        ref = results.results_ref(spec.branch, spec.job_id)[len("refs/heads/"):]
+        if out is not None and out.ok:
+            say(f"job {spec.job_id}: pushed attempt {prev}'s work ({head[:12]}) to {ref}")
+        elif out is not None:
+            say(f"job {spec.job_id}: could not push attempt {prev}'s work ({head[:12]}) to {ref} "
+                f"({results._reason(out)}); this attempt builds on it and pushes it at the end")
+        if head != spec.commit and results.run_git(
+                ["merge-base", "--is-ancestor", spec.commit, head], wd, self.env,
+                check=False).returncode == 0:
+            return head
+        return spec.commit
+
+    def commit_back(self, status: int | None, sig: str | None,
+                    deadline: float | None = None) -> results.CommitBackResult:
+        """results.commit_back for this attempt (the lease follows an earlier attempt's push)."""
+        spec = self.spec
+        lease = results.local_ref(spec.workdir, self.env, results.LOCAL_BRANCH_REF)
+        if deadline is None:
+            deadline = time.monotonic() + spec.push_retry_seconds
+        return results.commit_back(
+            spec.workdir, repo_url=spec.repo_url, username=spec.username, token=spec.token,
+            branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
+            exit_code=status, signal=sig, lfs_threshold_bytes=spec.lfs_threshold_bytes,
+            author_name=spec.author_name, author_email=spec.author_email, deadline=deadline,
+            lease_sha=lease or spec.commit)
 
     # --------------------------------------------------------------------- run
     def run_child(self) -> int:
@@ -194,7 +360,7 @@ class Runner:
         sys.stdout.flush()
         sys.stderr.flush()
         self.child = subprocess.Popen(list(self.spec.container_argv), cwd=self.spec.workdir,
-                                      env=child_env(self.spec), start_new_session=True,
+                                      env=launch_env(self.spec), start_new_session=True,
                                       stdin=subprocess.DEVNULL)
         if self.stop_signal is not None:   # TERM raced with the start
             self._on_signal(signal.Signals["SIG" + self.stop_signal].value, None)
@@ -250,13 +416,12 @@ class Runner:
             spec.callback_url, spec.token,
             {"event": "finishing", "exit_code": status, "signal": sig}))
         finishing.start()
-        deadline = (self.stop_at + 9.5) if self.stop_at is not None else None
+        if self.stop_at is not None:
+            deadline = self.stop_at + spec.stop_push_seconds
+        else:
+            deadline = time.monotonic() + spec.push_retry_seconds
         try:
-            res = results.commit_back(
-                spec.workdir, repo_url=spec.repo_url, username=spec.username, token=spec.token,
-                branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
-                exit_code=status, signal=sig, lfs_threshold_bytes=spec.lfs_threshold_bytes,
-                author_name=spec.author_name, author_email=spec.author_email, deadline=deadline)
+            res = self.commit_back(status, sig, deadline)
             event = res.event()
             say(res.message)
         except Exception as e:

@@ -142,19 +142,184 @@ def test_nothing_changed_points_results_ref_at_pushed_commit(gw, env, tmp_path):
     assert "changed no files" in res.message
 
 
-def test_requeued_attempt_replaces_results_ref(gw, env, tmp_path):
+def test_requeued_attempt_builds_on_the_earlier_attempt(gw, env, tmp_path):
     sha = user_push(gw, env, tmp_path / "u", "exp-1")
     wd = tmp_path / "work"
     job_checkout(gw, wd, sha, "exp-1")
     (wd / "a.txt").write_text("attempt 1\n")
     first = do_commit_back(gw, wd, sha, "exp-1", exit_code=143, signal="TERM")
     assert first.branch_updated
-    job_checkout(gw, wd, sha, "exp-1")      # requeue: same workdir, same pushed commit
-    assert not (wd / "a.txt").exists()
+    runner = Runner(job_checkout(gw, wd, sha, "exp-1"))   # requeue: same workdir and spec
+    runner.checkout()
+    assert runner.attempt == 3 and runner.base == first.sha    # resumes from attempt 1's work
+    assert (wd / "a.txt").read_text() == "attempt 1\n"
     (wd / "a.txt").write_text("attempt 2\n")
-    second = do_commit_back(gw, wd, sha, "exp-1")
-    assert second.results_pushed and not second.branch_updated   # branch kept attempt 1
-    assert ref(gw, "refs/heads/results/exp-1/42") == second.sha
+    second = runner.commit_back(0, None)
+    # the branch holds attempt 1's results (put there by this job): a fast-forward, not "moved"
+    assert second.results_pushed and second.branch_updated, second.message
+    assert ref(gw, "refs/heads/results/exp-1/42") == second.sha == ref(gw, "refs/heads/exp-1")
+    assert git(wd, "rev-parse", f"{second.sha}^", env=env).stdout.strip() == first.sha
+
+
+class FlakyProxy:
+    """A TCP proxy on a fixed port in front of the gateway: ``down()`` closes it (connections
+    are refused, as when Slipway is not running), ``up()`` listens on the same port again."""
+
+    def __init__(self, target: str):
+        import socket
+        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.sock = None
+        self.conns = []
+        self.accepted = 0
+        self.up()
+
+    def url(self, gw) -> str:
+        return gw.url().replace(gw.base_url, f"http://127.0.0.1:{self.port}")
+
+    def up(self):
+        import socket
+        import threading
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(16)
+        self.sock = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def down(self):
+        import socket
+        sock, self.sock = self.sock, None
+        try:
+            sock.shutdown(socket.SHUT_RDWR)     # wakes the accept() thread (close alone does not)
+        except OSError:
+            pass
+        sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.conns.clear()
+
+    def _accept(self, sock):
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = sock.accept()
+            except OSError:
+                return
+            if self.sock is not sock:            # went down while accepting
+                client.close()
+                return
+            self.accepted += 1
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        import socket
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_commit_back_waits_out_a_short_outage(gw, env, tmp_path):
+    import threading
+    import time
+    sha = user_push(gw, env, tmp_path / "u", "exp-1")
+    wd = tmp_path / "work"
+    job_checkout(gw, wd, sha, "exp-1")
+    (wd / "r.txt").write_text("result\n")
+    proxy = FlakyProxy(gw.base_url)
+    proxy.down()                                   # Slipway is unreachable when the job ends
+    threading.Timer(4.0, proxy.up).start()         # ... and back 4 s later
+    t0 = time.monotonic()
+    res = results.commit_back(wd, repo_url=proxy.url(gw), username="job:42", token="job-token",
+                              branch="exp-1", job_id=42, pushed_sha=sha, exit_code=0,
+                              retry_seconds=60)
+    took = time.monotonic() - t0
+    print(f"\ncommit_back through a 4 s outage: {took:.2f} s")
+    assert res.results_pushed and res.branch_updated, res.message
+    assert ref(gw, "refs/heads/results/exp-1/42") == res.sha == ref(gw, "refs/heads/exp-1")
+    assert 4.0 <= took < 4.0 + 15 + 5            # waited, then pushed on a retry
+    proxy.down()
+
+
+def test_outage_longer_than_the_retries_keeps_the_commit_for_a_requeue(gw, env, tmp_path):
+    import time
+    sha = user_push(gw, env, tmp_path / "u", "exp-1")
+    wd = tmp_path / "work"
+    job_checkout(gw, wd, sha, "exp-1")
+    (wd / "r.txt").write_text("result\n")
+    proxy = FlakyProxy(gw.base_url)
+    proxy.down()
+    t0 = time.monotonic()
+    res = results.commit_back(wd, repo_url=proxy.url(gw), username="job:42", token="job-token",
+                              branch="exp-1", job_id=42, pushed_sha=sha, exit_code=0,
+                              retry_seconds=2)
+    assert time.monotonic() - t0 < 10              # bounded
+    assert res.changed and not res.results_pushed and not res.branch_updated
+    assert "could not push the results of job 42" in res.message
+    assert "kept in the job's checkout" in res.message
+    # nothing was thrown away: the commit is HEAD and under refs/slipway/results
+    assert git(wd, "rev-parse", "HEAD", env=env).stdout.strip() == res.sha
+    assert git(wd, "rev-parse", "refs/slipway/results", env=env).stdout.strip() == res.sha
+    assert ref(gw, "refs/heads/results/exp-1/42") is None and ref(gw, "refs/heads/exp-1") == sha
+
+    proxy.up()                                     # Slipway is back; Slurm requeues the job
+    spec = RunnerSpec.from_dict({
+        "job_id": 42, "repo_url": proxy.url(gw), "username": "job:42", "token": "job-token",
+        "commit": sha, "branch": "exp-1", "workdir": str(wd), "container_argv": ["true"]})
+    runner = Runner(spec)
+    runner.checkout()
+    assert ref(gw, "refs/heads/results/exp-1/42") == res.sha      # pushed before the run
+    assert runner.base == res.sha and (wd / "r.txt").read_text() == "result\n"
+    final = runner.commit_back(0, None)
+    assert final.results_pushed and final.branch_updated, final.message
+    assert final.sha == res.sha == ref(gw, "refs/heads/exp-1")    # nothing new: same commit
+    proxy.down()
+
+
+def test_results_ref_and_branch_are_pushed_independently(tmp_path):
+    """A refused results ref does not stop the branch push (and both outcomes are reported)."""
+    def decide(p):
+        if any(u["ref"].startswith("refs/heads/results/") for u in p["updates"]):
+            return {"ok": False, "messages": ["slipway: results refs are read-only today"]}
+        return {"ok": True, "messages": []}
+
+    with Gateway(tmp_path / "srv", decide=decide) as gw:
+        gw.create()
+        env = client_env(tmp_path / "home")
+        sha = user_push(gw, env, tmp_path / "u", "exp-1")
+        wd = tmp_path / "work"
+        job_checkout(gw, wd, sha, "exp-1")
+        (wd / "r.txt").write_text("result\n")
+        res = do_commit_back(gw, wd, sha, "exp-1", retry_seconds=1)
+        assert not res.results_pushed and res.branch_updated, res.message
+        assert ref(gw, "refs/heads/exp-1") == res.sha
+        assert ref(gw, "refs/heads/results/exp-1/42") is None
+        assert f"pushed to exp-1 as {res.sha[:12]}" in res.message
+        assert "results/exp-1/42 could not be pushed" in res.message
+        assert "pre-receive hook declined" in res.message
 
 
 HOSTILE_OK = [

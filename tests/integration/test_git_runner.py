@@ -181,3 +181,119 @@ def test_bad_checkout_reports_and_exits_nonzero(setup, tmp_path):
     _, res = events.wait_for("results")
     assert res["sha"] is None and "could not check out" in res["message"]
     assert "started" not in events.names()
+
+
+RESUMABLE = """set -e
+if [ -f ckpt/step ]; then
+  echo "resumed from step $(cat ckpt/step)" > resumed.txt
+  exit 0
+fi
+echo $$ > {pidfile}
+echo partial > partial.txt
+mkdir -p ckpt && echo 7 > ckpt/step
+touch running
+while true; do sleep 0.1; done
+"""
+
+
+def test_requeue_after_a_dead_attempt_saves_its_files_then_resumes(setup, tmp_path):
+    """The node died mid-job (runner and entrypoint gone, SIGKILL, no commit-back, a stale
+    index.lock): the requeued attempt commits and pushes what the dead one left before it
+    resets anything, then runs on top of it; the final results keep both."""
+    gw, env, events, ev_base = setup
+    pidfile = tmp_path / "child.pid"
+    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=pidfile))
+    spec = write_spec(tmp_path, gw, ev_base, sha)
+    work = tmp_path / "jobs" / "42" / "work"
+    p = start_runner(spec, tmp_path / "attempt1.log")
+    end = time.monotonic() + 30
+    while not (work / "running").exists():
+        assert time.monotonic() < end, (tmp_path / "attempt1.log").read_text()
+        time.sleep(0.05)
+    p.kill()                                         # the node is gone: nothing gets to run
+    p.wait(timeout=10)
+    os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    (work / ".git" / "index.lock").write_text("")   # as if it died inside a git command
+    (work / "partial.txt").write_text("partial, more\n")   # untracked, never committed
+    assert events.names() == ["started"]
+
+    log = tmp_path / "attempt2.log"
+    p = start_runner(spec, log)                      # Slurm requeues: same spec, same workdir
+    assert p.wait(timeout=60) == 0, log.read_text()
+    out = log.read_text()
+    assert "saved the files of attempt 1" in out and "pushed attempt 1's work" in out, out
+    _, res = events.wait_for("results")
+    assert res["branch_updated"] is True, res
+    head = res["sha"]
+    assert repos.resolve_ref(gw.repos_root, "team", "proj", "refs/heads/exp-1") == head
+    assert repos.resolve_ref(gw.repos_root, "team", "proj", "refs/heads/results/exp-1/42") == head
+
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", "-b", "exp-1", gw.url(user="alice"), str(c), env=env)
+    assert (c / "resumed.txt").read_text() == "resumed from step 7\n"
+    assert (c / "partial.txt").read_text() == "partial, more\n"
+    subjects = git(c, "log", "--format=%s", env=env).stdout.splitlines()
+    assert subjects[:3] == ["slipway: results of job 42 (exit 0)",
+                            "slipway: job 42 attempt 1 (interrupted)", "run"], subjects
+    interrupted = git(c, "rev-parse", "HEAD^", env=env).stdout.strip()
+    assert git(c, "show", f"{interrupted}:ckpt/step", env=env).stdout == "7\n"
+    assert "Slipway-Attempt: 1" in git(c, "log", "-1", "--format=%b", interrupted, env=env).stdout
+    assert git(c, "rev-parse", "HEAD~2", env=env).stdout.strip() == sha
+    # the job's pushes, in order: the dead attempt's work first, then the results and branch
+    job_pushes = [c["updates"][0]["ref"] for c in gw.recorder.phase("pre-receive")
+                  if c["pusher_is_job"]]
+    assert job_pushes == ["refs/heads/results/exp-1/42", "refs/heads/results/exp-1/42",
+                          "refs/heads/exp-1"]
+
+
+FAKE_APPTAINER = r'''#!/usr/bin/env python3
+"""Stands in for `apptainer exec`: applies --cleanenv the way Apptainer does (only
+APPTAINERENV_<NAME> variables reach the container, as NAME), ignores mounts (the runner's cwd is
+the workdir already) and runs the command after the image."""
+import os, sys
+args = sys.argv[1:]
+assert args[0] == "exec", args
+i = 1
+while not args[i].endswith(".sif"):
+    i += 2 if args[i] in ("--bind", "--pwd") else 1
+assert "--cleanenv" in args[1:i], args
+env = {k[len("APPTAINERENV_"):]: v for k, v in os.environ.items() if k.startswith("APPTAINERENV_")}
+env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+cmd = args[i + 1:]
+os.execvpe(cmd[0], cmd, env)
+'''
+
+
+def test_apptainer_container_sees_cuda_port_and_slipway_vars(setup, tmp_path):
+    from container_images.runtime import container_argv
+
+    gw, env, events, ev_base = setup
+    fake = tmp_path / "bin" / "apptainer"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_APPTAINER)
+    fake.chmod(0o755)
+    sha = push_entrypoint(gw, env, tmp_path, "env | sort > env.txt\n")
+    work = tmp_path / "jobs" / "42" / "work"
+    job_env = {"PORT": "23456", "SLIPWAY_JOB_ID": "42", "SLIPWAY_BRANCH": "exp-1",
+               "SLIPWAY_COMMIT": sha}
+    argv = container_argv("apptainer", "/images/slipway/python-cuda12.sif", str(work),
+                          ["bash", "slipway-entrypoint.sh"], job_env, gpus=True,
+                          executable=str(fake))
+    spec = write_spec(tmp_path, gw, ev_base, sha, container_argv=argv, env=job_env,
+                      container_runtime="apptainer")
+    log = tmp_path / "log"
+    out = open(log, "wb")
+    p = subprocess.Popen([sys.executable, "-m", "git_gateway.runner", str(spec)], cwd=ROOT,
+                         stdout=out, stderr=subprocess.STDOUT,
+                         env={"PATH": os.environ["PATH"], "HOME": str(spec.parent),
+                              "LANG": "C.UTF-8", "SLURM_JOB_ID": "9001", "USER": "sw-alice",
+                              "CUDA_VISIBLE_DEVICES": "2,3"})
+    assert p.wait(timeout=60) == 0, log.read_text()
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", "-b", "exp-1", gw.url(user="alice"), str(c), env=env)
+    seen = dict(line.split("=", 1) for line in (c / "env.txt").read_text().splitlines()
+                if "=" in line)
+    assert seen["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert (seen["PORT"], seen["SLIPWAY_JOB_ID"]) == ("23456", "42")
+    assert (seen["SLIPWAY_BRANCH"], seen["SLIPWAY_COMMIT"]) == ("exp-1", sha)
+    assert "SLURM_JOB_ID" not in seen and "job-token" not in (c / "env.txt").read_text()

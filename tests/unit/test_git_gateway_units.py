@@ -364,3 +364,104 @@ def test_child_env_is_minimal():
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["SLIPWAY_JOB_ID"] == "42"
     assert "SECRET" not in env and "GIT_CONFIG_VALUE_0" not in env
     assert "t" not in env.values()
+
+
+# ------------------------------------------------------------- runner env = runtime.launch_env
+NODE_ENV = {"PATH": "/usr/bin:/bin", "USER": "sw-alice", "CUDA_VISIBLE_DEVICES": "1,3",
+            "SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "0", "HOME": "/home/sw-alice"}
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "charliecloud"])
+@pytest.mark.parametrize("base", [NODE_ENV, {"PATH": "/bin"}, {"USER": "", "PORT": "1"}])
+def test_runner_container_env_is_the_runtime_rule(runtime, base):
+    """The runner cannot import container_images on the node: its copy of launch_env must
+    give exactly what container_images.runtime.launch_env gives."""
+    from container_images import runtime as rt
+    from git_gateway import runner
+
+    assert runner.CONTAINER_PASSTHROUGH == rt.PASSTHROUGH_ENV
+    names = ["CUDA_VISIBLE_DEVICES", "PORT", "SLIPWAY_JOB_ID"]
+    assert runner.container_launch_env(runtime, base, names) == rt.launch_env(runtime, base, names)
+    assert runner.container_launch_env(runtime, base) == rt.launch_env(runtime, base)
+
+
+def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
+    from git_gateway.runner import launch_env, runtime_of
+
+    argv = ["apptainer", "exec", "--nv", "--cleanenv", "--containall", "--bind", "/w:/work",
+            "--pwd", "/work", "/img/python.sif", "/usr/bin/env", "PORT=12345", "bash", "x.sh"]
+    s = RunnerSpec.from_dict(dict(SPEC, container_argv=argv))
+    assert runtime_of(s) == "apptainer"
+    env = launch_env(s, dict(NODE_ENV, SECRET="x"))
+    assert env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == "1,3"
+    assert env["APPTAINERENV_PORT"] == "12345"
+    assert env["APPTAINERENV_SLIPWAY_JOB_ID"] == "42"
+    assert env["APPTAINERENV_SLIPWAY_BRANCH"] == "exp-1"
+    assert env["APPTAINERENV_SLIPWAY_COMMIT"] == "a" * 40
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,3" and env["USER"] == "sw-alice"
+    assert "SECRET" not in env and "t" not in env.values()
+    assert not any(k.startswith("APPTAINERENV_SLURM") for k in env)
+
+
+def test_runner_env_for_charliecloud_and_plain_commands():
+    from git_gateway.runner import launch_env, runtime_of
+
+    ch = RunnerSpec.from_dict(dict(SPEC, container_argv=["/usr/bin/ch-run", "--", "true"]))
+    assert runtime_of(ch) == "charliecloud"
+    env = launch_env(ch, {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0"})
+    assert env["USER"] and env["CUDA_VISIBLE_DEVICES"] == "0" and env["PORT"] == "12345"
+    assert not any(k.startswith("APPTAINERENV_") for k in env)
+    plain = RunnerSpec.from_dict(SPEC)          # bash on the host (tests)
+    assert runtime_of(plain) is None
+    assert launch_env(plain, {"PATH": "/bin"}) == child_env(plain, {"PATH": "/bin"})
+    # the spec's explicit runtime wins over the program name
+    forced = RunnerSpec.from_dict(dict(SPEC, container_runtime="apptainer"))
+    assert "APPTAINERENV_PORT" in launch_env(forced, {"PATH": "/bin"})
+    for bad in ({"container_runtime": "podman"}, {"passthrough_env": ["BAD NAME"]},
+                {"push_retry_seconds": -1}, {"stop_push_seconds": "soon"}):
+        with pytest.raises(SpecError):
+            RunnerSpec.from_dict(dict(SPEC, **bad))
+
+
+# ------------------------------------------------------------------------- push retries
+def _out(flag, summary="", stderr="", rc=1):
+    return results.PushOutcome(flag in (" ", "+", "*", "="), flag, summary, rc, stderr)
+
+
+def test_which_push_failures_are_retried():
+    assert results.is_transient(_out(None, stderr="fatal: unable to access 'http://h/': "
+                                                   "Failed to connect to h port 80: Connection refused"))
+    assert results.is_transient(_out(None, stderr="error: RPC failed; HTTP 502"))
+    assert results.is_transient(_out("!", "[remote rejected] (pre-receive hook declined)"))
+    assert not results.is_transient(_out("!", "[rejected] (stale info)"))
+    assert not results.is_transient(_out("!", "[rejected] (fetch first)"))
+    assert not results.is_transient(_out(None, stderr="fatal: Authentication failed for 'http://h/'"))
+    assert not results.is_transient(_out(None, stderr="fatal: repository 'http://h/x.git/' not found"))
+    assert not results.is_transient(_out(" ", "[new branch]", rc=0))
+
+
+def test_push_with_retry_backs_off_until_the_deadline(monkeypatch):
+    calls, sleeps = [], []
+    down = _out(None, stderr="Connection refused")
+    monkeypatch.setattr(results, "push", lambda *a, **kw: calls.append(a) or down)
+    clock = [1000.0]
+    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+
+    def sleep(s):
+        sleeps.append(s)
+        clock[0] += s
+
+    out, n = results.push_with_retry("/w", {}, "x:y", deadline=1000.0 + 60, sleep=sleep)
+    assert not out.ok and n == len(calls) == len(sleeps) + 1
+    assert sleeps[:6] == [0.5, 1, 2, 4, 8, 15] and max(sleeps) == 15
+    assert sum(sleeps) <= 60 and sum(sleeps) + 15 > 60       # used the time it was given
+    # a definite answer is not retried; success stops at once; max_attempts bounds the count
+    monkeypatch.setattr(results, "push", lambda *a, **kw: _out("!", "[rejected] (stale info)"))
+    assert results.push_with_retry("/w", {}, "x:y", deadline=clock[0] + 60, sleep=sleep)[1] == 1
+    calls.clear()
+    monkeypatch.setattr(results, "push", lambda *a, **kw: calls.append(a) or down)
+    assert results.push_with_retry("/w", {}, "x:y", deadline=None, max_attempts=3,
+                                   sleep=sleep)[1] == 3
+    # the deadline already passed: still one push
+    calls.clear()
+    assert results.push_with_retry("/w", {}, "x:y", deadline=clock[0] - 1, sleep=sleep)[1] == 1
