@@ -310,6 +310,10 @@ def launch_env(
     Starts from ``environ`` (default ``os.environ``: Slurm's job environment), makes sure ``USER``
     is set (ch-run refuses to start without it) and, for Apptainer, re-exports each pass-through
     variable as ``APPTAINERENV_<NAME>`` so it survives ``--cleanenv``.
+
+    The node-side runner (``git_gateway.runner.container_launch_env``) applies this same rule
+    -- it cannot import this package on the node -- to the job's CUDA_VISIBLE_DEVICES, PORT and
+    SLIPWAY_* variables; tests/unit/test_git_gateway_units.py keeps the two equal.
     """
     if runtime not in RUNTIMES:
         raise InvalidContainerSpec(f"unknown container runtime {runtime!r}; use one of: {', '.join(RUNTIMES)}")
