@@ -1,13 +1,20 @@
-"""Money against the live cluster: per-minute GPU billing from sacct, the $1 start gate, the $0
-cut-off (files still pushed), and a ledger that equals sacct across a restart of Slipway."""
+"""Money against the live cluster: per-minute GPU billing from sacct, the $1 start gate (at push,
+and for jobs already waiting: held, released after a deposit), the $0 cut-off of every running
+job of a team in one tick (files still pushed), and a ledger that equals sacct across a restart
+of Slipway made after a minute was billed."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+import shutil
+import sqlite3
+import tempfile
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -30,14 +37,25 @@ def _setup(sw, team: str, funds: str | None, project: str = "p") -> None:
     sw.tokens[team] = sw.cli("token", "create", team).stdout.strip()
 
 
-def _push(sw, tmp_path, team: str, branch: str, entrypoint: str, check=True):
+def _push(sw, tmp_path, team: str, branch: str, entrypoint: str, check=True, options=()):
     work = tmp_path / f"{team}-{branch}"
     sw.git("clone", "-q", sw.remote(team, team, "p"), str(work))
     sw.git("checkout", "-B", branch, cwd=work)
     write_project(work, entrypoint)
     sw.git("add", "-A", cwd=work)
     sw.git("commit", "-qm", branch, cwd=work)
-    return work, sw.git("push", "origin", branch, cwd=work, check=check)
+    opts = [arg for opt in options for arg in ("-o", opt)]
+    return work, sw.git("push", *opts, "origin", branch, cwd=work, check=check)
+
+
+def _gpu_rows(sw, team: str) -> list[tuple[int, int, int]]:
+    """(job, from_minute, to_minute) of the team's GPU charges, in minute order."""
+    rows = [r for r in _ledger(sw, team) if r["kind"] == "gpu"]
+    return sorted((int(r["job"]), int(r["from_minute"]), int(r["to_minute"])) for r in rows)
+
+
+def _db(sw) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{sw.data_dir / 'slipway.db'}?mode=ro", uri=True, timeout=30)
 
 
 def _ledger(sw, team: str) -> list[dict]:
@@ -68,27 +86,34 @@ def test_ninety_second_two_gpu_job_costs_two_minutes_and_ledger_equals_sacct_acr
     _work, out = _push(sw, tmp_path, "carol", "ninety", SLEEPER.format(ticks=88))
     job_id = job_id_from_push(out.stderr)
     sw.wait_job(job_id, {"running"})
-    time.sleep(20)
-    sw.restart()  # Slipway goes away mid-job and comes back: nothing is lost or billed twice
     # billed while running: the first full minute is charged before the job ends
     deadline = time.monotonic() + 90
     while Decimal(sw.job(job_id)["cost"]) == 0:
         assert time.monotonic() < deadline, "no charge while the job ran"
         assert sw.job(job_id)["state"] == "running"
         time.sleep(1)
+    assert [r[1:] for r in _gpu_rows(sw, "carol")] == [(0, 1)]
+    started = datetime.fromisoformat(sw.job(job_id)["started_at"])
+    while (datetime.now(timezone.utc) - started).total_seconds() < 65:
+        time.sleep(0.5)
+    # Slipway goes away in the job's second minute, after one was billed, and comes back:
+    # the minute already charged is not charged again, the one in progress is not skipped
+    sw.restart()
     job = sw.wait_results(job_id, timeout=150)
     assert job["state"] == "succeeded", job
 
     # let a few more reconciler ticks pass: the final bill must not change
     time.sleep(3)
-    rows = [r for r in _ledger(sw, "carol") if r["kind"] == "gpu"]
-    minutes = sum(int(r["to_minute"]) - int(r["from_minute"]) for r in rows)
-    total = sum(Decimal(r["amount"]) for r in rows)
+    rows = _gpu_rows(sw, "carol")
     acct = _sacct(slurm_cluster, job["slurm_job_id"])
     assert len(acct) == 1 and "gres/gpu:a4000=2" in acct[0]["tres"], acct
     elapsed = int(acct[0]["elapsed"])
-    assert 60 < elapsed < 120, acct  # ~90 s of work (88 one-second ticks plus checkout and commit-back)
-    assert minutes == math.ceil(elapsed / 60) == 2
+    assert 65 < elapsed < 120, acct  # ~90 s of work (88 one-second ticks plus checkout and commit-back)
+    # the ledger is sacct's minutes exactly: contiguous from 0 to ceil(elapsed / 60), no overlap
+    assert [r[0] for r in rows] == [job_id] * len(rows)
+    assert [r[1] for r in rows] == [0] + [r[2] for r in rows[:-1]], rows
+    assert rows[-1][2] == math.ceil(elapsed / 60) == 2, (rows, elapsed)
+    total = sum(Decimal(r["amount"]) for r in _ledger(sw, "carol") if r["kind"] == "gpu")
     assert total == Decimal("-0.033333"), rows  # charges are negative ledger entries
     assert Decimal(sw.job(job_id)["cost"]) == Decimal("0.033333")  # 2 min × 2 GPUs × $0.50/h
     balance = sw.cli("team", "balance", "carol").stdout
@@ -126,22 +151,82 @@ def pricey(slurm_cluster):
         cleanup(sw, slurm_cluster.env)
 
 
-def test_team_at_zero_is_cut_off_and_files_still_arrive(pricey, tmp_path):
+def test_team_at_zero_has_every_running_job_cut_off_in_one_tick_and_files_still_arrive(
+        pricey, tmp_path):
     sw = pricey
-    _setup(sw, "alice", "1.50")
-    work, out = _push(sw, tmp_path, "alice", "burn", SLEEPER.format(ticks=300))
-    job_id = job_id_from_push(out.stderr)
-    sw.wait_job(job_id, {"running"})
-    job = sw.wait_results(job_id, timeout=150)
-    assert job["state"] == "cancelled", job
-    assert "has $0.00" in (job["cancel_reason"] or "") and "add-funds" in job["cancel_reason"], job
-    sw.git("pull", "-q", "origin", "burn", cwd=work)
-    assert (work / "started.txt").exists()
-    ticks = (work / "progress.txt").read_text().count("tick")
-    assert 55 <= ticks < 100, ticks  # cut off after about one minute, not at the end
-    assert not (work / "done.txt").exists()
-    # The final partial minute is billed too: the balance is at or below zero, never lost.
-    rows = [r for r in _ledger(sw, "alice") if r["kind"] == "gpu"]
-    assert sum(int(r["to_minute"]) - int(r["from_minute"]) for r in rows) >= 1
+    _setup(sw, "alice", "3.00")  # two 2-GPU jobs: $3.00 lasts one billed minute of each
+    work_a, out_a = _push(sw, tmp_path, "alice", "burn-a", SLEEPER.format(ticks=300))
+    work_b, out_b = _push(sw, tmp_path, "alice", "burn-b", SLEEPER.format(ticks=300))
+    jobs = [job_id_from_push(out_a.stderr), job_id_from_push(out_b.stderr)]
+    for job_id in jobs:
+        sw.wait_job(job_id, {"running"})
+    ended = [sw.wait_results(job_id, timeout=150) for job_id in jobs]
+    for job in ended:
+        assert job["state"] == "cancelled", job
+        assert "has $0.00" in (job["cancel_reason"] or "") and "add-funds" in job["cancel_reason"], job
+    with _db(sw) as db:
+        asked = [datetime.fromisoformat(t) for (t,) in db.execute(
+            f"SELECT cancel_requested_at FROM jobs WHERE id IN ({jobs[0]}, {jobs[1]})")]
+    assert len(asked) == 2 and abs((asked[0] - asked[1]).total_seconds()) < 1, asked  # one tick
+    for work, branch in ((work_a, "burn-a"), (work_b, "burn-b")):
+        sw.git("pull", "-q", "origin", branch, cwd=work)
+        assert (work / "started.txt").exists(), branch
+        ticks = (work / "progress.txt").read_text().count("tick")
+        assert 55 <= ticks < 110, (branch, ticks)  # cut off after about a minute, not at the end
+        assert not (work / "done.txt").exists(), branch
+    # The final partial minutes are billed too: the balance is at or below zero, never lost.
+    rows = _gpu_rows(sw, "alice")
+    assert {r[0] for r in rows} == set(jobs) and all(r[2] >= 1 for r in rows), rows
     bal = sw.cli("team", "balance", "alice").stdout
     assert "-" in bal or "$0.00" in bal, bal
+
+
+def test_waiting_job_is_held_under_one_dollar_and_released_by_a_deposit(pricey, slurm_cluster, tmp_path):
+    """The $1.00 rule for a job already in the queue: the balance drops under $1 while it waits
+    (here: an administrator's adjustment) -> held in Slurm, with the reason on the job; a deposit
+    -> released, and it runs."""
+    from portal import billing, integrations as ig
+    from portal.db import Database
+
+    sw = pricey
+    _setup(sw, "bob", "1.40")
+    blockdir = Path(tempfile.mkdtemp(prefix="money-blocker-", dir="/tmp"))  # sw-carol must reach it
+    blockdir.chmod(0o777)
+    blocker = slurm_cluster.run(  # both a6000 busy: bob's job waits on Resources
+        "sbatch", "--parsable", "--uid=sw-carol", "--gid=slipway-users", "-A", "slipway-test",
+        "--gres=gpu:a6000:2", f"--chdir={blockdir}", f"--output={blockdir}/%j.out",
+        "--wrap", "sleep 120").stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while (state := slurm_cluster.run("squeue", "-h", "-j", blocker, "-o", "%T %r").stdout.strip()) \
+                != "RUNNING None":
+            assert time.monotonic() < deadline, f"blocker did not start: {state!r}"
+            time.sleep(0.2)
+        _work, out = _push(sw, tmp_path, "bob", "wait", SLEEPER.format(ticks=2), options=["gpus=a6000:1"])
+        job_id = job_id_from_push(out.stderr)
+        sw.wait_job(job_id, {"pending"})
+        db = Database(sw.env.get("SLIPWAY_DATABASE_URL") or f"sqlite:///{sw.data_dir / 'slipway.db'}")
+        try:
+            billing.DbLedgerStore(db).append_if_absent(ig.Adjustment(
+                team="bob", amount=Decimal("-0.60"), by="test", at=datetime.now(timezone.utc),
+                reason="simulated charge"))
+        finally:
+            db.dispose()
+        deadline = time.monotonic() + 20
+        while not (sw.job(job_id)["reason"] or "").startswith("held: balance $0.80 is under $1.00"):
+            assert time.monotonic() < deadline, sw.job(job_id)
+            time.sleep(0.3)
+        slurm_id = str(sw.job(job_id)["slurm_job_id"])
+        assert slurm_cluster.run("squeue", "-h", "-j", slurm_id, "-o", "%T %r").stdout.split() == \
+            ["PENDING", "JobHeldAdmin"]
+        sw.cli("team", "add-funds", "bob", "5.00")
+        deadline = time.monotonic() + 20
+        while "JobHeldAdmin" in slurm_cluster.run("squeue", "-h", "-j", slurm_id, "-o", "%r").stdout:
+            assert time.monotonic() < deadline, "not released after the deposit"
+            time.sleep(0.3)
+        assert not (sw.job(job_id)["reason"] or "").startswith("held:")
+    finally:
+        slurm_cluster.run("scancel", blocker, check=False)
+        shutil.rmtree(blockdir, ignore_errors=True)
+    job = sw.wait_results(job_id, timeout=90)
+    assert job["state"] == "succeeded", job

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -55,7 +55,7 @@ def test_migrations_from_empty_match_models_and_go_back(pg_db):
     db = Database(pg_db)
     try:
         with db.engine.connect() as c:
-            assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
+            assert c.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
             assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
             idx = {r[0]: r[1] for r in c.exec_driver_sql(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")}
@@ -68,10 +68,11 @@ def test_migrations_from_empty_match_models_and_go_back(pg_db):
             assert "(team_id, amount_micros)" in idx["ix_ledger_entries_team_amount"]
             assert "(project_id, id)" in idx["ix_jobs_project_id_id"]
             assert "(state)" in idx["ix_jobs_state"]
+            assert "(resource, kind, to_minute)" in idx["ix_ledger_entries_resource"]
             types = dict(c.exec_driver_sql(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_name = 'ledger_entries'").all())
-            assert types["amount_micros"] == "bigint"
+            assert types["amount_micros"] == "bigint" and types["carry"] == "bigint"
         from alembic import command
 
         from portal.db import alembic_config
@@ -98,6 +99,47 @@ def test_utc_datetimes_and_big_sums_round_trip(pg_db, tmp_path):
             assert billing.balance(s, ids["team_id"]) == Decimal("15000000000.000000")
             row = s.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == "big0"))
             assert row.created_at == when and row.created_at.tzinfo is not None
+    finally:
+        svc.db.dispose()
+
+
+def test_job_ids_never_reused_and_storage_carry_round_trips(pg_db, tmp_path):
+    """PostgreSQL's sequence never hands out a deleted job's id; the storage remainder is stored
+    and read back, so the next charge continues from it."""
+    from portal.db import Job, Project
+
+    svc = _services(tmp_path, pg_db)
+    try:
+        ids = seed(svc)
+        when = datetime(2026, 3, 29, 1, 30, tzinfo=timezone.utc)
+
+        def add_job(branch):
+            with svc.db.transaction() as s:
+                job = Job(project_id=ids["project_id"], branch=branch, commit_sha="x", state="succeeded",
+                          gpu_type="a4000", gpu_count=1, image="python", time_limit_min=60, created_at=when)
+                s.add(job)
+                s.flush()
+                return job.id
+
+        made = [add_job(f"b{i}") for i in range(3)]
+        with svc.db.transaction() as s:
+            s.delete(s.get(Job, made[-1]))
+            assert s.get(Project, ids["project_id"]) is not None
+        assert add_job("again") > max(made)
+
+        store = billing.DbLedgerStore(svc.db)
+        biller = ig.make_biller(store, svc.config)
+        sample = ig.storage_sample("nlp", "repo:nlp/proj", 70 * 10**6, when)
+        for minutes in (10, 20, 30):
+            biller.tick_storage([sample], when + timedelta(minutes=minutes))
+        billed = store.storage_billed("repo:nlp/proj")
+        rows = [e for e in store.entries("nlp") if isinstance(e, ig.StorageCharge)]
+        assert [r.minutes for r in rows] == [10, 10, 10] and billed.carry == rows[-1].carry != 0
+        # 70 MB for 30 minutes at $0.10/GB-month: 4.86 micro-dollars in all (1.62 per tick: 1 + 1 + 1
+        # rounded alone), billed as 2 + 1 + 2 = round(4.86) with the carry
+        exact = Decimal(70 * 10**6) * 30 * Decimal("0.10") / (10**9 * 43_200)
+        assert [r.amount for r in rows] == [Decimal("0.000002"), Decimal("0.000001"), Decimal("0.000002")]
+        assert abs(sum(r.amount for r in rows) - exact) <= Decimal("0.0000005")
     finally:
         svc.db.dispose()
 
