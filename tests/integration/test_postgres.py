@@ -363,7 +363,7 @@ def any_db_url(request, tmp_path):
 
 
 def test_running_balance_is_always_the_sum_of_entries(any_db_url, tmp_path):
-    from sqlalchemy import delete, insert, update
+    from sqlalchemy import delete, insert, text, update
 
     from portal.db import alembic_config
     from alembic import command
@@ -378,8 +378,10 @@ def test_running_balance_is_always_the_sum_of_entries(any_db_url, tmp_path):
             s.add_all(teams)
             s.flush()
             a, b, c = (t.id for t in teams)
-            s.add(LedgerEntry(team_id=a, kind="deposit", amount_micros=7_000_000, idempotency_key="old",
-                              created_by="t", created_at=at))
+            # the 0003 schema (no later columns): plain SQL, as a writer of that time did
+            s.execute(text("INSERT INTO ledger_entries (team_id, kind, amount_micros, idempotency_key, "
+                           "created_by, created_at) VALUES (:t, 'deposit', 7000000, 'old', 't', :at)"),
+                      {"t": a, "at": at.replace(tzinfo=None)})
         upgrade(any_db_url)
 
         def check():
