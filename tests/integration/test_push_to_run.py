@@ -7,6 +7,7 @@ import json
 import pwd
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def test_refused_pushes_say_what_to_fix_and_keep_the_branch(sw, clone):
 
     _commit_branch(sw, clone, "bad-opts")
     for opt, words in [("gpus=a4000:5", "at most 4"), ("gpus=a6000:3", "at most 2"),
-                       ("image=nope", "unknown image"), ("colour=red", "colour")]:
+                       ("image=nope", "unknown image"), ("colour=red", "colour"),
+                       ("image=pytorch", "no build for this cluster's container runtime")]:
         out = sw.git("push", "-o", opt, "origin", "bad-opts", cwd=clone, check=False)
         assert out.returncode != 0, (opt, out.stderr)
         assert words in out.stderr, (opt, out.stderr)
@@ -146,19 +148,45 @@ def test_second_push_to_a_busy_branch_is_refused_other_branches_run_in_parallel(
 
 
 def test_concurrent_pushes_to_one_branch_start_exactly_one_job(sw, tmp_path):
-    clones = []
-    for i in range(4):
+    n = 4
+    clones, shas = [], []
+    for i in range(n):
         work = tmp_path / f"c{i}"
         sw.git("clone", "-q", sw.remote("alice", "alice", "demo"), str(work))
         _commit_branch(sw, work, "race", SLOW, extra={"who.txt": f"clone {i}"})
         clones.append(work)
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(lambda w: sw.git("push", "-f", "origin", "race", cwd=w, check=False), clones))
-    started = [o for o in outs if " queued (" in o.stderr]
-    assert len(started) == 1, [o.stderr for o in outs]
-    job_id = job_id_from_push(started[0].stderr)
+        shas.append(sw.git("rev-parse", "HEAD", cwd=work).stdout.strip())
+    assert len(set(shas)) == n
+    barrier = threading.Barrier(n)
+    started_at = []
+
+    def push(work):
+        barrier.wait(timeout=30)          # all n pushes to the new branch leave together
+        started_at.append(time.monotonic())
+        # -f: a push that sees the branch already created still reaches Slipway's hook
+        return sw.git("push", "-f", "origin", "race", cwd=work, check=False)
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        outs = list(pool.map(push, clones))
+    assert max(started_at) - min(started_at) < 0.5, started_at
+    winners = [i for i, o in enumerate(outs) if " queued (" in o.stderr]
+    assert len(winners) == 1, [o.stderr for o in outs]
+    [w] = winners
+    assert outs[w].returncode == 0, outs[w].stderr
+    job_id = job_id_from_push(outs[w].stderr)
+    for i, o in enumerate(outs):
+        if i == w:
+            continue
+        # each loser was refused, told why, and started nothing
+        assert o.returncode != 0, o.stderr
+        assert (f"branch race already has job {job_id}" in o.stderr
+                or "another push to this branch started a job just now" in o.stderr), o.stderr
+        assert "push refused; nothing was started" in o.stderr, o.stderr
     race_jobs = [j for j in json.loads(sw.cli("job", "list", "--json").stdout) if j["branch"] == "race"]
     assert [j["id"] for j in race_jobs] == [job_id], race_jobs
+    # the branch is the winner's commit, and that is the commit the job runs
+    tip = sw.git("ls-remote", "origin", "refs/heads/race", cwd=clones[0]).stdout.split()[0]
+    assert tip == shas[w] == sw.job(job_id)["commit"]
     sw.wait_job(job_id, {"running"})
     sw.cli("job", "cancel", str(job_id))
     assert sw.wait_results(job_id)["state"] == "cancelled"
@@ -225,6 +253,15 @@ def test_hostile_branch_names_run_safely(sw, clone):
     assert not list(Path("/").glob("pwned")) and not list(sw.data_dir.rglob("pwned"))
     out = sw.git("push", "origin", "HEAD:refs/heads/results", cwd=clone, check=False)
     assert out.returncode != 0 and "reserved" in out.stderr
+    # the whole results/ namespace is Slipway's: a user branch there would block results refs
+    out = sw.git("push", "origin", "HEAD:refs/heads/results/exp-9", cwd=clone, check=False)
+    assert out.returncode != 0 and "reserved" in out.stderr, out.stderr
+    assert not sw.git("ls-remote", "origin", "refs/heads/results/exp-9", cwd=clone).stdout.strip()
+    # ... but cleaning up a results branch is the user's to do
+    rref = f"refs/heads/results/{branch}/{job['id']}"
+    assert sw.git("ls-remote", "origin", rref, cwd=clone).stdout.strip()
+    sw.git("push", "origin", f":{rref}", cwd=clone)
+    assert not sw.git("ls-remote", "origin", rref, cwd=clone).stdout.strip()
 
 
 def test_fifty_megabyte_result_goes_through_lfs(sw, clone):
