@@ -444,6 +444,24 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
     return spec_path, spec, command
 
 
+_UNKNOWN_ACCOUNT = re.compile(r"Invalid account", re.IGNORECASE)
+
+
+def _submit(svc: Services, req) -> int:
+    """``sbatch`` the request; if Slurm does not know the team's account yet (a personal team
+    made at a first login, before the reconciler's account sync ran), converge the accounts
+    once and submit again. This runs in the post-receive hook, never in a page view."""
+    try:
+        return int(svc.backend.submit(req))
+    except ig.SlurmRejected as exc:
+        if not _UNKNOWN_ACCOUNT.search(exc.slurm_message or str(exc)):
+            raise
+        from ..slurm_accounts import sync_accounts
+        log.info("account %s unknown to Slurm: converging accounts before submitting", req.account)
+        sync_accounts(svc)
+        return int(svc.backend.submit(req))
+
+
 def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
     """Submit a reserved (queued) job to Slurm. Returns (submitted, message for the pusher)."""
     cfg = svc.config
@@ -473,7 +491,7 @@ def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
                              env={"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(job_id),
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
                              partition=cfg.partition)
-        slurm_id = int(svc.backend.submit(req))
+        slurm_id = _submit(svc, req)
     except Exception as exc:  # noqa: BLE001 — every failure must fail the job, with its reason
         reason = f"submission failed: {exc}"
         log.warning("job %s: %s", job_id, reason)

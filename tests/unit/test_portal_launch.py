@@ -265,14 +265,52 @@ def test_apptainer_job_sees_cuda_port_and_slipway_vars_through_cleanenv(tmp_path
 def test_submission_failure_fails_the_job(env):
     svc, backend, bare, work = env
     from slurm_bridge.errors import SlurmRejected
-    backend.submit_error = SlurmRejected("Invalid account", slurm_message="Invalid account")
+    backend.submit_error = SlurmRejected("Invalid qos specification",
+                                         slurm_message="Invalid qos specification")
     sha = commit_to_bare(bare, work, EP)
     assert pre(svc, sha).ok
     r = post(svc, sha)
     [job] = jobs(svc)
-    assert not r.ok and r.messages == [f"slipway: job {job.id} could not be submitted: Invalid account"]
-    assert job.state == "failed" and "Invalid account" in job.reason
+    assert not r.ok and r.messages == [f"slipway: job {job.id} could not be submitted: Invalid qos specification"]
+    assert job.state == "failed" and "Invalid qos" in job.reason
     assert pre(svc, commit_to_bare(bare, work, {"y": "1"})).ok  # the branch is free again
+
+
+def test_unknown_account_is_converged_once_then_submitted(env, monkeypatch):
+    """A personal team made at a first login has no Slurm account until the reconciler's sync:
+    the submission converges the accounts itself and tries again (outside any page view)."""
+    svc, backend, bare, work = env
+    from slurm_bridge.errors import SlurmRejected
+    import portal.slurm_accounts as sa
+    backend.submit_error = SlurmRejected(
+        "Slurm refused", slurm_message="Invalid account or account/partition combination specified")
+    synced = []
+
+    def fake_sync(s):
+        synced.append(s)
+        backend.submit_error = None  # the account exists now
+        return ["add account team-nlp"]
+    monkeypatch.setattr(sa, "sync_accounts", fake_sync)
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha).ok
+    r = post(svc, sha)
+    [job] = jobs(svc)
+    assert r.ok and r.messages == [f"slipway: job {job.id} queued (a4000 x1)"], r.messages
+    assert len(synced) == 1 and job.state == "pending" and len(backend.submits) == 1
+
+
+def test_unknown_account_after_convergence_fails_the_job_with_slurms_reason(env, monkeypatch):
+    svc, backend, bare, work = env
+    from slurm_bridge.errors import SlurmRejected
+    import portal.slurm_accounts as sa
+    backend.submit_error = SlurmRejected("Invalid account", slurm_message="Invalid account")
+    calls = []
+    monkeypatch.setattr(sa, "sync_accounts", lambda s: calls.append(1) or [])
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha).ok
+    r = post(svc, sha)
+    [job] = jobs(svc)
+    assert calls == [1] and not r.ok and job.state == "failed" and "Invalid account" in job.reason
 
 
 def test_concurrent_pushes_to_one_branch_start_exactly_one_job(env):
