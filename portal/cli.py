@@ -478,7 +478,9 @@ def reconcile(ctx: Ctx, once):
             if not rep.polled:
                 sys.exit(2)
             return
-        time.sleep(ctx.svc.config.reconcile_interval)
+        cfg = ctx.svc.config
+        time.sleep(min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if rep.busy
+                   else cfg.reconcile_interval)
 
 
 # ----------------------------------------------------------------------------------- users

@@ -27,6 +27,8 @@ images_root                 where container images live (SIFs for       containe
 partition                   Slurm partition ("" = cluster default)      gpu
 cluster_name                name of the Slurm cluster                   slipway
 reconcile_interval          seconds between reconciler ticks            5
+reconcile_busy_interval     seconds between ticks while a job is ending 1
+                            (finishing, cancel pending, sacct settling)
 cancel_grace                seconds a TERM-cancelled job may take to    60
                             push its files before a hard cancel
 stale_reservation           seconds a ``queued`` job may wait for its   300
@@ -128,6 +130,7 @@ class Config:
     partition: str = "gpu"
     cluster_name: str = "slipway"
     reconcile_interval: float = 5.0
+    reconcile_busy_interval: float = 1.0
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
     storage_interval: float = 600.0

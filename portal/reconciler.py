@@ -29,13 +29,21 @@ Each tick (``Reconciler.tick``):
    poll: a failed one cannot tell a lost reservation from one Slurm runs).
 
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
-``slipway serve`` and as ``slipway reconcile --once``.
+``slipway serve`` and as ``slipway reconcile [--once]``; ticks of all of them take turns (a flock
+in the data dir). Between ticks it sleeps ``reconcile_interval``, or ``reconcile_busy_interval``
+while a job is ending (finishing, cancel pending, sacct not settled), and a cancel or a runner's
+finishing/results event wakes it early (``Services.wake``): a cancelled job is recorded with its
+results about a second after it ends, not up to a whole interval later.
 """
 from __future__ import annotations
 
+import fcntl
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -58,6 +66,8 @@ class TickReport:
     holds: list[int] = field(default_factory=list)      # held by the $1.00 rule this tick
     releases: list[int] = field(default_factory=list)   # released: the balance is back
     errors: list[str] = field(default_factory=list)
+    # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
+    busy: bool = False
 
 
 @dataclass
@@ -96,6 +106,12 @@ class Reconciler:
 
     # ----------------------------------------------------------------------------- the tick
     def tick(self) -> TickReport:
+        """One tick; ticks of every reconciler of this Slipway (the server's thread, a
+        ``slipway reconcile`` process) run one at a time (a lock file in the data dir)."""
+        with _tick_lock(self.svc):
+            return self._tick()
+
+    def _tick(self) -> TickReport:
         svc, now, report = self.svc, self.svc.now(), TickReport()
         try:
             queue = svc.backend.jobs()
@@ -167,7 +183,10 @@ class Reconciler:
                 team = job.project.team.name
                 rec = queue.get(job.slurm_job_id)
                 mapping = states.slurm_mapping(rec.state) if rec is not None else None
+                if job.state == states.FINISHING or job.cancel_requested:
+                    report.busy = True
                 if rec is None or (mapping.live is None and mapping.final is not None):
+                    report.busy = True
                     ended.append(_Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
                                         job.last_seen_at, job.cancel_requested, team,
                                         {job.gpu_type: job.gpu_count}))
@@ -440,15 +459,20 @@ class Reconciler:
 
     # ------------------------------------------------------------------------------- loop
     def run(self, stop: threading.Event) -> None:
-        interval = self.svc.config.reconcile_interval
+        cfg, wake = self.svc.config, self.svc.wake
         while True:
+            wake.clear()  # what happens during the tick wakes the next one
+            busy = False
             try:
                 report = self.tick()
+                busy = report.busy
                 for err in report.errors:
                     log.warning("reconciler: %s", err)
             except Exception:  # noqa: BLE001 — the loop must survive anything
                 log.exception("reconciler tick failed")
-            if stop.wait(interval):
+            interval = min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if busy \
+                else cfg.reconcile_interval
+            if _sleep(stop, wake, interval, minimum=min(0.2, interval)):
                 return
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:
@@ -456,3 +480,32 @@ class Reconciler:
         t = threading.Thread(target=self.run, args=(stop,), name="slipway-reconciler", daemon=True)
         t.start()
         return t, stop
+
+
+_thread_lock = threading.Lock()
+
+
+@contextmanager
+def _tick_lock(svc: Services):
+    """Serialise ticks across threads and processes sharing this data dir (flock)."""
+    path = Path(svc.config.data_dir) / "reconciler.lock"
+    with _thread_lock, open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sleep(stop: threading.Event, wake: threading.Event, interval: float, *, minimum: float) -> bool:
+    """Wait ``interval`` seconds, or less when ``wake`` is set (but at least ``minimum``, so a
+    burst of events makes one tick, not a storm). True when ``stop`` was set."""
+    start = time.monotonic()
+    if stop.wait(minimum):
+        return True
+    while True:
+        left = interval - (time.monotonic() - start)
+        if left <= 0 or wake.is_set():
+            return stop.is_set()
+        if stop.wait(min(left, 0.1)) or wake.wait(0):
+            return stop.is_set()

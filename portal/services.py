@@ -3,6 +3,7 @@ CLI from one Config). Tests build it with temp dirs and a fake Slurm backend."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -23,6 +24,9 @@ class Services:
     # chown job dirs/specs to the job user (only possible as root; off in unit tests)
     chown: bool | None = None
     extra: dict = field(default_factory=dict)
+    # Set when something happened that the reconciler should look at now (a cancel, a runner's
+    # finishing/results event) instead of at its next tick.
+    wake: threading.Event = field(default_factory=threading.Event)
 
     def now(self) -> datetime:
         return self.clock()

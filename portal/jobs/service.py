@@ -62,6 +62,7 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
         if state == states.QUEUED and slurm_id is None:
             states.transition(job, states.CANCELLED, now=now, reason=reason)
             return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
+    svc.wake.set()  # the reconciler follows this job closely until it has ended
     if slurm_id is None:
         return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
     soft = state != states.PENDING
@@ -179,6 +180,8 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
             bu = event.get("branch_updated")
             job.branch_updated = bool(bu) if bu is not None else None
             job.results_message = str(event.get("message") or "") or None
+        if kind in ("finishing", "results"):
+            svc.wake.set()  # the job is ending: record its end without waiting a whole tick
         if target is None:
             return "recorded"
         if job.state == states.FINISHING and target == states.RUNNING:

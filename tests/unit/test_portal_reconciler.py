@@ -496,3 +496,95 @@ def test_hold_refused_by_slurm_is_reported_and_retried(held_env):
     del backend.hold
     rep = Reconciler(svc).tick()
     assert rep.holds == [jid] and job(svc, jid).balance_hold_at is not None
+
+
+def test_busy_while_a_job_is_ending_then_quiet(env):
+    """A tick says ``busy`` while a job is finishing, has a cancel pending or waits for sacct:
+    the loop then ticks every ``reconcile_busy_interval`` instead of ``reconcile_interval``."""
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="running")
+    backend.set_queue(11, "RUNNING", start=clock())
+    assert Reconciler(svc).tick().busy is False
+    service.apply_event(svc, jid, {"event": "finishing", "exit_code": 0, "signal": None})
+    assert Reconciler(svc).tick().busy is True
+    backend.queue.clear()  # it left the queue; sacct has no settled record yet
+    assert Reconciler(svc).tick().busy is True
+    backend.finish(11, "COMPLETED", start=clock() - timedelta(seconds=90), end=clock(),
+                   gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+    assert Reconciler(svc).tick().busy is False
+
+
+def test_cancel_and_runner_events_wake_the_loop(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="running")
+    svc.wake.clear()
+    service.request_cancel(svc, jid, by="alice")
+    assert svc.wake.is_set()
+    svc.wake.clear()
+    service.apply_event(svc, jid, {"event": "results", "results_ref": "refs/heads/results/x/1",
+                                   "sha": "b" * 40, "branch_updated": True, "message": "ok"})
+    assert svc.wake.is_set()
+
+
+def test_loop_sleeps_its_interval_unless_woken(env):
+    import threading
+    import time as _time
+
+    from portal.reconciler import _sleep
+    stop, wake = threading.Event(), threading.Event()
+    t0 = _time.monotonic()
+    assert _sleep(stop, wake, 0.3, minimum=0.05) is False
+    assert _time.monotonic() - t0 >= 0.3
+    wake.set()
+    t0 = _time.monotonic()
+    assert _sleep(stop, wake, 30, minimum=0.05) is False   # woken: back after the minimum
+    assert _time.monotonic() - t0 < 5
+    stop.set()
+    assert _sleep(stop, wake, 30, minimum=0.05) is True
+
+
+def test_ticks_of_two_reconcilers_never_overlap(env):
+    """The server's thread and a `slipway reconcile` process share one lock file: their ticks
+    run one at a time (here two threads with separate Reconcilers)."""
+    import threading
+    import time as _time
+
+    svc, backend, clock = env
+    inside, overlaps = [0], []
+    real_jobs = backend.jobs
+
+    def slow_jobs(*a, **kw):
+        inside[0] += 1
+        overlaps.append(inside[0])
+        _time.sleep(0.05)
+        inside[0] -= 1
+        return real_jobs(*a, **kw)
+    backend.jobs = slow_jobs
+    threads = [threading.Thread(target=lambda: [Reconciler(svc).tick() for _ in range(3)])
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 9 and max(overlaps) == 1
+    assert (svc.config.data_dir / "reconciler.lock").exists()
+
+
+def test_a_tick_waits_for_another_process_holding_the_lock(env):
+    """The lock is a flock on the data dir's file: another process's tick (here: the same lock
+    taken through another open file) makes this one wait, not run beside it."""
+    import fcntl
+    import threading
+
+    svc, backend, clock = env
+    with open(svc.config.data_dir / "reconciler.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        t = threading.Thread(target=Reconciler(svc).tick)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and backend.jobs_calls == 0
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    t.join(10)
+    assert not t.is_alive() and backend.jobs_calls == 1
