@@ -7,7 +7,9 @@
        or results whose push failed) is pushed to ``results/<branch>/<job>``, and the new
        attempt starts from that commit (so checkpoints survive); nothing is cleaned away
        before it is committed.
-    2. POST ``{"event": "started"}``.
+    2. If the spec's ``PORT`` is taken on this node (another program listens there), pick a
+       free one in 10000-65535 instead; POST ``{"event": "started", "port": N}`` (the port the
+       job really got, recorded by the portal for its proxy).
     3. Run ``container_argv`` in its own process group, cwd = workdir, env = a minimal
        environment + the spec's ``env``, prepared for the container runtime the way
        ``container_images.runtime.launch_env`` does (``USER`` set; for Apptainer every
@@ -34,7 +36,9 @@ import json
 import os
 import pwd
 import re
+import random
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -222,6 +226,50 @@ def launch_env(spec: RunnerSpec, base: dict | None = None) -> dict[str, str]:
     return container_launch_env(runtime, env, names)
 
 
+PORT_RANGE = (10000, 65535)
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing on this node listens on ``port`` (a bind to it succeeds)."""
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 on this node
+        try:
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((addr, port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def ensure_free_port(spec: "RunnerSpec", *, is_free=port_is_free, tries: int = 200) -> int | None:
+    """The port the job gets: the spec's ``PORT`` when it is free on this node, else a free
+    one from PORT_RANGE (written into ``spec.env``). None when the spec has no PORT."""
+    raw = spec.env.get("PORT")
+    if raw is None:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        port = None
+    if port is not None and is_free(port):
+        return port
+    rng = random.SystemRandom()
+    for _ in range(tries):
+        candidate = rng.randint(*PORT_RANGE)
+        if candidate != port and is_free(candidate):
+            say(f"slipway: port {raw} is taken on this node; the job gets PORT={candidate}")
+            spec.env["PORT"] = str(candidate)
+            return candidate
+    say(f"slipway: no free port found on this node; PORT stays {raw}")
+    return port
+
+
 class Runner:
     def __init__(self, spec: RunnerSpec, post=post_event):
         self.spec = spec
@@ -395,7 +443,9 @@ class Runner:
                       {"event": "results", "results_ref": None, "sha": None,
                        "branch_updated": False, "message": msg})
             return 1
-        self.post(spec.callback_url, spec.token, {"event": "started"})
+        port = ensure_free_port(spec)
+        self.post(spec.callback_url, spec.token,
+                  {"event": "started", **({"port": port} if port is not None else {})})
         say(f"job {spec.job_id}: running {spec.container_argv[0]} at {spec.commit[:12]}")
 
         rc = self.run_child()

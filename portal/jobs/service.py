@@ -169,6 +169,11 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
         target = None
         if kind == "started":
             target = states.RUNNING
+            port = event.get("port")
+            # the runner moved off a port taken on the node: the proxy must follow it
+            if (isinstance(port, int) and not isinstance(port, bool)
+                    and svc.config.port_min <= port <= svc.config.port_max):
+                job.port = port
         elif kind == "finishing":
             target = states.FINISHING
             code = event.get("exit_code")

@@ -465,3 +465,26 @@ def test_push_with_retry_backs_off_until_the_deadline(monkeypatch):
     # the deadline already passed: still one push
     calls.clear()
     assert results.push_with_retry("/w", {}, "x:y", deadline=clock[0] - 1, sleep=sleep)[1] == 1
+
+
+def test_port_taken_on_the_node_is_replaced_by_a_free_one():
+    """PORT recorded at submit time may be taken on the node the job lands on: the runner
+    moves the job to a free port in 10000-65535 (the started event tells the portal)."""
+    import socket
+
+    from git_gateway.runner import ensure_free_port, port_is_free
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    try:
+        assert not port_is_free(taken)
+        spec = RunnerSpec.from_dict(dict(SPEC, env={"PORT": str(taken)}))
+        got = ensure_free_port(spec)
+        assert got != taken and 10000 <= got <= 65535 and spec.env["PORT"] == str(got)
+        assert port_is_free(got)
+    finally:
+        busy.close()
+    free = RunnerSpec.from_dict(dict(SPEC, env={"PORT": "23456"}))
+    assert ensure_free_port(free, is_free=lambda p: True) == 23456 and free.env["PORT"] == "23456"
+    assert ensure_free_port(RunnerSpec.from_dict(dict(SPEC, env={}))) is None

@@ -588,3 +588,15 @@ def test_a_tick_waits_for_another_process_holding_the_lock(env):
         fcntl.flock(fh, fcntl.LOCK_UN)
     t.join(10)
     assert not t.is_alive() and backend.jobs_calls == 1
+
+
+def test_started_event_records_the_port_the_runner_moved_to(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="pending")
+    with svc.db.transaction() as s:
+        s.get(Job, jid).port = 20000
+    service.apply_event(svc, jid, {"event": "started", "port": 31337})
+    assert (job(svc, jid).state, job(svc, jid).port) == ("running", 31337)
+    service.apply_event(svc, jid, {"event": "started", "port": 80})       # out of range: ignored
+    service.apply_event(svc, jid, {"event": "started", "port": "40000"})  # not an int: ignored
+    assert job(svc, jid).port == 31337
