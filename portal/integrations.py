@@ -221,8 +221,9 @@ def image_names(catalog) -> tuple[str, ...]:
 
 
 def container_argv(config: Config, catalog, image: str, workdir: str, command: Sequence[str],
-                   env: Mapping[str, str]) -> list[str]:
-    """argv that runs ``command`` in ``image`` with cwd = the checkout (container_images.runtime)."""
+                   env: Mapping[str, str], passthrough_extra: Sequence[str] = ()) -> list[str]:
+    """argv that runs ``command`` in ``image`` with cwd = the checkout (container_images.runtime);
+    ``passthrough_extra`` names variables the container takes from the launching environment."""
     from container_images import runtime
 
     if config.container_runtime == "apptainer":
@@ -230,7 +231,8 @@ def container_argv(config: Config, catalog, image: str, workdir: str, command: S
     else:
         image_path = catalog.local_path(image, config.images_root)
     return list(runtime.container_argv(config.container_runtime, str(image_path), workdir,
-                                       list(command), dict(env), gpus=True))
+                                       list(command), dict(env), gpus=True,
+                                       passthrough=(*runtime.PASSTHROUGH_ENV, *passthrough_extra)))
 
 
 # ------------------------------------------------------------------------------- accounting

@@ -416,11 +416,14 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
     if _should_chown(svc):
         os.chown(d, *_ids(snap["unix_user"]))
     workdir = d / "work"
-    # Everything the container must see goes in the argv (both runtimes clean the environment);
-    # the runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
-    env = {"PORT": str(snap["port"]), "SLIPWAY_JOB_ID": str(snap["job_id"]),
-           "SLIPWAY_BRANCH": snap["branch"], "SLIPWAY_COMMIT": snap["commit"]}
-    argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir), ENTRYPOINT_COMMAND, env)
+    # What the container must see goes in the argv (both runtimes clean the environment); the
+    # runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
+    # PORT is passed through from the runner's environment instead: the runner may move the job
+    # to another port when this one is taken on the node it lands on.
+    env = {"SLIPWAY_JOB_ID": str(snap["job_id"]), "SLIPWAY_BRANCH": snap["branch"],
+           "SLIPWAY_COMMIT": snap["commit"]}
+    argv = ig.container_argv(cfg, svc.catalog, snap["image"], str(workdir), ENTRYPOINT_COMMAND, env,
+                             passthrough_extra=("PORT",))
     spec = {
         "job_id": snap["job_id"],
         "repo_url": cfg.repo_url(snap["team"], snap["project"]),
@@ -431,7 +434,7 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
         "workdir": str(workdir),
         "container_argv": argv,
         "container_runtime": cfg.container_runtime,
-        "env": env,
+        "env": {"PORT": str(snap["port"]), **env},
         "lfs_threshold_bytes": 1024 * 1024,
         "grace_seconds": 5,
         "callback_url": cfg.job_events_url(snap["job_id"]),

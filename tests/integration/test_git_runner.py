@@ -1,6 +1,7 @@
-"""git_gateway.runner end to end on the host: checkout, run, signals, commit-back, events.
+"""git_gateway.runner end to end: checkout, run, signals, commit-back, events.
 
-container_argv is ["bash", "slipway-entrypoint.sh"] here; the lead wires the real container.
+The entrypoint runs in a real container: Charliecloud's ``ch-run`` on the busybox image that
+``container_images/build`` makes (the argv comes from ``container_images.runtime``, as in a job).
 """
 from __future__ import annotations
 
@@ -15,11 +16,23 @@ from pathlib import Path
 
 import pytest
 
+from container_images.runtime import container_argv
 from git_gateway import repos
 from git_gateway.testserver import Gateway, client_env, git, serve
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
+IMAGES = Path(os.environ.get("SLIPWAY_TEST_IMAGE_CACHE", "/var/tmp/slipway-images"))
+
+
+@pytest.fixture(scope="module")
+def busybox() -> Path:
+    """The busybox directory image (built once by `make test`'s images step; built here if not)."""
+    image = IMAGES / "busybox"
+    if not (image / "bin" / "sh").exists():
+        subprocess.run([str(ROOT / "container_images" / "build"), "--dest", str(IMAGES), "busybox"],
+                       check=True, timeout=300)
+    return image
 
 
 class Events:
@@ -55,13 +68,13 @@ class Events:
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, busybox):
     events = Events()
     with serve(events) as ev_base, Gateway(tmp_path / "srv") as gw:
         gw.create()
         env = client_env(tmp_path / "home")
         git(tmp_path, "lfs", "install", env=env)
-        yield gw, env, events, ev_base
+        yield gw, env, events, ev_base, busybox
 
 
 def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1") -> str:
@@ -76,10 +89,16 @@ def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1") -> st
     return git(u, "rev-parse", "HEAD", env=env).stdout.strip()
 
 
-def write_spec(tmp_path, gw, ev_base, sha, branch="exp-1", **over) -> Path:
+def write_spec(tmp_path, gw, ev_base, sha, branch="exp-1", image=None, **over) -> Path:
+    work = tmp_path / "jobs" / "42" / "work"
+    # as portal.jobs.launch builds it: SLIPWAY_* in the argv, PORT from the runner's environment
+    argv = (container_argv("charliecloud", str(image), str(work), ["sh", "slipway-entrypoint.sh"],
+                           {"SLIPWAY_JOB_ID": "42"},
+                           passthrough=("CUDA_VISIBLE_DEVICES", "PORT"))
+            if image is not None else ["bash", "slipway-entrypoint.sh"])
     spec = {"job_id": 42, "repo_url": gw.url(), "username": "job:42", "token": "job-token",
-            "commit": sha, "branch": branch, "workdir": str(tmp_path / "jobs" / "42" / "work"),
-            "container_argv": ["bash", "slipway-entrypoint.sh"], "env": {"PORT": "12345"},
+            "commit": sha, "branch": branch, "workdir": str(work),
+            "container_argv": argv, "env": {"PORT": "12345"},
             "lfs_threshold_bytes": 1048576, "grace_seconds": 5,
             "callback_url": ev_base + "/internal/jobs/42/events",
             "author_name": "Slipway", "author_email": "slipway@localhost"}
@@ -100,11 +119,11 @@ def start_runner(spec: Path, log: Path) -> subprocess.Popen:
 
 
 def test_runner_end_to_end(setup, tmp_path):
-    gw, env, events, ev_base = setup
+    gw, env, events, ev_base, image = setup
     script = ("set -e\necho hello from the job\nmkdir -p out\nenv | sort > out/env.txt\n"
               "head -c 1500000 /dev/urandom > out/model.bin\necho done > out/done.txt\nexit 3\n")
     sha = push_entrypoint(gw, env, tmp_path, script)
-    spec = write_spec(tmp_path, gw, ev_base, sha)
+    spec = write_spec(tmp_path, gw, ev_base, sha, image=image)
     log = tmp_path / "slurm-42.out"
     p = start_runner(spec, log)
     assert p.wait(timeout=60) == 3
@@ -123,7 +142,8 @@ def test_runner_end_to_end(setup, tmp_path):
     assert (c / "out" / "model.bin").stat().st_size == 1500000
     assert "out/model.bin" in git(c, "lfs", "ls-files", "-n", env=env).stdout
     child_env = (c / "out" / "env.txt").read_text()
-    assert "PORT=12345" in child_env and "SLURM_JOB_ID=9001" in child_env
+    assert "PORT=12345" in child_env and "SLIPWAY_JOB_ID=42" in child_env
+    assert "SLURM_JOB_ID" not in child_env  # the container gets only what it is given
     assert "job-token" not in child_env and "GIT_CONFIG" not in child_env
     assert "job-token" not in out
     assert git(c, "log", "-1", "--format=%s", env=env).stdout.strip() == \
@@ -132,7 +152,7 @@ def test_runner_end_to_end(setup, tmp_path):
 
 @pytest.mark.parametrize("mode", ["traps_term", "ignores_term"])
 def test_sigterm_still_pushes_results_fast(setup, tmp_path, mode):
-    gw, env, events, ev_base = setup
+    gw, env, events, ev_base, image = setup
     if mode == "traps_term":
         script = ("trap 'echo checkpoint > saved.txt; exit 143' TERM\n"
                   "echo partial > partial.txt\ntouch running\n"
@@ -141,7 +161,7 @@ def test_sigterm_still_pushes_results_fast(setup, tmp_path, mode):
         script = ("trap '' TERM\necho partial > partial.txt\ntouch running\n"
                   "while true; do sleep 0.1; done\n")
     sha = push_entrypoint(gw, env, tmp_path, script)
-    spec = write_spec(tmp_path, gw, ev_base, sha)
+    spec = write_spec(tmp_path, gw, ev_base, sha, image=image)
     log = tmp_path / "slurm-42.out"
     p = start_runner(spec, log)
     events.wait_for("started")
@@ -174,8 +194,8 @@ def test_sigterm_still_pushes_results_fast(setup, tmp_path, mode):
 
 
 def test_bad_checkout_reports_and_exits_nonzero(setup, tmp_path):
-    gw, env, events, ev_base = setup
-    spec = write_spec(tmp_path, gw, ev_base, "1" * 40)
+    gw, env, events, ev_base, image = setup
+    spec = write_spec(tmp_path, gw, ev_base, "1" * 40, image=image)
     p = start_runner(spec, tmp_path / "log")
     assert p.wait(timeout=60) == 1
     _, res = events.wait_for("results")
@@ -200,11 +220,12 @@ def test_requeue_after_a_dead_attempt_saves_its_files_then_resumes(setup, tmp_pa
     """The node died mid-job (runner and entrypoint gone, SIGKILL, no commit-back, a stale
     index.lock): the requeued attempt commits and pushes what the dead one left before it
     resets anything, then runs on top of it; the final results keep both."""
-    gw, env, events, ev_base = setup
-    pidfile = tmp_path / "child.pid"
-    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=pidfile))
-    spec = write_spec(tmp_path, gw, ev_base, sha)
+    gw, env, events, ev_base, image = setup
+    # the container has a private /tmp: the entrypoint leaves its pid inside .git (never committed)
+    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=".git/child.pid"))
+    spec = write_spec(tmp_path, gw, ev_base, sha, image=image)
     work = tmp_path / "jobs" / "42" / "work"
+    pidfile = work / ".git" / "child.pid"
     p = start_runner(spec, tmp_path / "attempt1.log")
     end = time.monotonic() + 30
     while not (work / "running").exists():
@@ -267,7 +288,7 @@ os.execvpe(cmd[0], cmd, env)
 def test_apptainer_container_sees_cuda_port_and_slipway_vars(setup, tmp_path):
     from container_images.runtime import container_argv
 
-    gw, env, events, ev_base = setup
+    gw, env, events, ev_base, image = setup
     fake = tmp_path / "bin" / "apptainer"
     fake.parent.mkdir()
     fake.write_text(FAKE_APPTAINER)
