@@ -31,9 +31,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--batch", type=int, default=5)
+    ap.add_argument("--interval", default="5",
+                    help="SLIPWAY_RECONCILE_INTERVAL for the server (default 5 s, Slipway's own)")
     args = ap.parse_args()
     cluster_env = {"SLURM_CONF": os.environ["SLURM_CONF"]}
-    sw = start_slipway(cluster_env, SLIPWAY_RECONCILE_INTERVAL="1")
+    sw = start_slipway(cluster_env, SLIPWAY_RECONCILE_INTERVAL=args.interval)
     tmp = Path(tempfile.mkdtemp(prefix="bench-cancel-", dir="/tmp"))
     times: list[float] = []
     try:
