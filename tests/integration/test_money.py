@@ -139,6 +139,46 @@ def test_users_cannot_add_funds_admins_can(sw):
     assert [(r["amount"], r["note"]) for r in deposits] == [("5.000000", "grant")], deposits
 
 
+RESUMABLE = """#!/bin/bash
+if [ -f ckpt.txt ]; then echo "resumed after tick $(cat ckpt.txt)" > resumed.txt; sleep 3; exit 0; fi
+for i in $(seq 1 300); do echo "$i" > ckpt.txt; sleep 1; done
+"""
+
+
+def test_requeued_job_is_billed_per_attempt_exactly_as_sacct_reports(sw, slurm_cluster, tmp_path):
+    """A running job requeued by Slurm (as after a node failure): each attempt is billed its own
+    started minutes, the ledger equals sacct's attempts, and the second attempt resumes from the
+    first one's files (committed back when it was stopped)."""
+    _setup(sw, "alice", "10.00")
+    work, out = _push(sw, tmp_path, "alice", "requeue", RESUMABLE)
+    job_id = job_id_from_push(out.stderr)
+    sw.wait_job(job_id, {"running"})
+    time.sleep(12)  # the first attempt does some work (a checkpoint per second)
+    slurm_id = str(sw.job(job_id)["slurm_job_id"])
+    slurm_cluster.run("scontrol", "requeue", slurm_id)
+    job = sw.wait_results(job_id, timeout=150)
+    assert job["state"] == "succeeded", job
+    time.sleep(3)  # a few more ticks: the bill must not change
+    acct = _sacct(slurm_cluster, int(slurm_id))
+    assert [a["state"] for a in acct] == ["REQUEUED", "COMPLETED"], acct
+    assert all("gres/gpu:a4000=2" in a["tres"] for a in acct), acct
+    rows = sorted((int(r["attempt"]), int(r["from_minute"]), int(r["to_minute"]))
+                  for r in _ledger(sw, "alice") if r["kind"] == "gpu")
+    billed: dict[int, int] = {}
+    for attempt, lo, hi in rows:
+        assert lo == billed.get(attempt, 0), rows  # contiguous within an attempt, no overlap
+        billed[attempt] = hi
+    assert billed == {n: math.ceil(int(a["elapsed"]) / 60) for n, a in enumerate(acct)}, (rows, acct)
+    minutes = sum(billed.values())
+    charged = -sum(Decimal(r["amount"]) for r in _ledger(sw, "alice") if r["kind"] == "gpu")
+    assert Decimal(sw.job(job_id)["cost"]) == charged, (charged, sw.job(job_id))
+    exact = Decimal(minutes) * 2 * Decimal("0.50") / 60  # 2 GPUs at $0.50/h
+    assert abs(charged - exact) <= Decimal("0.000001") * len(acct), (charged, exact)  # µ$ per attempt
+    sw.git("pull", "-q", "origin", "requeue", cwd=work)
+    assert (work / "resumed.txt").read_text().startswith("resumed after tick "), \
+        (work / "resumed.txt").read_text()
+
+
 # ---------------------------------------------------------------------- the $0 cut-off
 
 @pytest.fixture(scope="module")
