@@ -29,6 +29,10 @@ cluster_name                name of the Slurm cluster                   slipway
 reconcile_interval          seconds between reconciler ticks            5
 reconcile_busy_interval     seconds between ticks while a job is ending 1
                             (finishing, cancel pending, sacct settling)
+login_max_failures          failed logins per account within the       5
+                            window before logins are refused (429)
+login_max_failures_per_address  the same per client address             20
+login_failure_window        seconds the failed logins are counted       300
 cancel_grace                seconds a TERM-cancelled job may take to    60
                             push its files before a hard cancel
 stale_reservation           seconds a ``queued`` job may wait for its   300
@@ -131,6 +135,9 @@ class Config:
     cluster_name: str = "slipway"
     reconcile_interval: float = 5.0
     reconcile_busy_interval: float = 1.0
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
+    login_failure_window: float = 300.0
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
     storage_interval: float = 600.0

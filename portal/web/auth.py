@@ -1,14 +1,25 @@
 """Log in / log out (flask-login sessions; CSRF on both forms; ``next`` must be a local path)."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from ..db import User
 from ..identity.login import verify_credentials
 from .common import WebUser, safe_next, svc
+from .throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
+
+
+def throttle() -> LoginThrottle:
+    t = current_app.extensions.get("slipway_login_throttle")
+    if t is None:
+        cfg = svc().config
+        t = current_app.extensions.setdefault("slipway_login_throttle", LoginThrottle(
+            per_user=cfg.login_max_failures, per_address=cfg.login_max_failures_per_address,
+            window_s=cfg.login_failure_window))
+    return t
 
 
 def verify(username: str, password: str) -> User | None:
@@ -26,10 +37,18 @@ def login():
     if request.method == "POST":
         username = (request.form.get("username") or "").strip()
         password = request.form.get("password") or ""
+        address = request.remote_addr or ""
+        wait = throttle().retry_after(username, address)
+        if wait:  # refused without checking the password: guessing stays slow
+            error = f"Too many failed logins. Try again in {wait} s."
+            return render_template("login.html", error=error, username=username, next=nxt), \
+                429, {"Retry-After": str(wait)}
         user = verify(username, password) if username and password else None
         if user is None or not getattr(user, "active", True):
             error = "Unknown user name or wrong password."
+            throttle().failed(username, address)
         else:
+            throttle().succeeded(username)
             session.clear()  # no session fixation: a fresh session for the logged-in user
             login_user(WebUser(user.id, user.name, bool(user.is_cluster_admin), user.email))
             return redirect(nxt)
