@@ -235,12 +235,7 @@ class LocalSource:
         from .web import ops
 
         with self.svc.db.session() as s:
-            me = _actor(self.ctx, s)
-            if team_name:
-                t, _ = self._call(ops.team_access, s, me, team_name)
-                team_ids = [t.id]
-            else:
-                team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+            team_ids = self._call(ops.visible_team_ids, s, _actor(self.ctx, s), team_name)
             rows, _ = self._call(ops.list_jobs, s, limit=limit, team_ids=team_ids, state=state or None)
             names = ops.user_names(s, {j.pusher_id for j, _p, _t in rows})
             return [self._job_dict(s, j, pn, tn, names.get(j.pusher_id)) for j, pn, tn in rows]
@@ -274,12 +269,7 @@ class LocalSource:
         from .web import ops
 
         with self.svc.db.session() as s:
-            me = _actor(self.ctx, s)
-            if team_name:
-                t, _ = self._call(ops.team_access, s, me, team_name)
-                team_ids = [t.id]
-            else:
-                team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+            team_ids = self._call(ops.visible_team_ids, s, _actor(self.ctx, s), team_name)
             return [serialize.project_dict(p, tn, self.svc.config.repo_url(tn, p.name), st)
                     for p, tn, st in ops.projects_with_stats(s, team_ids)]
 

@@ -186,11 +186,7 @@ def all_projects():
     counts; ``?team=T`` for one team."""
     me, s = actor(), db()
     team_name = request.args.get("team", "").strip()
-    if team_name:
-        t, _ = ops.team_access(s, me, team_name)
-        team_ids = [t.id]
-    else:
-        team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+    team_ids = ops.visible_team_ids(s, me, team_name)
     rows = ops.projects_with_stats(s, team_ids)
     return jsonify({"ok": True, "projects": [project_json(p, tn, st) for p, tn, st in rows]})
 
@@ -238,11 +234,7 @@ def jobs():
     me = actor()
     s = db()
     team_name = request.args.get("team", "").strip()
-    if team_name:
-        t, _ = ops.team_access(s, me, team_name)
-        team_ids = [t.id]
-    else:
-        team_ids = None if me.is_cluster_admin else ops.my_team_ids(s, me)
+    team_ids = ops.visible_team_ids(s, me, team_name)
     project_id = None
     if request.args.get("project"):
         if not team_name:

@@ -153,6 +153,14 @@ def my_team_ids(s: Session, actor: Actor) -> list[int]:
     return list(s.scalars(select(Membership.team_id).where(Membership.user_id == actor.id)))
 
 
+def visible_team_ids(s: Session, actor: Actor, team_name: str | None = None) -> list[int] | None:
+    """The teams a listing covers: the named team (access checked), else the actor's teams;
+    None = every team (cluster admins, no team named)."""
+    if team_name:
+        return [team_access(s, actor, team_name)[0].id]
+    return None if actor.is_cluster_admin else my_team_ids(s, actor)
+
+
 # ---------------------------------------------------------------------------------- reads
 
 _BALANCES = (select(TeamBalance.team_id, TeamBalance.balance_micros)
