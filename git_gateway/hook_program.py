@@ -235,7 +235,8 @@ def main(argv=None, environ=None, stdin=None):
             _say(UNAVAILABLE)
             return 1
         _say("slipway: the push was stored but the Slipway server could not be told (%s); "
-             "no job was started" % (getattr(e, "reason", None) or e))
+             "no job was started yet; a job this push reserved starts within a minute (slipway job list)"
+             % (getattr(e, "reason", None) or e))
         return 0
     for m in messages:
         _say(m)

@@ -24,9 +24,13 @@ Each tick (``Reconciler.tick``):
    ``min_start_balance`` has its pending (and requeued) jobs held (``scontrol hold``) with the
    reason on the job page; they are released when a deposit brings it back.
 6. Safety nets: a cancel still running ``cancel_grace`` seconds later gets a hard ``scancel``;
-   ``queued`` reservations whose post-receive never came are adopted (Slurm has
-   ``slipway-<id>``) or failed after ``stale_reservation`` seconds (only after a successful
-   poll: a failed one cannot tell a lost reservation from one Slurm runs).
+   ``queued`` reservations whose post-receive never came (only after a successful poll: a
+   failed one cannot tell a lost reservation from one Slurm runs) are adopted when Slurm has
+   ``slipway-<id>`` (the submit reply was lost); an unclaimed one older than
+   ``orphan_reservation_grace`` (30 s) is submitted when the branch points at its commit (the
+   push completed; ``launch.recover_reservation``, the post-receive's own ``submit_job``) or
+   failed at once when it does not (the push did not complete: the branch is free); one whose
+   submission was claimed but never finished is failed after ``stale_reservation`` seconds.
 
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
 ``slipway serve`` and as ``slipway reconcile [--once]``; ticks of all of them take turns (a flock
@@ -51,7 +55,7 @@ from sqlalchemy import select
 from . import billing
 from . import integrations as ig
 from .db import Job, Project, ReconcilerState, Team
-from .jobs import service, states
+from .jobs import launch, service, states
 from .services import Services, log
 
 
@@ -66,6 +70,8 @@ class TickReport:
     holds: list[int] = field(default_factory=list)      # held by the $1.00 rule this tick
     releases: list[int] = field(default_factory=list)   # released: the balance is back
     errors: list[str] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)  # submitted for a lost post-receive
+    abandoned: list[int] = field(default_factory=list)  # failed: the push did not complete
     # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
     busy: bool = False
 
@@ -82,6 +88,9 @@ class _Ended:
 
 
 HOLD_PREFIX = "held: balance"
+# Default for ``config.orphan_reservation_grace``: seconds an unclaimed ``queued`` reservation
+# may wait for its post-receive before the reconciler settles it (a post-receive takes < 1 s).
+ORPHAN_RESERVATION_GRACE = 30.0
 SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
 ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
@@ -130,6 +139,7 @@ class Reconciler:
         self._cut_off(now, report)
         if queue is not None:  # both need this tick's queue: never act on a failed poll
             self._balance_holds(queue, now, report)
+            self._orphan_reservations(now, report)
             self._stale_reservations(now, report)
         self._hard_cancels(now, report)
         self._ldap(now, report)
@@ -205,12 +215,18 @@ class Reconciler:
                 _move(job, target, now, report)
                 if job.state != states.PENDING and job.balance_hold_at is not None:
                     job.balance_hold_at = None  # it left the queue (released by hand, or ended)
+                # a job submitted for a lost post-receive keeps saying so (launch.RECOVERED_NOTE)
+                note = launch.RECOVERED_NOTE if (job.reason or "").startswith(launch.RECOVERED_NOTE) \
+                    else None
                 if job.state == states.PENDING:
                     r = (rec.reason or "").strip()
                     if job.balance_hold_at is None:  # else: the hold reason stays (_balance_holds)
-                        job.reason = None if r in ("", "None") else f"waiting in the queue: {r}"
+                        waiting = None if r in ("", "None") else f"waiting in the queue: {r}"
+                        job.reason = "; ".join(x for x in (note, waiting) if x) or None
                 elif job.state in (states.RUNNING, states.FINISHING):
-                    if job.reason and job.reason.startswith(
+                    if note is not None:
+                        job.reason = note
+                    elif job.reason and job.reason.startswith(
                             ("waiting in the queue", "Slurm is not answering", HOLD_PREFIX)):
                         job.reason = None
                     if rec.start_time is not None:
@@ -449,13 +465,44 @@ class Reconciler:
                 job.hard_cancel_at = now
             report.hard_cancels.append(job_id)
 
+    def _orphan_reservations(self, now: datetime, report: TickReport) -> None:
+        """Reservations whose post-receive never came (see ``launch.recover_reservation``).
+
+        Runs after this tick's successful poll and its adoptions, so Slurm had none of these
+        jobs when it answered. Only unclaimed reservations (no submission ever started) are
+        touched; a post-receive arriving now loses or wins the claim, never both submit."""
+        grace = getattr(self.svc.config, "orphan_reservation_grace", ORPHAN_RESERVATION_GRACE)
+        limit = now - timedelta(seconds=float(grace))
+        with self.svc.db.session() as s:
+            ids = list(s.scalars(select(Job.id).where(
+                Job.state == states.QUEUED, Job.slurm_job_id.is_(None), Job.token_hash.is_(None),
+                Job.cancel_requested_at.is_(None), Job.created_at < limit).order_by(Job.id)))
+        for job_id in ids:
+            try:
+                outcome, msg = launch.recover_reservation(self.svc, job_id)
+            except Exception as exc:  # noqa: BLE001 — one bad repository must not stop the tick
+                report.errors.append(f"reservation {job_id} (post-receive lost): {exc}")
+                continue
+            if outcome == "submitted":
+                report.recovered.append(job_id)
+                report.changes.append((job_id, states.QUEUED, states.PENDING))
+            elif outcome in ("abandoned", "failed"):
+                if outcome == "abandoned":
+                    report.abandoned.append(job_id)
+                report.changes.append((job_id, states.QUEUED, states.FAILED))
+                if outcome == "failed":
+                    report.errors.append(f"reservation {job_id} (post-receive lost): {msg}")
+
     def _stale_reservations(self, now: datetime, report: TickReport) -> None:
+        """A reservation still queued ``stale_reservation`` seconds after the push: its
+        submission was claimed but never finished (the process died during ``sbatch``) and
+        Slurm does not have it, or its branch could not be read. Failed: the branch is free."""
         limit = now - timedelta(seconds=self.svc.config.stale_reservation)
         with self.svc.db.transaction() as s:
             for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
                                                    Job.created_at < limit)):
                 _move(job, states.FAILED, now, report,
-                      reason="the push did not complete (no post-receive reached Slipway); push again")
+                      reason="the push did not complete: its job never reached Slurm; push again")
 
     # ------------------------------------------------------------------------------- loop
     def run(self, stop: threading.Event) -> None:

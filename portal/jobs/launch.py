@@ -25,10 +25,28 @@ post-receive (``handle_post_receive``), after the refs moved:
   stored), build the container argv, submit to Slurm → ``pending`` + Slurm id, and answer
   ``slipway: job N queued (a4000 x2)``. A submission failure fails the job with the reason.
 
-Crash safety: a reservation whose post-receive never came (server crash, git refusing the ref
-update after pre-receive) stays ``queued`` without a Slurm id; the reconciler adopts it if Slurm
-has a job named ``slipway-<id>`` (the submit reply was lost) and otherwise fails it after
-``config.stale_reservation`` seconds (reason says the push did not complete).
+Exactly one submission per job: ``submit_job`` first *claims* the reservation with one
+conditional UPDATE (``state='queued' AND slurm_job_id IS NULL AND token_hash IS NULL`` → sets the
+job's token hash). The token is issued once per job, so a set ``token_hash`` on a queued job is the
+"a submission has started" marker: of a slow post-receive and the reconciler (or two of either),
+exactly one claims the job and runs ``sbatch``; the others are told it is already being submitted.
+
+Crash safety — the post-receive never reached Slipway (server restarted between the two hooks, a
+network blip, the hook process killed) or git did not update the ref after pre-receive (a
+concurrent push won it). The reservation stays ``queued``, unclaimed, without a Slurm id, and the
+reconciler settles it after ``orphan_reservation_grace`` seconds (30 s by default, far longer
+than a post-receive takes; only after a successful ``squeue`` poll):
+
+* Slurm has ``slipway-<id>`` (the submit reply was lost): adopted (``reconciler._apply_queue``);
+* the branch in the bare repository points at the job's commit (the push completed):
+  ``recover_reservation`` submits it with the same ``submit_job``, as if the hook had come; the
+  job's reason says so (``RECOVERED_NOTE``);
+* otherwise (the push did not complete): the reservation is failed at once with
+  ``ABANDONED_REASON`` and the branch is free for the next push.
+
+A reservation *claimed* by a submission that then died (sbatch in flight when the server
+stopped) is adopted when Slurm has it, else failed after ``config.stale_reservation`` seconds: a
+claim is never submitted twice.
 """
 from __future__ import annotations
 
@@ -43,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -465,16 +483,49 @@ def _submit(svc: Services, req) -> int:
         return int(svc.backend.submit(req))
 
 
-def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
-    """Submit a reserved (queued) job to Slurm. Returns (submitted, message for the pusher)."""
+RECOVERED_NOTE = ("submitted by Slipway's reconciler: the push's post-receive hook never reached "
+                  "Slipway, and the branch points at the pushed commit")
+ABANDONED_REASON = ("the push did not complete: branch {branch} does not point at {sha} "
+                    "(git did not update it, or the push never finished); push again")
+
+
+def _not_claimed_message(job: Job | None, job_id: int) -> str:
+    if job is None:
+        return f"slipway: there is no job {job_id}"
+    if job.state == states.QUEUED and job.slurm_job_id is None:
+        return f"slipway: job {job_id} is already being submitted"
+    if job.state in states.TERMINAL:
+        why = f": {job.reason}" if job.reason else ""
+        return f"slipway: job {job_id} is {job.state}{why}"
+    return (f"slipway: job {job_id} was already submitted ({job.state}, "
+            f"Slurm job {job.slurm_job_id})")
+
+
+def claim_for_submission(session: Session, job_id: int, token_hash: str) -> bool:
+    """Atomically mark a reserved job as being submitted (one conditional UPDATE). True for
+    exactly one caller per job, whatever runs concurrently."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
+               Job.token_hash.is_(None))
+        .values(token_hash=token_hash)
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[bool, str]:
+    """Submit a reserved (queued) job to Slurm. Returns (submitted, message for the pusher).
+
+    Only the caller that claims the job (``claim_for_submission``) submits it; any other
+    concurrent or later caller gets (False, why). ``note`` becomes the job's reason once it is
+    in Slurm (the reconciler's recovery says why the job was submitted without its hook)."""
     cfg = svc.config
     token = secrets.token_urlsafe(32)
     with svc.db.transaction() as s:
+        if not claim_for_submission(s, job_id, hash_token(token)):
+            return False, _not_claimed_message(s.get(Job, job_id), job_id)
         job = s.get(Job, job_id)
-        if job is None or job.state != states.QUEUED or job.slurm_job_id is not None:
-            return False, f"slipway: job {job_id} is not waiting to be submitted"
         job.port = pick_port(s, svc)
-        job.token_hash = hash_token(token)
         project, team = job.project, job.project.team
         snap = {
             "job_id": job.id, "team": team.name, "project": project.name, "branch": job.branch,
@@ -510,7 +561,7 @@ def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
         job.slurm_job_id = slurm_id
         job.submitted_at = job.submitted_at or svc.now()
         if job.state == states.QUEUED:
-            states.transition(job, states.PENDING, now=svc.now())
+            states.transition(job, states.PENDING, now=svc.now(), reason=note)
         elif job.state in states.TERMINAL:
             cancel_now = True  # cancelled (or failed as stale) while we were submitting
     if cancel_now:
@@ -520,3 +571,49 @@ def submit_job(svc: Services, job_id: int) -> tuple[bool, str]:
             log.warning("job %s: could not cancel Slurm job %s: %s", job_id, slurm_id, exc)
         return False, f"slipway: job {job_id} was cancelled before it started"
     return True, f"slipway: job {job_id} queued ({snap['gpu_type']} x{snap['gpu_count']})"
+
+
+# ------------------------------------------------------------------ lost post-receive recovery
+
+def branch_tip(svc: Services, team: str, project: str, branch: str) -> str | None:
+    """The commit ``refs/heads/<branch>`` points at in the project's bare repository, or None."""
+    from git_gateway import repos
+
+    return repos.resolve_ref(svc.config.repos_root, team, project, HEADS + branch)
+
+
+def recover_reservation(svc: Services, job_id: int) -> tuple[str, str]:
+    """Settle a reservation whose post-receive never reached Slipway (the reconciler calls this
+    after ``orphan_reservation_grace``, once Slurm is known not to have the job).
+
+    Returns (outcome, message): ``submitted`` (the branch points at the job's commit: submitted
+    via ``submit_job``, exactly as the hook would have), ``failed`` (the submission was tried
+    and failed; the job says why), ``abandoned`` (the branch does not point at the commit: the
+    push did not complete; the reservation is failed and the branch is free) or ``skipped``
+    (meanwhile claimed by a late post-receive, cancelled, or submitted)."""
+    with svc.db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != states.QUEUED or job.slurm_job_id is not None \
+                or job.token_hash is not None:
+            return "skipped", _not_claimed_message(job, job_id)
+        team, project = job.project.team.name, job.project.name
+        branch, sha = job.branch, job.commit_sha
+    tip = branch_tip(svc, team, project, branch)
+    if tip is not None and tip == sha:
+        ok, msg = submit_job(svc, job_id, note=RECOVERED_NOTE)
+        if ok:
+            log.warning("job %s: post-receive never came; branch %s is at %s: submitted by the "
+                        "reconciler", job_id, branch, sha[:12])
+            return "submitted", msg
+        with svc.db.session() as s:
+            job = s.get(Job, job_id)
+            return ("failed" if job is not None and job.state == states.FAILED else "skipped"), msg
+    reason = ABANDONED_REASON.format(branch=branch, sha=sha[:12])
+    with svc.db.transaction() as s:  # write transactions are serialised: this is atomic w.r.t. a claim
+        job = s.get(Job, job_id)
+        if job is None or job.state != states.QUEUED or job.slurm_job_id is not None \
+                or job.token_hash is not None:
+            return "skipped", _not_claimed_message(job, job_id)
+        states.transition(job, states.FAILED, now=svc.now(), reason=reason)
+    log.warning("job %s: %s (branch tip %s)", job_id, reason, tip[:12] if tip else "none")
+    return "abandoned", f"slipway: job {job_id}: {reason}"

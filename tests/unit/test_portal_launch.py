@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import stat
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
@@ -349,3 +350,83 @@ def test_partial_unique_index_is_the_last_line_of_defence(env):
         for state in ("succeeded", "failed", "running"):
             s.add(Job(project_id=1, branch="b", commit_sha="a" * 40, state=state,
                       gpu_type="a4000", gpu_count=1, image="python", time_limit_min=5))
+
+
+class SlowSubmitBackend(FakeBackend):
+    """sbatch takes a while: every racer arrives while the first submission is in flight (the
+    job is still queued with no Slurm id), the window where a check-then-submit double-submits."""
+
+    def submit(self, req):
+        time.sleep(0.3)
+        return super().submit(req)
+
+
+def test_late_post_receive_and_reconciler_racing_submit_exactly_once(tmp_path):
+    from portal.reconciler import Reconciler
+    from portal.testing import Clock, git
+
+    backend, clock = SlowSubmitBackend(), Clock()
+    svc = make_services(tmp_path, backend=backend, clock=clock, storage_interval=10**9)
+    seed(svc)
+    bare = svc.config.repos_root / "nlp" / "proj.git"
+    try:
+        sha = commit_to_bare(bare, tmp_path / "work", EP)
+        assert pre(svc, sha).ok
+        git("--git-dir", str(bare), "update-ref", "refs/heads/exp-1", sha)
+        [job] = jobs(svc)
+        clock.advance(seconds=31)   # the post-receive is "lost"... and arrives just as the reconciler acts
+        n = 6
+        barrier = threading.Barrier(n)
+        hook_replies, tick_reports, errors = [], [], []
+
+        def hook():
+            barrier.wait(timeout=10)
+            hook_replies.append(post(svc, sha))
+
+        def reconcile():
+            barrier.wait(timeout=10)
+            tick_reports.append(Reconciler(svc).tick())
+
+        def run(fn):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 — surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(fn,))
+                   for fn in [hook, hook, hook, reconcile, reconcile, reconcile]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        assert len(backend.submits) == 1, backend.submits          # exactly one sbatch
+        [(slurm_id, req)] = backend.submits
+        [job] = jobs(svc)
+        assert (job.state, job.slurm_job_id) == ("pending", slurm_id) and req.name == f"slipway-{job.id}"
+        queued_msgs = [m for r in hook_replies for m in r.messages if " queued (" in m]
+        recovered = [j for rep in tick_reports for j in rep.recovered]
+        assert len(queued_msgs) + len(recovered) == 1, (hook_replies, recovered)
+        for r in hook_replies:   # the losers were told, not submitted
+            for m in r.messages:
+                assert (" queued (a4000 x1)" in m or "already being submitted" in m
+                        or "already submitted" in m), m
+        # whoever won, the job's spec holds the token whose hash the job row has
+        spec = json.loads((svc.config.jobs_dir / str(job.id) / "spec.json").read_text())
+        assert launch.hash_token(spec["token"]) == job.token_hash
+    finally:
+        svc.db.dispose()
+
+
+def test_submit_job_claims_once(env):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha).ok
+    [job] = jobs(svc)
+    with svc.db.transaction() as s:
+        assert launch.claim_for_submission(s, job.id, "h" * 64)
+        assert not launch.claim_for_submission(s, job.id, "i" * 64)
+    # a post-receive finding the job claimed (a reconciler mid-sbatch) says so and submits nothing
+    r = post(svc, sha)
+    assert r.messages == [f"slipway: job {job.id} is already being submitted"] and backend.submits == []
+    assert launch.submit_job(svc, 999) == (False, "slipway: there is no job 999")

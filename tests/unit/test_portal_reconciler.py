@@ -1,6 +1,7 @@
 """The reconciler against a fake Slurm backend: mapping, unknown, accounting, billing, cut-off."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -600,3 +601,144 @@ def test_started_event_records_the_port_the_runner_moved_to(env):
     service.apply_event(svc, jid, {"event": "started", "port": 80})       # out of range: ignored
     service.apply_event(svc, jid, {"event": "started", "port": "40000"})  # not an int: ignored
     assert job(svc, jid).port == 31337
+
+
+# ------------------------------------------------------------ reservations whose post-receive was lost
+
+from portal.jobs import launch  # noqa: E402
+from portal.testing import commit_to_bare, git, hook_payload  # noqa: E402
+
+EP = {"slipway-entrypoint.sh": "echo hi\n"}
+Z = "0" * 40
+
+
+def _reserve(svc, tmp_path, branch="exp-1", move_ref=True, files=None):
+    """What a push does up to its post-receive: objects in the repo, pre-receive reserves the
+    job, git moves the branch (``move_ref``). The post-receive never comes."""
+    bare = svc.config.repos_root / "nlp" / "proj.git"
+    sha = commit_to_bare(bare, tmp_path / f"work-{branch}", files or EP, branch=branch)
+    r = launch.handle_pre_receive(svc, hook_payload(
+        "pre-receive", "nlp/proj", "alice", [(f"refs/heads/{branch}", Z, sha)]))
+    assert r.ok, r.messages
+    if move_ref:
+        git("--git-dir", str(bare), "update-ref", f"refs/heads/{branch}", sha)
+    with svc.db.session() as s:
+        jid = s.scalar(select(Job.id).where(Job.branch == branch, Job.commit_sha == sha))
+    return jid, sha, bare
+
+
+def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
+    svc, backend, clock = env
+    jid, sha, _ = _reserve(svc, tmp_path)
+    clock.advance(seconds=10)                      # inside the grace: a post-receive may still come
+    rep = Reconciler(svc).tick()
+    assert job(svc, jid).state == "queued" and backend.submits == [] and rep.recovered == []
+    clock.advance(seconds=21)                      # 31 s after the push: the hook is lost
+    rep = Reconciler(svc).tick()
+    assert rep.recovered == [jid] and (jid, "queued", "pending") in rep.changes
+    [(slurm_id, req)] = backend.submits            # the same submission the hook makes
+    j = job(svc, jid)
+    assert (j.state, j.slurm_job_id, j.commit_sha) == ("pending", slurm_id, sha)
+    assert j.reason == launch.RECOVERED_NOTE and j.token_hash and j.port
+    assert req.name == f"slipway-{jid}" and list(req.command[1:3]) == ["-m", "git_gateway.runner"]
+    spec = json.loads((svc.config.jobs_dir / str(jid) / "spec.json").read_text())
+    assert spec["commit"] == sha and spec["branch"] == "exp-1"
+    # Slurm's queue reason is shown next to the note; once running, the note alone stays
+    backend.set_queue(slurm_id, "PENDING", reason="Resources", name=req.name)
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert job(svc, jid).reason == f"{launch.RECOVERED_NOTE}; waiting in the queue: Resources"
+    backend.set_queue(slurm_id, "RUNNING", start=clock(), name=req.name)
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).reason) == ("running", launch.RECOVERED_NOTE)
+    # the post-receive arriving late submits nothing more
+    late = launch.handle_post_receive(svc, hook_payload(
+        "post-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, sha)]))
+    assert late.messages == [] and len(backend.submits) == 1
+    assert launch.submit_job(svc, jid) == (
+        False, f"slipway: job {jid} was already submitted (running, Slurm job {slurm_id})")
+
+
+def test_reservation_whose_branch_never_moved_is_failed_at_once_and_the_branch_is_free(env, tmp_path):
+    svc, backend, clock = env
+    jid, sha, bare = _reserve(svc, tmp_path, move_ref=False)   # git did not update the ref
+    other, _, _ = _reserve(svc, tmp_path, branch="exp-2", move_ref=False)
+    # exp-2 exists, at another commit (a concurrent push won the ref)
+    winner = commit_to_bare(bare, tmp_path / "winner", {**EP, "w": "1"}, branch="exp-2")
+    git("--git-dir", str(bare), "update-ref", "refs/heads/exp-2", winner)
+    clock.advance(seconds=31)
+    rep = Reconciler(svc).tick()
+    assert sorted(rep.abandoned) == sorted([jid, other]) and backend.submits == []
+    for j, branch in ((jid, "exp-1"), (other, "exp-2")):
+        assert job(svc, j).state == "failed"
+        assert job(svc, j).reason == (f"the push did not complete: branch {branch} does not point at "
+                                      f"{job(svc, j).commit_sha[:12]} (git did not update it, or the "
+                                      f"push never finished); push again")
+    # the branch takes the next push at once
+    again = commit_to_bare(bare, tmp_path / "work-exp-1", {"again": "1"})
+    r = launch.handle_pre_receive(svc, hook_payload(
+        "pre-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, again)]))
+    assert r.ok, r.messages
+
+
+def test_lost_reservation_is_left_alone_when_the_poll_fails(env, tmp_path):
+    svc, backend, clock = env
+    jid, _, _ = _reserve(svc, tmp_path)
+    backend.down = True
+    clock.advance(seconds=400)
+    rep = Reconciler(svc).tick()
+    assert not rep.polled and rep.recovered == [] and job(svc, jid).state == "queued"
+    assert backend.submits == []
+
+
+def test_lost_reservation_slurm_already_has_is_adopted_not_submitted_again(env, tmp_path):
+    svc, backend, clock = env
+    jid, _, _ = _reserve(svc, tmp_path)
+    backend.set_queue(88, "PENDING", name=f"slipway-{jid}")   # the submit reply was lost
+    clock.advance(seconds=31)
+    rep = Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).slurm_job_id) == ("pending", 88)
+    assert backend.submits == [] and rep.recovered == []
+
+
+def test_claimed_reservation_is_never_submitted_twice_and_fails_after_stale_reservation(env, tmp_path):
+    """A submission that claimed the job and then died (sbatch in flight when the server
+    stopped): the reconciler never submits it again; Slurm does not have it, so after
+    ``stale_reservation`` it is failed and the branch freed."""
+    svc, backend, clock = env
+    jid, _, _ = _reserve(svc, tmp_path)
+    with svc.db.transaction() as s:
+        assert launch.claim_for_submission(s, jid, "x" * 64)
+    clock.advance(seconds=31)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "queued" and backend.submits == []
+    clock.advance(seconds=270)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "failed" and "push did not complete" in job(svc, jid).reason
+    assert backend.submits == []
+
+
+def test_lost_reservation_whose_submission_fails_is_failed_with_slurms_reason(env, tmp_path):
+    svc, backend, clock = env
+    from slurm_bridge.errors import SlurmRejected
+    jid, _, _ = _reserve(svc, tmp_path)
+    backend.submit_error = SlurmRejected("Invalid qos specification",
+                                         slurm_message="Invalid qos specification")
+    clock.advance(seconds=31)
+    rep = Reconciler(svc).tick()
+    assert job(svc, jid).state == "failed" and "Invalid qos" in job(svc, jid).reason
+    assert (jid, "queued", "failed") in rep.changes
+    assert any("Invalid qos" in e for e in rep.errors), rep.errors
+
+
+def test_orphan_grace_follows_the_configuration(env, tmp_path):
+    svc, backend, clock = env
+    svc.config.orphan_reservation_grace = 120
+    jid, _, _ = _reserve(svc, tmp_path)
+    clock.advance(seconds=60)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "queued" and backend.submits == []
+    clock.advance(seconds=61)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "pending" and len(backend.submits) == 1
