@@ -5,7 +5,9 @@ make ``current`` equal ``desired``. ``read_current`` and ``apply`` talk to sacct
 ``sync`` does all three. Running it again right after changes nothing.
 
 Scope: Slipway only touches accounts it manages — those in the desired state, those whose
-name starts with ``account_prefix``, or those in ``managed_accounts`` — and never ``root``.
+name starts with ``account_prefix``, or those in ``managed_accounts`` — and never ``root``;
+a managed account with a sub-account that stays is not deleted (Slurm would delete the
+sub-account with it).
 A user is removed only when every association it has is in a managed account; QOS
 definitions are added/updated, and removed only when their name starts with ``qos_prefix``.
 """
@@ -315,10 +317,19 @@ def plan(desired: DesiredState, current: CurrentState) -> list[Change]:
             changes.append(Change(("delete", "user", "where", f"name={user}", f"account={acct}"),
                                   f"remove {user} from {acct}"))
     desired_accounts = {a.name for a in desired.accounts}
-    for acct in sorted(current.accounts):
-        if acct not in desired_accounts and desired.manages_account(acct):
-            changes.append(Change(("delete", "account", "where", f"name={acct}"),
-                                  f"remove account {acct}"))
+    # Deleting an account deletes its sub-accounts with it (measured, 22.05): one with a
+    # sub-account Slipway keeps (someone else's, or wanted) stays.
+    drop_accounts = {a for a in current.accounts
+                     if a not in desired_accounts and desired.manages_account(a)}
+    while True:
+        kept = {c.parent for c in current.accounts.values()
+                if c.parent in drop_accounts and c.name not in drop_accounts}
+        if not kept:
+            break
+        drop_accounts -= kept
+    for acct in sorted(drop_accounts):
+        changes.append(Change(("delete", "account", "where", f"name={acct}"),
+                              f"remove account {acct}"))
     if desired.qos_prefix:
         wanted_qos = {q.name for q in desired.qos}
         for name in sorted(current.qos):
