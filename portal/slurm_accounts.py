@@ -3,7 +3,7 @@
 Every team is a Slurm account ``<slurm_account_prefix><name>`` (``team-`` unless configured; fair
 share between teams); every member with a Unix user is a Slurm user associated with the accounts
 of all their teams. Accounts with that prefix that no team owns any more are removed, and so are
-associations of members who left. Nothing outside the prefix is touched, so several Slipways (or
+associations of members who left and of users no longer active (gone from LDAP, switched off). Nothing outside the prefix is touched, so several Slipways (or
 a site's own accounts) can share one Slurm database without undoing each other's work: a user's
 default account is set only when it is unset, gone, or one of this Slipway's.
 The convergence itself (read, diff, apply with ``sacctmgr``) is slurm_bridge's ``sync``; this
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .db.models import Membership, Team
+from .db.models import Membership, Team, User
 from .services import Services
 
 log = logging.getLogger("slipway.slurm_accounts")
@@ -39,10 +39,13 @@ def desired_state(svc: Services):
         for team in s.scalars(select(Team).order_by(Team.name)):
             accounts.append(AccountSpec(name=cfg.slurm_account(team.name), fairshare=team_shares(team),
                                         description=f"slipway team {team.name}"))
-        rows = s.execute(select(Membership, Team).join(Team, Membership.team_id == Team.id)
+        # Inactive users (gone from LDAP, or switched off) are left out: the convergence then
+        # removes their associations, so they cannot run jobs on the teams' accounts.
+        rows = s.execute(select(Membership, Team, User).join(Team, Membership.team_id == Team.id)
+                         .join(User, Membership.user_id == User.id).where(User.active.is_(True))
                          .order_by(Team.personal.desc(), Team.name))
-        for membership, team in rows:
-            unix = membership.user.unix_user
+        for membership, team, user in rows:
+            unix = user.unix_user
             if not unix:
                 continue
             account = cfg.slurm_account(team.name)
