@@ -293,3 +293,67 @@ def test_restart_of_slipway_mid_job_loses_nothing(sw, clone):
     assert job["state"] == "succeeded", job
     sw.git("pull", "-q", "origin", "restart", cwd=clone)
     assert "tick 12" in (clone / "progress.txt").read_text()
+
+
+def _hooks_dir(sw) -> Path:
+    return sw.data_dir / "repos" / "alice" / "demo.git" / "hooks"
+
+
+def _jobs_on(sw, branch: str) -> list[dict]:
+    return [j for j in json.loads(sw.cli("job", "list", "--json").stdout) if j["branch"] == branch]
+
+
+def test_job_runs_and_results_come_back_when_the_post_receive_never_reaches_slipway(sw, clone):
+    """The post-receive hook dies without telling Slipway (here: replaced by `exit 0` for one
+    push). The reservation is not lost: the branch points at the pushed commit, so after the
+    grace (30 s) the reconciler submits it exactly as the hook would have, and it runs."""
+    _commit_branch(sw, clone, "lost-hook")
+    pushed = sw.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    hook = _hooks_dir(sw) / "post-receive"
+    original = hook.read_bytes()
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    try:
+        out = sw.git("push", "origin", "lost-hook", cwd=clone)
+    finally:
+        hook.write_bytes(original)
+    assert " queued (" not in out.stderr, out.stderr       # the hook never reached Slipway
+    assert sw.git("ls-remote", "origin", "refs/heads/lost-hook", cwd=clone).stdout.split()[0] == pushed
+    [reserved] = _jobs_on(sw, "lost-hook")
+    assert reserved["state"] == "queued" and reserved["commit"] == pushed, reserved
+
+    job = sw.wait_results(reserved["id"], timeout=150)
+    assert job["state"] == "succeeded" and job["exit_code"] == 0, job
+    assert job["commit"] == pushed and job["branch_updated"] is True, job
+    assert "post-receive hook never reached Slipway" in (job["reason"] or ""), job
+    sw.git("pull", "-q", "origin", "lost-hook", cwd=clone)
+    assert "job says hello" in Path(job["log"]).read_text()
+    assert f"port={job['port']}" in (clone / "result.txt").read_text()
+    assert (clone / "big.bin").read_bytes() == bytes(range(256)) * 8192
+    assert [j["id"] for j in _jobs_on(sw, "lost-hook")] == [reserved["id"]]   # submitted once
+
+
+def test_reservation_of_a_push_whose_ref_update_failed_is_released_and_the_branch_is_free(sw, clone):
+    """pre-receive reserved a job, then git did not update the ref (a reference-transaction hook
+    aborts it, as a lost ref race would): the reservation is failed with a clear reason once the
+    grace has passed, and the next push to the branch starts its job."""
+    _commit_branch(sw, clone, "ref-lost")
+    hook = _hooks_dir(sw) / "reference-transaction"
+    hook.write_text('#!/bin/sh\ninput=$(cat)\n[ "$1" = prepared ] || exit 0\n'
+                    'case "$input" in *" refs/heads/ref-lost"*) exit 1;; esac\nexit 0\n')
+    hook.chmod(0o755)
+    try:
+        out = sw.git("push", "origin", "ref-lost", cwd=clone, check=False)
+    finally:
+        hook.unlink()
+    assert out.returncode != 0, out.stderr
+    assert not sw.git("ls-remote", "origin", "refs/heads/ref-lost", cwd=clone).stdout.strip()
+    [reserved] = _jobs_on(sw, "ref-lost")
+    assert reserved["state"] == "queued", reserved
+
+    job = sw.wait_job(reserved["id"], {"failed"}, timeout=90)
+    assert "the push did not complete" in job["reason"] and "push again" in job["reason"], job
+    assert job["slurm_job_id"] is None, job                # nothing was ever submitted
+    out = sw.git("push", "origin", "ref-lost", cwd=clone)
+    assert " queued (" in out.stderr, out.stderr
+    again = sw.wait_results(job_id_from_push(out.stderr))
+    assert again["state"] == "succeeded", again
