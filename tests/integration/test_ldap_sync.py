@@ -2,6 +2,7 @@
 paged search of many users."""
 from __future__ import annotations
 
+import os
 import time
 
 import ldap3
@@ -204,6 +205,74 @@ def test_sync_calls_slurm_account_convergence(svc, ldap_server, monkeypatch):  #
     ldap_server.admin().modify(group_dn("nlp"), {"member": [(ldap3.MODIFY_DELETE, [user_dn("bob")])]})
     rep = sync_ldap(svc)
     assert rep.changed and rep.errors and "reconciler will retry" in rep.errors[0]
+
+
+def _assocs(cluster, prefix: str) -> set[tuple[str, str]]:
+    """(account, user) of every association in this test's accounts; user "" for the account."""
+    out = cluster.run("sacctmgr", "--parsable2", "--noheader", "show", "assoc",
+                      "format=Account,User,Partition").stdout
+    return {(a, u) for a, u, _ in (line.split("|") for line in out.splitlines() if line)
+            if a.startswith(prefix)}
+
+
+def _drop_accounts(cluster, prefix: str) -> None:
+    names = sorted({a for a, _ in _assocs(cluster, prefix)})
+    if names:
+        cluster.run("sacctmgr", "-i", "delete", "account", "where", "name=" + ",".join(names),
+                    check=False)
+
+
+def test_ldap_groups_converge_to_live_slurm_associations(tmp_path, ldap_server, slurm_cluster):  # noqa: F811
+    """LDAP group -> team -> Slurm account and associations on the live cluster (real slapd,
+    real sacctmgr, nothing patched): a member who leaves the group, and one who leaves the
+    directory, lose their associations; re-running changes nothing."""
+    import secrets
+
+    from portal.slurm_accounts import sync_accounts
+    from slurm_bridge.cli import CliBackend
+
+    prefix = "l" + secrets.token_hex(3) + "-"          # this test's own accounts only
+    backend = CliBackend(env={**slurm_cluster.env, "PATH": os.environ["PATH"]}, as_root=False)
+    svc = make_services(tmp_path, backend=backend, clock=Clock(), slurm_account_prefix=prefix,
+                        **ldap_config(ldap_server))
+    site = _assocs(slurm_cluster, "slipway-test")       # the cluster's own account
+    try:
+        rep = sync_ldap(svc)
+        assert rep.errors == [] and rep.teams_created == 2
+        assert f"add account {prefix}nlp (fairshare 100)" in rep.slurm_changes
+        assocs = _assocs(slurm_cluster, prefix)
+        assert {(f"{prefix}nlp", ""), (f"{prefix}nlp", "sw-alice"), (f"{prefix}nlp", "sw-bob"),
+                (f"{prefix}vision", "sw-carol"), (f"{prefix}bob", "sw-bob")} <= assocs
+        assert sync_accounts(svc) == []                 # converged: nothing to do
+
+        # bob leaves nlp in the directory
+        ldap_server.admin().modify(group_dn("nlp"), {"member": [(ldap3.MODIFY_DELETE, [user_dn("bob")])]})
+        rep = sync_ldap(svc)
+        assert rep.changes == ["bob removed from team nlp"] and rep.errors == []
+        assert rep.slurm_changes == [f"remove sw-bob from {prefix}nlp"]
+        assocs = _assocs(slurm_cluster, prefix)
+        assert (f"{prefix}nlp", "sw-bob") not in assocs
+        assert {(f"{prefix}nlp", "sw-alice"), (f"{prefix}bob", "sw-bob")} <= assocs   # the rest stays
+        assert sync_ldap(svc).changes == [] and sync_accounts(svc) == []
+        assert _assocs(slurm_cluster, prefix) == assocs
+
+        # carol leaves the directory: inactive, so no association of hers stays (her personal
+        # team's account does, empty)
+        ldap_server.admin().delete(user_dn("carol"))
+        rep = sync_ldap(svc)
+        assert rep.users_deactivated == 1 and rep.errors == []
+        assert sorted(rep.slurm_changes) == [f"remove sw-carol from {prefix}carol",
+                                             f"remove sw-carol from {prefix}vision"]
+        assocs = _assocs(slurm_cluster, prefix)
+        assert not any(u == "sw-carol" for _, u in assocs)
+        assert (f"{prefix}carol", "") in assocs and (f"{prefix}vision", "") in assocs
+        assert sync_accounts(svc) == [] and _assocs(slurm_cluster, prefix) == assocs
+        # nothing outside this test's prefix was touched: sw-carol keeps the cluster's account
+        assert _assocs(slurm_cluster, "slipway-test") == site and ("slipway-test", "sw-carol") in site
+    finally:
+        _drop_accounts(slurm_cluster, prefix)
+        svc.db.dispose()
+    assert _assocs(slurm_cluster, prefix) == set()
 
 
 def test_paged_search_of_many_users(tmp_path):
