@@ -37,6 +37,10 @@ cancel_grace                seconds a TERM-cancelled job may take to    60
                             push its files before a hard cancel
 stale_reservation           seconds a ``queued`` job may wait for its   300
                             post-receive before it is failed
+orphan_reservation_grace    seconds an unclaimed ``queued`` reservation 30
+                            waits for its post-receive before the
+                            reconciler submits it (branch at its commit)
+                            or fails it (push did not complete)
 storage_interval            seconds between storage billing runs         600
 lost_after                  seconds a job may be absent from both the   600
                             queue and accounting before it is failed
@@ -140,6 +144,7 @@ class Config:
     login_failure_window: float = 300.0
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
+    orphan_reservation_grace: float = 30.0
     storage_interval: float = 600.0
     lost_after: float = 600.0
     account_sync_interval: float = 60.0

@@ -88,9 +88,6 @@ class _Ended:
 
 
 HOLD_PREFIX = "held: balance"
-# Default for ``config.orphan_reservation_grace``: seconds an unclaimed ``queued`` reservation
-# may wait for its post-receive before the reconciler settles it (a post-receive takes < 1 s).
-ORPHAN_RESERVATION_GRACE = 30.0
 SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
 ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
@@ -471,7 +468,7 @@ class Reconciler:
         Runs after this tick's successful poll and its adoptions, so Slurm had none of these
         jobs when it answered. Only unclaimed reservations (no submission ever started) are
         touched; a post-receive arriving now loses or wins the claim, never both submit."""
-        grace = getattr(self.svc.config, "orphan_reservation_grace", ORPHAN_RESERVATION_GRACE)
+        grace = self.svc.config.orphan_reservation_grace
         limit = now - timedelta(seconds=float(grace))
         with self.svc.db.session() as s:
             ids = list(s.scalars(select(Job.id).where(
