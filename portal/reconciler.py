@@ -35,9 +35,11 @@ Each tick (``Reconciler.tick``):
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
 ``slipway serve`` and as ``slipway reconcile [--once]``; ticks of all of them take turns (a flock
 in the data dir). Between ticks it sleeps ``reconcile_interval``, or ``reconcile_busy_interval``
-while a job is ending (finishing, cancel pending, sacct not settled), and a cancel or a runner's
-finishing/results event wakes it early (``Services.wake``): a cancelled job is recorded with its
-results about a second after it ends, not up to a whole interval later.
+while a job is ending (finishing, cancel pending, or out of the queue for under two minutes
+with sacct not settled), and a cancel or a runner's finishing/results event wakes it early
+(``Services.wake``, in-process: the server's own loop; a separate ``slipway reconcile`` process
+is not woken, it only speeds up once it sees the job ending): a cancelled job is recorded with
+its results about a second after it ends, not up to a whole interval later.
 """
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ class _Ended:
 
 
 HOLD_PREFIX = "held: balance"
+# seconds after a job left the queue during which the loop keeps its fast (busy) pace
+BUSY_AFTER_END_S = 120
 SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
 ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
@@ -193,7 +197,11 @@ class Reconciler:
                 if job.state == states.FINISHING or job.cancel_requested:
                     report.busy = True
                 if rec is None or (mapping.live is None and mapping.final is not None):
-                    report.busy = True
+                    # just ended: sacct settles within seconds; after BUSY_AFTER_END_S (sacct
+                    # down, a lost record) the loop goes back to its normal pace
+                    since = job.last_seen_at or job.submitted_at or job.created_at
+                    if since is None or (now - since).total_seconds() < BUSY_AFTER_END_S:
+                        report.busy = True
                     ended.append(_Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
                                         job.last_seen_at, job.cancel_requested, team,
                                         {job.gpu_type: job.gpu_count}))
@@ -400,7 +408,13 @@ class Reconciler:
                 .where(Job.state == states.PENDING, Job.slurm_job_id.is_not(None),
                        Job.cancel_requested_at.is_(None))
             ).all()
-        updates: dict[int, tuple[datetime | None, str | None]] = {}
+        # Slipway's mark goes on before ``scontrol hold`` and comes off after ``release``: a crash
+        # between the two then leaves a mark without a hold (re-held or cleared next tick), never
+        # a hold without a mark (which would look like an administrator's and stay forever).
+        marks: dict[int, tuple[datetime, str]] = {}
+        before: dict[int, tuple[datetime | None, str | None]] = {}
+        to_hold: list[tuple[int, int]] = []
+        to_release: list[tuple[int, int, bool]] = []
         for job_id, slurm_id, held_at, reason, team_id, team_name in rows:
             rec = queue.get(slurm_id)
             if rec is None:
@@ -411,28 +425,43 @@ class Reconciler:
                 message = ig.hold_message(b, team_name, minimum)
                 if held_at is None and slurm_held:
                     continue  # held by someone else: theirs to release
-                if held_at is None or not slurm_held:
-                    try:
-                        self.svc.backend.hold(slurm_id)
-                    except ig.JobNotFound:
-                        continue
-                    except ig.SlurmBridgeError as exc:  # e.g. it started meanwhile: next tick
-                        report.errors.append(f"hold of job {job_id}: {exc}")
-                        continue
-                    report.holds.append(job_id)
                 if held_at is None or reason != message:
-                    updates[job_id] = (held_at or now, message)
+                    marks[job_id] = (held_at or now, message)
+                    before[job_id] = (held_at, reason)
+                if held_at is None or not slurm_held:
+                    to_hold.append((job_id, slurm_id))
             elif held_at is not None:
-                if slurm_held:
-                    try:
-                        self.svc.backend.release(slurm_id)
-                    except ig.JobNotFound:
-                        pass
-                    except ig.SlurmBridgeError as exc:
-                        report.errors.append(f"release of job {job_id}: {exc}")
-                        continue
-                report.releases.append(job_id)
-                updates[job_id] = (None, None)
+                to_release.append((job_id, slurm_id, slurm_held))
+        self._set_holds(marks)
+        refused = {}
+        for job_id, slurm_id in to_hold:
+            try:
+                self.svc.backend.hold(slurm_id)
+            except ig.JobNotFound:
+                continue
+            except ig.SlurmBridgeError as exc:  # e.g. it started meanwhile: next tick
+                report.errors.append(f"hold of job {job_id}: {exc}")
+                if job_id in before:  # Slurm said no: nothing is held, take the mark back
+                    refused[job_id] = before[job_id]
+                continue
+            report.holds.append(job_id)
+        self._set_holds(refused)
+        cleared: dict[int, tuple[None, None]] = {}
+        for job_id, slurm_id, slurm_held in to_release:
+            if slurm_held:
+                try:
+                    self.svc.backend.release(slurm_id)
+                except ig.JobNotFound:
+                    pass
+                except ig.SlurmBridgeError as exc:
+                    report.errors.append(f"release of job {job_id}: {exc}")
+                    continue
+            report.releases.append(job_id)
+            cleared[job_id] = (None, None)
+        self._set_holds(cleared)
+
+    def _set_holds(self, updates: dict) -> None:
+        """Write (balance_hold_at, reason) for still-pending jobs."""
         if not updates:
             return
         with self.svc.db.transaction() as s:

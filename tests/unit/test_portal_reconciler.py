@@ -499,6 +499,29 @@ def test_hold_refused_by_slurm_is_reported_and_retried(held_env):
     assert rep.holds == [jid] and job(svc, jid).balance_hold_at is not None
 
 
+def test_slipways_hold_mark_is_written_before_the_hold(held_env):
+    """A crash between `scontrol hold` and the database write must not leave a hold without
+    Slipway's mark (it would look like an administrator's and never be released)."""
+    svc, backend, clock = held_env
+    adjust(svc, -24_200_000, "adj")
+    jid = make_job(svc, 11, "pending")
+    backend.set_queue(11, "PENDING", reason="Resources")
+    seen = []
+
+    def crash_after_hold(slurm_id):
+        seen.append(job(svc, jid).balance_hold_at)
+        backend.set_queue(11, "PENDING", reason="JobHeldAdmin")  # Slurm holds it ...
+        raise KeyboardInterrupt  # ... and Slipway dies before anything else
+    backend.hold = crash_after_hold
+    with pytest.raises(KeyboardInterrupt):
+        Reconciler(svc).tick()
+    assert seen and seen[0] is not None  # the mark was already in the database
+    del backend.hold
+    adjust(svc, 50_000_000, "deposit")
+    rep = Reconciler(svc).tick()
+    assert rep.releases == [jid] and backend.releases == [11]  # Slipway's hold: released
+
+
 def test_busy_while_a_job_is_ending_then_quiet(env):
     """A tick says ``busy`` while a job is finishing, has a cancel pending or waits for sacct:
     the loop then ticks every ``reconcile_busy_interval`` instead of ``reconcile_interval``."""
@@ -742,3 +765,20 @@ def test_orphan_grace_follows_the_configuration(env, tmp_path):
     clock.advance(seconds=61)
     Reconciler(svc).tick()
     assert job(svc, jid).state == "pending" and len(backend.submits) == 1
+
+
+def test_busy_pace_ends_when_an_ended_job_never_settles(env):
+    """sacct down or a record that never comes: the loop keeps its fast pace for a while after
+    the job left the queue, then goes back to the normal interval (no squeue+sacct every second
+    for ten minutes)."""
+    from portal.reconciler import BUSY_AFTER_END_S
+
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="running")
+    backend.set_queue(11, "RUNNING", start=clock())
+    Reconciler(svc).tick()
+    backend.queue.clear()
+    assert Reconciler(svc).tick().busy is True
+    clock.advance(seconds=BUSY_AFTER_END_S + 1)
+    rep = Reconciler(svc).tick()
+    assert rep.busy is False and job(svc, jid).state == "running"  # still waiting for sacct
