@@ -302,6 +302,8 @@ def track_large_files(cwd: str, env: dict[str, str], threshold: int) -> list[str
 DEFAULT_PUSH_RETRY_SECONDS = 150.0
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 15.0
+PUSH_TIMEOUT = 120.0        # one push, when no deadline is nearer
+MIN_PUSH_TIMEOUT = 5.0      # one push, when the deadline has (almost) passed
 LOCAL_RESULTS_REF = "refs/slipway/results"
 LOCAL_PUSHED_REF = "refs/slipway/pushed"
 LOCAL_BRANCH_REF = "refs/slipway/branch"
@@ -338,22 +340,33 @@ def is_transient(out: PushOutcome) -> bool:
     return out.flag == "!" and out.summary.startswith("[remote rejected]")
 
 
+def push_timeout(left: float | None) -> float:
+    """How long one push may run when ``left`` seconds remain before the retry deadline (None:
+    no deadline): PUSH_TIMEOUT at most, never longer than ``left`` (but MIN_PUSH_TIMEOUT at
+    least, so a push that is always made gets a chance). After a TERM the deadline sits below the
+    portal's hard-cancel grace, so a hung push must end before the job is SIGKILLed."""
+    if left is None:
+        return PUSH_TIMEOUT
+    return max(MIN_PUSH_TIMEOUT, min(PUSH_TIMEOUT, left))
+
+
 def push_with_retry(cwd: str, env: dict[str, str], refspec: str, *, lease: str | None = None,
                     deadline: float | None = None, max_attempts: int | None = None,
                     sleep=time.sleep, what: str = "push") -> tuple[PushOutcome, int]:
     """``push`` until it succeeds, gets a definite answer, ``max_attempts`` pushes were made or
     the next try would start after ``deadline`` (time.monotonic()). -> (last outcome, pushes).
 
-    Always pushes at least once. Waits 0.5 s, 1 s, 2 s, ... (at most 15 s) between tries.
+    Always pushes at least once. Waits 0.5 s, 1 s, 2 s, ... (at most 15 s) between tries. Each
+    push is cut off after ``push_timeout`` (the time left before ``deadline``, at most 120 s),
+    so with a deadline the whole loop ends by ``deadline + MIN_PUSH_TIMEOUT``.
     """
     delay = RETRY_FIRST_DELAY
     n = 0
     while True:
         n += 1
         left = None if deadline is None else deadline - time.monotonic()
-        # a push that started may finish (large LFS uploads), but a hung one must end
-        out = push(cwd, env, refspec, lease=lease,
-                   timeout=120 if left is None else max(120.0, left))
+        # a hung push must end before the deadline (after a TERM: before the hard kill)
+        out = push(cwd, env, refspec, lease=lease, timeout=push_timeout(left))
         if not is_transient(out):
             return out, n
         if max_attempts is not None and n >= max_attempts:

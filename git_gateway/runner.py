@@ -1,15 +1,18 @@
 """The node-side job program: ``python -m git_gateway.runner SPEC.json``.
 
     1. ``git init`` the workdir (or reuse it on a requeue), fetch exactly ``commit`` (depth 1)
-       with the job token, check it out detached (git-lfs files are smudged), ``git clean``.
+       with the job token, check it out detached (git-lfs files are smudged).
        On a requeue the earlier attempt's work is saved first: uncommitted files are committed
        as "slipway: job N attempt K (interrupted)", a commit the server may not have (that one,
        or results whose push failed) is pushed to ``results/<branch>/<job>``, and the new
        attempt starts from that commit (so checkpoints survive); nothing is cleaned away
-       before it is committed.
+       before it is committed, and files the branch's .gitignore matches (``checkpoints/``,
+       ``*.pt``: never committed) are kept in the checkout for the new attempt.
     2. If the spec's ``PORT`` is taken on this node (another program listens there), pick a
-       free one in 10000-65535 instead; POST ``{"event": "started", "port": N}`` (the port the
-       job really got, recorded by the portal for its proxy).
+       free one in the spec's ``port_min``-``port_max`` (the portal's configured range, which
+       is all it accepts; 10000-65535 for a spec without them) instead; POST
+       ``{"event": "started", "port": N}`` (the port the job really got, recorded by the portal
+       for its proxy).
     3. Run ``container_argv`` in its own process group, cwd = workdir, env = a minimal
        environment + the spec's ``env``, prepared for the container runtime the way
        ``container_images.runtime.launch_env`` does (``USER`` set; for Apptainer every
@@ -90,6 +93,8 @@ class RunnerSpec:
     push_retry_seconds: float = results.DEFAULT_PUSH_RETRY_SECONDS
     stop_push_seconds: float = 30.0
     requeue_push_seconds: float = 20.0
+    port_min: int = 10000
+    port_max: int = 65535
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunnerSpec":
@@ -124,6 +129,17 @@ class RunnerSpec:
                 times[key] = float(d.get(key, default))
                 if not 0 <= times[key] <= 3600:
                     raise SpecError(f"{key} must be between 0 and 3600 seconds")
+            ports = {}
+            for key, default in (("port_min", PORT_RANGE[0]), ("port_max", PORT_RANGE[1])):
+                raw = d.get(key, default)
+                if isinstance(raw, bool) or not isinstance(raw, int):
+                    raise SpecError(f"{key} must be an integer port number, not {raw!r}")
+                if not 1 <= raw <= 65535:
+                    raise SpecError(f"{key} must be between 1 and 65535, not {raw}")
+                ports[key] = raw
+            if ports["port_min"] > ports["port_max"]:
+                raise SpecError(f"port_min ({ports['port_min']}) is above port_max "
+                                f"({ports['port_max']})")
             return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
                        token=str(d["token"]), commit=commit, branch=str(d["branch"]),
                        workdir=workdir, container_argv=tuple(argv),
@@ -133,7 +149,8 @@ class RunnerSpec:
                        grace_seconds=float(d.get("grace_seconds", 5)),
                        author_name=str(d.get("author_name") or "Slipway"),
                        author_email=str(d.get("author_email") or "slipway@localhost"),
-                       container_runtime=runtime, passthrough_env=tuple(passthrough), **times)
+                       container_runtime=runtime, passthrough_env=tuple(passthrough), **times,
+                       **ports)
         except KeyError as e:
             raise SpecError(f"spec is missing {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -226,6 +243,8 @@ def launch_env(spec: RunnerSpec, base: dict | None = None) -> dict[str, str]:
     return container_launch_env(runtime, env, names)
 
 
+#: The range a job may be moved to when its spec names none (specs written before port_min /
+#: port_max existed; the portal's own defaults).
 PORT_RANGE = (10000, 65535)
 
 
@@ -249,7 +268,9 @@ def port_is_free(port: int) -> bool:
 
 def ensure_free_port(spec: "RunnerSpec", *, is_free=port_is_free, tries: int = 200) -> int | None:
     """The port the job gets: the spec's ``PORT`` when it is free on this node, else a free
-    one from PORT_RANGE (written into ``spec.env``). None when the spec has no PORT."""
+    one in ``spec.port_min``..``spec.port_max`` (the only ports the portal accepts in the
+    started event; written into ``spec.env``). Up to ``tries`` distinct ports are tried, in
+    random order. None when the spec has no PORT."""
     raw = spec.env.get("PORT")
     if raw is None:
         return None
@@ -260,13 +281,14 @@ def ensure_free_port(spec: "RunnerSpec", *, is_free=port_is_free, tries: int = 2
     if port is not None and is_free(port):
         return port
     rng = random.SystemRandom()
-    for _ in range(tries):
-        candidate = rng.randint(*PORT_RANGE)
+    span = range(spec.port_min, spec.port_max + 1)
+    for candidate in rng.sample(span, min(tries, len(span))):
         if candidate != port and is_free(candidate):
             say(f"slipway: port {raw} is taken on this node; the job gets PORT={candidate}")
             spec.env["PORT"] = str(candidate)
             return candidate
-    say(f"slipway: no free port found on this node; PORT stays {raw}")
+    say(f"slipway: no free port found in {spec.port_min}-{spec.port_max} on this node; "
+        f"PORT stays {raw}")
     return port
 
 
@@ -322,7 +344,9 @@ class Runner:
             say(f"fetch failed ({e}); using {spec.commit[:12]} already in the checkout")
         self._git("checkout", "--quiet", "--force", "--detach", base)
         if requeued:
-            self._git("clean", "-ffdxq")
+            # Everything untracked was committed above; what is left is what .gitignore matches
+            # (checkpoints/, *.pt), which the new attempt resumes from: no -x.
+            self._git("clean", "-ffdq")
         self.base = base
 
     def _count_attempt(self, requeued: bool) -> int:

@@ -453,6 +453,9 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
         "container_argv": argv,
         "container_runtime": cfg.container_runtime,
         "env": {"PORT": str(snap["port"]), **env},
+        # the runner moves a PORT taken on its node only within these (apply_event accepts no other)
+        "port_min": cfg.port_min,
+        "port_max": cfg.port_max,
         "lfs_threshold_bytes": 1024 * 1024,
         "grace_seconds": 5,
         "callback_url": cfg.job_events_url(snap["job_id"]),

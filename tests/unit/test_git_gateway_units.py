@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -356,6 +357,23 @@ def test_spec_parsing():
         RunnerSpec.from_dict({k: v for k, v in SPEC.items() if k != "token"})
 
 
+def test_spec_port_range():
+    """port_min/port_max (the portal's configured range) are read from the spec; a spec written
+    before they existed gets the portal's defaults; bad values are refused by name."""
+    old = RunnerSpec.from_dict(SPEC)
+    assert (old.port_min, old.port_max) == (10000, 65535)
+    s = RunnerSpec.from_dict(dict(SPEC, port_min=20000, port_max=20009))
+    assert (s.port_min, s.port_max) == (20000, 20009)
+    for over, word in (({"port_min": "20000"}, "port_min must be an integer"),
+                       ({"port_max": 2.5}, "port_max must be an integer"),
+                       ({"port_min": True}, "port_min must be an integer"),
+                       ({"port_min": 0}, "port_min must be between 1 and 65535"),
+                       ({"port_max": 70000}, "port_max must be between 1 and 65535"),
+                       ({"port_min": 30000, "port_max": 29999}, "port_min (30000) is above")):
+        with pytest.raises(SpecError, match=re.escape(word)):
+            RunnerSpec.from_dict(dict(SPEC, **over))
+
+
 def test_child_env_is_minimal():
     s = RunnerSpec.from_dict(SPEC)
     env = child_env(s, {"PATH": "/bin", "SLURM_JOB_ID": "9", "CUDA_VISIBLE_DEVICES": "0,1",
@@ -440,6 +458,49 @@ def test_which_push_failures_are_retried():
     assert not results.is_transient(_out(" ", "[new branch]", rc=0))
 
 
+def test_push_timeout_never_outlasts_the_deadline():
+    assert results.push_timeout(None) == 120            # no deadline: the plain hang guard
+    assert results.push_timeout(150.0) == 120           # far deadline: still the hang guard
+    assert results.push_timeout(30.0) == 30             # after a TERM (stop_push_seconds)
+    assert results.push_timeout(12.5) == 12.5
+    assert results.push_timeout(1.0) == 5               # the floor: a push is always made
+    assert results.push_timeout(-3.0) == 5
+
+
+def test_hanging_push_after_term_ends_by_the_deadline(monkeypatch):
+    """A deadline ~30 s away (stop_push_seconds after a TERM) with a push that hangs until its
+    timeout: no push may run past the deadline (+ the 5 s floor), so the runner is done well
+    before the portal's hard cancel (cancel_grace 60 s + KillWait) SIGKILLs it mid-push."""
+    clock = [1000.0]
+    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    timeouts = []
+
+    def hanging_push(cwd, env, refspec, *, lease=None, timeout=None):
+        timeouts.append(timeout)
+        clock[0] += timeout                                  # hangs until killed
+        return results.PushOutcome(False, None, "timed out", 124, "push timed out")
+
+    def sleep(s):
+        clock[0] += s
+
+    monkeypatch.setattr(results, "push", hanging_push)
+    deadline = clock[0] + 30.0
+    out, n = results.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
+    assert not out.ok and n == len(timeouts) >= 1
+    assert timeouts[0] == 30.0 and all(t <= 30.0 for t in timeouts)
+    assert clock[0] <= deadline + results.MIN_PUSH_TIMEOUT
+
+    # commit_back makes two such pushes (results ref, then branch): both bounded the same way
+    timeouts.clear()
+    clock[0] = 2000.0
+    deadline = clock[0] + 30.0
+    for _ in range(2):
+        results.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
+    assert max(timeouts) <= 30.0
+    assert clock[0] <= deadline + 2 * results.MIN_PUSH_TIMEOUT
+    assert clock[0] - 2000.0 < 60             # TERM -> done, well inside cancel_grace
+
+
 def test_push_with_retry_backs_off_until_the_deadline(monkeypatch):
     calls, sleeps = [], []
     down = _out(None, stderr="Connection refused")
@@ -485,6 +546,24 @@ def test_port_taken_on_the_node_is_replaced_by_a_free_one():
         assert port_is_free(got)
     finally:
         busy.close()
+    # the portal's configured range is narrower: the job is moved only within it
+    narrow = RunnerSpec.from_dict(dict(SPEC, env={"PORT": "20005"}, port_min=20000,
+                                       port_max=20009))
+    tried = []
+
+    def only_20007_free(p):
+        tried.append(p)
+        return p == 20007
+
+    assert ensure_free_port(narrow, is_free=only_20007_free) == 20007
+    assert narrow.env["PORT"] == "20007"
+    assert all(20000 <= p <= 20009 for p in tried) and len(tried) == len(set(tried))
+    # every port of a small range is tried (no random misses); none free: PORT stays
+    none_free = RunnerSpec.from_dict(dict(SPEC, env={"PORT": "20005"}, port_min=20000,
+                                          port_max=20009))
+    tried.clear()
+    assert ensure_free_port(none_free, is_free=lambda p: tried.append(p) and False) == 20005
+    assert sorted(tried) == list(range(20000, 20010)) and none_free.env["PORT"] == "20005"
     free = RunnerSpec.from_dict(dict(SPEC, env={"PORT": "23456"}))
     assert ensure_free_port(free, is_free=lambda p: True) == 23456 and free.env["PORT"] == "23456"
     assert ensure_free_port(RunnerSpec.from_dict(dict(SPEC, env={}))) is None
