@@ -144,6 +144,11 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
     # pages, API and static files first come first served, a few at a time (git is outside)
     app.wsgi_app = AdmissionMiddleware(app.wsgi_app, svc.config.page_slots or None)  # type: ignore[method-assign]
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/git": git_app})  # type: ignore[method-assign]
+    if svc.config.trusted_proxies > 0:  # behind nginx & co: the client's address, not the proxy's
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = svc.config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     if start_reconciler:
         from .reconciler import Reconciler

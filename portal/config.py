@@ -33,6 +33,9 @@ login_max_failures          failed logins per account within the       5
                             window before logins are refused (429)
 login_max_failures_per_address  the same per client address             20
 login_failure_window        seconds the failed logins are counted       300
+trusted_proxies             reverse proxies in front of Slipway whose   0
+                            X-Forwarded-For/-Proto/-Host are believed
+                            (the client address for the login throttle)
 cancel_grace                seconds a TERM-cancelled job may take to    60
                             push its files before a hard cancel
 stale_reservation           seconds a ``queued`` job may wait for its   300
@@ -142,6 +145,7 @@ class Config:
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_failure_window: float = 300.0
+    trusted_proxies: int = 0
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
     orphan_reservation_grace: float = 30.0

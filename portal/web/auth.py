@@ -38,7 +38,7 @@ def login():
         username = (request.form.get("username") or "").strip()
         password = request.form.get("password") or ""
         address = request.remote_addr or ""
-        wait = throttle().retry_after(username, address)
+        wait = throttle().begin(username, address)  # counted as failed until it succeeds
         if wait:  # refused without checking the password: guessing stays slow
             error = f"Too many failed logins. Try again in {wait} s."
             return render_template("login.html", error=error, username=username, next=nxt), \
@@ -46,9 +46,8 @@ def login():
         user = verify(username, password) if username and password else None
         if user is None or not getattr(user, "active", True):
             error = "Unknown user name or wrong password."
-            throttle().failed(username, address)
         else:
-            throttle().succeeded(username)
+            throttle().succeeded(username, address)
             session.clear()  # no session fixation: a fresh session for the logged-in user
             login_user(WebUser(user.id, user.name, bool(user.is_cluster_admin), user.email))
             return redirect(nxt)

@@ -52,9 +52,65 @@ def test_address_limit_and_success_clears_the_account(env):
 def test_window_slides():
     now = [1000.0]
     t = LoginThrottle(per_user=2, per_address=100, window_s=60, clock=lambda: now[0])
-    t.failed("Alice", "10.0.0.1")
+    assert t.begin("Alice", "10.0.0.1") == 0
     now[0] += 30
-    t.failed("alice", "10.0.0.2")
+    assert t.begin("alice", "10.0.0.2") == 0
     assert t.retry_after("ALICE", "10.0.0.3") == 30  # the first failure leaves the window at +60
+    assert t.begin("alice", "10.0.0.3") == 30          # refused, and not counted
     now[0] += 30
     assert t.retry_after("alice", "10.0.0.3") == 0
+
+
+def test_parallel_guesses_cannot_slip_past_the_limit():
+    """Attempts are counted before the password is checked: of 40 simultaneous guesses at one
+    account only the limit get to the password check."""
+    import threading
+
+    t = LoginThrottle(per_user=5, per_address=1000, window_s=60)
+    barrier, allowed = threading.Barrier(40), []
+
+    def guess(i):
+        barrier.wait()
+        if t.begin("alice", f"10.0.0.{i}") == 0:
+            allowed.append(i)
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(allowed) == 5
+
+
+def test_success_takes_back_its_count_and_memory_is_bounded():
+    t = LoginThrottle(per_user=3, per_address=3, window_s=60, max_keys=100)
+    for _ in range(10):  # ten good logins from one address never throttle it
+        assert t.begin("alice", "10.0.0.1") == 0
+        t.succeeded("alice", "10.0.0.1")
+    assert t.retry_after("bob", "10.0.0.1") == 0
+    for i in range(1000):  # a spray of user names keeps at most max_keys keys
+        t.begin(f"user{i}", f"10.1.{i // 250}.{i % 250}")
+    assert len(t._failures) <= 100
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_counted(tmp_path):
+    """With trusted_proxies=1 the per-address count is the client's (X-Forwarded-For), so one
+    client's failures do not lock out everyone behind the same reverse proxy."""
+    from portal.web.testkit import csrf_token
+
+    svc = make_services(tmp_path, backend=FakeBackend(), login_max_failures=100,
+                        login_max_failures_per_address=2, trusted_proxies=1)
+    make_world(svc)
+    app = create_app(services_=svc)
+    try:
+        def attempt(client, forwarded, name, password):
+            return client.post("/login", data={"username": name, "password": password,
+                                               "csrf_token": csrf_token(client)},
+                               headers={"X-Forwarded-For": forwarded})
+        bad = app.test_client()
+        assert attempt(bad, "203.0.113.9", "x", "nope").status_code == 401
+        assert attempt(bad, "203.0.113.9", "y", "nope").status_code == 401
+        assert attempt(bad, "203.0.113.9", "z", "nope").status_code == 429
+        good = app.test_client()  # same proxy (127.0.0.1), another client
+        assert login(good, "alice").status_code == 302
+    finally:
+        svc.db.dispose()
