@@ -77,12 +77,15 @@ def setup(tmp_path, busybox):
         yield gw, env, events, ev_base, busybox
 
 
-def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1") -> str:
+def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1",
+                    files: dict[str, str] | None = None) -> str:
     u = tmp_path / "u"
     u.mkdir()
     git(u, "init", "-q", env=env)
     git(u, "remote", "add", "origin", gw.url(user="alice"), env=env)
     (u / "slipway-entrypoint.sh").write_text(script)
+    for name, text in (files or {}).items():
+        (u / name).write_text(text)
     git(u, "add", "-A", env=env)
     git(u, "commit", "-qm", "run", env=env)
     git(u, "push", "-q", "origin", f"HEAD:refs/heads/{branch}", env=env)
@@ -206,11 +209,15 @@ def test_bad_checkout_reports_and_exits_nonzero(setup, tmp_path):
 RESUMABLE = """set -e
 if [ -f ckpt/step ]; then
   echo "resumed from step $(cat ckpt/step)" > resumed.txt
+  if [ -f checkpoints/model.pt ]; then cat checkpoints/model.pt > resumed-ignored.txt; fi
+  if [ -f opt.pt ]; then cat opt.pt >> resumed-ignored.txt; fi
   exit 0
 fi
 echo $$ > {pidfile}
 echo partial > partial.txt
 mkdir -p ckpt && echo 7 > ckpt/step
+mkdir -p checkpoints && echo "weights at step 7" > checkpoints/model.pt
+echo "optimizer at step 7" > opt.pt
 touch running
 while true; do sleep 0.1; done
 """
@@ -219,10 +226,13 @@ while true; do sleep 0.1; done
 def test_requeue_after_a_dead_attempt_saves_its_files_then_resumes(setup, tmp_path):
     """The node died mid-job (runner and entrypoint gone, SIGKILL, no commit-back, a stale
     index.lock): the requeued attempt commits and pushes what the dead one left before it
-    resets anything, then runs on top of it; the final results keep both."""
+    resets anything, then runs on top of it; the final results keep both. Checkpoints the
+    branch's .gitignore matches (checkpoints/, *.pt) are never committed, but the requeued
+    attempt still finds them in the checkout."""
     gw, env, events, ev_base, image = setup
     # the container has a private /tmp: the entrypoint leaves its pid inside .git (never committed)
-    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=".git/child.pid"))
+    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=".git/child.pid"),
+                          files={".gitignore": "checkpoints/\n*.pt\n"})
     spec = write_spec(tmp_path, gw, ev_base, sha, image=image)
     work = tmp_path / "jobs" / "42" / "work"
     pidfile = work / ".git" / "child.pid"
@@ -253,6 +263,13 @@ def test_requeue_after_a_dead_attempt_saves_its_files_then_resumes(setup, tmp_pa
     git(tmp_path, "clone", "-q", "-b", "exp-1", gw.url(user="alice"), str(c), env=env)
     assert (c / "resumed.txt").read_text() == "resumed from step 7\n"
     assert (c / "partial.txt").read_text() == "partial, more\n"
+    # the ignored checkpoints survived the requeue's clean-up, and stayed out of every commit
+    assert (c / "resumed-ignored.txt").read_text() == \
+        "weights at step 7\noptimizer at step 7\n"
+    assert (work / "checkpoints" / "model.pt").read_text() == "weights at step 7\n"
+    for rev in ("HEAD", "HEAD^"):
+        names = git(c, "ls-tree", "-r", "--name-only", rev, env=env).stdout.split()
+        assert not any(n.startswith("checkpoints/") or n.endswith(".pt") for n in names), names
     subjects = git(c, "log", "--format=%s", env=env).stdout.splitlines()
     assert subjects[:3] == ["slipway: results of job 42 (exit 0)",
                             "slipway: job 42 attempt 1 (interrupted)", "run"], subjects
