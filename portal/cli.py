@@ -153,8 +153,10 @@ def _table(title: str, *cols: str) -> Table:
                    "needs an access token in SLIPWAY_TOKEN or --token-file")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="remote mode: file holding the access token (else $SLIPWAY_TOKEN)")
+@click.option("--allow-http", is_flag=True, envvar="SLIPWAY_ALLOW_HTTP",
+              help="remote mode: send the token over plain http:// to a host other than this one")
 @click.pass_context
-def main(click_ctx, actor, url, token_file):
+def main(click_ctx, actor, url, token_file, allow_http):
     """Slipway: push a branch, get a GPU job, get the results back on the branch."""
     if isinstance(click_ctx.obj, Ctx):
         click_ctx.obj.actor_name = actor
@@ -169,7 +171,7 @@ def main(click_ctx, actor, url, token_file):
             _fail("--as works only on the server (local mode); with --url the access token says "
                   "who you are")
         ctx.actor_name = None
-        ctx.remote = RemoteSource(url, _read_token(token_file))
+        ctx.remote = RemoteSource(url, _read_token(token_file), allow_http=allow_http)
 
 
 def _read_token(token_file: str | None) -> str:
@@ -317,13 +319,30 @@ class LocalSource:
             return str(added), str(ops.balances_for(s, [t.id])[t.id])
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RemoteSource:
     """The same commands through the JSON API (``/api/``) with a Bearer access token."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+    def __init__(self, url: str, token: str, timeout: float = 30.0, *, allow_http: bool = False):
+        from urllib.parse import urlsplit
+
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             _fail(f"--url must start with http:// or https://, not {url!r}")
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://") and not allow_http and not _is_loopback(host):
+            _fail(f"refusing to send your access token over plain http:// to {host}: use https://, "
+                  "or --allow-http (SLIPWAY_ALLOW_HTTP=1) on a network you trust")
         self.url = url
         self.token = token
         self.timeout = timeout

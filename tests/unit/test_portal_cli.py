@@ -285,6 +285,13 @@ def test_remote_errors_print_the_api_message(site, tmp_path):
     # SLIPWAY_URL selects remote mode too
     out = run("job", "list", token=ids["alice_token"], env={"SLIPWAY_URL": base})
     assert "exp-1" in out
+    # the token never goes over plain http to another host unless asked to
+    out = run("job", "list", url="http://slipway.example:8000", token=ids["alice_token"], ok=False)
+    assert "refusing to send your access token over plain http:// to slipway.example" in out
+    from portal.cli import RemoteSource  # (built, never sent: no traffic leaves this machine)
+    assert RemoteSource("http://slipway.example:8000", "swp_x", allow_http=True).url == \
+        "http://slipway.example:8000"
+    assert RemoteSource("http://[::1]:8000/", "swp_x").url == "http://[::1]:8000"
 
 
 # ------------------------------------------------------------------ job log follows
