@@ -255,6 +255,23 @@ def settings_problems(svc: Services, st: JobSettings) -> list[str]:
     return problems
 
 
+def _job_push(svc: Services, p: dict) -> HookReply:
+    """A job's own push (its commit-back, authenticated with the job's token): only its
+    results ref ``results/<branch>/<job>`` and its own branch, never a delete. The token lives in
+    a file the job's code can read, so without this a job could rewrite any branch."""
+    raw = p["pusher"][4:] if p["pusher"].startswith("job:") else ""
+    with svc.db.session() as s:
+        job = s.get(Job, int(raw)) if raw.isdigit() else None
+        if job is None:
+            return _refuse([f"slipway: {p['pusher']!r} is not a job of this Slipway"])
+        allowed = {f"{RESULTS_PREFIX}{job.branch}/{job.id}", HEADS + job.branch}
+    bad = [u.ref for u in p["updates"] if u.ref not in allowed or u.new == ZERO_SHA]
+    if bad:
+        return _refuse([f"slipway: job {raw} may push only to results/{job.branch}/{job.id} and "
+                        f"{job.branch} (not {', '.join(bad[:3])})"])
+    return HookReply(True)
+
+
 def _refuse(messages: list[str]) -> HookReply:
     return HookReply(False, messages + ["slipway: push refused; nothing was started"])
 
@@ -264,7 +281,7 @@ def _refuse(messages: list[str]) -> HookReply:
 def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     p = parse_payload(payload)
     if p["pusher_is_job"]:
-        return HookReply(True)
+        return _job_push(svc, p)
     reserved = reserved_updates(p["updates"])
     if reserved:
         names = ", ".join(u.branch for u in reserved[:3]) + (", ..." if len(reserved) > 3 else "")

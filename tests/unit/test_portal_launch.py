@@ -170,11 +170,25 @@ def test_ignored_refs_and_job_pushes(env):
         r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
                                                         [(ref, old, new)]))
         assert r.ok and r.messages == [], (ref, r.messages)
-    assert pre(svc, sha, pusher="job:4", is_job=True).ok
-    # Slipway's own commit-back may write the results namespace
-    assert pre(svc, sha, branch="results/exp-1/4", pusher="job:4", is_job=True).ok
-    assert post(svc, sha).messages == []
     assert jobs(svc) == []
+    assert pre(svc, sha).ok and post(svc, sha).ok
+    [job] = jobs(svc)
+    me = f"job:{job.id}"
+    # the job's own commit-back: its branch and its results ref, and nothing starts
+    assert pre(svc, sha, pusher=me, is_job=True).ok
+    assert pre(svc, sha, branch=f"results/exp-1/{job.id}", pusher=me, is_job=True).ok
+    assert launch.handle_post_receive(svc, hook_payload(
+        "post-receive", "nlp/proj", me, [("refs/heads/exp-1", Z, sha)], is_job=True)).messages == []
+    assert len(jobs(svc)) == 1
+    # ... and nothing else: the job token is readable by the job's own code
+    for branch in ("main", "exp-2", f"results/exp-1/{job.id + 1}", "results/other/1"):
+        r = pre(svc, sha, branch=branch, pusher=me, is_job=True)
+        assert not r.ok and f"job {job.id} may push only to results/exp-1/{job.id} and exp-1" in \
+            r.messages[0], (branch, r.messages)
+    r = launch.handle_pre_receive(svc, hook_payload(
+        "pre-receive", "nlp/proj", me, [("refs/heads/exp-1", sha, Z)], is_job=True))
+    assert not r.ok  # no deletes
+    assert not pre(svc, sha, pusher="job:999", is_job=True).ok  # no such job
 
 
 @pytest.mark.parametrize("branch", ["results", "results/exp-1", "results/exp-1/7", "results/a/b/c"])
