@@ -210,12 +210,6 @@ def load_catalog(config: Config):
     return Catalog.load(path) if path else Catalog.load()
 
 
-def image_problem(catalog, name: str) -> str | None:
-    if name in catalog:
-        return None
-    return f"slipway: unknown image {name!r}; available images: {', '.join(catalog.names)}"
-
-
 def image_names(catalog) -> tuple[str, ...]:
     return tuple(catalog.names)
 

@@ -544,7 +544,7 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
                    gpu_count=None, image: str | None = None, time_text=None,
                    base: launch.JobSettings | None = None) -> tuple[launch.JobSettings | None, list[str]]:
     """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
-    (``launch.settings_problems``: ``check_gpus``, time limit bounds, ``image_problem``)."""
+    (``launch.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime)."""
     problems: list[str] = []
     g_type = base.gpu_type if base else None
     g_count = base.gpu_count if base else 1
