@@ -179,11 +179,18 @@ class Reconciler:
     # ----------------------------------------------------------------------- live mapping
     def _apply_queue(self, queue: dict[int, Any], now: datetime, report: TickReport):
         live_records, ended = [], []
-        by_name = {ig.job_id_from_slurm_name(r.name): r for r in queue.values()}
+        by_name: dict[int | None, list] = {}
+        for r in queue.values():
+            by_name.setdefault(ig.job_id_from_slurm_name(r.name), []).append(r)
         with self.svc.db.transaction() as s:
             # adopt reservations whose submit reply was lost
             for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None))):
-                rec = by_name.get(job.id)
+                # only a job submitted for this reservation: the same name can be another
+                # Slipway's on a shared cluster (each has its own account prefix, see
+                # slurm_accounts), so the account must be this job's team's
+                expected = self.svc.config.slurm_account(job.project.team.name).lower()
+                rec = next((r for r in by_name.get(job.id, ())
+                            if (r.account or "").lower() == expected), None)
                 if rec is not None:
                     job.slurm_job_id = rec.job_id
                     job.submitted_at = job.submitted_at or rec.submit_time or now

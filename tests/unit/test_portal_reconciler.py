@@ -235,7 +235,7 @@ def test_stale_reservation_failed_or_adopted(env):
     svc, backend, clock = env
     stale = make_job(svc, None, "queued")
     adopt = make_job(svc, None, "queued", branch="b")
-    backend.set_queue(77, "PENDING", name=f"slipway-{adopt}")
+    backend.set_queue(77, "PENDING", account="team-nlp", name=f"slipway-{adopt}")
     clock.advance(seconds=301)
     Reconciler(svc).tick()
     assert job(svc, stale).state == "failed" and "push did not complete" in job(svc, stale).reason
@@ -380,7 +380,7 @@ def test_storage_charge_that_reaches_zero_cuts_off_in_the_same_tick(tmp_path):
 def test_failed_poll_never_fails_a_reservation_slurm_may_be_running(env):
     svc, backend, clock = env
     jid = make_job(svc, None, "queued")
-    backend.set_queue(77, "RUNNING", start=clock(), name=f"slipway-{jid}")
+    backend.set_queue(77, "RUNNING", start=clock(), account="team-nlp", name=f"slipway-{jid}")
     clock.advance(seconds=301)
     backend.down = True
     rep = Reconciler(svc).tick()
@@ -718,7 +718,7 @@ def test_lost_reservation_is_left_alone_when_the_poll_fails(env, tmp_path):
 def test_lost_reservation_slurm_already_has_is_adopted_not_submitted_again(env, tmp_path):
     svc, backend, clock = env
     jid, _, _ = _reserve(svc, tmp_path)
-    backend.set_queue(88, "PENDING", name=f"slipway-{jid}")   # the submit reply was lost
+    backend.set_queue(88, "PENDING", account="team-nlp", name=f"slipway-{jid}")   # the submit reply was lost
     clock.advance(seconds=31)
     rep = Reconciler(svc).tick()
     assert (job(svc, jid).state, job(svc, jid).slurm_job_id) == ("pending", 88)
@@ -782,3 +782,16 @@ def test_busy_pace_ends_when_an_ended_job_never_settles(env):
     clock.advance(seconds=BUSY_AFTER_END_S + 1)
     rep = Reconciler(svc).tick()
     assert rep.busy is False and job(svc, jid).state == "running"  # still waiting for sacct
+
+
+def test_another_slipways_job_with_the_same_name_is_never_adopted(env, tmp_path):
+    """Two Slipways on one cluster both have a job 'slipway-<n>': a reservation is adopted only
+    by a Slurm job under its own team's account (each Slipway has its own account prefix)."""
+    svc, backend, clock = env
+    jid, _, _ = _reserve(svc, tmp_path)
+    backend.set_queue(90, "PENDING", account="other-nlp", name=f"slipway-{jid}")
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).slurm_job_id) == ("queued", None)
+    backend.set_queue(89, "PENDING", account="TEAM-NLP", name=f"slipway-{jid}")  # ours (any case)
+    Reconciler(svc).tick()  # found beside the other one with the same name
+    assert (job(svc, jid).state, job(svc, jid).slurm_job_id) == ("pending", 89)
