@@ -43,12 +43,12 @@ def can_start(balance: Decimal, team: str | None = None, *,
     shown = format_balance(balance)
     if balance >= minimum:
         return Decision(True, f"{who} has {shown}.")
-    how = (f"slipway team add-funds {team} 25.00" if team
-           else "slipway team add-funds TEAM 25.00")
+    how = (f"slipway team request-funds {team} 25.00" if team
+           else "slipway team request-funds TEAM 25.00")
     return Decision(
         False,
         f"{who} has {shown}; jobs need at least {format_usd(minimum)} to start. "
-        f"Ask a team administrator to add funds: {how}",
+        f"Ask a team administrator to request funds: {how}",
     )
 
 
@@ -59,8 +59,8 @@ def must_hold(balance: Decimal, *, minimum: Decimal = MIN_START_BALANCE) -> bool
 
 def hold_message(balance: Decimal, team: str, *, minimum: Decimal = MIN_START_BALANCE) -> str:
     """The reason shown on a waiting job held by the $1.00 rule."""
-    return (f"held: balance {format_balance(balance)} is under {format_usd(minimum)} — add funds "
-            f"(slipway team add-funds {team} 25.00); the job is released when team {team} has "
+    return (f"held: balance {format_balance(balance)} is under {format_usd(minimum)} — request funds "
+            f"(slipway team request-funds {team} 25.00); the job is released when team {team} has "
             f"{format_usd(minimum)} again")
 
 
@@ -72,7 +72,7 @@ def must_cut_off(balance: Decimal) -> bool:
 def cut_off_message(balance: Decimal, team: str) -> str:
     """The reason shown on jobs cancelled by the $0 rule."""
     return (f"Cancelled: team {team} has {format_balance(balance)}. Results are pushed back; "
-            f"ask a team administrator to add funds: slipway team add-funds {team} 25.00")
+            f"ask a team administrator to request funds: slipway team request-funds {team} 25.00")
 
 
 def affordable_minutes(balance: Decimal, gpu_type: str, count: int, rates: Rates) -> int | None:

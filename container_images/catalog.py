@@ -28,6 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from . import digest as _digest
+
 __all__ = [
     "CATALOG_PATH",
     "Catalog",
@@ -198,6 +200,26 @@ class Catalog:
             return (f"image {name!r} is in the catalog but has no build for this cluster's "
                     f"container runtime ({runtime}); available images: {available}")
         return None
+
+    def image_path(self, name: str, runtime: str,
+                   images_root: str | os.PathLike[str] | None = None) -> Path:
+        """The file or directory that ``runtime`` runs for ``name``: the SIF under
+        ``images_root`` for ``"apptainer"``, the local directory image for ``"charliecloud"``
+        (``images_root`` or the default image cache)."""
+        if runtime == "apptainer":
+            if images_root is None:
+                raise ValueError("apptainer images need an images root (where the SIFs are)")
+            return self.sif_path(name, images_root)
+        if runtime == "charliecloud":
+            return self.local_path(name, images_root)
+        raise ValueError(f"unknown container runtime {runtime!r}; use apptainer or charliecloud")
+
+    def image_digest(self, name: str, runtime: str,
+                     images_root: str | os.PathLike[str] | None = None) -> str:
+        """``sha256:<hex>`` of the image ``runtime`` runs for ``name`` (``container_images.digest``:
+        a SIF's bytes, or a directory image's paths, modes and contents), cached by path and
+        stat so a push does not hash the image again. Raises OSError when it cannot be read."""
+        return _digest.image_digest(self.image_path(name, runtime, images_root))
 
     def local_path(self, name: str, cache: str | os.PathLike[str] | None = None,
                    *, must_exist: bool = False) -> Path:

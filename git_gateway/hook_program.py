@@ -206,6 +206,19 @@ def call(url, secret, payload, timeout):
     return bool(reply.get("ok")) and status < 400, [str(m) for m in msgs]
 
 
+def _shown_url(url):
+    """The callback URL as the user may see it (no user:password@ part)."""
+    scheme, sep, rest = _clean(url).partition("://")
+    hostport, slash, path = rest.partition("/")
+    return scheme + sep + hostport.rpartition("@")[2] + slash + path
+
+
+def _reason(exc):
+    """Why the callback failed, in words (``[Errno 111] Connection refused`` -> the strerror)."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return str(reason) or exc.__class__.__name__
+
+
 def main(argv=None, environ=None, stdin=None):
     argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
@@ -232,11 +245,13 @@ def main(argv=None, environ=None, stdin=None):
         ok, messages = call(url, secret, payload, timeout)
     except (OSError, ValueError) as e:  # URLError, timeouts, refused connections are OSErrors
         if phase == "pre-receive":
-            _say(UNAVAILABLE)
+            # name the URL tried: a server on another port than the one it announces (its
+            # base_url) is the usual cause, and the only one the user can see from here
+            _say("%s (tried %s: %s)" % (UNAVAILABLE, _shown_url(url), _reason(e)))
             return 1
-        _say("slipway: the push was stored but the Slipway server could not be told (%s); "
+        _say("slipway: the push was stored but the Slipway server at %s could not be told (%s); "
              "no job was started yet; a job this push reserved starts within a minute (slipway job list)"
-             % (getattr(e, "reason", None) or e))
+             % (_shown_url(url), _reason(e)))
         return 0
     for m in messages:
         _say(m)

@@ -247,7 +247,8 @@ class GitHttpApp:
         has_body = environ.get("REQUEST_METHOD", "GET").upper() == "POST"
         proc = subprocess.Popen([self.git, "http-backend"], env=env,
                                 stdin=subprocess.PIPE if has_body else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                                umask=repos.PRIVATE_UMASK)  # pushed objects: the server's alone
         threads = []
         if has_body:
             t = threading.Thread(target=_feed, name="git-http-feed", daemon=True,

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import repos
+from .jsonbody import JsonBodyError, loads_bounded
 
 MEDIA_TYPE = "application/vnd.git-lfs+json"
 OID_RE = re.compile(r"[0-9a-f]{64}")
@@ -74,7 +75,7 @@ class LfsStore:
         """Store ``stream`` as object ``oid``; verify sha256 (and length); return the size."""
         final = self.object_path(team, project, oid)
         tmpdir = self.project_dir(team, project) / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        repos.private_dirs(tmpdir)  # 0700: objects are read by the server process only
         fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=oid[:16] + ".")
         h = hashlib.sha256()
         written = 0
@@ -101,8 +102,8 @@ class LfsStore:
             if h.hexdigest() != oid:
                 raise LfsError("422 Unprocessable Entity",
                                f"sha256 of the uploaded data is {h.hexdigest()}, expected {oid}")
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp, 0o444)
+            repos.private_dirs(final.parent)
+            os.chmod(tmp, 0o400)  # mkstemp made it 0600; objects are immutable once stored
             os.replace(tmp, final)
             tmp = None
             return written
@@ -154,10 +155,10 @@ class LfsApi:
         data = environ["wsgi.input"].read(length if length is not None else MAX_BATCH_BODY + 1)
         if len(data) > MAX_BATCH_BODY:
             raise LfsError("413 Payload Too Large", "batch request too large")
-        try:
-            body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise LfsError("422 Unprocessable Entity", "batch request is not valid JSON")
+        try:  # bounded depth: 100,000 nested brackets must not raise RecursionError
+            body = loads_bounded(data, max_bytes=None)
+        except JsonBodyError as exc:
+            raise LfsError("422 Unprocessable Entity", f"batch request refused: {exc}")
         if not isinstance(body, dict) or body.get("operation") not in ("upload", "download") \
                 or not isinstance(body.get("objects"), list):
             raise LfsError("422 Unprocessable Entity",

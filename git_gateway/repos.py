@@ -23,6 +23,8 @@ from . import hooks
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 SHA_RE = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
 ENTRYPOINT = "slipway-entrypoint.sh"
+#: git runs under this umask: repositories are the server's alone (served over HTTP by it).
+PRIVATE_UMASK = 0o077
 
 # Settings applied to every bare repository (see BRIEF §4 for why).
 REPO_CONFIG: tuple[tuple[str, str], ...] = (
@@ -121,8 +123,10 @@ def _git(args: list[str], *, cwd: str | os.PathLike | None = None, env: dict | N
     full_env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     if env:
         full_env.update(env)
+    # umask 077: what git creates (a new repository, objects, refs) is the server's alone,
+    # whatever the calling process's umask
     return subprocess.run(["git", *args], cwd=cwd, env=full_env, input=input,
-                          capture_output=True, check=check)
+                          capture_output=True, check=check, umask=PRIVATE_UMASK)
 
 
 def configure_repo(path: str | os.PathLike) -> None:
@@ -149,7 +153,7 @@ def create_repo(repos_root: str | os.PathLike, team: str, project: str, *,
         if not exist_ok:
             raise RepoExists(str(path))
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -190,6 +194,21 @@ def delete_repo(repos_root: str | os.PathLike, team: str, project: str,
             removed = True
             _rmdir_if_empty(lp.parent)
     return removed
+
+
+def private_dirs(path: str | os.PathLike) -> None:
+    """Create ``path`` and its missing parents 0700 (mkdir's mode: private from the start,
+    whatever the umask). Repositories and LFS objects are read by the server process only."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            pass
 
 
 def _rmdir_if_empty(p: Path) -> None:
@@ -301,3 +320,24 @@ def resolve_ref(repos_root: str | os.PathLike, team: str, project: str, ref: str
     r = _git(["--git-dir", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options",
               f"{ref}^{{commit}}"], check=False)
     return r.stdout.decode().strip() if r.returncode == 0 else None
+
+
+def delete_ref(repos_root: str | os.PathLike, team: str, project: str, ref: str) -> bool:
+    """Delete one ref (and its reflog) from the bare repository; True if it existed. Only full
+    names under ``refs/`` that git accepts; a missing ref (or repository) is not an error."""
+    if not isinstance(ref, str) or not ref.startswith("refs/") or "\0" in ref:
+        raise ValueError(f"not a full ref name: {ref!r}")
+    if _git(["check-ref-format", ref], check=False).returncode != 0:
+        raise ValueError(f"not a valid ref name: {ref!r}")
+    path = repo_path(repos_root, team, project)
+    if not (path / "HEAD").is_file():
+        return False
+    old = _git(["--git-dir", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options", ref],
+               check=False)
+    if old.returncode != 0:
+        return False
+    r = _git(["--git-dir", str(path), "update-ref", "--no-deref", "-d", ref, old.stdout.decode().strip()],
+             check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"git update-ref -d {ref} failed: {r.stderr.decode(errors='replace').strip()}")
+    return True

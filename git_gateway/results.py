@@ -5,7 +5,8 @@ Runs on the compute node, in the job's checkout (a detached HEAD at exactly the 
     1. Files over ``lfs_threshold_bytes`` that are new/changed get a ``.gitattributes`` line for
        their exact path (``/<escaped path> filter=lfs diff=lfs merge=lfs -text``) so git-lfs
        stores them; ``git lfs install --local`` makes the filter and pre-push hook available.
-    2. ``git add -A`` (``.gitignore`` is honoured), commit "slipway: results of job 42 (exit 0)".
+    2. ``git add -A`` (``.gitignore`` is honoured), commit "slipway: results of job 42 (exit 0)"
+       with the git trailers of ``trailers`` (job, commit, image and digest, GPUs, node, cost).
     3. Push to ``refs/heads/results/<branch>/<job>`` — always, forced (a requeued attempt
        replaces the previous attempt's results ref; the ref belongs to the job).
     4. Push to ``refs/heads/<branch>`` with ``--force-with-lease=refs/heads/<branch>:<pushed>``:
@@ -40,12 +41,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
+from . import trailers
 from .http import basic_header
 
 log = logging.getLogger(__name__)
@@ -421,9 +424,12 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
                 author_name: str = "Slipway", author_email: str = "slipway@localhost",
                 push_attempts: int | None = None, deadline: float | None = None,
                 retry_seconds: float = DEFAULT_PUSH_RETRY_SECONDS,
-                lease_sha: str | None = None, sleep=time.sleep) -> CommitBackResult:
+                lease_sha: str | None = None, sleep=time.sleep,
+                trailer: str | None = None) -> CommitBackResult:
     """Commit the job's files and push them; see the module docstring. Never raises for push
     failures (they are in the result); raises InvalidBranch / GitFailed for local problems.
+    ``trailer``: the commit's trailer block (``trailers.format_trailers``; the runner gives the
+    job's full facts); default: the job and its exit status only.
 
     The commit is made on top of HEAD, which is ``pushed_sha`` or (a requeued attempt that
     resumed from an earlier attempt's files) a descendant of it. Retries of each push stop at
@@ -444,9 +450,8 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
     ensure_remote(cwd, env, repo_url)
 
     msg = commit_message(job_id, exit_code, signal)
-    trailer = f"Slipway-Job: {job_id}\nSlipway-Exit-Code: {exit_code}"
-    if signal:
-        trailer += f"\nSlipway-Signal: {signal}"
+    if trailer is None:
+        trailer = trailers.basic_trailers(job_id, exit_code, signal)
     _committed, lfs_paths, notes = commit_all(
         cwd, env, message=msg, trailer=trailer, lfs_threshold_bytes=lfs_threshold_bytes,
         author_name=author_name, author_email=author_email)
@@ -495,7 +500,7 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
     elif results_ok and moved:
         message = (f"slipway: {branch} moved since job {job_id} started (a newer push), so it "
                    f"was not updated; the results are on {short_branch} ({sha[:12]}): "
-                   f"git fetch <remote> {short_branch} && git merge FETCH_HEAD")
+                   f"{shlex.join(['git', 'fetch', 'slipway', short_branch])} && git merge FETCH_HEAD")
     elif results_ok:
         message = (f"slipway: could not update {branch} ({_reason(res)}); the results of job "
                    f"{job_id} are on {short_branch} ({sha[:12]})")

@@ -23,6 +23,10 @@
     4. SIGTERM/SIGINT/SIGUSR1 are forwarded to the child's process group. After TERM/INT the
        child gets ``grace_seconds``, then SIGKILL (the whole group).
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
+       Every commit the runner makes (results, "(interrupted)") carries the trailers of
+       ``git_gateway.trailers``: job, attempt, pushed commit, branch, image and digest, GPUs and
+       CUDA_VISIBLE_DEVICES, node, exit status, this attempt's minutes and cost (from the
+       spec's ``gpu_rate``; the ledger is the authority).
        Pushes that fail for want of an answer are retried for ``push_retry_seconds`` (150),
        or ``stop_push_seconds`` (30) after a TERM -- below the portal's hard-cancel grace;
        the normal case pushes at once.
@@ -31,7 +35,7 @@
 The batch script should ``exec`` this program so Slurm's TERM reaches it directly. The workdir
 must hold nothing but the checkout: everything in it is committed (keep Slurm's output file and
 the spec outside it). The token is never passed to the container's environment.
-Callback failures are logged, never fatal. Standard library + git_gateway.results only.
+Callback failures are logged, never fatal. Standard library + git_gateway.results/trailers only.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from . import results
+from . import results, trailers
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "HOME", "TMPDIR",
@@ -64,6 +68,7 @@ CONTAINER_RUNTIMES = ("apptainer", "charliecloud")
 _RUNTIME_PROGRAMS = {"apptainer": "apptainer", "singularity": "apptainer",
                      "ch-run": "charliecloud"}
 ATTEMPTS_FILE = "slipway-attempts"      # in .git: how many attempts started in this checkout
+ATTEMPT_RECORD = "slipway-attempt-{}.json"  # in .git: where and when attempt N started
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -95,6 +100,12 @@ class RunnerSpec:
     requeue_push_seconds: float = 20.0
     port_min: int = 10000
     port_max: int = 65535
+    # facts for the result commits' trailers (git_gateway.trailers); None: unknown
+    image: str | None = None
+    image_digest: str | None = None
+    gpu_type: str | None = None
+    gpu_count: int | None = None
+    gpu_rate: str | None = None          # dollars per GPU-hour, a decimal string
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunnerSpec":
@@ -140,6 +151,7 @@ class RunnerSpec:
             if ports["port_min"] > ports["port_max"]:
                 raise SpecError(f"port_min ({ports['port_min']}) is above port_max "
                                 f"({ports['port_max']})")
+            facts = _trailer_facts(d)
             return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
                        token=str(d["token"]), commit=commit, branch=str(d["branch"]),
                        workdir=workdir, container_argv=tuple(argv),
@@ -150,7 +162,7 @@ class RunnerSpec:
                        author_name=str(d.get("author_name") or "Slipway"),
                        author_email=str(d.get("author_email") or "slipway@localhost"),
                        container_runtime=runtime, passthrough_env=tuple(passthrough), **times,
-                       **ports)
+                       **ports, **facts)
         except KeyError as e:
             raise SpecError(f"spec is missing {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -166,6 +178,25 @@ class RunnerSpec:
                 f"it holds a token and should be 0600")
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def _trailer_facts(d: dict) -> dict:
+    """The spec's optional facts for the trailers, checked (a wrong type is a SpecError)."""
+    out = {}
+    for key in ("image", "image_digest", "gpu_type"):
+        value = d.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"{key} must be a string, not {value!r}")
+        out[key] = value or None
+    count = d.get("gpu_count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise SpecError(f"gpu_count must be a whole number >= 0, not {count!r}")
+    out["gpu_count"] = count
+    rate = d.get("gpu_rate")
+    if rate is not None and (not isinstance(rate, str) or trailers.parse_rate(rate) is None):
+        raise SpecError(f"gpu_rate must be a decimal string such as \"0.50\", not {rate!r}")
+    out["gpu_rate"] = rate
+    return out
 
 
 def say(msg: str) -> None:
@@ -302,6 +333,9 @@ class Runner:
         self.env = results.git_env(spec.repo_url, spec.username, spec.token)
         self.attempt = 1
         self.base = spec.commit          # the commit this attempt started from
+        self.started = attempt_start()   # epoch seconds: Slurm's start of this attempt
+        self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        self.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -332,6 +366,7 @@ class Runner:
         if not requeued:
             self._git("init", "--quiet", "--initial-branch=slipway-job", wd)
         self.attempt = self._count_attempt(requeued)
+        self._record_attempt()
         if _has_lfs(self):
             self._git("lfs", "install", "--local")
         results.ensure_remote(wd, self.env, spec.repo_url)
@@ -360,6 +395,41 @@ class Runner:
             f.write(f"{before + 1}\n")
         return before + 1
 
+    def _record_path(self, attempt: int) -> str:
+        return os.path.join(self.spec.workdir, ".git", ATTEMPT_RECORD.format(attempt))
+
+    def _record_attempt(self) -> None:
+        """Where and when this attempt runs, for an "(interrupted)" commit a later one makes."""
+        with open(self._record_path(self.attempt), "w", encoding="utf-8") as f:
+            json.dump({"node": self.node, "devices": self.devices, "started": self.started}, f)
+
+    def _attempt_record(self, attempt: int) -> dict:
+        try:
+            with open(self._record_path(attempt), encoding="utf-8") as f:
+                rec = json.load(f)
+            return rec if isinstance(rec, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def trailer(self, exit_code: int | None, sig: str | None, *, attempt: int | None = None,
+                interrupted: bool = False) -> str:
+        """The trailer block of a commit of ``attempt`` (default: this one). An interrupted
+        attempt's node and devices come from its record; its exit status and minutes are not
+        known (it ended without committing), so they read ``unknown``."""
+        spec = self.spec
+        if attempt is None or attempt == self.attempt:
+            attempt, node, devices = self.attempt, self.node, self.devices
+            elapsed = None if interrupted else max(0.0, time.time() - self.started)
+        else:
+            rec = self._attempt_record(attempt)
+            node, devices, elapsed = rec.get("node"), rec.get("devices"), None
+        return trailers.format_trailers(trailers.result_trailers(
+            job_id=spec.job_id, commit=spec.commit, branch=spec.branch, attempt=attempt,
+            image=spec.image, image_digest=spec.image_digest, gpu_type=spec.gpu_type,
+            gpu_count=spec.gpu_count, gpu_devices=devices, node=node, exit_code=exit_code,
+            signal=sig, interrupted=interrupted, elapsed_seconds=elapsed,
+            gpu_rate=spec.gpu_rate))
+
     def _have(self, sha: str) -> bool:
         return results.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], self.spec.workdir,
                                self.env, check=False).returncode == 0
@@ -385,8 +455,7 @@ class Runner:
         if dirty:
             committed, _lfs, notes = results.commit_all(
                 wd, self.env, message=f"slipway: job {spec.job_id} attempt {prev} (interrupted)",
-                trailer=(f"Slipway-Job: {spec.job_id}\nSlipway-Attempt: {prev}\n"
-                         f"Slipway-Interrupted: yes"),
+                trailer=self.trailer(None, None, attempt=prev, interrupted=True),
                 lfs_threshold_bytes=spec.lfs_threshold_bytes,
                 author_name=spec.author_name, author_email=spec.author_email)
             for n in notes:
@@ -422,7 +491,7 @@ class Runner:
             branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
             exit_code=status, signal=sig, lfs_threshold_bytes=spec.lfs_threshold_bytes,
             author_name=spec.author_name, author_email=spec.author_email, deadline=deadline,
-            lease_sha=lease or spec.commit)
+            lease_sha=lease or spec.commit, trailer=self.trailer(status, sig))
 
     # --------------------------------------------------------------------- run
     def run_child(self) -> int:
@@ -509,6 +578,18 @@ class Runner:
         finishing.join(timeout=3)
         self.post(spec.callback_url, spec.token, event)
         return status
+
+
+def attempt_start(environ=None, now=None) -> float:
+    """When this attempt started: Slurm's ``SLURM_JOB_START_TIME`` (epoch seconds; Slurm 23.02+)
+    when it is set and not in the future, else now (the runner starts with the batch step)."""
+    environ = os.environ if environ is None else environ
+    now = time.time() if now is None else now
+    try:
+        start = float(environ["SLURM_JOB_START_TIME"])
+    except (KeyError, ValueError):
+        return now
+    return start if 0 < start <= now else now
 
 
 def _has_lfs(runner: Runner) -> bool:

@@ -29,6 +29,7 @@ from . import integrations as ig
 from .auth import make_authenticate
 from .config import Config, load_config
 from .jobs import launch, service
+from .private_files import set_process_umask
 from .services import Services, build_services, log
 
 internal = Blueprint("internal", __name__)
@@ -47,6 +48,16 @@ def _reply(ok: bool, messages: list[str], status: int = 200):
     return jsonify({"ok": ok, "messages": messages}), status
 
 
+def _json_object() -> tuple[dict | None, str]:
+    """The body as a JSON object, bounded in size and nesting depth (never RecursionError), or
+    (None, why)."""
+    try:
+        data = ig.loads_json_bounded(request.get_data(cache=True), max_bytes=16 * 1024 * 1024)
+    except ValueError as exc:
+        return None, str(exc)
+    return (data, "") if isinstance(data, dict) else (None, f"got {type(data).__name__}")
+
+
 @internal.post("/internal/hooks")
 def hooks():
     svc = services()
@@ -54,9 +65,9 @@ def hooks():
     if not given or not hmac.compare_digest(given, svc.config.hook_secret):
         return _reply(False, ["slipway: hook secret mismatch; the repository's hooks are not "
                               "Slipway's or the server was reconfigured"], 403)
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        return _reply(False, ["slipway: hook payload is not a JSON object"], 400)
+    payload, why = _json_object()
+    if payload is None:
+        return _reply(False, [f"slipway: hook payload is not a JSON object ({why})"], 400)
     phase = payload.get("phase")
     started = time.perf_counter()
     try:
@@ -88,9 +99,9 @@ def job_events(job_id: int):
         job = service.check_job_token(s, job_id, token.strip(), now=svc.now())
     if job is None:
         return jsonify({"ok": False, "error": "bad token for this job"}), 403
-    event = request.get_json(silent=True)
-    if not isinstance(event, dict):
-        return jsonify({"ok": False, "error": "event must be a JSON object"}), 400
+    event, why = _json_object()
+    if event is None:
+        return jsonify({"ok": False, "error": f"event must be a JSON object ({why})"}), 400
     try:
         state = service.apply_event(svc, job_id, event)
     except service.JobError as exc:
@@ -118,9 +129,15 @@ def _git_unavailable(environ, start_response):
 
 def create_app(config: Config | None = None, *, backend: Any = None, catalog: Any = None,
                clock=None, start_reconciler: bool = False, services_: Services | None = None) -> Flask:
+    # The server and its reconciler create private files only (database, secrets, repositories:
+    # portal/private_files.py); what job users must read is opened up explicitly.
+    set_process_umask()
     config = config or load_config()
     svc = services_ or build_services(config, backend=backend, catalog=catalog, clock=clock)
     app = Flask("portal")
+    from .web import params
+
+    params.install(app)  # bounded <int:...> (1 … 2^63-1) for every route; before any blueprint
     app.config.update(SECRET_KEY=svc.config.secret_key, MAX_CONTENT_LENGTH=16 * 1024 * 1024,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["slipway"] = svc

@@ -185,6 +185,19 @@ class DbLedgerStore:
             return balance(s, self._team_id(s, team))
 
 
+def deposit_in(session: Session, team_id: int, deposit: ig.Deposit) -> tuple[int, bool]:
+    """Write ``deposit`` to the ledger inside the caller's transaction unless an entry with its
+    key exists already: (the entry's id, whether it was written now). With a key derived from
+    what is being paid (``deposit:fund-request:<id>``), one approval credits once."""
+    existing = session.scalar(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == deposit.key))
+    if existing is not None:
+        return int(existing), False
+    row = entry_row(deposit, team_id)
+    session.add(row)
+    session.flush()
+    return row.id, True
+
+
 def add_funds(db: Database, team: Team | str, amount_text: str, *, by: str, note: str = "",
               now=None) -> ig.Deposit:
     """Parse ``amount_text`` strictly (accounting.money) and append a deposit. Raises MoneyError."""

@@ -3,8 +3,9 @@
 Two modes:
 
 * **remote** — ``--url URL`` (or ``$SLIPWAY_URL``) and an access token (``$SLIPWAY_TOKEN`` or
-  ``--token-file FILE``): the user-facing commands (``job list/show/log/cancel``, ``project
-  list/create/show``, ``team ledger``, ``team add-funds``) go through the JSON API under
+  ``--token-file FILE``): the user-facing commands (``job list/show/log/cancel/rerun``, ``project
+  list/create/show``, ``team ledger``, ``team add-funds``, ``team request-funds``, ``funds
+  list/approve/decline/cancel``, ``job delete``, ``token list/revoke``) go through the JSON API under
   ``/api/`` with ``Authorization: Bearer <token>``; the token says who is acting. The API's
   refusals (403, 404, 400, 409) are printed with its message and the command exits non-zero.
 * **local** (no URL) — on the server, reading Slipway's database directly: for cluster
@@ -31,10 +32,12 @@ from sqlalchemy import select
 
 from . import billing
 from . import integrations as ig
+from . import shellquote
 from .auth import create_token
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, served_base_url
 from .db import LedgerEntry, Membership, Team, User, from_micros
 from .jobs import launch, states
+from .private_files import closed_ancestor, set_process_umask
 from .services import Services, build_services
 
 OPERATOR = "root"
@@ -61,7 +64,8 @@ class Ctx:
             raise click.ClickException(
                 f"`slipway {self.command}` works only on the Slipway server (local mode, reading its "
                 f"database); in remote mode (--url / SLIPWAY_URL = {self.remote.url}) only job, "
-                "project list/create/show, team ledger and team add-funds are available")
+                "project list/create/show, team ledger, team add-funds, team request-funds, funds "
+                "and token list/revoke are available")
         if self._svc is None:
             try:
                 self._svc = build_services(load_config())
@@ -84,7 +88,8 @@ def _fail(msg: str):
 def _user(s, name: str) -> User:
     u = s.scalar(select(User).where(User.name == name))
     if u is None:
-        _fail(f"there is no user {name!r}; create it with: slipway user add {name}")
+        _fail(f"there is no user {name!r}; create it with: "
+              + shellquote.command(["slipway", "user", "add", name]))
     return u
 
 
@@ -139,10 +144,37 @@ def _sync_slurm(ctx: Ctx) -> None:
 
 
 def _table(title: str, *cols: str) -> Table:
+    """A table whose values are never cut: on a terminal a long value folds onto more lines
+    (``overflow="fold"``, no ellipsis); piped, ``_print_table`` prints it at its full width."""
     t = Table(title=title, title_justify="left")
     for c in cols:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     return t
+
+
+def _row(t: Table, *values) -> None:
+    """Add a row of plain text: a value such as ``[red]x`` or ``:smile:`` is shown as it is,
+    never read as rich markup."""
+    from rich.text import Text
+
+    t.add_row(*(v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in values))
+
+
+def _print_table(t: Table) -> None:
+    """On a terminal: the console's width (long values fold). Not on a terminal (a pipe, a
+    file, a test): one line per row at the table's natural width, nothing wrapped or cut."""
+    from rich.measure import Measurement
+
+    if console.is_terminal:
+        console.print(t)
+        return
+    width = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
+    Console(highlight=False, width=max(width, 20)).print(t)
+
+
+def _print_json(value) -> None:
+    """``--json``: full values, stable keys (the API's shapes where the API has the object)."""
+    click.echo(json.dumps(value, indent=1, ensure_ascii=False))
 
 
 @click.group()
@@ -158,6 +190,9 @@ def _table(title: str, *cols: str) -> Table:
 @click.pass_context
 def main(click_ctx, actor, url, token_file, allow_http):
     """Slipway: push a branch, get a GPU job, get the results back on the branch."""
+    # The CLI, `serve` and `reconcile` create Slipway's private files (database, secrets,
+    # repositories): private by default (portal/private_files.py).
+    set_process_umask()
     if isinstance(click_ctx.obj, Ctx):
         click_ctx.obj.actor_name = actor
     else:
@@ -266,6 +301,38 @@ class LocalSource:
             me = _actor(self.ctx, s)
         return self._call(ops.cancel_job, self.svc, me, job_id).message
 
+    def rerun(self, job_id: int) -> str:
+        from .web import ops
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+        return self._call(ops.rerun_job, self.svc, me, job_id)[1]
+
+    def delete_job(self, job_id: int) -> str:
+        from .web import ops
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+        return self._call(ops.delete_job, self.svc, me, job_id, str(job_id)).message
+
+    def tokens(self, user_name: str | None) -> list[dict]:
+        from .api import serialize
+        from .web import ops
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+            if user_name is None and self.ctx.actor_name is None:
+                _fail("name the user whose tokens to list: slipway token list USER "
+                      "(or act as one: slipway --as USER token list)")
+            return [serialize.token_dict(t) for t in self._call(ops.list_tokens, s, me, user_name)]
+
+    def revoke_token(self, token_id: int) -> None:
+        from .web import ops
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+        self._call(ops.revoke_token, self.svc, me, token_id)
+
     def projects(self, team_name: str | None) -> list[dict]:
         from .api import serialize
         from .web import ops
@@ -317,6 +384,31 @@ class LocalSource:
         with self.svc.db.session() as s:
             t, _ = self._call(ops.team_access, s, me, team_name)
             return str(added), str(ops.balances_for(s, [t.id])[t.id])
+
+    def request_funds(self, team_name: str, amount: str, note: str) -> dict:
+        from . import funds
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+        return self._call(funds.request_funds, self.svc, me, team_name, amount, note).as_dict()
+
+    def fund_requests(self, state: str | None, team_name: str | None) -> list[dict]:
+        from . import funds
+
+        with self.svc.db.session() as s:
+            rows = self._call(funds.list_requests, s, _actor(self.ctx, s), state=state,
+                              team_name=team_name, limit=1000)
+            return [v.as_dict() for v in rows]
+
+    def decide_fund_request(self, request_id: int, action: str, note: str) -> dict:
+        from . import funds
+
+        with self.svc.db.session() as s:
+            me = _actor(self.ctx, s)
+        if action == "cancel":
+            return self._call(funds.cancel, self.svc, me, request_id).as_dict()
+        fn = funds.approve if action == "approve" else funds.decline
+        return self._call(fn, self.svc, me, request_id, note).as_dict()
 
 
 def _is_loopback(host: str) -> bool:
@@ -390,6 +482,18 @@ class RemoteSource:
     def cancel(self, job_id):
         return self.request("POST", f"/api/jobs/{int(job_id)}/cancel", body={})["message"]
 
+    def rerun(self, job_id):
+        return self.request("POST", f"/api/jobs/{int(job_id)}/rerun", body={})["message"]
+
+    def delete_job(self, job_id):
+        return self.request("DELETE", f"/api/jobs/{int(job_id)}", body={"confirm": str(int(job_id))})["message"]
+
+    def tokens(self, user_name):
+        return self.request("GET", "/api/tokens", params={"user": user_name})["tokens"]
+
+    def revoke_token(self, token_id):
+        self.request("DELETE", f"/api/tokens/{int(token_id)}")
+
     def projects(self, team_name):
         return self.request("GET", "/api/projects", params={"team": team_name})["projects"]
 
@@ -418,6 +522,26 @@ class RemoteSource:
     def add_funds(self, team_name, amount, note):
         d = self.request("POST", f"/api/teams/{self._seg(team_name)}/funds", body={"amount": amount, "note": note})
         return d["added"], d["balance"]
+
+    def request_funds(self, team_name, amount, note):
+        return self._fund_request(self.request("POST", f"/api/teams/{self._seg(team_name)}/fund-requests",
+                                               body={"amount": amount, "note": note})["fund_request"])
+
+    @staticmethod
+    def _fund_request(r: dict) -> dict:
+        from .funds import JSON_KEYS  # the local mode's keys, in its order
+
+        return {k: r.get(k) for k in JSON_KEYS}
+
+    def fund_requests(self, state, team_name):
+        rows = self.request("GET", "/api/fund-requests", params={"state": state or "all", "team": team_name,
+                                                                  "limit": 1000})["fund_requests"]
+        return [self._fund_request(r) for r in rows]
+
+    def decide_fund_request(self, request_id, action, note):
+        body = {} if action == "cancel" else {"note": note}
+        r = self.request("POST", f"/api/fund-requests/{int(request_id)}/{action}", body=body)["fund_request"]
+        return self._fund_request(r)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -458,8 +582,19 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
         console.print(f"Slipway is already running on http://{host}:{port}")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(ctx.svc.config, services_=ctx.svc, start_reconciler=not no_reconciler)
-    console.print(f"Slipway on http://{host}:{port} (public {ctx.svc.config.base_url})")
+    cfg = ctx.svc.config
+    if not cfg.base_url_is_set:  # git hooks and jobs call back where this server listens
+        cfg.base_url = served_base_url(host, port)
+    cfg.remember_served_url()  # the CLI and a separate reconciler use the same URL
+    app = create_app(cfg, services_=ctx.svc, start_reconciler=not no_reconciler)
+    how = ("configured base_url" if cfg.base_url_is_set
+           else "from --host/--port; set SLIPWAY_BASE_URL to change")
+    console.print(f"Slipway on http://{host}:{port} (public URL {cfg.base_url}, {how}; "
+                  f"data in {cfg.data_dir})")
+    closed = closed_ancestor(cfg.jobs_dir)
+    if closed is not None:
+        console.print(f"[yellow]warning:[/] job users cannot reach {cfg.jobs_dir}: {closed} is not "
+                      "traversable by others (chmod o+x, or set SLIPWAY_DATA_DIR elsewhere)")
     # git-lfs objects stream through the app: allow large bodies (waitress spools them to disk).
     waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
                    max_request_body_size=64 * 1024**3, channel_timeout=300)
@@ -566,14 +701,23 @@ def user_passwd(ctx: Ctx, name, password_stdin):
 
 
 @user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (full values)")
 @pass_ctx
-def user_list(ctx: Ctx):
+def user_list(ctx: Ctx, as_json):
     t = _table("Users", "name", "unix user", "admin", "teams")
+    users = []
     with ctx.svc.db.session() as s:
         for u in s.scalars(select(User).order_by(User.name)):
-            teams = ", ".join(f"{m.team.name} ({m.role})" for m in u.memberships)
-            t.add_row(u.name, u.unix_user, "yes" if u.is_cluster_admin else "", teams)
-    console.print(t)
+            memberships = sorted((m.team.name, m.role) for m in u.memberships)
+            users.append({"name": u.name, "unix_user": u.unix_user, "is_cluster_admin": bool(u.is_cluster_admin),
+                          "active": bool(u.active), "ldap_dn": u.ldap_dn,
+                          "teams": [{"team": tn, "role": r} for tn, r in memberships]})
+            _row(t, u.name, u.unix_user, "yes" if u.is_cluster_admin else "",
+                 ", ".join(f"{tn} ({r})" for tn, r in memberships))
+    if as_json:
+        _print_json(users)
+    else:
+        _print_table(t)
 
 
 @main.group()
@@ -595,6 +739,41 @@ def token_create(ctx: Ctx, username, name):
     click.echo(tok)
     click.echo(f"(token {name!r} for {username}; use it as the git password — it is not shown again)",
                err=True)
+
+
+@token.command("list")
+@click.argument("username", metavar="[USER]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's token shape)")
+@pass_ctx
+def token_list(ctx: Ctx, username, as_json):
+    """Your access tokens (cluster administrators: USER's): id, name, prefix, created, last used,
+    revoked. Never the secret: it is shown once, at creation, and stored only as a hash."""
+    tokens = ctx.source.tokens(username)
+    if as_json:
+        _print_json(tokens)
+        return
+    from rich.markup import escape
+
+    t = _table(f"Tokens of {escape(username)}" if username else "Tokens", "id", "name", "prefix", "created",
+               "last used", "revoked")
+
+    def when(v):
+        return _when(v).strftime("%Y-%m-%d %H:%M") if v else ""
+
+    for k in tokens:
+        _row(t, str(k["id"]), k["name"], k["prefix"], when(k["created_at"]), when(k["last_used_at"]),
+             when(k["revoked_at"]))
+    _print_table(t)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID", type=int)
+@pass_ctx
+def token_revoke(ctx: Ctx, token_id):
+    """Revoke access token ID (see `slipway token list`): your own; a cluster administrator
+    anyone's. Git and the API refuse it from now on."""
+    ctx.source.revoke_token(token_id)
+    click.echo(f"token {token_id} revoked")
 
 
 # ----------------------------------------------------------------------------------- teams
@@ -625,19 +804,33 @@ def team_create(ctx: Ctx, name, owner):
 
 
 @team.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (full values)")
 @pass_ctx
-def team_list(ctx: Ctx):
-    _print_teams(ctx)
+def team_list(ctx: Ctx, as_json):
+    _print_teams(ctx, as_json)
 
 
-def _print_teams(ctx: Ctx) -> None:
+def _team_json(ctx: Ctx, tm: Team, balance) -> dict:
+    """The API's team shape (``/api/teams``) plus the member count; no actor's role here."""
+    return {"name": tm.name, "personal": tm.personal, "balance": str(balance),
+            "slurm_account": ctx.svc.config.slurm_account(tm.name),
+            "created_at": tm.created_at.isoformat() if tm.created_at else None,
+            "members": len(tm.memberships)}
+
+
+def _print_teams(ctx: Ctx, as_json: bool = False) -> None:
     t = _table("Teams", "team", "personal", "members", "balance")
+    rows = []
     with ctx.svc.db.session() as s:
         bal = billing.balances(s)
         for tm in s.scalars(select(Team).order_by(Team.name)):
-            t.add_row(tm.name, "yes" if tm.personal else "", str(len(tm.memberships)),
-                      ig.format_usd(bal.get(tm.id, from_micros(0))))
-    console.print(t)
+            b = bal.get(tm.id, from_micros(0))
+            rows.append(_team_json(ctx, tm, b))
+            _row(t, tm.name, "yes" if tm.personal else "", str(len(tm.memberships)), ig.format_usd(b))
+    if as_json:
+        _print_json(rows)
+    else:
+        _print_table(t)
 
 
 @team.command("add-member")
@@ -684,48 +877,130 @@ def team_remove_member(ctx: Ctx, team_name, username):
 @click.option("--note", default="", help="why (shown in the ledger)")
 @pass_ctx
 def team_add_funds(ctx: Ctx, team_name, amount, note):
-    """Add AMOUNT dollars (e.g. 25.00) to TEAM's balance."""
+    """Add AMOUNT dollars (e.g. 25.00) to TEAM's balance: cluster administrators (and the
+    operator) only; team administrators and owners use `team request-funds`."""
     added, balance = ctx.source.add_funds(team_name, amount, note)
     console.print(f"added {_usd(added)} to team {team_name}; balance {_usd(balance)}")
 
 
+@team.command("request-funds")
+@click.argument("team_name", metavar="TEAM")
+@click.argument("amount")
+@click.option("--note", default="", help="why (the cluster administrators read it; 500 characters at most)")
+@click.option("--json", "as_json", is_flag=True, help="the request as JSON (the API's shape)")
+@pass_ctx
+def team_request_funds(ctx: Ctx, team_name, amount, note, as_json):
+    """Ask the cluster administrators for AMOUNT dollars (e.g. 25.00) for TEAM (its
+    administrators and owners); see it with `slipway funds list --team TEAM`."""
+    r = ctx.source.request_funds(team_name, amount, note)
+    if as_json:
+        _print_json(r)
+        return
+    click.echo(f"fund request {r['id']}: {_usd(r['amount'])} for team {r['team']} ({r['state']}); "
+               "the cluster administrators approve or decline it")
+
+
+# ------------------------------------------------------------------------------ fund requests
+
+@main.group("funds")
+def funds_group():
+    """Fund requests: team administrators request, cluster administrators approve or decline."""
+
+
+@funds_group.command("list")
+@click.option("--state", type=click.Choice(["pending", "approved", "declined", "cancelled", "all"]),
+              default="pending", show_default=True)
+@click.option("--team", "team_name", help="one team's requests (its administrators and owners)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_ctx
+def funds_list(ctx: Ctx, state, team_name, as_json):
+    """Fund requests, oldest first: every team's for cluster administrators (and the operator),
+    else those of the teams you administer."""
+    rows = ctx.source.fund_requests(None if state == "all" else state, team_name)
+    if as_json:
+        _print_json(rows)
+        return
+    t = _table(f"Fund requests ({state})", "id", "team", "amount", "requested", "note", "state", "decided")
+    for r in rows:
+        decided = (f"{r['decided_by']} {_when(r['decided_at']):%Y-%m-%d %H:%M}"
+                   + (f": {r['decision_note']}" if r["decision_note"] else "")) if r["decided_by"] else ""
+        _row(t, r["id"], r["team"], _usd(r["amount"]),
+             f"{r['requested_by']} {_when(r['created_at']):%Y-%m-%d %H:%M}", r["note"], r["state"], decided)
+    _print_table(t)
+
+
+def _decided(r: dict) -> None:
+    line = f"fund request {r['id']} of team {r['team']} ({_usd(r['amount'])}): {r['state']}"
+    if r["state"] == "approved":
+        line += f"; ledger entry {r['ledger_entry']}"
+    click.echo(line)
+
+
+@funds_group.command("approve")
+@click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--note", default="", help="a note kept with the decision")
+@pass_ctx
+def funds_approve(ctx: Ctx, request_id, note):
+    """Approve fund request ID: its amount is deposited in the team's ledger, once (cluster
+    administrators and the operator)."""
+    _decided(ctx.source.decide_fund_request(request_id, "approve", note))
+
+
+@funds_group.command("decline")
+@click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--note", required=True, help="the reason, shown to the team")
+@pass_ctx
+def funds_decline(ctx: Ctx, request_id, note):
+    """Decline fund request ID, saying why (cluster administrators and the operator)."""
+    _decided(ctx.source.decide_fund_request(request_id, "decline", note))
+
+
+@funds_group.command("cancel")
+@click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
+@pass_ctx
+def funds_cancel(ctx: Ctx, request_id):
+    """Withdraw your team's pending fund request ID (its administrators and owners)."""
+    _decided(ctx.source.decide_fund_request(request_id, "cancel", ""))
+
+
 @team.command("balance")
 @click.argument("team_name", metavar="TEAM", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (full values)")
 @pass_ctx
-def team_balance(ctx: Ctx, team_name):
+def team_balance(ctx: Ctx, team_name, as_json):
     with ctx.svc.db.session() as s:
         if team_name:
             t = _team(s, team_name)
             _require(ctx, s, t, ("user", "administrator", "owner"), "see the balance")
-            console.print(f"{t.name}: {ig.format_usd(billing.balance(s, t.id))}")
+            b = billing.balance(s, t.id)
+            if as_json:
+                _print_json(_team_json(ctx, t, b))
+            else:
+                click.echo(f"{t.name}: {ig.format_usd(b)}")
             return
         _require_admin(ctx, s, "see every team's balance")
-    _print_teams(ctx)
-
-
-LEDGER_CSV_HEADER = ["id", "created_at", "kind", "amount", "job", "attempt", "from_minute", "to_minute",
-                     "gpu_type", "gpu_count", "rate", "resource", "bytes", "created_by", "note", "key"]
+    _print_teams(ctx, as_json)
 
 
 @team.command("ledger")
 @click.argument("team_name", metavar="TEAM")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (the API's ledger shape)")
 @pass_ctx
-def team_ledger(ctx: Ctx, team_name, as_csv):
+def team_ledger(ctx: Ctx, team_name, as_csv, as_json):
     """Every entry of TEAM's ledger: deposits and charges (job, minutes, rate)."""
     balance, entries = ctx.source.ledger(team_name)
+    if as_json:
+        _print_json({"team": team_name, "balance": str(balance), "entries": entries})
+        return
 
-    def opt(v):
-        return "" if v is None else v
+    if as_csv:  # the web export's columns and cells (formula-like text neutralised)
+        from .ledger_csv import LEDGER_CSV_HEADER, ledger_csv_row
 
-    if as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(LEDGER_CSV_HEADER)
         for e in entries:
-            w.writerow([e["id"], e["created_at"], e["kind"], e["amount"], opt(e["job"]), opt(e["attempt"]),
-                        opt(e["from_minute"]), opt(e["to_minute"]), e["gpu_type"] or "", opt(e["gpu_count"]),
-                        opt(e["rate"]), e["resource"] or "", opt(e["bytes"]), e["created_by"] or "",
-                        e["note"] or "", e["key"]])
+            w.writerow(ledger_csv_row(e))
         return
     t = _table(f"Ledger of {team_name} — balance {_usd(balance)}", "when", "kind", "amount", "what")
     for e in entries:
@@ -737,9 +1012,9 @@ def team_ledger(ctx: Ctx, team_name, as_csv):
             what = e["note"] or e["resource"] or ""
         else:
             what = f"{e['created_by']}: {e['note']}" if e["note"] else (e["created_by"] or "")
-        t.add_row(_when(e["created_at"]).strftime("%Y-%m-%d %H:%M"), e["kind"],
-                  str(Decimal(e["amount"]).quantize(Decimal("0.000001"))), what)
-    console.print(t)
+        _row(t, _when(e["created_at"]).strftime("%Y-%m-%d %H:%M"), e["kind"],
+             str(Decimal(e["amount"]).quantize(Decimal("0.000001"))), what)
+    _print_table(t)
 
 
 # -------------------------------------------------------------------------------- projects
@@ -760,34 +1035,44 @@ def project_create(ctx: Ctx, team_name, name, gpus, image, time_):
     """Create a project and its git repository; print the remote URL (administrators and owners)."""
     p = ctx.source.create_project(team_name, name, gpus, image, time_)
     url = p["remote_url"]
-    console.print(f"project {p['team']}/{p['name']}: {p['gpu_type']} x{p['gpu_count']}, image {p['image']}, "
-                  f"{p['time_limit_min']} min")
-    console.print(f"remote: {url}\n\n  git remote add slipway {url}\n"
-                  f"  # write slipway-entrypoint.sh at the repository root, then:\n"
-                  f"  git checkout -b exp-1 && git add -A && git commit -m run && git push slipway exp-1\n"
-                  f"  # git asks for your user name and an access token (slipway token create USER)")
+    # plain echo, never rich: a console wraps long lines and a copied command would lose its end
+    click.echo(f"project {p['team']}/{p['name']}: {p['gpu_type']} x{p['gpu_count']}, image {p['image']}, "
+               f"{p['time_limit_min']} min")
+    click.echo(f"remote: {url}\n\n  {shellquote.command(['git', 'remote', 'add', 'slipway', url])}\n"
+               f"  # write slipway-entrypoint.sh at the repository root, then:\n"
+               f"  git checkout -b exp-1 && git add -A && git commit -m run && git push slipway exp-1\n"
+               f"  # git asks for your user name and an access token (slipway token create USER)")
 
 
 @project.command("list")
 @click.option("--team", "team_name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's project shape)")
 @pass_ctx
-def project_list(ctx: Ctx, team_name):
+def project_list(ctx: Ctx, team_name, as_json):
     """Projects of your teams (the operator and cluster admins: every team), or of --team."""
+    projects = ctx.source.projects(team_name)
+    if as_json:
+        _print_json(projects)
+        return
     t = _table("Projects", "project", "gpus", "image", "time", "jobs")
-    for p in ctx.source.projects(team_name):
-        t.add_row(f"{p['team']}/{p['name']}", f"{p['gpu_type']} x{p['gpu_count']}", p["image"],
-                  f"{p['time_limit_min']} min", str(p["jobs"]))
-    console.print(t)
+    for p in projects:
+        _row(t, f"{p['team']}/{p['name']}", f"{p['gpu_type']} x{p['gpu_count']}", p["image"],
+             f"{p['time_limit_min']} min", str(p["jobs"]))
+    _print_table(t)
 
 
 @project.command("show")
 @click.argument("ref", metavar="TEAM/PROJECT")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's project shape)")
 @pass_ctx
-def project_show(ctx: Ctx, ref):
+def project_show(ctx: Ctx, ref, as_json):
     p = ctx.source.project(*_split_ref(ref))
-    console.print(f"project {p['team']}/{p['name']}\n  gpus   {p['gpu_type']} x{p['gpu_count']}\n"
-                  f"  image  {p['image']}\n  time   {p['time_limit_min']} min\n  remote {p['remote_url']}\n"
-                  f"  jobs   {p['jobs']} ({p['active_jobs']} active)")
+    if as_json:  # the project shape of /api/projects (remote mode's extras left out: same output)
+        _print_json({k: v for k, v in p.items() if k not in ("storage_bytes", "recent_jobs")})
+        return
+    click.echo(f"project {p['team']}/{p['name']}\n  gpus   {p['gpu_type']} x{p['gpu_count']}\n"
+               f"  image  {p['image']}\n  time   {p['time_limit_min']} min\n  remote {p['remote_url']}\n"
+               f"  jobs   {p['jobs']} ({p['active_jobs']} active)")
 
 
 @project.command("delete")
@@ -817,11 +1102,6 @@ def job():
     """Jobs (squeue/scancel-like)."""
 
 
-def _short(text: str | None, n: int = 48) -> str:
-    text = (text or "").replace("\n", " ")
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def _cli_job_json(d: dict) -> dict:
     """The ``--json`` shape of a job (``project`` is TEAM/PROJECT), from the API's job dict."""
     keys = ("id", "project", "branch", "commit", "pusher", "state", "previous_state", "reason", "gpu_type",
@@ -844,10 +1124,10 @@ def job_list(ctx: Ctx, team_name, state, limit, as_json):
         return
     t = _table("Jobs", "job", "project", "branch", "state", "gpus", "slurm", "node", "cost", "reason")
     for j in rows:
-        t.add_row(str(j["id"]), f"{j['team']}/{j['project']}", j["branch"], j["state"],
-                  f"{j['gpu_type']} x{j['gpu_count']}", str(j["slurm_job_id"] or ""), j["node"] or "",
-                  _usd(j["cost"]), _short(j["reason"]))
-    console.print(t)
+        _row(t, str(j["id"]), f"{j['team']}/{j['project']}", j["branch"], j["state"],
+             f"{j['gpu_type']} x{j['gpu_count']}", str(j["slurm_job_id"] or ""), j["node"] or "",
+             _usd(j["cost"]), (j["reason"] or "").replace("\n", " "))
+    _print_table(t)
 
 
 @job.command("show")
@@ -879,11 +1159,11 @@ def job_show(ctx: Ctx, job_id, as_json):
         ("log", j["log"] or ""),
     ]
     t = Table(show_header=False, title=f"Job {job_id}", title_justify="left")
-    t.add_column("field", style="bold")
-    t.add_column("value")
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
     for k, v in fields:
-        t.add_row(k, v)
-    console.print(t)
+        _row(t, k, v)
+    _print_table(t)
 
 
 @job.command("log")
@@ -922,6 +1202,28 @@ def job_log(ctx: Ctx, job_id, follow, interval):
 def job_cancel(ctx: Ctx, job_id):
     """Cancel a job of one of your teams (a running job still pushes its files)."""
     console.print(ctx.source.cancel(job_id))
+
+
+@job.command("rerun")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_rerun(ctx: Ctx, job_id):
+    """Run a job again (no empty commit needed): same branch at its current tip, same GPUs,
+    time limit and image; the same rules as a push."""
+    click.echo(ctx.source.rerun(job_id))
+
+
+@job.command("delete")
+@click.argument("job_id", type=int)
+@click.option("--yes", is_flag=True, help="confirm: deletion is irrecoverable")
+@pass_ctx
+def job_delete(ctx: Ctx, job_id, yes):
+    """Delete an ENDED job: its results ref (results/BRANCH/JOB_ID), log and files, and its row;
+    its charges stay in the ledger (team administrators and owners; cluster administrators)."""
+    if not yes:
+        _fail(f"deleting job {job_id} is irrecoverable: run again with --yes to confirm; "
+              "nothing was deleted")
+    click.echo(ctx.source.delete_job(job_id))
 
 
 # ------------------------------------------------------------------------------------ LDAP

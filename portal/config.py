@@ -10,11 +10,19 @@ key / env var               meaning                                     default
 ==========================  ==========================================  =====================
 database_url                SQLAlchemy URL                              sqlite:///<data_dir>/slipway.db
 data_dir                    root of Slipway's files; MUST be on a       /var/lib/slipway (root)
-                            filesystem the compute nodes share
+                            filesystem the compute nodes share; private ``make run``: its
+                            to Slipway except the job dirs and the      cluster's <dir>/data
+                            node program (portal/private_files.py)      (in env.sh)
 repos_root                  bare git repositories                       <data_dir>/repos
 lfs_root                    git-lfs object store                        <data_dir>/lfs
 jobs_dir                    one directory per job (spec, log, work)     <data_dir>/jobs
-base_url                    public base URL (git remotes, callbacks)    http://127.0.0.1:8000
+base_url                    public base URL (git remotes, hooks and     ``slipway serve``:
+                            jobs call it back)                          http://HOST:PORT it
+                                                                        serves on; others: the
+                                                                        URL it last served on
+                                                                        (<data_dir>/served_
+                                                                        base_url), else
+                                                                        http://127.0.0.1:8000
 hook_secret                 shared secret git hooks send back           generated once, kept in
                                                                         <data_dir>/hook_secret
 gpu_limits                  max GPUs per job per type                   a4000:4,a6000:2
@@ -29,10 +37,13 @@ cluster_name                name of the Slurm cluster                   slipway
 reconcile_interval          seconds between reconciler ticks            5
 reconcile_busy_interval     seconds between ticks while a job is ending 1
                             (finishing, cancel pending, sacct settling)
-login_max_failures          failed logins per account within the       5
-                            window before logins are refused (429)
+login_max_failures          free failed logins per (account, address)  5
+                            before that address waits 1, 2, 4 … 60 s
+                            between tries (429); 4x this per account
+                            slows only addresses that have failed
 login_max_failures_per_address  the same per client address             20
-login_failure_window        seconds the failed logins are counted       300
+login_failure_window        seconds after its last failure a count     300
+                            is forgotten
 trusted_proxies             reverse proxies in front of Slipway whose   0
                             X-Forwarded-For/-Proto/-Host are believed
                             (the client address for the login throttle)
@@ -44,6 +55,10 @@ orphan_reservation_grace    seconds an unclaimed ``queued`` reservation 30
                             waits for its post-receive before the
                             reconciler submits it (branch at its commit)
                             or fails it (push did not complete)
+unknown_submission_grace    seconds between the two successful polls    30
+                            (squeue, then sacct by name) that must both
+                            miss a job whose sbatch had no answer before
+                            it is submitted again
 storage_interval            seconds between storage billing runs         600
 lost_after                  seconds a job may be absent from both the   600
                             queue and accounting before it is failed
@@ -92,6 +107,7 @@ import os
 import re
 import secrets
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -102,6 +118,22 @@ ENV_PREFIX = "SLIPWAY_"
 
 DEFAULT_GPU_LIMITS = {"a4000": 4, "a6000": 2}
 DEFAULT_GPU_RATES = {"a4000": Decimal("0.50"), "a6000": Decimal("1.00")}
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+SERVED_URL_FILE = "served_base_url"
+
+
+def served_base_url(host: str, port: int) -> str:
+    """The public URL of a server listening on ``host``:``port`` when none is configured: a
+    wildcard address (0.0.0.0, ::) is reached at the loopback address (the local cluster's nodes
+    are this machine; nodes elsewhere need ``base_url`` set)."""
+    host = (host or "").strip("[]")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{int(port)}"
 
 
 def _default_node_python() -> str:
@@ -130,7 +162,7 @@ class Config:
     lfs_root: Path | None = None
     jobs_dir: Path | None = None
     images_root: Path | None = None
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = ""  # "": not set (see base_url_is_set); filled in by __post_init__
     hook_secret: str = ""
     gpu_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GPU_LIMITS))
     gpu_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
@@ -149,6 +181,7 @@ class Config:
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
     orphan_reservation_grace: float = 30.0
+    unknown_submission_grace: float = 30.0
     storage_interval: float = 600.0
     lost_after: float = 600.0
     account_sync_interval: float = 60.0
@@ -182,7 +215,10 @@ class Config:
         self.images_root = Path(self.images_root).absolute() if self.images_root else None
         if self.container_runtime == "apptainer" and self.images_root is None:
             raise ConfigError("container_runtime apptainer needs images_root (where the SIFs are)")
-        self.base_url = self.base_url.rstrip("/")
+        # Unset: `slipway serve` derives it from where it listens, other processes read the URL
+        # the server last served on (ensure_secrets), else the default.
+        self.base_url_is_set = bool(self.base_url)
+        self.base_url = (self.base_url or DEFAULT_BASE_URL).rstrip("/")
         if self.container_runtime not in ("charliecloud", "apptainer"):
             raise ConfigError(
                 f"container_runtime must be 'charliecloud' or 'apptainer', not {self.container_runtime!r}"
@@ -217,18 +253,34 @@ class Config:
         return f"{self.base_url}/internal/jobs/{job_id}/events"
 
     def ensure_dirs(self) -> None:
-        # Job users (on the nodes) traverse the data and jobs dirs to reach their own 0700 job
-        # dir; repositories and LFS objects are served over HTTP only, never read by jobs.
-        for d, mode in ((self.data_dir, 0o755), (self.jobs_dir, 0o755), (self.repos_root, 0o700),
-                        (self.lfs_root, 0o700)):
-            Path(d).mkdir(parents=True, exist_ok=True)
-            try:
-                os.chmod(d, mode)
-            except PermissionError:  # a shared dir owned by someone else: leave it as it is
-                pass
+        # Job users (on the nodes) traverse the data and jobs dirs (0711) to reach their own
+        # 0700 job dir; repositories and LFS objects are served over HTTP only (0700); an older
+        # install's looser modes are tightened (portal/private_files.py says what is private).
+        from .private_files import secure_layout
+
+        secure_layout(self.data_dir, self.jobs_dir, self.repos_root, self.lfs_root)
+
+    def remember_served_url(self) -> None:
+        """Record the public URL the server serves on (``<data_dir>/served_base_url``, 0600),
+        so the CLI and a separate reconciler print and hand jobs the same URL."""
+        from .private_files import create_private_file
+
+        path = self.data_dir / SERVED_URL_FILE
+        tmp = path.with_name(f".{SERVED_URL_FILE}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        create_private_file(tmp, (self.base_url + "\n").encode())
+        os.replace(tmp, path)
 
     def ensure_secrets(self) -> None:
-        """Fill hook_secret / secret_key from the data dir, generating them once (mode 0600)."""
+        """Fill hook_secret / secret_key from the data dir, generating them once (mode 0600);
+        an unset base_url becomes the URL the server last served on (remember_served_url)."""
+        if not self.base_url_is_set:
+            try:
+                served = (self.data_dir / SERVED_URL_FILE).read_text().strip()
+            except OSError:
+                served = ""
+            if served.startswith(("http://", "https://")):
+                self.base_url = served.rstrip("/")
         if not self.hook_secret:
             self.hook_secret = _persisted_secret(self.data_dir / "hook_secret")
         if not self.secret_key:
@@ -242,13 +294,20 @@ def _persisted_secret(path: Path) -> str:
             return value
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .private_files import create_private_file, make_dir
+
+    if not path.parent.is_dir():
+        make_dir(path.parent)
     value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+        create_private_file(path, value.encode())
+    except FileExistsError:  # another process made it first: use theirs (once it is written)
+        for _ in range(100):
+            theirs = path.read_text().strip()
+            if theirs:
+                return theirs
+            time.sleep(0.01)
+        raise ConfigError(f"{path} exists but is empty; delete it to have a new secret made")
     return value
 
 

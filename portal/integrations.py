@@ -20,7 +20,7 @@ from accounting import gates as _gates
 from accounting.billing import AttemptRecord
 from accounting.biller import Biller, TickResult
 from accounting.entries import Adjustment, Deposit, GpuCharge, GpuLine, StorageCharge
-from accounting.money import MoneyError, format_usd, parse_deposit
+from accounting.money import MoneyError, parse_deposit, require_money
 from accounting.rates import Rates
 from accounting.storage import StorageBilled, StorageSample  # noqa: F401  (re-exported)
 from slurm_bridge.errors import (ControllerUnavailable, InvalidRequest, JobNotFound,  # noqa: F401
@@ -50,9 +50,27 @@ def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int]) -> str | No
     return None
 
 
-def parse_gpus(text: str) -> tuple[str, int]:
-    """``a6000:1`` -> ("a6000", 1); raises InvalidRequest with a readable message."""
-    g = GpuRequest.parse(text)
+def parse_gpus(text: str, limits: Mapping[str, int] | None = None) -> tuple[str, int]:
+    """``a6000:1`` -> ("a6000", 1); raises InvalidRequest with a readable message that suggests
+    only what is accepted (the types of ``limits`` when given). The count is required: ``a4000``
+    alone is refused with a message showing ``a4000:1`` (loose input is refused, not guessed)."""
+    parts = text.strip().split(":")
+    if len(parts) > 1 and parts[0].lower() == "gpu":
+        parts = parts[1:]
+    known = sorted(limits or {})
+    example = f"{known[0]}:1" if known else "a4000:1"
+    types = f" (types: {', '.join(known)})" if known else ""
+    if len(parts) == 1 and parts[0].strip():
+        if limits and parts[0].strip().lower() not in limits:
+            raise InvalidRequest(f"unknown GPU type {parts[0].strip().lower()!r}; known types: "
+                                 f"{', '.join(known)} (write TYPE:COUNT, e.g. {example})")
+        raise InvalidRequest(f"GPU request {text.strip()!r} has no count; write "
+                             f"{parts[0].strip().lower()}:1 for one GPU (TYPE:COUNT{types})")
+    try:
+        g = GpuRequest.parse(text)
+    except InvalidRequest:
+        raise InvalidRequest(f"cannot read GPU request {text!r}; write TYPE:COUNT, e.g. "
+                             f"{example}{types}") from None
     return g.type, g.count
 
 
@@ -90,6 +108,22 @@ def job_id_from_slurm_name(name: str) -> int | None:
 SUBMIT_ERRORS = (SlurmBridgeError,)
 
 # ------------------------------------------------------------------------------ git_gateway
+
+
+def branch_problem(name: str) -> str | None:
+    """None for a branch name git accepts (``git check-ref-format --branch``) that does not begin
+    with '-', else the rule it breaks (``git_gateway.refname``)."""
+    from git_gateway.refname import branch_problem as check
+
+    return check(name)
+
+
+def loads_json_bounded(data: bytes | str, *, max_bytes: int | None = None):
+    """``json.loads`` with bounded size and nesting depth; raises ``ValueError`` (a
+    ``git_gateway.jsonbody.JsonBodyError``) whose message can be shown as it is."""
+    from git_gateway.jsonbody import loads_bounded
+
+    return loads_bounded(data, max_bytes=max_bytes)
 
 
 def principal(name: str, is_job: bool):
@@ -178,12 +212,17 @@ def node_runtime(config: Config) -> Path:
     to put on PYTHONPATH.
 
     ``git_gateway`` uses only the standard library, so the compute nodes' own python runs it.
-    The copy lives under the data dir (shared with the nodes), world-readable, and is refreshed
-    when the package's files change (a content hash names the directory).
+    The copy lives under the data dir (shared with the nodes), world-readable (0755/0644: the
+    one thing there besides a job's own directory that job users read), is built privately and
+    opened up before it is renamed into place, and is refreshed when the package's files change
+    (a content hash names the directory). ``<data_dir>/node`` itself is traverse-only (0711).
     """
+    from .private_files import TRAVERSE_ONLY, make_dir
+
     src, files, digest = _runner_sources()
     dest = config.data_dir / "node" / digest
     if not (dest / "git_gateway" / "runner.py").exists():
+        make_dir(config.data_dir / "node", TRAVERSE_ONLY)
         tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "git_gateway").mkdir(parents=True)
@@ -193,7 +232,6 @@ def node_runtime(config: Config) -> Path:
             os.chmod(d, 0o755)
             for n in names:
                 os.chmod(os.path.join(d, n), 0o644)
-        os.chmod(config.data_dir / "node", 0o755)
         try:
             os.rename(tmp, dest)
         except OSError:  # another process installed it first
@@ -232,6 +270,21 @@ def container_argv(config: Config, catalog, image: str, workdir: str, command: S
 # ------------------------------------------------------------------------------- accounting
 
 CanStart = _gates.Decision
+_MILL = Decimal("0.001")
+
+
+def format_usd(amount: Decimal | int | str) -> str:
+    """Money as Slipway shows it everywhere (pages, the API's ``*_text``, the CLI): dollars to a
+    tenth of a cent, rounded half to even, with at least two decimals — ``$25.00``, ``$0.025``
+    (a charge of 0.025 is not ``$0.02``), ``-$3.20``, ``$1,234.567``. The ledger keeps
+    micro-dollars and the API's amounts stay exact decimal strings; ``web.common.fmt_usd_micros``
+    is this function in integer arithmetic."""
+    value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    mills = require_money(value).quantize(_MILL, rounding="ROUND_HALF_EVEN")
+    text = f"{abs(mills):,.3f}"
+    if text.endswith("0"):
+        text = text[:-1]
+    return f"{'-' if mills < 0 else ''}${text}"
 
 
 def rates(config: Config) -> Rates:

@@ -19,7 +19,8 @@ Each tick (``Reconciler.tick``):
    Storage is billed every ``storage_interval`` seconds, in the same tick before the rules below
    (a storage charge that reaches $0 cuts the team off in this tick, not the next).
 4. Cut-off: every team whose balance is <= $0 gets all its active jobs cancelled through the
-   TERM path (the runner still pushes the files).
+   TERM path (the runner still pushes the files); a cancel refused with ``JobError`` goes in the
+   tick's errors and is tried again next tick (the job is still uncancelled).
 5. The $1.00 rule for jobs already waiting (only after a successful poll): a team under
    ``min_start_balance`` has its pending (and requeued) jobs held (``scontrol hold``) with the
    reason on the job page; they are released when a deposit brings it back.
@@ -30,7 +31,12 @@ Each tick (``Reconciler.tick``):
    ``orphan_reservation_grace`` (30 s) is submitted when the branch points at its commit (the
    push completed; ``launch.recover_reservation``, the post-receive's own ``submit_job``) or
    failed at once when it does not (the push did not complete: the branch is free); one whose
-   submission was claimed but never finished is failed after ``stale_reservation`` seconds.
+   submission was claimed but never finished becomes ``unknown`` after ``stale_reservation``
+   seconds (Slurm may have it: never failed for that).
+7. Submissions whose outcome is unknown (``unknown`` since ``queued``: sbatch had no answer), only
+   after a successful poll: adopted from ``squeue`` (with the lost-reply adoptions above) or from
+   one bounded ``sacct --name`` call, else submitted again once two polls
+   ``unknown_submission_grace`` apart found them in neither (``jobs.unknown``).
 
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
 ``slipway serve`` and as ``slipway reconcile [--once]``; ticks of all of them take turns (a flock
@@ -52,12 +58,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from . import billing
 from . import integrations as ig
 from .db import Job, Project, ReconcilerState, Team
-from .jobs import launch, service, states
+from .jobs import launch, service, states, unknown
+from .private_files import opener as private_opener
 from .services import Services, log
 
 
@@ -74,6 +81,9 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     recovered: list[int] = field(default_factory=list)  # submitted for a lost post-receive
     abandoned: list[int] = field(default_factory=list)  # failed: the push did not complete
+    # submissions whose outcome was unknown (sbatch had no answer): found in Slurm, or not
+    adopted: list[int] = field(default_factory=list)
+    resubmitted: list[int] = field(default_factory=list)
     # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
     busy: bool = False
 
@@ -96,6 +106,11 @@ SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
 ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
                    "cost are recorded once it does")
+POLL_FAILED = "Slurm is not answering"
+# Reasons that describe a moment of the job's life (a failed poll, the queue, a hold, a pending
+# lookup), never why it ended: cleared when the job reaches a terminal state without a reason.
+STALE_REASONS = ("waiting in the queue", POLL_FAILED, HOLD_PREFIX, ACCOUNTING_DOWN,
+                 launch.UNKNOWN_REASON.split("(", 1)[0])
 
 
 def _move(job: Job, new: str, now: datetime, report: TickReport, reason: str | None = None) -> None:
@@ -135,6 +150,7 @@ class Reconciler:
             final_records, finals = self._ended(ended, now, report)
             self._bill(live_records + final_records, now, report)
             self._apply_finals(finals, now, report)
+            unknown.cancel_adopted(self.svc, list(report.adopted), report)  # cancelled meanwhile
         # every charge of this tick (GPU and storage) is in before the balance rules read it
         self._storage(now, report)
         self._cut_off(now, report)
@@ -142,6 +158,7 @@ class Reconciler:
             self._balance_holds(queue, now, report)
             self._orphan_reservations(now, report)
             self._stale_reservations(now, report)
+            unknown.settle(self.svc, now, report, _move)
         self._hard_cancels(now, report)
         self._ldap(now, report)
         self._slurm_accounts(now, report)
@@ -174,7 +191,7 @@ class Reconciler:
     def _mark_unknown(self, now: datetime, exc: Exception, report: TickReport) -> None:
         with self.svc.db.transaction() as s:
             for job in s.scalars(select(Job).where(Job.state.in_(states.IN_SLURM))):
-                _move(job, states.UNKNOWN, now, report, reason=f"Slurm is not answering: {exc}")
+                _move(job, states.UNKNOWN, now, report, reason=f"{POLL_FAILED}: {exc}")
 
     # ----------------------------------------------------------------------- live mapping
     def _apply_queue(self, queue: dict[int, Any], now: datetime, report: TickReport):
@@ -183,8 +200,12 @@ class Reconciler:
         for r in queue.values():
             by_name.setdefault(ig.job_id_from_slurm_name(r.name), []).append(r)
         with self.svc.db.transaction() as s:
-            # adopt reservations whose submit reply was lost
-            for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None))):
+            # adopt reservations whose submit reply was lost, and submissions that had no answer
+            # (unknown since queued, see jobs.unknown)
+            for job in s.scalars(select(Job).where(
+                    or_(Job.state == states.QUEUED,
+                        and_(Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED)),
+                    Job.slurm_job_id.is_(None))):
                 # only a job submitted for this reservation: the same name can be another
                 # Slipway's on a shared cluster (each has its own account prefix, see
                 # slurm_accounts), so the account must be this job's team's
@@ -192,6 +213,11 @@ class Reconciler:
                 rec = next((r for r in by_name.get(job.id, ())
                             if (r.account or "").lower() == expected), None)
                 if rec is not None:
+                    if job.state == states.UNKNOWN:
+                        job.reason = None  # no longer "finding out": Slurm's reason follows
+                        report.adopted.append(job.id)
+                        log.warning("job %s: its submission had no answer; Slurm has it as job "
+                                    "%s: adopted", job.id, rec.job_id)
                     job.slurm_job_id = rec.job_id
                     job.submitted_at = job.submitted_at or rec.submit_time or now
                     _move(job, states.PENDING, now, report)
@@ -238,8 +264,7 @@ class Reconciler:
                 elif job.state in (states.RUNNING, states.FINISHING):
                     if note is not None:
                         job.reason = note
-                    elif job.reason and job.reason.startswith(
-                            ("waiting in the queue", "Slurm is not answering", HOLD_PREFIX)):
+                    elif job.reason and job.reason.startswith(STALE_REASONS):
                         job.reason = None
                     if rec.start_time is not None:
                         job.attempt_started_at = rec.start_time
@@ -324,8 +349,8 @@ class Reconciler:
                     job.node = node
                 if final == states.CANCELLED:
                     reason = job.cancel_reason or "cancelled in Slurm"
-                if reason is None and (job.reason or "").startswith(ACCOUNTING_DOWN):
-                    job.reason = None
+                if reason is None and (job.reason or "").startswith(STALE_REASONS):
+                    job.reason = None  # a poll's or the queue's word, not why the job ended
                 _move(job, final, now, report, reason=reason)
                 if job.state in states.TERMINAL and end is not None:
                     job.ended_at = end
@@ -393,8 +418,11 @@ class Reconciler:
                 service.request_cancel(self.svc, job_id, by="slipway",
                                        reason=ig.cut_off_message(b, team_name))
                 report.cancels.append(job_id)
-            except service.JobError:
-                pass
+            except service.JobError as exc:
+                # e.g. the job ended between the query and the cancel; anything else is retried
+                # next tick (the job is still active and uncancelled, so it is picked up again);
+                # the loop logs every error of the tick (``run``), ``reconcile --once`` prints them
+                report.errors.append(f"cut-off of job {job_id} (team {team_name}): {exc}")
 
     # ----------------------------------------------------------------- the $1.00 start rule
     def _balance_holds(self, queue: dict[int, Any], now: datetime, report: TickReport) -> None:
@@ -519,6 +547,8 @@ class Reconciler:
             if outcome == "submitted":
                 report.recovered.append(job_id)
                 report.changes.append((job_id, states.QUEUED, states.PENDING))
+            elif outcome == "unknown":  # sbatch had no answer: jobs.unknown finds out
+                report.changes.append((job_id, states.QUEUED, states.UNKNOWN))
             elif outcome in ("abandoned", "failed"):
                 if outcome == "abandoned":
                     report.abandoned.append(job_id)
@@ -527,13 +557,20 @@ class Reconciler:
                     report.errors.append(f"reservation {job_id} (post-receive lost): {msg}")
 
     def _stale_reservations(self, now: datetime, report: TickReport) -> None:
-        """A reservation still queued ``stale_reservation`` seconds after the push: its
-        submission was claimed but never finished (the process died during ``sbatch``) and
-        Slurm does not have it, or its branch could not be read. Failed: the branch is free."""
+        """A reservation still queued ``stale_reservation`` seconds after the push, not in
+        this tick's queue. Its submission was claimed but never finished (the process died
+        during ``sbatch``): Slurm may still have it, so it becomes ``unknown`` like a submission
+        without an answer and ``jobs.unknown`` finds out (adopts it or submits it again). Never
+        claimed (its branch could not be read): failed, the branch is free."""
         limit = now - timedelta(seconds=self.svc.config.stale_reservation)
         with self.svc.db.transaction() as s:
             for job in s.scalars(select(Job).where(Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
                                                    Job.created_at < limit)):
+                if job.token_hash is not None:
+                    _move(job, states.UNKNOWN, now, report, reason=launch.UNKNOWN_REASON.format(
+                        why="the submitting process stopped before Slurm's answer"))
+                    job.submitted_at = job.submitted_at or job.created_at
+                    continue
                 _move(job, states.FAILED, now, report,
                       reason="the push did not complete: its job never reached Slurm; push again")
 
@@ -569,7 +606,7 @@ _thread_lock = threading.Lock()
 def _tick_lock(svc: Services):
     """Serialise ticks across threads and processes sharing this data dir (flock)."""
     path = Path(svc.config.data_dir) / "reconciler.lock"
-    with _thread_lock, open(path, "a") as fh:
+    with _thread_lock, open(path, "a", opener=private_opener) as fh:  # 0600: Slipway's alone
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .db.models import Membership, Team, User
+from .private_files import opener as private_opener
 from .services import Services
 
 log = logging.getLogger("slipway.slurm_accounts")
@@ -74,7 +75,7 @@ def sync_accounts(svc: Services) -> list[str]:
     # sacctmgr edits are not atomic, and slurmdbd 22.05 can be left with an association whose
     # parent account is gone when one writer adds under an account another is deleting.
     lock_path = Path(svc.config.data_dir) / "slurm-accounts.lock"
-    with _lock, open(lock_path, "a") as lock_file:
+    with _lock, open(lock_path, "a", opener=private_opener) as lock_file:  # 0600
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         changes = sync(svc.backend, desired_state(svc), cluster=svc.config.cluster_name or None)
     if changes:

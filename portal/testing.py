@@ -46,8 +46,12 @@ class FakeBackend:
     down: bool = False
     accounting_down: bool = False   # slurmdbd alone is down (the queue still answers)
     submit_error: Exception | None = None
+    # Slurm takes the job but sbatch gets no answer (slurmctld frozen): recorded in ``submits``,
+    # then ControllerUnavailable; script what squeue/sacct show with set_queue/finish
+    lose_submit_reply: bool = False
     jobs_calls: int = 0
     accounting_calls: list = field(default_factory=list)
+    name_lookups: list = field(default_factory=list)   # (start, end, names) of by-name lookups
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, req) -> int:
@@ -58,6 +62,8 @@ class FakeBackend:
                 raise ControllerUnavailable("slurmctld is down (fake)")
             self.next_id += 1
             self.submits.append((self.next_id, req))
+            if self.lose_submit_reply:
+                raise ControllerUnavailable("Slurm did not answer within 10 s (sbatch) (fake)")
             return self.next_id
 
     def cancel(self, job_id, signal=None, batch_only=False):
@@ -75,12 +81,15 @@ class FakeBackend:
             raise ControllerUnavailable("slurmctld is down (fake)")
         return dict(self.queue)
 
-    def accounting(self, start, end, job_ids=None):
+    def accounting(self, start, end, job_ids=None, names=None):
         self.accounting_calls.append((start, end, tuple(job_ids or ())))
+        if names is not None:
+            self.name_lookups.append((start, end, tuple(sorted(names))))
         if self.down or self.accounting_down:
             raise ControllerUnavailable("slurmdbd is down (fake)")
         ids = set(job_ids or ())
-        return [r for r in self.acct if not ids or r.job_id in ids]
+        return [r for r in self.acct if (not ids or r.job_id in ids)
+                and (names is None or r.name in names)]
 
     def nodes(self):
         return []
@@ -97,10 +106,11 @@ class FakeBackend:
 
     def finish(self, slurm_id: int, state: str, *, start: datetime, end: datetime,
                exit_code: int | None = 0, gpus: dict | None = None, attempt: int = 0,
-               qos: str = "normal", node: str = "a4k-1"):
+               qos: str = "normal", node: str = "a4k-1", name: str = "x",
+               account: str = "team-x"):
         self.queue.pop(slurm_id, None)
         self.acct.append(SacctRecord(
-            job_id=slurm_id, attempt=attempt, name="x", user="u", account="team-x", qos=qos,
+            job_id=slurm_id, attempt=attempt, name=name, user="u", account=account, qos=qos,
             state=state, exit_code=exit_code, signal=None, submit=start, start=start, end=end,
             elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1}))
 

@@ -31,7 +31,9 @@ class SlurmBackend(Protocol):
         """All jobs in the controller's queue (one call), filtered by comment."""
 
     def accounting(self, start: datetime, end: datetime,
-                   job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
-        """Accounting records (every attempt) of jobs active in [start, end]."""
+                   job_ids: Iterable[int] | None = None,
+                   names: Iterable[str] | None = None) -> list[SacctRecord]:
+        """Accounting records (every attempt) of jobs active in [start, end]; ``names``: only
+        jobs with one of these job names."""
 
     def nodes(self) -> list[NodeRecord]: ...

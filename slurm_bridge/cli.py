@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -253,14 +254,20 @@ class CliBackend:
 
     def accounting_argv(self, start: datetime, end: datetime,
                         job_ids: Iterable[int] | None = None,
-                        delimiter: str = "|") -> list[str]:
+                        delimiter: str = "|", names: Iterable[str] | None = None) -> list[str]:
         """``sacct`` for allocations (``-X``, every attempt with ``-D``) active in [start, end].
 
-        Run it with ``SLURM_TIME_FORMAT=%s`` in the environment (see :meth:`accounting`).
+        ``names``: only jobs with one of these job names (``--name``). Run it with
+        ``SLURM_TIME_FORMAT=%s`` in the environment (see :meth:`accounting`).
         """
         argv = ["sacct", "--parsable2", "--noheader", f"--delimiter={delimiter}", "--allusers",
                 "--duplicates", "-X", "--format=" + ",".join(records.SACCT_FIELDS),
                 "-S", slurm_time(start), "-E", slurm_time(end)]
+        if names is not None:
+            wanted = sorted({_job_name(n) for n in names})
+            if not wanted:
+                return []
+            argv.append("--name=" + ",".join(wanted))
         if job_ids is not None:
             ids = sorted({_job_id(j) for j in job_ids})
             if not ids:
@@ -269,18 +276,24 @@ class CliBackend:
         return argv
 
     def _sacct(self, start: datetime, end: datetime,
-               job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
-        """One sacct call per ``SACCT_MAX_IDS`` job ids (one call without ``job_ids``)."""
-        if job_ids is None:
-            chunks: list[list[int] | None] = [None]
-        else:
+               job_ids: Iterable[int] | None = None,
+               names: Iterable[str] | None = None) -> list[SacctRecord]:
+        """One sacct call per ``SACCT_MAX_IDS`` job ids or names (one call without either)."""
+        chunks: list[tuple[list[int] | None, list[str] | None]]
+        if job_ids is not None:
             ids = sorted({_job_id(j) for j in job_ids})
-            chunks = [ids[i:i + SACCT_MAX_IDS] for i in range(0, len(ids), SACCT_MAX_IDS)]
+            chunks = [(ids[i:i + SACCT_MAX_IDS], None) for i in range(0, len(ids), SACCT_MAX_IDS)]
+        elif names is not None:
+            wanted = sorted({_job_name(n) for n in names})
+            chunks = [(None, wanted[i:i + SACCT_MAX_IDS])
+                      for i in range(0, len(wanted), SACCT_MAX_IDS)]
+        else:
+            chunks = [(None, None)]
         found: list[SacctRecord] = []
-        for chunk in chunks:
+        for chunk, name_chunk in chunks:
             # A fresh delimiter per call: no job name can hold it, so none can fake a record.
             delimiter = "\x1f" + secrets.token_hex(3) + "\x1f"
-            argv = self.accounting_argv(start, end, chunk, delimiter)
+            argv = self.accounting_argv(start, end, chunk, delimiter, names=name_chunk)
             res = self.run(argv, env={**self.env, "SLURM_TIME_FORMAT": "%s"})
             if res.rc != 0:
                 text = slurm_text(res.stderr) or f"exit {res.rc}"
@@ -292,8 +305,12 @@ class CliBackend:
         return found
 
     def accounting(self, start: datetime, end: datetime,
-                   job_ids: Iterable[int] | None = None) -> list[SacctRecord]:
+                   job_ids: Iterable[int] | None = None,
+                   names: Iterable[str] | None = None) -> list[SacctRecord]:
         """Accounting records of jobs active in [start, end], every attempt (``sacct -X -D``).
+
+        ``names``: only jobs with one of these job names (``sacct --name``, e.g. to find a job
+        whose submission had no answer); with ``job_ids`` as well, only jobs matching both.
 
         Read from ``sacct --parsable2`` (``sacct --json`` in 22.05 reports exit code 0 for a
         script that exited 3), times as epoch seconds (``SLURM_TIME_FORMAT=%s``: no time-zone
@@ -311,7 +328,13 @@ class CliBackend:
             job_ids = {_job_id(j) for j in job_ids}
             if not job_ids:
                 return []
-        found = self._sacct(start, end, job_ids)
+        if names is not None:
+            names = {_job_name(n) for n in names}
+            if not names:
+                return []
+            if job_ids is not None:  # both: ask by id, keep the names asked for
+                return [r for r in self.accounting(start, end, job_ids) if r.name in names]
+        found = self._sacct(start, end, job_ids, names)
         if not found:
             return []
         horizon = start + LOOKBACK_MARGIN
@@ -345,6 +368,16 @@ class CliBackend:
 
 def _attempt_key(rec: SacctRecord) -> tuple:
     return (rec.job_id, rec.submit)  # a requeued attempt gets a new submission time
+
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _job_name(name: object) -> str:
+    """A job name for ``sacct --name`` (a comma-separated list: no commas, no odd characters)."""
+    if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+        raise InvalidRequest(f"job name must be letters, digits, '.', '_' or '-', got {name!r}")
+    return name
 
 
 def _job_id(job_id: object) -> int:

@@ -70,7 +70,7 @@ class GpuRequest:
             parts.append("1")
         if len(parts) != 2 or not parts[1].isdigit() or not parts[0]:
             raise InvalidRequest(
-                f"cannot read GPU request {text!r}; write TYPE:COUNT, e.g. a4000:2 or shard:2")
+                f"cannot read GPU request {text!r}; write TYPE:COUNT, e.g. a4000:2")
         return cls(type=parts[0].lower(), count=int(parts[1]))
 
 

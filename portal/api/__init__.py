@@ -13,11 +13,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 from flask_login import current_user
 
+from .. import funds as funds_mod
 from .. import integrations as ig
 from ..db import Job, LedgerEntry, Project, Team
 from ..jobs import launch
-from ..web import ops
-from ..web.common import WebUser, actor, db, fresh_db, int_arg, svc
+from ..web import ops, params
+from ..web.common import MAX_PAGE, WebUser, actor, db, fresh_db, int_arg, svc
 from . import serialize
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -81,12 +82,23 @@ def _authenticate():
 
 
 def _body() -> dict:
-    data = request.get_json(silent=True)
-    if data is None:
+    """A JSON object (``Content-Type: application/json``; bounded size and depth, malformed: 400)
+    or form fields; no body: {}."""
+    if request.is_json and request.content_length != 0 and request.get_data(cache=True):
+        data = params.json_body()
+    else:
         data = request.form.to_dict() if request.form else {}
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return data
+
+
+def _text(body: dict, key: str) -> str:
+    """A text field: a JSON string (absent: ""); a number, boolean, list… answers 400."""
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key} must be a JSON string, got {ops.json_type(value)}")
+    return value
 
 
 _iso = serialize.iso
@@ -145,11 +157,65 @@ def ledger(team: str):
 
 @api.post("/teams/<team>/funds")
 def funds(team: str):
+    """Credit the team: cluster administrators only (403 for everybody else: request funds)."""
     body = _body()
-    amount = ops.add_funds(svc(), actor(), team, str(body.get("amount", "")), str(body.get("note", "")))
+    # the values as sent: a JSON float amount or a non-text note is refused, not guessed
+    amount = ops.add_funds(svc(), actor(), team, body.get("amount", ""), body.get("note", ""))
     s = fresh_db()
     t, _ = ops.team_access(s, actor(), team)
     return jsonify({"ok": True, "added": str(amount), "balance": str(ops.balances_for(s, [t.id])[t.id])}), 201
+
+
+# ------------------------------------------------------------------------- fund requests
+
+def _fund_request(view) -> dict:
+    return dict(view.as_dict(), amount_text=ig.format_usd(view.amount))
+
+
+@api.post("/teams/<team>/fund-requests")
+def request_funds(team: str):
+    """Team administrators and owners: ``{"amount": "25.00", "note": "…"}`` -> a pending request."""
+    body = _body()
+    view = funds_mod.request_funds(svc(), actor(), team, body.get("amount", ""), body.get("note", ""))
+    return jsonify({"ok": True, "fund_request": _fund_request(view)}), 201
+
+
+@api.get("/teams/<team>/fund-requests")
+def team_fund_requests(team: str):
+    limit = max(1, min(int_arg("limit", 50) or 50, 500))
+    rows = funds_mod.team_requests(db(), actor(), team, state=request.args.get("state") or None, limit=limit)
+    return jsonify({"ok": True, "fund_requests": [_fund_request(v) for v in rows]})
+
+
+@api.get("/fund-requests")
+def fund_requests():
+    """``?state=pending`` (default; ``all`` for every state), oldest first: every team's for
+    cluster administrators, else those of the teams the caller administers; ``?team=T``."""
+    rows = funds_mod.list_requests(db(), actor(), state=request.args.get("state", "pending"),
+                                   team_name=request.args.get("team", "").strip() or None,
+                                   limit=max(1, min(int_arg("limit", 100) or 100, 1000)))
+    return jsonify({"ok": True, "fund_requests": [_fund_request(v) for v in rows]})
+
+
+@api.get("/fund-requests/<int:request_id>")
+def fund_request(request_id: int):
+    return jsonify({"ok": True, "fund_request": _fund_request(funds_mod.get_request(db(), actor(), request_id))})
+
+
+@api.post("/fund-requests/<int:request_id>/<action>")
+def decide_fund_request(request_id: int, action: str):
+    """``approve`` (``{"note": …}`` optional) and ``decline`` (``{"note": "reason"}``): cluster
+    administrators; ``cancel``: the requesting team's administrators and owners."""
+    body = _body()
+    if action == "approve":
+        view = funds_mod.approve(svc(), actor(), request_id, body.get("note", ""))
+    elif action == "decline":
+        view = funds_mod.decline(svc(), actor(), request_id, body.get("note", ""))
+    elif action == "cancel":
+        view = funds_mod.cancel(svc(), actor(), request_id)
+    else:
+        raise ApiError(404, f"unknown action {action!r}: approve, decline or cancel")
+    return jsonify({"ok": True, "fund_request": _fund_request(view)})
 
 
 @api.get("/teams/<team>/projects")
@@ -157,7 +223,8 @@ def projects(team: str):
     s = db()
     t, _ = ops.team_access(s, actor(), team)
     per = max(1, min(int_arg("per_page", 100) or 100, 500))
-    page = ops.project_page(s, t, q=request.args.get("q", ""), page=int_arg("page", 1) or 1, per_page=per)
+    page = ops.project_page(s, t, q=request.args.get("q", ""), page=int_arg("page", 1, hi=MAX_PAGE) or 1,
+                           per_page=per)
     return jsonify({"ok": True, "projects": [project_json(p, t.name, page["stats"].get(p.id, {}))
                                              for p in page["projects"]],
                     "page": page["page"], "pages": page["pages"], "total": page["total"]})
@@ -169,10 +236,11 @@ def create_project(team: str):
     ops.team_access(db(), actor(), team, ops.ROLE_ADMIN, "create projects")
     st, problems = ops.parse_settings(svc(), gpus=body.get("gpus"), gpu_type=body.get("gpu_type"),
                                       gpu_count=body.get("gpu_count"), image=body.get("image"),
-                                      time_text=body.get("time", body.get("time_limit_min")))
+                                      time_text=body.get("time", body.get("time_limit_min")),
+                                      from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
-    name = ops.create_project(svc(), actor(), team, str(body.get("name", "")), st)
+    name = ops.create_project(svc(), actor(), team, _text(body, "name"), st)
     s = fresh_db()
     p, _ = ops.project_access(s, actor(), team, name)
     return jsonify({"ok": True, "project": project_json(p, team)}), 201
@@ -210,7 +278,8 @@ def update_project(team: str, project: str):
     base = launch.JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
     st, problems = ops.parse_settings(svc(), gpus=body.get("gpus"), gpu_type=body.get("gpu_type"),
                                       gpu_count=body.get("gpu_count"), image=body.get("image"),
-                                      time_text=body.get("time", body.get("time_limit_min")), base=base)
+                                      time_text=body.get("time", body.get("time_limit_min")), base=base,
+                                      from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
     ops.update_settings(svc(), actor(), team, project, st)
@@ -263,6 +332,27 @@ def cancel(job_id: int):
     return jsonify({"ok": True, "job": r.job_id, "state": r.state, "message": r.message})
 
 
+@api.post("/jobs/<int:job_id>/rerun")
+def rerun(job_id: int):
+    """Run the job again at its branch's current tip with its settings (``jobs.rerun``)."""
+    new_id, message = ops.rerun_job(svc(), actor(), job_id)
+    new = fresh_db().get(Job, new_id)
+    state = new.state if new is not None else None
+    return jsonify({"ok": True, "job": new_id, "rerun_of": job_id, "state": state,
+                    "message": message})
+
+
+@api.delete("/jobs/<int:job_id>")
+def delete_job(job_id: int):
+    """An ENDED job's results ref, log and directory, and its row (team admins/owners, cluster
+    admins); ``{"confirm": "<job id>"}`` (or ``?confirm=``) is required; the ledger stays."""
+    body = _body()
+    confirm = str(body.get("confirm", request.args.get("confirm", "")))
+    r = ops.delete_job(svc(), actor(), job_id, confirm)
+    return jsonify({"ok": True, "deleted": r.job_id, "refs_removed": list(r.refs_removed),
+                    "message": r.message})
+
+
 @api.get("/jobs/<int:job_id>/log")
 def log(job_id: int):
     j, _p, _t, _ = ops.job_access(db(), actor(), job_id)
@@ -281,15 +371,14 @@ def log(job_id: int):
 @api.get("/tokens")
 def tokens():
     return jsonify({"ok": True, "tokens": [
-        {"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": _iso(t.created_at),
-         "last_used_at": _iso(t.last_used_at), "revoked_at": _iso(t.revoked_at)}
-        for t in ops.list_tokens(db(), actor())]})
+        serialize.token_dict(t)
+        for t in ops.list_tokens(db(), actor(), request.args.get("user", "").strip() or None)]})
 
 
 @api.post("/tokens")
 def create_token():
     body = _body()
-    tid, token = ops.create_token(svc(), actor(), str(body.get("name", "")))
+    tid, token = ops.create_token(svc(), actor(), _text(body, "name"))
     resp = jsonify({"ok": True, "id": tid, "token": token,
                     "note": "shown once; use it as the git password or the API bearer token"})
     resp.headers["Cache-Control"] = "no-store"

@@ -45,3 +45,9 @@ def entry_dict(e: LedgerEntry, description: str) -> dict:
             "rate": str(e.rate) if e.rate is not None else None, "resource": e.resource,
             "bytes": e.bytes, "created_by": e.created_by, "note": e.note, "key": e.idempotency_key,
             "description": description}
+
+
+def token_dict(t) -> dict:
+    """An access token as listed: never its secret (only the prefix is stored in clear)."""
+    return {"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": iso(t.created_at),
+            "last_used_at": iso(t.last_used_at), "revoked_at": iso(t.revoked_at)}

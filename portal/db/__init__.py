@@ -28,6 +28,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..private_files import secure_sqlite, sqlite_path
+
 from .models import (  # noqa: F401  (re-exported)
     ACTIVE_STATES,
     AccessToken,
@@ -57,9 +59,10 @@ def make_engine(url: str, **kwargs) -> Engine:
     if is_sqlite:
         kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
         kwargs["connect_args"].setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            # created 0600 before SQLite opens it: its -wal/-shm/-journal take the file's mode
+            secure_sqlite(path)
     if url.startswith("postgresql"):
         # a connection per waitress thread (16) plus the reconciler and CLI-in-process callers
         kwargs.setdefault("pool_size", 20)

@@ -23,7 +23,12 @@ post-receive (``handle_post_receive``), after the refs moved:
   for each reserved job of the pushed refs: pick a PORT, create the job directory (owned by the
   pusher's Unix user), write the runner spec (mode 0600, with a per-job token whose sha256 is
   stored), build the container argv, submit to Slurm → ``pending`` + Slurm id, and answer
-  ``slipway: job N queued (a4000 x2)``. A submission failure fails the job with the reason.
+  ``slipway: job N queued (a4000 x2)``. A definite refusal (bad request, Slurm's rejection, no
+  Unix user) fails the job with the reason. No answer (``ControllerUnavailable``: sbatch timed
+  out, slurmctld frozen) is not a failure: Slurm may run the job anyway, so it becomes
+  ``unknown`` (since ``queued``), keeps its branch and token, and the reply says the outcome is
+  not known yet; the reconciler finds out by name and account (``jobs.unknown``): adopts it,
+  bills it from sacct, or submits it again (``resubmit_unknown``, a fresh conditional claim).
 
 Exactly one submission per job: ``submit_job`` first *claims* the reservation with one
 conditional UPDATE (``state='queued' AND slurm_job_id IS NULL AND token_hash IS NULL`` → sets the
@@ -45,8 +50,9 @@ than a post-receive takes; only after a successful ``squeue`` poll):
   ``ABANDONED_REASON`` and the branch is free for the next push.
 
 A reservation *claimed* by a submission that then died (sbatch in flight when the server
-stopped) is adopted when Slurm has it, else failed after ``config.stale_reservation`` seconds: a
-claim is never submitted twice.
+stopped) is adopted when Slurm has it, else after ``config.stale_reservation`` seconds it becomes
+``unknown`` like a submission without an answer (never failed: Slurm may have it), and is
+submitted again only once Slurm is known not to have it: a claim is never submitted twice.
 """
 from __future__ import annotations
 
@@ -67,9 +73,11 @@ from sqlalchemy.orm import Session
 
 from .. import billing
 from .. import integrations as ig
+from .. import shellquote
 from ..db import ACTIVE_STATES, Job, Membership, Project, Team, User
+from ..private_files import PRIVATE_DIR, make_dir
 from ..services import Services, log
-from . import states
+from . import states, trailer_facts
 
 ZERO_SHA = "0" * 40
 HEADS = "refs/heads/"
@@ -169,8 +177,11 @@ def parse_time(text: str) -> int:
     return minutes
 
 
-def parse_push_options(options: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """-> (overrides {gpu_type, gpu_count, time_limit_min, image}, problems)."""
+def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None = None
+                       ) -> tuple[dict[str, Any], list[str]]:
+    """-> (overrides {gpu_type, gpu_count, time_limit_min, image}, problems). ``gpus=TYPE``
+    without a count is refused with a message showing ``TYPE:1``; ``gpu_limits`` names the
+    accepted types in messages."""
     overrides: dict[str, Any] = {}
     problems: list[str] = []
     for opt in options:
@@ -185,7 +196,7 @@ def parse_push_options(options: list[str]) -> tuple[dict[str, Any], list[str]]:
             continue
         if key in ("gpus", "gpu", "gres"):
             try:
-                overrides["gpu_type"], overrides["gpu_count"] = ig.parse_gpus(value)
+                overrides["gpu_type"], overrides["gpu_count"] = ig.parse_gpus(value, gpu_limits)
             except ig.InvalidRequest as exc:
                 problems.append(f"slipway: push option gpus: {exc}")
         elif key == "time":
@@ -291,6 +302,10 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     updates = job_updates(p["updates"])
     if not updates:
         return HookReply(True)
+    bad_names = [(u.branch, why) for u in updates if (why := ig.branch_problem(u.branch))]
+    if bad_names:  # git's ref-name rules + no leading '-': refused before anything is reserved
+        return _refuse([f"slipway: branch {name!r} is refused: {why}; push it under another name"
+                        for name, why in bad_names])
     now = svc.now()
 
     with svc.db.session() as s:
@@ -303,10 +318,11 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
             return _refuse([f"slipway: unknown user {p['pusher']!r}"])
         if not (is_member(s, user, team) or user.is_cluster_admin):
             return _refuse([f"slipway: {user.name} is not a member of team {team.name}; "
-                            f"ask a team administrator: slipway team add-member {team.name} {user.name}"])
+                            "ask a team administrator: "
+                            + shellquote.command(["slipway", "team", "add-member", team.name, user.name])])
 
         problems: list[str] = []
-        overrides, opt_problems = parse_push_options(p["push_options"])
+        overrides, opt_problems = parse_push_options(p["push_options"], svc.config.gpu_limits)
         if overrides.pop("run", True) is False and not opt_problems:
             return HookReply(True, ["slipway: branch updated; no job started (run=no)"])
         problems += opt_problems
@@ -446,8 +462,9 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
     """Create the job dir and runner spec; return (spec path, spec, batch command)."""
     cfg = svc.config
     d = job_dir(svc, snap["job_id"])
-    d.mkdir(parents=True, exist_ok=True)
-    os.chmod(d, 0o700)
+    # 0700 from the start (mkdir's mode, not a chmod after): the job's Unix user alone, once
+    # chowned; the jobs dir above is traverse-only (0711, portal/private_files.py).
+    make_dir(d, PRIVATE_DIR)
     if _should_chown(svc):
         os.chown(d, *_ids(snap["unix_user"]))
     workdir = d / "work"
@@ -478,6 +495,8 @@ def prepare_job(svc: Services, snap: dict, token: str) -> tuple[Path, dict, list
         "callback_url": cfg.job_events_url(snap["job_id"]),
         "author_name": "Slipway",
         "author_email": "slipway@localhost",
+        # for the result commits' trailers: image, image_digest, gpu_type, gpu_count, gpu_rate
+        **trailer_facts.spec_fields(svc, snap),
     }
     spec_path = d / "spec.json"
     write_spec(svc, spec_path, spec, snap["unix_user"])
@@ -514,6 +533,9 @@ def _not_claimed_message(job: Job | None, job_id: int) -> str:
         return f"slipway: there is no job {job_id}"
     if job.state == states.QUEUED and job.slurm_job_id is None:
         return f"slipway: job {job_id} is already being submitted"
+    if unknown_submission(job):
+        return (f"slipway: job {job_id} was handed to Slurm without an answer; Slipway is finding "
+                f"out whether Slurm has it")
     if job.state in states.TERMINAL:
         why = f": {job.reason}" if job.reason else ""
         return f"slipway: job {job_id} is {job.state}{why}"
@@ -534,16 +556,64 @@ def claim_for_submission(session: Session, job_id: int, token_hash: str) -> bool
 
 
 def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[bool, str]:
-    """Submit a reserved (queued) job to Slurm. Returns (submitted, message for the pusher).
+    """Submit a reserved (queued) job to Slurm. Returns (accepted, message for the pusher).
 
     Only the caller that claims the job (``claim_for_submission``) submits it; any other
     concurrent or later caller gets (False, why). ``note`` becomes the job's reason once it is
-    in Slurm (the reconciler's recovery says why the job was submitted without its hook)."""
-    cfg = svc.config
+    in Slurm (the reconciler's recovery says why the job was submitted without its hook).
+
+    ``accepted`` is True when Slurm took the job, and also when its answer never came
+    (``ControllerUnavailable``: sbatch timed out, slurmctld frozen or down): the job is then
+    ``unknown`` since ``queued``, not failed, and the reconciler finds out (``jobs.unknown``).
+    A definite refusal (bad request, Slurm's rejection, no Unix user) fails the job at once."""
     token = secrets.token_urlsafe(32)
     with svc.db.transaction() as s:
         if not claim_for_submission(s, job_id, hash_token(token)):
             return False, _not_claimed_message(s.get(Job, job_id), job_id)
+    return _submit_claimed(svc, job_id, token, note=note)
+
+
+def claim_for_resubmission(session: Session, job_id: int, old_hash: str, new_hash: str) -> bool:
+    """Atomically take over a submission whose outcome was unknown and which Slurm turned out
+    not to have (one conditional UPDATE on the token the last submission used): True for
+    exactly one caller, so two reconcilers or a late hook never ``sbatch`` it twice."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED,
+               Job.slurm_job_id.is_(None), Job.token_hash == old_hash,
+               Job.cancel_requested_at.is_(None))
+        .values(token_hash=new_hash)
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def resubmit_unknown(svc: Services, job_id: int, old_hash: str, *, note: str) -> tuple[bool, str]:
+    """Submit again a job whose submission had no answer and that Slurm does not have (the
+    reconciler calls this after ``unknown_submission_grace``). (False, why) when another
+    caller took it over, or it was cancelled or found meanwhile."""
+    token = secrets.token_urlsafe(32)
+    with svc.db.transaction() as s:
+        if not claim_for_resubmission(s, job_id, old_hash, hash_token(token)):
+            return False, _not_claimed_message(s.get(Job, job_id), job_id)
+    return _submit_claimed(svc, job_id, token, note=note)
+
+
+UNKNOWN_REASON = ("submitted, but Slurm did not answer ({why}); Slipway is finding out whether "
+                  "Slurm has the job, and submits it again if it does not")
+
+
+def unknown_message(job_id: int, why: object) -> str:
+    """The push reply when sbatch had no answer: it claims neither 'queued' nor 'failed'."""
+    return (f"slipway: job {job_id} was handed to Slurm, but Slurm did not answer ({why}); "
+            f"whether it is queued is not known yet. Slipway is finding out (and submits it again "
+            f"if Slurm does not have it): see the job page or run: slipway job show {job_id}")
+
+
+def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None) -> tuple[bool, str]:
+    """sbatch a job this caller has claimed (its token hash is ``hash_token(token)``)."""
+    cfg = svc.config
+    mine = hash_token(token)
+    with svc.db.transaction() as s:
         job = s.get(Job, job_id)
         job.port = pick_port(s, svc)
         project, team = job.project, job.project.team
@@ -566,31 +636,59 @@ def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
                              partition=cfg.partition)
         slurm_id = _submit(svc, req)
-    except Exception as exc:  # noqa: BLE001 — every failure must fail the job, with its reason
+    except ig.ControllerUnavailable as exc:
+        # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).
+        log.warning("job %s: submitted, but Slurm did not answer: %s", job_id, exc)
+        with svc.db.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.token_hash == mine and job.slurm_job_id is None \
+                    and (job.state == states.QUEUED or unknown_submission(job)):
+                now = svc.now()
+                states.transition(job, states.UNKNOWN, now=now,
+                                  reason=UNKNOWN_REASON.format(why=exc)[:1000])
+                job.submitted_at = now  # the lookups by name start here
+        return True, unknown_message(job_id, exc)
+    except Exception as exc:  # noqa: BLE001 — every definite failure fails the job, with its reason
         reason = f"submission failed: {exc}"
         log.warning("job %s: %s", job_id, reason)
         with svc.db.transaction() as s:
             job = s.get(Job, job_id)
-            if job is not None and job.state == states.QUEUED:
+            if job is not None and job.token_hash == mine and job.slurm_job_id is None \
+                    and (job.state == states.QUEUED or unknown_submission(job)):
                 states.transition(job, states.FAILED, now=svc.now(), reason=reason)
         return False, f"slipway: job {job_id} could not be submitted: {exc}"
 
-    cancel_now = False
+    cancel_now, cancelled = False, False
     with svc.db.transaction() as s:
         job = s.get(Job, job_id)
-        job.slurm_job_id = slurm_id
-        job.submitted_at = job.submitted_at or svc.now()
-        if job.state == states.QUEUED:
-            states.transition(job, states.PENDING, now=svc.now(), reason=note)
-        elif job.state in states.TERMINAL:
-            cancel_now = True  # cancelled (or failed as stale) while we were submitting
+        if job is None or job.token_hash != mine or job.slurm_job_id not in (None, slurm_id):
+            # deleted, or taken over by a later submission (or adopted as another Slurm job)
+            # while this sbatch hung: this Slurm job is a duplicate
+            cancel_now = cancelled = True
+        else:
+            waiting = job.state == states.QUEUED or unknown_submission(job)
+            job.slurm_job_id = slurm_id
+            job.submitted_at = job.submitted_at or svc.now()
+            if waiting:
+                states.transition(job, states.PENDING, now=svc.now(), reason=note)
+                cancel_now = job.cancel_requested  # asked while the answer was awaited
+            elif job.state in states.TERMINAL:
+                cancel_now = cancelled = True  # cancelled (or failed as stale) while submitting
     if cancel_now:
         try:
             svc.backend.cancel(slurm_id)
         except ig.SlurmBridgeError as exc:
             log.warning("job %s: could not cancel Slurm job %s: %s", job_id, slurm_id, exc)
-        return False, f"slipway: job {job_id} was cancelled before it started"
+        if cancelled or job is None:
+            return False, f"slipway: job {job_id} was cancelled before it started"
+        return True, f"slipway: job {job_id} is being cancelled (the cancel came before Slurm's answer)"
     return True, f"slipway: job {job_id} queued ({snap['gpu_type']} x{snap['gpu_count']})"
+
+
+def unknown_submission(job: Job) -> bool:
+    """``unknown`` since ``queued`` without a Slurm id: Slipway does not know whether Slurm has it."""
+    return (job.state == states.UNKNOWN and job.previous_state == states.QUEUED
+            and job.slurm_job_id is None)
 
 
 # ------------------------------------------------------------------ lost post-receive recovery
@@ -607,7 +705,8 @@ def recover_reservation(svc: Services, job_id: int) -> tuple[str, str]:
     after ``orphan_reservation_grace``, once Slurm is known not to have the job).
 
     Returns (outcome, message): ``submitted`` (the branch points at the job's commit: submitted
-    via ``submit_job``, exactly as the hook would have), ``failed`` (the submission was tried
+    via ``submit_job``, exactly as the hook would have), ``unknown`` (submitted, but Slurm did
+    not answer: see ``jobs.unknown``), ``failed`` (the submission was tried
     and failed; the job says why), ``abandoned`` (the branch does not point at the commit: the
     push did not complete; the reservation is failed and the branch is free) or ``skipped``
     (meanwhile claimed by a late post-receive, cancelled, or submitted)."""
@@ -621,6 +720,10 @@ def recover_reservation(svc: Services, job_id: int) -> tuple[str, str]:
     tip = branch_tip(svc, team, project, branch)
     if tip is not None and tip == sha:
         ok, msg = submit_job(svc, job_id, note=RECOVERED_NOTE)
+        with svc.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is not None and unknown_submission(job):
+                return "unknown", msg  # sbatch had no answer: the reconciler finds out
         if ok:
             log.warning("job %s: post-receive never came; branch %s is at %s: submitted by the "
                         "reconciler", job_id, branch, sha[:12])

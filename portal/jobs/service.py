@@ -5,6 +5,9 @@ Cancel semantics (BRIEF §1.5: "the job stops within 10 s and its files are stil
 * ``queued`` (not in Slurm yet): straight to ``cancelled``; if a submission is in flight,
   ``launch.submit_job`` notices and cancels the Slurm job it just made;
 * ``pending`` (in Slurm, not started): plain ``scancel``; the reconciler records ``cancelled``;
+* ``unknown`` since ``queued`` (sbatch had no answer; no Slurm id): recorded; the reconciler
+  cancels it in Slurm once it finds it there (``jobs.unknown``), or ends it ``cancelled``
+  without submitting it again when Slurm never had it;
 * ``running`` / ``finishing`` / ``unknown``: ``scancel --signal=TERM --batch`` — the runner
   forwards TERM to the container, commits and pushes the files, exits; the reconciler records
   ``cancelled`` (whatever Slurm's end state reads, since ``cancel_requested_at`` is set).
@@ -63,6 +66,11 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
             states.transition(job, states.CANCELLED, now=now, reason=reason)
             return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
     svc.wake.set()  # the reconciler follows this job closely until it has ended
+    if slurm_id is None and state == states.UNKNOWN:
+        return CancelResult(job_id, state, (
+            f"job {job_id}: cancel recorded; its submission had no answer from Slurm: if Slurm "
+            f"has the job it is cancelled there once found, else it ends cancelled without being "
+            f"submitted again"))
     if slurm_id is None:
         return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
     soft = state != states.PENDING
@@ -188,6 +196,11 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
         if kind in ("finishing", "results"):
             svc.wake.set()  # the job is ending: record its end without waiting a whole tick
         if target is None:
+            return "recorded"
+        if launch.unknown_submission(job):
+            # its sbatch had no answer and Slipway has not found it in Slurm yet: the reconciler
+            # adopts it by name and then follows Slurm's state (a state without a Slurm id
+            # would leave the job where no poll looks)
             return "recorded"
         if job.state == states.FINISHING and target == states.RUNNING:
             return "ignored"

@@ -9,10 +9,14 @@
                                                                           or preemption)
     any of pending/running/finishing ──► unknown ──► (back to the previous state, or on to any
                                                       state the previous one could reach)
+    queued ──► unknown ──► any state (the submission had no answer: Slurm may have queued, run
+                                      and even ended the job before Slipway finds it)
 
 * ``queued``: reserved by the pre-receive hook, not yet submitted to Slurm.
 * ``unknown``: a poll of Slurm failed; the job keeps its slot, is never ended or cancelled
-  because of a failed poll, and remembers ``previous_state``.
+  because of a failed poll, and remembers ``previous_state``. ``unknown`` since ``queued``: the
+  job was handed to ``sbatch`` but Slurm did not answer (or the submitting process died), so
+  Slipway does not know whether Slurm has it; the reconciler finds out (``jobs.unknown``).
 * terminal states (succeeded, failed, cancelled) never change.
 * ``transition(job, job.state)`` is a no-op (returns False): events and polls may repeat.
 """
@@ -38,7 +42,7 @@ IN_SLURM = frozenset({PENDING, RUNNING, FINISHING})  # states a failed poll turn
 
 # Allowed transitions (excluding unknown's way out, computed from previous_state).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({PENDING, FAILED, CANCELLED}),
+    QUEUED: frozenset({PENDING, FAILED, CANCELLED, UNKNOWN}),
     PENDING: frozenset({RUNNING, FINISHING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN}),
     RUNNING: frozenset({PENDING, FINISHING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN}),
     FINISHING: frozenset({PENDING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN}),
@@ -72,6 +76,8 @@ def allowed_from_unknown(previous: str | None) -> frozenset[str]:
     if previous is None or previous not in TRANSITIONS or previous == UNKNOWN:
         # should not happen; let a poll put the job anywhere non-queued
         return frozenset({PENDING, RUNNING, FINISHING, SUCCEEDED, FAILED, CANCELLED})
+    if previous == QUEUED:  # a submission without an answer: found in any state, or not at all
+        return frozenset(STATES) - {UNKNOWN}
     return frozenset({previous}) | (TRANSITIONS[previous] - {UNKNOWN})
 
 

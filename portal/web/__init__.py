@@ -25,6 +25,7 @@ def init_web(app: Flask, csrf=None) -> None:
     from ..api import api
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
+    from .fund_requests import bp as funds_bp
     from .jobs import bp as jobs_bp
     from .projects import bp as projects_bp
     from .proxy import bp as proxy_bp
@@ -66,7 +67,7 @@ def init_web(app: Flask, csrf=None) -> None:
         nxt = request.full_path if request.query_string else request.path
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
-    for bp in (auth_bp, dashboard_bp, teams_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp, api):
+    for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp, api):
         app.register_blueprint(bp)
     if csrf is not None:
         csrf.exempt(api)      # token-auth API; session-auth writes are checked in api.before_request
@@ -76,6 +77,9 @@ def init_web(app: Flask, csrf=None) -> None:
     app.teardown_appcontext(common.close_db)
     app.jinja_env.filters.update(usd=ig.format_usd, usd_micros=common.fmt_usd_micros, dt=common.fmt_dt,
                                  nbytes=common.fmt_bytes, url_segment=common.url_segment)
+    from .. import shellquote  # commands shown on pages are quoted for a POSIX shell
+
+    app.jinja_env.filters.update(shell=shellquote.shell, branch_arg=shellquote.branch_arg)
     app.jinja_env.globals.update(cluster_name=svc.config.cluster_name, row_links=common.row_links,
                                  app_url=common.app_url)
 

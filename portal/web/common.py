@@ -11,6 +11,7 @@ from flask_login import UserMixin, current_user
 
 from ..services import Services
 from .ops import Actor, OpError
+from .params import MAX_ID, int_query
 
 
 class WebUser(UserMixin):
@@ -157,12 +158,13 @@ def back(endpoint: str, message: str | None = None, category: str = "ok", **valu
     return redirect(url_for(endpoint, **values))
 
 
-def int_arg(name: str, default: int | None = None) -> int | None:
-    v = request.args.get(name, "")
-    try:
-        return int(v) if v else default
-    except ValueError:
-        return default
+MAX_PAGE = 1_000_000_000  # page numbers: (page - 1) * per_page stays far inside SQLite's INTEGER
+
+
+def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int = MAX_ID) -> int | None:
+    """A bounded int query parameter (``params.int_query``): 400 with a message for garbage or a
+    value outside ``lo … hi`` (e.g. ``before=99999999999999999999``), never an OverflowError."""
+    return int_query(name, default, lo=lo, hi=hi)
 
 
 def fmt_dt(t: datetime | None) -> str:
@@ -170,15 +172,17 @@ def fmt_dt(t: datetime | None) -> str:
 
 
 def fmt_usd_micros(micros: int | None) -> str:
-    """Integer micro-dollars (a ``*_micros`` column) exactly as ``format_usd(from_micros(micros))``
-    shows them ("$1,234.50", "-$3.20"; cents rounded half to even), in integer arithmetic: a job
-    table formats one per row."""
+    """Integer micro-dollars (a ``*_micros`` column) exactly as ``ig.format_usd(from_micros(micros))``
+    shows them ("$1,234.50", "$0.025", "-$3.20"; tenths of a cent rounded half to even), in
+    integer arithmetic: a job table formats one per row."""
     micros = int(micros or 0)
-    cents, rest = divmod(abs(micros), 10_000)
-    if rest > 5_000 or (rest == 5_000 and cents & 1):
-        cents += 1
-    sign = "-" if micros < 0 and cents else ""
-    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
+    mills, rest = divmod(abs(micros), 1_000)
+    if rest > 500 or (rest == 500 and mills & 1):
+        mills += 1
+    sign = "-" if micros < 0 and mills else ""
+    dollars, frac = divmod(mills, 1_000)
+    decimals = f"{frac:03d}"
+    return f"{sign}${dollars:,}.{decimals[:2] if decimals.endswith('0') else decimals}"
 
 
 def fmt_bytes(n: int | None) -> str:

@@ -1,4 +1,4 @@
-"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS), cancel."""
+"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS), cancel, run again."""
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
@@ -53,6 +53,8 @@ def show(job_id: int):
         "job.html", job=job, project=project, team=team, pusher=pusher,
         active=job.state in states.ACTIVE, terminal=job.state in states.TERMINAL,
         can_cancel=job.state in states.ACTIVE and ops.can_cancel(me, job, role),
+        can_delete=ops.can_delete_job(me, job, role),
+        can_rerun=job.state in states.TERMINAL and ops.can_cancel(me, job, role),
         runtime=fmt_duration(job.started_at, job.ended_at, now),
         proxy_ok=job.state == states.RUNNING and bool(job.port and job.node))
 
@@ -67,3 +69,27 @@ def cancel(job_id: int):
             raise_http(exc)
         return back("jobs.show", str(exc), "error", job_id=job_id)
     return back("jobs.show", r.message, job_id=job_id)
+
+
+@bp.post("/jobs/<int:job_id>/rerun")
+@login_required
+def rerun(job_id: int):
+    """Run an ended job again at its branch's current tip (``jobs.rerun``)."""
+    try:
+        new_id, message = ops.rerun_job(svc(), actor(), job_id)
+    except ops.OpError as exc:
+        if exc.status == 404:
+            raise_http(exc)
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("jobs.show", message, job_id=new_id)
+
+
+@bp.post("/jobs/<int:job_id>/delete")
+@login_required
+def delete(job_id: int):
+    """Delete an ended job (its results ref, log and directory); the ledger keeps its charges."""
+    try:
+        r = ops.delete_job(svc(), actor(), job_id, request.form.get("confirm", ""))
+    except ops.OpError as exc:
+        raise_http(exc)  # its status (400 confirm, 403, 404, 409 still active) and why
+    return back("jobs.index", r.message)

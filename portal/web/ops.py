@@ -11,8 +11,9 @@ Permission model (the web pages, the JSON API and the CLI all go through these f
 * members lacking the role for an action get 403 (``Forbidden``);
 * every member (``user`` and up): change project settings, push, start jobs, cancel any job of
   the team's projects (not only their own pushes);
-* ``ROLE_ADMIN`` (administrator/owner): add/remove members, change roles, add funds, see the
-  ledger, create and delete projects; granting ``owner`` or touching an owner's membership
+* ``ROLE_ADMIN`` (administrator/owner): add/remove members, change roles, request funds (money
+  itself enters only through cluster administrators: ``portal.funds``), see the ledger, create
+  and delete projects; granting ``owner`` or touching an owner's membership
   needs ``owner``, and the last owner stays;
 * owner alone deletes the team;
 * cluster administrators may do all of it in every team.
@@ -20,6 +21,7 @@ Permission model (the web pages, the JSON API and the CLI all go through these f
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session, aliased
 from .. import auth as tokens_mod
 from .. import billing
 from .. import integrations as ig
+from .. import ledger_csv
 from ..db import (AccessToken, Job, LedgerEntry, Membership, Project, Team, TeamBalance, User,
                  from_micros)
 from ..jobs import launch, service, states
@@ -439,19 +442,15 @@ def ledger_page(s: Session, team: Team, *, before: int | None = None, limit: int
     return rows, (rows[-1].id if more and rows else None)
 
 
-LEDGER_CSV_HEADER = ["id", "created_at", "kind", "amount", "job", "attempt", "from_minute", "to_minute",
-                     "gpu_type", "gpu_count", "rate", "resource", "bytes", "created_by", "note", "key"]
+LEDGER_CSV_HEADER = ledger_csv.LEDGER_CSV_HEADER
 
 
 def ledger_csv_row(e: LedgerEntry) -> list:
-    """Same columns as ``slipway team ledger --csv``."""
-    def opt(v):
-        return "" if v is None else v
+    """The row ``slipway team ledger --csv`` prints for ``e`` (``portal.ledger_csv``: text cells
+    that a spreadsheet would run as a formula are neutralised)."""
+    from ..api.serialize import entry_dict  # not at import time: portal.api imports this module
 
-    return [e.id, e.created_at.isoformat(), e.kind, str(e.amount), opt(e.job_id), opt(e.attempt),
-            opt(e.from_minute), opt(e.to_minute), e.gpu_type or "", opt(e.gpu_count),
-            str(e.rate) if e.rate is not None else "", e.resource or "", opt(e.bytes),
-            e.created_by or "", e.note or "", e.idempotency_key]
+    return ledger_csv.ledger_csv_row(entry_dict(e, ""))
 
 
 def describe_entry(e: LedgerEntry) -> str:
@@ -540,11 +539,46 @@ def job_log_chunk(svc: Services, job_id: int, offset: int, limit: int = 256 * 10
 
 # --------------------------------------------------------------------------------- writes
 
+def _json_type_problems(fields: dict) -> list[str]:
+    """JSON values are taken as sent, never guessed: text fields must be JSON strings, the GPU
+    count a JSON integer (not ``true``, ``1.9`` or ``"2"``), the time a JSON integer (minutes) or
+    a string (``"2h"``)."""
+    problems = []
+    for name in ("gpus", "gpu_type", "image"):
+        v = fields[name]
+        if v is not None and not isinstance(v, str):
+            problems.append(f"{name} must be a JSON string, got {json_type(v)} {v!r:.40}")
+    v = fields["gpu_count"]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        problems.append(f"gpu_count must be a JSON integer (e.g. 2), got {json_type(v)} {v!r:.40}")
+    v = fields["time"]
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, str))):
+        problems.append(f"time must be a JSON integer (minutes) or a string like \"2h\", "
+                        f"got {json_type(v)} {v!r:.40}")
+    return problems
+
+
+def json_type(v) -> str:
+    """The JSON name of a parsed JSON value's type, for messages."""
+    return {bool: "boolean", int: "integer", float: "number with a fraction", str: "string",
+            list: "array", dict: "object", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+_DIGITS = re.compile(r"[0-9]{1,6}")
+
+
 def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | None = None,
                    gpu_count=None, image: str | None = None, time_text=None,
-                   base: launch.JobSettings | None = None) -> tuple[launch.JobSettings | None, list[str]]:
+                   base: launch.JobSettings | None = None,
+                   from_json: bool = False) -> tuple[launch.JobSettings | None, list[str]]:
     """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
-    (``launch.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime)."""
+    (``launch.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime).
+    ``from_json``: the values came from a JSON body and must have the right JSON types."""
+    if from_json:
+        problems = _json_type_problems({"gpus": gpus, "gpu_type": gpu_type, "gpu_count": gpu_count,
+                                        "image": image, "time": time_text})
+        if problems:
+            return None, problems
     problems: list[str] = []
     g_type = base.gpu_type if base else None
     g_count = base.gpu_count if base else 1
@@ -552,15 +586,17 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
     img = base.image if base else svc.config.default_image
     try:
         if gpus:
-            g_type, g_count = ig.parse_gpus(str(gpus))
+            g_type, g_count = ig.parse_gpus(str(gpus), svc.config.gpu_limits)
         else:
             if gpu_type:
                 g_type = str(gpu_type)
             if gpu_count not in (None, ""):
-                try:
+                if isinstance(gpu_count, int) and not isinstance(gpu_count, bool):
+                    g_count = gpu_count
+                elif isinstance(gpu_count, str) and _DIGITS.fullmatch(gpu_count.strip()):
                     g_count = int(gpu_count)
-                except (TypeError, ValueError):
-                    problems.append(f"GPU count must be a whole number, got {gpu_count!r}")
+                else:  # never guessed: not True, 1.9 or "1.9"
+                    problems.append(f"GPU count must be a whole number, got {gpu_count!r:.40}")
     except (ig.InvalidRequest, ValueError) as exc:
         problems.append(str(exc))
     if g_type is None:
@@ -718,16 +754,12 @@ def remove_member(svc: Services, actor: Actor, team_name: str, username: str) ->
         s.delete(m)
 
 
-def add_funds(svc: Services, actor: Actor, team_name: str, amount: str, note: str = "") -> Decimal:
-    with svc.db.session() as s:
-        team, _ = team_access(s, actor, team_name, ROLE_ADMIN, "add funds")
-        tname = team.name
-    try:
-        dep = billing.add_funds(svc.db, tname, str(amount or "").strip(), by=actor.name,
-                                note=(note or "").strip()[:500], now=svc.now())
-    except ig.MoneyError as exc:
-        raise OpError(str(exc)) from None
-    return dep.amount
+def add_funds(svc: Services, actor: Actor, team_name: str, amount, note: str = "") -> Decimal:
+    """Credit a team directly: cluster administrators only (``portal.funds.add_funds``); team
+    administrators and owners request funds (403 says how)."""
+    from .. import funds
+
+    return funds.add_funds(svc, actor, team_name, amount, note)
 
 
 def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult:
@@ -742,6 +774,31 @@ def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult
         raise OpError(str(exc), 409) from None
 
 
+def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
+    """``jobs.rerun.rerun_job`` with its refusals as OpError (web, API and CLI)."""
+    from ..jobs import rerun
+
+    try:
+        return rerun.rerun_job(svc, actor, job_id)
+    except rerun.RerunError as exc:
+        raise OpError(str(exc), exc.status) from None
+
+
+def can_delete_job(actor: Actor, job: Job, role: str | None) -> bool:
+    """Team administrators/owners and cluster admins delete an ENDED job (``jobs.delete``)."""
+    return job.state in states.TERMINAL and (actor.is_cluster_admin or role in ROLE_ADMIN)
+
+
+def delete_job(svc: Services, actor: Actor, job_id: int, confirm: str):
+    """``jobs.delete.delete_job`` with its refusals as OpError (web, API and CLI)."""
+    from ..jobs import delete
+
+    try:
+        return delete.delete_job(svc, actor, job_id, confirm)
+    except delete.JobDeleteError as exc:
+        raise OpError(str(exc), exc.status) from None
+
+
 def create_token(svc: Services, actor: Actor, name: str) -> tuple[int, str]:
     name = (name or "").strip() or "default"
     if len(name) > 128:
@@ -754,14 +811,24 @@ def create_token(svc: Services, actor: Actor, name: str) -> tuple[int, str]:
     return tid, tok
 
 
-def list_tokens(s: Session, actor: Actor) -> list[AccessToken]:
-    return list(s.scalars(select(AccessToken).where(AccessToken.user_id == actor.id)
+def list_tokens(s: Session, actor: Actor, user_name: str | None = None) -> list[AccessToken]:
+    """The actor's tokens; with ``user_name`` another user's (cluster administrators only)."""
+    user_id = actor.id
+    if user_name and user_name != actor.name:
+        if not actor.is_cluster_admin:
+            raise Forbidden(f"{actor.name} may not see {user_name}'s tokens (only cluster administrators may)")
+        user_id = s.scalar(select(User.id).where(User.name == user_name))
+        if user_id is None:
+            raise NotFound(f"there is no user {user_name!r}")
+    return list(s.scalars(select(AccessToken).where(AccessToken.user_id == user_id)
                           .order_by(AccessToken.revoked_at.is_not(None), AccessToken.id.desc())))
 
 
 def revoke_token(svc: Services, actor: Actor, token_id: int) -> None:
+    """A user revokes their own tokens; a cluster administrator anyone's."""
     with svc.db.transaction() as s:
-        tok = s.scalar(select(AccessToken).where(AccessToken.id == token_id, AccessToken.user_id == actor.id))
+        mine = () if actor.is_cluster_admin else (AccessToken.user_id == actor.id,)
+        tok = s.scalar(select(AccessToken).where(AccessToken.id == token_id, *mine))
         if tok is None:
             raise NotFound(f"there is no token {token_id}")
         if tok.revoked_at is None:

@@ -103,7 +103,11 @@ def forward(job_id: int, rest: str):
         job, _p, _t, _role = ops.job_access(db(), actor(), job_id)
     except ops.OpError as exc:
         raise_http(exc)
-    if job.state != states.RUNNING or not job.port or not job.node:
+    if job.state == states.RUNNING and not (job.port and job.node):  # started, node not known yet
+        return Response(f"job {job_id} is running but has not reported its node yet (waiting for "
+                        f"its node); try again in a moment\n", 503,
+                        {"Retry-After": "5"}, mimetype="text/plain")
+    if job.state != states.RUNNING:
         return Response(f"job {job_id} is {job.state}; its address is reachable only while it runs\n",
                         409, mimetype="text/plain")
     host = node_address(job.node)

@@ -6,7 +6,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from accounting.money import format_usd
+from ..integrations import format_usd  # the one money display (tenths of a cent)
 
 
 def _nice_max(v: float) -> float:

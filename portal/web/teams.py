@@ -1,5 +1,6 @@
 """Team pages: overview (projects, members, recent jobs), member management, billing (balance,
-add funds, ledger + CSV, spending plot), create project, create/delete team."""
+fund requests, add funds (cluster administrators), ledger + CSV, spending plot), create project,
+create/delete team."""
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,11 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 from flask_login import login_required
 from sqlalchemy import select
 
+from .. import funds
+from .. import integrations as ig
 from ..db import LedgerEntry
 from . import ops
-from .common import actor, back, db, int_arg, raise_http, svc
+from .common import MAX_PAGE, actor, back, db, int_arg, raise_http, svc
 from .svg import spending_svg
 
 bp = Blueprint("teams", __name__)
@@ -29,7 +32,7 @@ def _team(name: str, roles=ops.ROLE_ANY, what="see this"):
 def show(team: str):
     t, role = _team(team)
     s = db()
-    page = ops.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1) or 1)
+    page = ops.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1, hi=MAX_PAGE) or 1)
     jobs, _ = ops.list_job_rows(s, limit=10, team_ids=[t.id])
     return render_template("team.html", team=t, role=role, page=page, members=ops.members(s, t),
                            jobs=jobs, balance=ops.balances_for(s, [t.id])[t.id],
@@ -112,38 +115,64 @@ def delete(team: str):
 
 # ------------------------------------------------------------------------------- billing
 
-@bp.get("/teams/<team>/billing")
-@login_required
-def billing(team: str):
+def _billing_page(team: str, *, error: str | None = None, status: int = 200, form: str | None = None):
+    """The billing page; after a refused form post: its message, the HTTP status (400/409) and
+    the values typed into that form (``form``: "add-funds" or "request-funds"), so nothing is lost."""
     t, role = _team(team)
     s = db()
-    can_admin = actor().is_cluster_admin or role in ops.ROLE_ADMIN
-    rows, next_before, series = [], None, []
+    me = actor()
+    can_admin = me.is_cluster_admin or role in ops.ROLE_ADMIN
+    rows, next_before, series, requests = [], None, [], []
     if can_admin:
         rows, next_before = ops.ledger_page(s, t, before=int_arg("before"))
         series = ops.daily_spending(s, t, days=60, now=svc().now(),
                                      cache=svc().extra.setdefault("web_spending_cache", {}))
+        requests = funds.team_requests(s, me, t.name, limit=20)
+    typed = {"form": form, "amount": request.form.get("amount", ""),
+             "note": request.form.get("note", "")} if form else {"form": None}
     return render_template("billing.html", team=t, role=role, can_admin=can_admin,
+                           can_credit=me.is_cluster_admin, fund_requests=requests, error=error,
+                           typed=typed, note_max=funds.NOTE_MAX,
                            balance=ops.balances_for(s, [t.id])[t.id], rows=rows,
                            next_before=next_before, describe=ops.describe_entry,
                            plot=spending_svg(series) if series else "",
                            total_60d=sum((v for _, v in series), start=ops.from_micros(0)),
-                           tab="billing")
+                           tab="billing"), status
+
+
+@bp.get("/teams/<team>/billing")
+@login_required
+def billing(team: str):
+    return _billing_page(team)
 
 
 @bp.post("/teams/<team>/billing/funds")
 @login_required
 def add_funds(team: str):
-    _team(team, ops.ROLE_ADMIN, "add funds")
+    """Cluster administrators credit the team; everybody else: 403 (404 outside the team)."""
     try:
         amount = ops.add_funds(svc(), actor(), team, request.form.get("amount", ""),
                                request.form.get("note", ""))
     except ops.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
-        return back("teams.billing", str(exc), "error", team=team)
-    from accounting.money import format_usd
-    return back("teams.billing", f"Added {format_usd(amount)} to {team}.", team=team)
+        return _billing_page(team, error=str(exc), status=exc.status, form="add-funds")
+    return back("teams.billing", f"Added {ig.format_usd(amount)} to {team}.", team=team)
+
+
+@bp.post("/teams/<team>/billing/fund-requests")
+@login_required
+def request_funds(team: str):
+    """Team administrators and owners ask the cluster administrators for funds."""
+    try:
+        r = funds.request_funds(svc(), actor(), team, request.form.get("amount", ""),
+                                request.form.get("note", ""))
+    except ops.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return _billing_page(team, error=str(exc), status=exc.status, form="request-funds")
+    return back("teams.billing", f"Requested {ig.format_usd(r.amount)} for {team} (request {r.id}); "
+                "the cluster administrators have been asked to approve it.", team=team)
 
 
 @bp.get("/teams/<team>/ledger.csv")

@@ -103,32 +103,47 @@ def test_job_page_live_log_and_cancel(site, new_page):
     shot(page, "jobs")
 
 
-def test_add_funds_as_admin_refused_as_user(site, new_page):
+def test_admin_requests_funds_cluster_admin_approves_user_refused(site, new_page):
     svc, base, ids, _ = site
-    admin = new_page(base)
+    admin = new_page(base)  # a team administrator: requests funds, cannot add them
     log_in(admin, base, "bob")
     admin.goto(base + "/teams/nlp/billing")
     expect(admin.locator("#balance")).to_have_text("$24.25")
-    admin.fill("#add-funds input[name=amount]", "100")
-    admin.fill("#add-funds input[name=note]", "Q3 grant")
-    admin.click("#add-funds button[type=submit]")
-    expect(admin.locator(".flash.ok")).to_contain_text("Added $100.00")
+    expect(admin.locator("#add-funds")).to_have_count(0)
+    admin.fill("#request-funds input[name=amount]", "100")
+    admin.fill("#request-funds input[name=note]", "Q3 grant")
+    admin.click("#request-funds button[type=submit]")
+    expect(admin.locator(".flash.ok")).to_contain_text("Requested $100.00")
+    expect(admin.locator("#fund-requests")).to_contain_text("pending")
+    expect(admin.locator("#balance")).to_have_text("$24.25")
+
+    cluster_admin = new_page(base)
+    log_in(cluster_admin, base, "dave")
+    cluster_admin.goto(base + "/admin/fund-requests")
+    expect(cluster_admin.locator("#fund-requests")).to_contain_text("Q3 grant")
+    cluster_admin.click("#fund-requests button[name=approve]")
+    expect(cluster_admin.locator(".flash.ok")).to_contain_text("approved")
+
+    admin.goto(base + "/teams/nlp/billing")
     expect(admin.locator("#balance")).to_have_text("$124.25")
+    expect(admin.locator("#fund-requests")).to_contain_text("approved")
     expect(admin.locator("svg.chart")).to_be_visible()
-    expect(admin.locator("table")).to_contain_text("Q3 grant")
+    expect(admin.locator("table").last).to_contain_text("Q3 grant")
     shot(admin, "billing")
 
     user = new_page(base)
     log_in(user, base, "carol")
     user.goto(base + "/teams/nlp/billing")
     expect(user.locator("#add-funds")).to_have_count(0)
-    # a hand-made POST with a valid CSRF token is still refused
-    status = user.evaluate("""async () => {
-        const token = document.querySelector('meta[name=csrf-token]').content;
-        const body = new URLSearchParams({amount: '50', csrf_token: token});
-        const r = await fetch('/teams/nlp/billing/funds', {method: 'POST', body});
-        return r.status; }""")
-    assert status == 403
+    expect(user.locator("#request-funds")).to_have_count(0)
+    # hand-made POSTs with a valid CSRF token are still refused
+    for path in ("/teams/nlp/billing/funds", "/teams/nlp/billing/fund-requests"):
+        status = user.evaluate("""async (path) => {
+            const token = document.querySelector('meta[name=csrf-token]').content;
+            const body = new URLSearchParams({amount: '50', csrf_token: token});
+            const r = await fetch(path, {method: 'POST', body});
+            return r.status; }""", path)
+        assert status == 403, path
     user.goto(base + "/teams/nlp/billing")
     expect(user.locator("#balance")).to_have_text("$124.25")
 

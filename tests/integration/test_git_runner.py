@@ -276,6 +276,11 @@ def test_requeue_after_a_dead_attempt_saves_its_files_then_resumes(setup, tmp_pa
     interrupted = git(c, "rev-parse", "HEAD^", env=env).stdout.strip()
     assert git(c, "show", f"{interrupted}:ckpt/step", env=env).stdout == "7\n"
     assert "Slipway-Attempt: 1" in git(c, "log", "-1", "--format=%b", interrupted, env=env).stdout
+    for rev, key, value in ((interrupted, "Slipway-Commit", sha),       # issue 9 item 10
+                            (interrupted, "Slipway-Minutes", "unknown"),
+                            ("HEAD", "Slipway-Attempt", "2"), ("HEAD", "Slipway-Commit", sha)):
+        assert git(c, "log", "-1", f"--format=%(trailers:key={key},valueonly)", rev,
+                   env=env).stdout.strip() == value, (rev, key)
     assert git(c, "rev-parse", "HEAD~2", env=env).stdout.strip() == sha
     # the job's pushes, in order: the dead attempt's work first, then the results and branch
     job_pushes = [c["updates"][0]["ref"] for c in gw.recorder.phase("pre-receive")

@@ -117,26 +117,34 @@ def test_ninety_second_two_gpu_job_costs_two_minutes_and_ledger_equals_sacct_acr
     assert total == Decimal("-0.033333"), rows  # charges are negative ledger entries
     assert Decimal(sw.job(job_id)["cost"]) == Decimal("0.033333")  # 2 min × 2 GPUs × $0.50/h
     balance = sw.cli("team", "balance", "carol").stdout
-    assert "$9.97" in balance, balance  # $10.00 − $0.033333 = $9.966667, shown to the cent
+    assert "$9.967" in balance, balance  # $10.00 − $0.033333 = $9.966667, shown to a tenth of a cent
 
 
-def test_push_below_one_dollar_is_refused_with_balance_and_how_to_add_funds(sw, tmp_path):
+def test_push_below_one_dollar_is_refused_with_balance_and_how_to_request_funds(sw, tmp_path):
     _setup(sw, "bob", "0.99")
     work, out = _push(sw, tmp_path, "bob", "poor", SLEEPER.format(ticks=1), check=False)
     assert out.returncode != 0
-    assert "$0.99" in out.stderr and "add-funds" in out.stderr, out.stderr
+    assert "$0.99" in out.stderr and "request-funds" in out.stderr, out.stderr
     assert not sw.git("ls-remote", "origin", "refs/heads/poor", cwd=work).stdout.strip()
     assert [j for j in json.loads(sw.cli("job", "list", "--json").stdout) if j["project"] == "bob/p"] == []
 
 
-def test_users_cannot_add_funds_admins_can(sw):
+def test_owners_request_funds_cluster_admins_add_them(sw):
     sw.cli("team", "create", "lab", "--owner", "carol")
     sw.cli("team", "add-member", "lab", "bob", "--role", "user")
-    refused = sw.cli("team", "add-funds", "lab", "5.00", as_user="bob", check=False)
-    assert refused.returncode != 0 and "add funds" in (refused.stdout + refused.stderr)
-    sw.cli("team", "add-funds", "lab", "5.00", "--note", "grant", as_user="carol")
+    for who in ("bob", "carol"):  # a member, the owner: neither credits the team
+        refused = sw.cli("team", "add-funds", "lab", "5.00", as_user=who, check=False)
+        assert refused.returncode != 0 and "request-funds" in (refused.stdout + refused.stderr)
+    refused = sw.cli("team", "request-funds", "lab", "5.00", as_user="bob", check=False)
+    assert refused.returncode != 0 and "needs role" in (refused.stdout + refused.stderr)
+    out = sw.cli("team", "request-funds", "lab", "5.00", "--note", "grant", as_user="carol").stdout
+    request_id = out.split()[2].rstrip(":")
+    assert _ledger(sw, "lab") == []
+    sw.cli("funds", "approve", request_id)  # the operator: a cluster administrator
+    sw.cli("funds", "approve", request_id, check=False)  # twice: refused, credited once
     deposits = [r for r in _ledger(sw, "lab") if r["kind"] == "deposit"]
-    assert [(r["amount"], r["note"]) for r in deposits] == [("5.000000", "grant")], deposits
+    assert [(r["amount"], r["note"]) for r in deposits] == \
+        [("5.000000", f"fund request {request_id} by carol: grant")], deposits
 
 
 RESUMABLE = """#!/bin/bash
@@ -203,7 +211,7 @@ def test_team_at_zero_has_every_running_job_cut_off_in_one_tick_and_files_still_
     ended = [sw.wait_results(job_id, timeout=150) for job_id in jobs]
     for job in ended:
         assert job["state"] == "cancelled", job
-        assert "has $0.00" in (job["cancel_reason"] or "") and "add-funds" in job["cancel_reason"], job
+        assert "has $0.00" in (job["cancel_reason"] or "") and "request-funds" in job["cancel_reason"], job
     with _db(sw) as db:
         asked = [datetime.fromisoformat(t) for (t,) in db.execute(
             f"SELECT cancel_requested_at FROM jobs WHERE id IN ({jobs[0]}, {jobs[1]})")]

@@ -343,6 +343,9 @@ def test_pages_and_api_render_postgres_data(pg_world):
     jobs = api.get("/api/jobs?team=nlp&state=active", headers=h).get_json()["jobs"]
     assert sorted(j["branch"] for j in jobs) == ["exp-1", "exp-2"]
     r = api.post("/api/teams/nlp/funds", headers=h, json={"amount": "5.25"})
+    assert r.status_code == 403  # an owner requests funds; cluster administrators add them
+    r = api.post("/api/teams/nlp/funds", headers={"Authorization": f"Bearer {ids['dave_token']}"},
+                 json={"amount": "5.25"})
     assert r.status_code == 201 and r.get_json()["balance"] == "29.500000"
     assert no_slurm_tests.ExplodingBackend.calls == []
 

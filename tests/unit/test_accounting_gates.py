@@ -13,7 +13,7 @@ def test_cannot_start_under_one_dollar_with_actionable_message():
     decision = can_start(Decimal("0.99"), "nlp")
     assert not decision.ok and not decision
     assert decision.message == ("Team nlp has $0.99; jobs need at least $1.00 to start. "
-                                "Ask a team administrator to add funds: slipway team add-funds nlp 25.00")
+                                "Ask a team administrator to request funds: slipway team request-funds nlp 25.00")
 
 
 @pytest.mark.parametrize("balance, ok", [
@@ -27,7 +27,7 @@ def test_displayed_balance_never_overstates():
     assert "has $0.99;" in can_start(Decimal("0.999999"), "nlp").message
     assert "has -$0.01;" in can_start(Decimal("-0.000001"), "nlp").message
     assert can_start(Decimal("12.5"), "nlp").message == "Team nlp has $12.50."
-    assert "add-funds TEAM" in can_start(Decimal("0")).message
+    assert "request-funds TEAM" in can_start(Decimal("0")).message
 
 
 @pytest.mark.parametrize("balance, cut", [("0", True), ("-0.000001", True), ("0.000001", False), ("1", False)])

@@ -116,7 +116,7 @@ def _run_hook(phase, environ, data=b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/
 def test_hook_unreachable_refuses_pre_receive_only():
     environ = {"SLIPWAY_HOOK_URL": "http://127.0.0.1:9/hook", "SLIPWAY_HOOK_TIMEOUT": "2"}
     rc, err = _run_hook("pre-receive", environ)
-    assert rc == 1 and err.strip() == "slipway: the Slipway server is unavailable, try again"
+    assert rc == 1 and err.startswith("slipway: the Slipway server is unavailable, try again (tried ")
     rc, err = _run_hook("post-receive", environ)
     assert rc == 0 and "no job was started" in err
     assert _run_hook("pre-receive", {}) == (0, "")    # not pushed through the gateway
@@ -166,13 +166,14 @@ def _hook_server(status, body, ctype):
      "slipway: branch busy\nsecond line\n"),
     (200, b'{"ok": true, "messages": ["from json"]}', "application/json", 0, "from json\n"),
     (400, b'{"ok": false, "messages": ["no"]}', "application/json", 1, "no\n"),
-    (502, b"<html>bad gateway</html>", "text/html", 1, "slipway: the Slipway server is unavailable, try again\n"),
+    (502, b"<html>bad gateway</html>", "text/html", 1, "slipway: the Slipway server is unavailable, try again "
+     "(tried {url}: HTTP 502 from the Slipway server)\n"),
 ])
 def test_hook_reads_text_and_json_replies(status, body, ctype, rc, out):
     url, seen = _hook_server(status, body, ctype)
     environ = {"SLIPWAY_HOOK_URL": url, "SLIPWAY_HOOK_SECRET": "s3", "SLIPWAY_REPO": 't/"q"',
                "SLIPWAY_HOOK_TIMEOUT": "5", "GIT_PUSH_OPTION_COUNT": "1", "GIT_PUSH_OPTION_0": "a\\b\x01"}
-    assert _run_hook("pre-receive", environ) == (rc, out)
+    assert _run_hook("pre-receive", environ) == (rc, out.format(url=url))
     head, sent = seen[0]
     assert "X-Slipway-Hook-Secret: s3" in head and "Accept: text/plain" in head
     payload = json.loads(sent)

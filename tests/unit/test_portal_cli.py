@@ -37,7 +37,9 @@ def test_user_team_money_flow(cli):
     run("team", "create", "nlp", "--owner", "alice@example.com")
     run("team", "add-member", "nlp", "bob", "--role", "user")
     assert "may not add funds" in run("team", "add-funds", "nlp", "5.00", actor="bob", ok=False)
-    assert "balance $25.00" in run("team", "add-funds", "nlp", "25.00", "--note", "grant", actor="alice@example.com")
+    # an owner requests funds; the operator (a cluster administrator) adds them
+    assert "request-funds" in run("team", "add-funds", "nlp", "25.00", actor="alice@example.com", ok=False)
+    assert "balance $25.00" in run("team", "add-funds", "nlp", "25.00", "--note", "grant")
     assert "not a plain amount" in run("team", "add-funds", "nlp", "1e3", ok=False)
     assert "more than 2 decimal places" in run("team", "add-funds", "nlp", "1.005", ok=False)
     assert "nlp: $25.00" in run("team", "balance", "nlp")
@@ -237,7 +239,8 @@ def test_remote_writes(site, tmp_path):
     assert (svc.config.repos_root / "nlp" / "remote-made.git").is_dir()
     local = run("project", "create", "nlp", "local-made", "--gpus", "a6000:2", "--time", "2h", actor="alice")
     assert out.replace("remote-made", "local-made") == local
-    out = alice("team", "add-funds", "nlp", "10.50", "--note", "grant 9")
+    assert "only cluster administrators add funds" in alice("team", "add-funds", "nlp", "10.50", ok=False)
+    out = run("team", "add-funds", "nlp", "10.50", "--note", "grant 9", url=base, token=ids["dave_token"])
     assert out.strip() == "added $10.50 to team nlp; balance $34.75"
     assert "grant 9" in run("team", "ledger", "nlp", actor="alice")
     assert "files will be pushed" in alice("job", "cancel", str(ids["running"]))
@@ -255,7 +258,7 @@ def test_remote_errors_print_the_api_message(site, tmp_path):
     # 403: a plain user
     assert "Error: carol may not see the ledger in team nlp (needs role: administrator or owner)" in \
         as_("carol", "team", "ledger", "nlp")
-    assert "needs role: administrator or owner" in as_("carol", "team", "add-funds", "nlp", "5")
+    assert "only cluster administrators add funds" in as_("carol", "team", "add-funds", "nlp", "5")
     assert "needs role: administrator or owner" in as_("carol", "project", "create", "nlp", "nope")
     # 404: another team's objects do not exist
     assert "there is no job" in as_("mallory", "job", "show", str(ids["running"]))
@@ -264,7 +267,7 @@ def test_remote_errors_print_the_api_message(site, tmp_path):
     assert "there is no project nlp/proj" in as_("mallory", "project", "show", "nlp/proj")
     assert "there is no team 'nlp'" in as_("mallory", "job", "list", "--team", "nlp")
     # 400 / 409: bad input, conflicts
-    assert "not a plain amount" in as_("alice", "team", "add-funds", "nlp", "1e3")
+    assert "not a plain amount" in as_("dave", "team", "add-funds", "nlp", "1e3")
     assert "unknown state" in as_("alice", "job", "list", "--state", "weird")
     assert "allows at most 4" in as_("alice", "project", "create", "nlp", "big", "--gpus", "a4000:8")
     assert "exists already" in as_("alice", "project", "create", "nlp", "proj")

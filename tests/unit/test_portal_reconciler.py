@@ -429,8 +429,8 @@ def test_waiting_jobs_are_held_under_one_dollar_and_released_after_a_deposit(hel
     assert rep.holds == [pend] and backend.holds == [11] and backend.cancels == []
     j = job(svc, pend)
     assert j.state == "pending" and j.balance_hold_at == clock()
-    assert j.reason.startswith("held: balance $0.80 is under $1.00 — add funds"), j.reason
-    assert "slipway team add-funds nlp" in j.reason
+    assert j.reason.startswith("held: balance $0.80 is under $1.00 — request funds"), j.reason
+    assert "slipway team request-funds nlp" in j.reason
     assert job(svc, run).reason is None and job(svc, run).balance_hold_at is None
     for _ in range(2):                        # Slurm shows it held: nothing more to do
         clock.advance(seconds=5)
@@ -725,10 +725,11 @@ def test_lost_reservation_slurm_already_has_is_adopted_not_submitted_again(env, 
     assert backend.submits == [] and rep.recovered == []
 
 
-def test_claimed_reservation_is_never_submitted_twice_and_fails_after_stale_reservation(env, tmp_path):
+def test_claimed_reservation_is_never_submitted_twice_and_is_unknown_after_stale_reservation(env, tmp_path):
     """A submission that claimed the job and then died (sbatch in flight when the server
-    stopped): the reconciler never submits it again; Slurm does not have it, so after
-    ``stale_reservation`` it is failed and the branch freed."""
+    stopped): the orphan path never submits it; after ``stale_reservation`` it is ``unknown``
+    (never failed: Slurm may have it), and only once two polls a grace apart found it in
+    neither squeue nor sacct is it submitted again, once."""
     svc, backend, clock = env
     jid, _, _ = _reserve(svc, tmp_path)
     with svc.db.transaction() as s:
@@ -738,8 +739,14 @@ def test_claimed_reservation_is_never_submitted_twice_and_fails_after_stale_rese
     assert job(svc, jid).state == "queued" and backend.submits == []
     clock.advance(seconds=270)
     Reconciler(svc).tick()
-    assert job(svc, jid).state == "failed" and "push did not complete" in job(svc, jid).reason
+    j = job(svc, jid)
+    assert (j.state, j.previous_state, j.token_hash) == ("unknown", "queued", "x" * 64)
+    assert "Slipway is finding out whether Slurm has the job" in j.reason
     assert backend.submits == []
+    clock.advance(seconds=31)
+    rep = Reconciler(svc).tick()
+    assert rep.resubmitted == [jid] and len(backend.submits) == 1
+    assert job(svc, jid).state == "pending"
 
 
 def test_lost_reservation_whose_submission_fails_is_failed_with_slurms_reason(env, tmp_path):

@@ -24,7 +24,7 @@ class J:
 
 
 EXPECTED = {
-    "queued": {"pending", "failed", "cancelled"},
+    "queued": {"pending", "failed", "cancelled", "unknown"},
     "pending": {"running", "finishing", "succeeded", "failed", "cancelled", "unknown"},
     "running": {"pending", "finishing", "succeeded", "failed", "cancelled", "unknown"},
     "finishing": {"pending", "succeeded", "failed", "cancelled", "unknown"},
@@ -73,9 +73,18 @@ def test_unknown_round_trip_keeps_started_at():
     assert (job.state, job.previous_state, job.started_at) == ("running", None, NOW)
 
 
-def test_queued_cannot_become_unknown_and_unknown_from_finishing_cannot_run():
-    with pytest.raises(st.IllegalTransition):
-        st.transition(J("queued"), "unknown", now=NOW)
+@pytest.mark.parametrize("new", [s for s in st.STATES if s != "unknown"])
+def test_unknown_since_queued_goes_anywhere(new):
+    """A submission without an answer: Slurm may have queued, run or ended the job meanwhile,
+    or never got it (back to queued is allowed; the reconciler resubmits from unknown)."""
+    job = J("queued")
+    assert st.transition(job, "unknown", now=NOW, reason="no answer")
+    assert (job.state, job.previous_state) == ("unknown", "queued")
+    assert st.transition(job, new, now=NOW)
+    assert job.state == new and job.previous_state is None
+
+
+def test_unknown_from_finishing_cannot_run():
     job = J("finishing")
     st.transition(job, "unknown", now=NOW)
     with pytest.raises(st.IllegalTransition):

@@ -47,12 +47,14 @@ def test_ledger_and_funds_roles(api):
     assert r.status_code == 200 and len(r.get_json()["entries"]) == 3
     assert call("GET", "/api/teams/nlp/ledger", who="carol").status_code == 403
     r = call("POST", "/api/teams/nlp/funds", who="carol", json={"amount": "5"})
-    assert r.status_code == 403 and "needs role" in r.get_json()["error"]
-    r = call("POST", "/api/teams/nlp/funds", json={"amount": "5.25", "note": "x"})
+    assert r.status_code == 403 and "request funds" in r.get_json()["error"]
+    r = call("POST", "/api/teams/nlp/funds", json={"amount": "5.25", "note": "x"})  # alice: owner
+    assert r.status_code == 403 and "only cluster administrators add funds" in r.get_json()["error"]
+    r = call("POST", "/api/teams/nlp/funds", who="dave", json={"amount": "5.25", "note": "x"})
     assert r.status_code == 201 and r.get_json()["balance"] == "29.500000"
-    r = call("POST", "/api/teams/nlp/funds", json={"amount": "-3"})
+    r = call("POST", "/api/teams/nlp/funds", who="dave", json={"amount": "-3"})
     assert r.status_code == 400 and r.get_json()["error"]
-    r = call("POST", "/api/teams/nlp/funds", data="nope", content_type="application/json")
+    r = call("POST", "/api/teams/nlp/funds", who="dave", data="nope", content_type="application/json")
     assert r.status_code == 400
 
 

@@ -52,6 +52,8 @@ def test_every_get_route_renders_without_slurm(world):
             url = rule.build({k: fills[k] for k in rule.arguments}, append_unknown=False)[1]
             r = c.get(url)
             allowed = (200, 302, 403) if who == "carol" else (200, 302)  # carol: ledger is admin-only
+            if rule.endpoint == "funds.pending" and who != "dave":  # cluster administrators' page
+                allowed = (403,)
             assert r.status_code in allowed, (who, url, r.status_code)
             seen += 1
         for url in extra:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from portal import billing
+from portal import billing, funds
 from portal.app import create_app
 from portal.db import AccessToken, Job, Membership, Project, Team, User
+from portal.db.models import FundRequest
+from portal.web import ops
 from portal.testing import FakeBackend, make_services
 from portal.web.testkit import csrf_token, login, make_world
 
@@ -25,7 +27,7 @@ PUBLIC = {"static", "auth.login", "auth.logout", "pages.healthz"}
 INTERNAL = {"internal.hooks", "internal.job_events"}
 # things of team nlp that must never show up for an outsider (error messages may echo the
 # names the outsider typed in the URL, nothing else)
-LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources")
+LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources", "NLP-FUND-NOTE")
 
 
 @pytest.fixture
@@ -35,6 +37,8 @@ def world(tmp_path):
     ids = make_world(svc)
     with svc.db.session() as s:
         ids["alice_token_id"] = s.scalar(select(AccessToken.id).join(User).where(User.name == "alice"))
+        alice = ops.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
+    ids["fund_request"] = funds.request_funds(svc, alice, "nlp", "30", "NLP-FUND-NOTE").id
     app = create_app(services_=svc)
     yield svc, app, ids, backend
     svc.db.dispose()
@@ -45,7 +49,7 @@ def fill(rule, ids) -> str:
     for arg in rule.arguments:
         FILL = {"team": "nlp", "project": "proj", "job_id": ids["running"],
                 "token_id": ids["alice_token_id"], "username": "alice", "rest": "x/y",
-                "filename": "slipway.css"}
+                "filename": "slipway.css", "request_id": ids["fund_request"], "action": "approve"}
         if arg not in FILL:
             raise AssertionError(f"route {rule.rule} has a parameter {arg!r} the outsider walk does not "
                                  "know; add it to FILL in tests/unit/test_web_outsider.py")
@@ -73,6 +77,8 @@ def snapshot(svc, ids):
                                      .where(Job.project_id == ids["proj"])).all()),
             "alice_tokens": s.scalar(select(func.count()).select_from(AccessToken).join(User).where(
                 User.name == "alice", AccessToken.revoked_at.is_(None))),
+            "fund_requests": sorted(s.execute(select(FundRequest.id, FundRequest.state)
+                                              .where(FundRequest.team_id == nlp.id)).all()),
         }
 
 

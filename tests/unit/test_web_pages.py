@@ -123,7 +123,7 @@ def test_csrf_rejected_without_token(env):
     c = app.test_client()
     r = c.post("/login", data={"username": "alice", "password": "pw-alice"})
     assert r.status_code == 400 and "CSRF" in r.get_data(as_text=True)
-    c = client_as(app, "alice")
+    c = client_as(app, "dave")  # a cluster administrator: the one who may add funds
     before = balance(svc, "nlp")
     r = c.post("/teams/nlp/billing/funds", data={"amount": "10"})
     assert r.status_code == 400
@@ -197,7 +197,7 @@ def test_live_log_endpoint_reads_from_offset(env):
 
 # ----------------------------------------------------------------------------- role checks
 
-def test_user_cannot_add_funds_admin_can(env):
+def test_user_cannot_add_funds_cluster_admin_can(env):
     svc, app, _ids, _ = env
     carol = client_as(app, "carol")
     body = carol.get("/teams/nlp/billing").get_data(as_text=True)
@@ -205,14 +205,21 @@ def test_user_cannot_add_funds_admin_can(env):
     assert post(carol, "/teams/nlp/billing/funds", amount="10").status_code == 403
     assert carol.get("/teams/nlp/ledger.csv").status_code == 403
     before = balance(svc, "nlp")
-    bob = client_as(app, "bob")
+    bob = client_as(app, "bob")  # a team administrator requests funds, never adds them
     body = bob.get("/teams/nlp/billing").get_data(as_text=True)
-    assert 'id="add-funds"' in body and "<svg" in body and "Download CSV" in body
+    assert 'id="add-funds"' not in body and 'id="request-funds"' in body
+    assert "<svg" in body and "Download CSV" in body
     r = post(bob, "/teams/nlp/billing/funds", amount="10.50", note="grant 7")
+    assert r.status_code == 403 and "request funds" in r.get_data(as_text=True)
+    dave = client_as(app, "dave")  # a cluster administrator
+    assert 'id="add-funds"' in dave.get("/teams/nlp/billing").get_data(as_text=True)
+    r = post(dave, "/teams/nlp/billing/funds", amount="10.50", note="grant 7")
     assert r.status_code == 302
     assert balance(svc, "nlp") == before + Decimal("10.50")
-    r = post(bob, "/teams/nlp/billing/funds", amount="ten")
-    assert r.status_code == 302 and balance(svc, "nlp") == before + Decimal("10.50")
+    r = post(dave, "/teams/nlp/billing/funds", amount="ten")  # refused: 400, the message, the input
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and "not a plain amount" in page and 'value="ten"' in page
+    assert balance(svc, "nlp") == before + Decimal("10.50")
     assert "grant 7" in bob.get("/teams/nlp/billing").get_data(as_text=True)
 
 
