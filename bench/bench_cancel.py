@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.slipway_harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
+from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
 
 ENTRY = """#!/bin/bash
 for i in $(seq 1 1000); do echo "tick $i" >> progress.txt; sleep 0.2; done

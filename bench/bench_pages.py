@@ -70,7 +70,7 @@ class CountingBackend:
 
 
 def services(data_dir: Path, url: str, backend, page_slots: int = 0):
-    from portal.testing import make_services
+    from tests.support.fakes import make_services
 
     return make_services(data_dir, backend=backend, clock=utcnow, database_url=url, page_slots=page_slots)
 
@@ -82,7 +82,7 @@ def build(url: str, data_dir: Path, *, n_teams: int, n_projects: int, n_jobs: in
     from sqlalchemy import func, insert, select
     from werkzeug.security import generate_password_hash
 
-    from portal import billing
+    from portal.billing import ledger as billing
     from portal.db import Job, LedgerEntry, Membership, Project, Team, User
 
     rng = random.Random(seed)

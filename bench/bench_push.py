@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.slipway_harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
+from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
 
 ENTRY = "#!/bin/bash\ntrue\n"
 
@@ -71,7 +71,7 @@ def main() -> None:
                   "-o", "/dev/null", "--chdir=/tmp"]
 
         from git_gateway.http import GitHttpApp
-        from git_gateway.testserver import serve, static_authenticator
+        from tests.support.git_server import serve, static_authenticator
 
         plain_root = tmp / "plain"
         (plain_root / "t").mkdir(parents=True)

@@ -5,9 +5,9 @@
              AccessDenied
     lfs      LFS batch API and the sha256-checked object store
     hooks    installs the pre-/post-receive hook program (hook_program.py, stdlib only)
-    results  commit-back of a job's files (results/<branch>/<job>, then the branch with a lease)
-    runner   ``python -m git_gateway.runner SPEC.json``: the node-side job program
-    testserver  helpers to serve the app in tests
+    node/    the node-side job program (standard library only, installed on the compute
+             nodes): ``python -m git_gateway.node.runner SPEC.json`` (runner), commit-back of a
+             job's files (results), result-commit trailers (trailers)
 """
 from .http import AccessDenied, GitHttpApp, Principal  # noqa: F401
 

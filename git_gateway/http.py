@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 
 from . import lfs as lfs_mod
 from . import repos
+from .node.basic_auth import basic_header  # noqa: F401  (the node program uses it too)
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,6 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
         if sep and head.isdigit() and _JOB_USER_RE.fullmatch(f"job:{head}"):
             user, password = f"job:{head}", tail
     return user, password
-
-
-def basic_header(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
 
 
 def _simple(start_response, status: str, body: bytes = b"", ctype: str = "text/plain; charset=utf-8",

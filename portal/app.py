@@ -26,7 +26,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from . import __version__
 from . import integrations as ig
-from .auth import make_authenticate
+from .identity.tokens import make_authenticate
 from .config import Config, load_config
 from .jobs import launch, service
 from .private_files import set_process_umask
@@ -168,7 +168,7 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     if start_reconciler:
-        from .reconciler import Reconciler
+        from .jobs.reconciler import Reconciler
 
         thread, stop = Reconciler(svc).start_thread()
         app.extensions["slipway_reconciler"] = (thread, stop)

@@ -73,7 +73,7 @@ slurm_account_prefix        Slurm accounts named <prefix><team> are     team-
 accounting_slack            seconds subtracted from the oldest submit   300
                             time for the bounded ``sacct -S`` window
 node_python                 python on the compute nodes that runs       /usr/bin/python3
-                            ``-m git_gateway.runner`` (stdlib only;
+                            ``-m git_gateway.node.runner`` (stdlib only;
                             imported from <data_dir>/node)
 default_image               image when a project names none             python
 default_time_limit          minutes when a project names none           60

@@ -192,42 +192,48 @@ def validate_name(name: str, what: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-RUNNER_MODULE = "git_gateway.runner"
+RUNNER_MODULE = "git_gateway.node.runner"
 
 
 @functools.lru_cache(maxsize=1)
 def _runner_sources() -> tuple[Path, tuple[Path, ...], str]:
-    """git_gateway's source files and their content hash, read once per process (the installed
+    """The node program's source files (``git_gateway/node``, standard library only, importing
+    nothing else of git_gateway) and their content hash, read once per process (the installed
     package does not change under a running server; a new version means a restart)."""
-    import git_gateway
+    import git_gateway.node
 
-    src = Path(git_gateway.__file__).parent
+    src = Path(git_gateway.node.__file__).parent
     files = tuple(sorted(src.glob("*.py")))
     digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()[:16]
     return src, files, digest
+
+
+NODE_PACKAGE_STUB = '"""Only the node-side job program (git_gateway.node) is installed here."""\n'
 
 
 def node_runtime(config: Config) -> Path:
     """Install the node-side job program where job users can import it; return the directory
     to put on PYTHONPATH.
 
-    ``git_gateway`` uses only the standard library, so the compute nodes' own python runs it.
-    The copy lives under the data dir (shared with the nodes), world-readable (0755/0644: the
-    one thing there besides a job's own directory that job users read), is built privately and
-    opened up before it is renamed into place, and is refreshed when the package's files change
-    (a content hash names the directory). ``<data_dir>/node`` itself is traverse-only (0711).
+    ``git_gateway.node`` uses only the standard library, so the compute nodes' own python runs
+    it; only that subpackage is copied (under a stub ``git_gateway/__init__.py``). The copy lives
+    under the data dir (shared with the nodes), world-readable (0755/0644: the one thing there
+    besides a job's own directory that job users read), is built privately and opened up before
+    it is renamed into place, and is refreshed when the package's files change (a content hash
+    names the directory). ``<data_dir>/node`` itself is traverse-only (0711).
     """
     from .private_files import TRAVERSE_ONLY, make_dir
 
-    src, files, digest = _runner_sources()
+    _src, files, digest = _runner_sources()
     dest = config.data_dir / "node" / digest
-    if not (dest / "git_gateway" / "runner.py").exists():
+    if not (dest / "git_gateway" / "node" / "runner.py").exists():
         make_dir(config.data_dir / "node", TRAVERSE_ONLY)
         tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "git_gateway").mkdir(parents=True)
+        (tmp / "git_gateway" / "node").mkdir(parents=True)
+        (tmp / "git_gateway" / "__init__.py").write_text(NODE_PACKAGE_STUB)
         for p in files:
-            shutil.copyfile(p, tmp / "git_gateway" / p.name)
+            shutil.copyfile(p, tmp / "git_gateway" / "node" / p.name)
         for d, _dirs, names in os.walk(tmp):
             os.chmod(d, 0o755)
             for n in names:

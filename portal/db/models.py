@@ -338,7 +338,7 @@ class FundRequest(Base):
     administrators (or a payment provider): team administrators and owners ask here, a cluster
     administrator approves (one deposit, ``ledger_entry_id``) or declines it, the requesting
     team may cancel it while it is pending. ``state`` changes once, from ``pending``, by one
-    conditional UPDATE (``portal.funds``)."""
+    conditional UPDATE (``portal.billing.funds``)."""
 
     __tablename__ = "fund_requests"
     __table_args__ = (

@@ -26,7 +26,7 @@ What one ``sync_ldap(svc)`` does, from two paged searches (users under ``ldap_us
   disable everyone or empty every team); ``allow_empty=True`` overrides. With no
   ``ldap_group_base`` only users are synced and no team is touched.
 
-After database changes it converges Slurm's accounts (``portal.slurm_accounts.sync_accounts``,
+After database changes it converges Slurm's accounts (``portal.teams.slurm_accounts.sync_accounts``,
 only when the backend has ``run``); a Slurm failure is reported, the database change stands and
 the reconciler's account sync catches up. ``maybe_sync_ldap(svc, now)`` is the reconciler's hook:
 at most once per ``ldap_sync_interval``.
@@ -224,7 +224,7 @@ def _converge(s, team: Team, desired: dict[int, str], have: dict[int, Membership
 def _sync_slurm(svc: Services, rep: SyncReport) -> None:
     if not hasattr(svc.backend, "run"):
         return
-    from ..slurm_accounts import sync_accounts
+    from ..teams.slurm_accounts import sync_accounts
 
     try:
         rep.slurm_changes = sync_accounts(svc)

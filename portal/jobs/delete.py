@@ -11,7 +11,7 @@ Order, so that a failure loses nothing and a retry finishes the work: the checks
 then the results ref and the job directory, then the row in one transaction. If git or the file
 system fails, the row is still there, the error says so, and the same delete can be run again.
 The web page, the API (``DELETE /api/jobs/<id>``) and ``slipway job delete N --yes`` all call
-``delete_job`` (through ``portal.web.ops.delete_job``).
+``delete_job`` (through ``portal.web.job_actions.delete_job``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class DeletedJob:
 def results_refs(job: Job) -> set[str]:
     """The job's results ref(s) in the bare repository: where the runner pushes
     (``results/<branch>/<job>``) and what the job recorded, if that is under results/."""
-    from git_gateway import results
+    from git_gateway.node import results
 
     refs = {results.results_ref(job.branch, job.id)}
     if job.results_ref and job.results_ref.startswith("refs/heads/results/"):

@@ -71,7 +71,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import billing
+from ..billing import ledger as billing
 from .. import integrations as ig
 from .. import shellquote
 from ..db import ACTIVE_STATES, Job, Membership, Project, Team, User
@@ -516,7 +516,7 @@ def _submit(svc: Services, req) -> int:
     except ig.SlurmRejected as exc:
         if not _UNKNOWN_ACCOUNT.search(exc.slurm_message or str(exc)):
             raise
-        from ..slurm_accounts import sync_accounts
+        from ..teams.slurm_accounts import sync_accounts
         log.info("account %s unknown to Slurm: converging accounts before submitting", req.account)
         sync_accounts(svc)
         return int(svc.backend.submit(req))

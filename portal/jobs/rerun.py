@@ -26,7 +26,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import billing
+from ..billing import ledger as billing
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log

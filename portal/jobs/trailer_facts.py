@@ -1,4 +1,4 @@
-"""The runner spec's facts for result-commit trailers (git_gateway.trailers): the image and its
+"""The runner spec's facts for result-commit trailers (git_gateway.node.trailers): the image and its
 content digest, the GPUs and their hourly rate. None where Slipway cannot say (the trailer then
 reads ``unknown``); never an error that stops a submission."""
 from __future__ import annotations

@@ -7,7 +7,7 @@ from flask_login import current_user, login_user, logout_user
 from ..db import User
 from ..identity.login import verify_credentials
 from .common import WebUser, safe_next, svc
-from .throttle import LoginThrottle
+from ..identity.throttle import LoginThrottle
 
 bp = Blueprint("auth", __name__)
 

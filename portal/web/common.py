@@ -10,7 +10,7 @@ from flask import abort, current_app, flash, g, redirect, request, url_for
 from flask_login import UserMixin, current_user
 
 from ..services import Services
-from .ops import Actor, OpError
+from ..teams.access import Actor, OpError
 from .params import MAX_ID, int_query
 
 

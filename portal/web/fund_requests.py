@@ -8,9 +8,9 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from .. import funds
+from ..billing import funds
 from .. import integrations as ig
-from . import ops
+from ..teams import access
 from .common import actor, db, raise_http, safe_next, svc
 
 bp = Blueprint("funds", __name__)
@@ -21,12 +21,12 @@ bp = Blueprint("funds", __name__)
 def pending():
     me = actor()
     if not me.is_cluster_admin:
-        raise_http(ops.Forbidden("only cluster administrators see every team's fund requests; a "
+        raise_http(access.Forbidden("only cluster administrators see every team's fund requests; a "
                                  "team's requests are on its billing page"))
     state = request.args.get("state", "pending")
     try:
         rows = funds.list_requests(db(), me, state=state, limit=500)
-    except ops.OpError as exc:
+    except access.OpError as exc:
         raise_http(exc)
     return render_template("fund_requests.html", fund_requests=rows, state=state or "all",
                            states=("pending", "approved", "declined", "cancelled", "all"))
@@ -45,7 +45,7 @@ def _decided(view: funds.FundRequestView, what: str):
 def approve(request_id: int):
     try:
         view = funds.approve(svc(), actor(), request_id, request.form.get("note", ""))
-    except ops.OpError as exc:
+    except access.OpError as exc:
         raise_http(exc)  # the error page: the status and the message
     return _decided(view, "approved: the amount is in the team's ledger")
 
@@ -55,7 +55,7 @@ def approve(request_id: int):
 def decline(request_id: int):
     try:
         view = funds.decline(svc(), actor(), request_id, request.form.get("note", ""))
-    except ops.OpError as exc:
+    except access.OpError as exc:
         raise_http(exc)  # the error page: the status and the message
     return _decided(view, "declined")
 
@@ -65,6 +65,6 @@ def decline(request_id: int):
 def cancel(request_id: int):
     try:
         view = funds.cancel(svc(), actor(), request_id)
-    except ops.OpError as exc:
+    except access.OpError as exc:
         raise_http(exc)  # the error page: the status and the message
     return _decided(view, "cancelled")

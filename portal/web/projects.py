@@ -5,29 +5,32 @@ from flask import Blueprint, render_template, request
 from flask_login import login_required
 
 from ..jobs import launch
-from . import ops
+from ..jobs import queries as job_queries
+from ..projects import service as projects_svc
+from ..projects import settings as project_settings
+from ..teams import access
 from .common import actor, back, db, int_arg, raise_http, svc
 
 bp = Blueprint("projects", __name__)
 
 
-def _project(team: str, project: str, roles=ops.ROLE_ANY, what="see this"):
+def _project(team: str, project: str, roles=access.ROLE_ANY, what="see this"):
     try:
-        return ops.project_access(db(), actor(), team, project, roles, what)
-    except ops.OpError as exc:
+        return access.project_access(db(), actor(), team, project, roles, what)
+    except access.OpError as exc:
         raise_http(exc)
 
 
 def _render(team: str, project: str, *, problems=None, form=None, status=200):
     p, role = _project(team, project)
     s = db()
-    jobs, next_before = ops.list_job_rows(s, limit=20, project_id=p.id, before=int_arg("before"))
+    jobs, next_before = job_queries.list_job_rows(s, limit=20, project_id=p.id, before=int_arg("before"))
     cfg = svc().config
     return render_template(
         "project.html", project=p, team=p.team, role=role, jobs=jobs, next_before=next_before,
-        remote=cfg.repo_url(team, project), storage=ops.storage_bytes(svc(), team, project),
+        remote=cfg.repo_url(team, project), storage=projects_svc.storage_bytes(svc(), team, project),
         gpu_limits=cfg.gpu_limits, images=list(svc().catalog.names), problems=problems or [],
-        form=form or {}, can_admin=actor().is_cluster_admin or role in ops.ROLE_ADMIN,
+        form=form or {}, can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
         push_options=launch.PUSH_OPTIONS_HELP), status
 
 
@@ -40,16 +43,16 @@ def show(team: str, project: str):
 @bp.post("/projects/<team>/<project>/settings")
 @login_required
 def settings(team: str, project: str):
-    p, _ = _project(team, project, ops.ROLE_ANY, "change settings")
+    p, _ = _project(team, project, access.ROLE_ANY, "change settings")
     base = launch.JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
     f = request.form
-    st, problems = ops.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
+    st, problems = project_settings.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
                                       image=f.get("image"), time_text=f.get("time"), base=base)
     if problems:
         return _render(team, project, problems=problems, form=dict(f), status=400)
     try:
-        ops.update_settings(svc(), actor(), team, project, st)
-    except ops.OpError as exc:
+        projects_svc.update_settings(svc(), actor(), team, project, st)
+    except access.OpError as exc:
         raise_http(exc)
     return back("projects.show", "Settings saved; they apply to the next job.", team=team, project=project)
 
@@ -57,10 +60,10 @@ def settings(team: str, project: str):
 @bp.post("/projects/<team>/<project>/delete")
 @login_required
 def delete(team: str, project: str):
-    _project(team, project, ops.ROLE_ADMIN, "delete projects")
+    _project(team, project, access.ROLE_ADMIN, "delete projects")
     try:
-        n = ops.delete_project(svc(), actor(), team, project, request.form.get("confirm", ""))
-    except ops.OpError as exc:
+        n = projects_svc.delete_project(svc(), actor(), team, project, request.form.get("confirm", ""))
+    except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
         return back("projects.show", str(exc), "error", team=team, project=project)

@@ -35,7 +35,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from flask_login import login_required
 
 from ..jobs import states
-from . import ops
+from ..teams import access
 from .common import actor, db, raise_http, svc
 
 bp = Blueprint("proxy", __name__)
@@ -100,8 +100,8 @@ def sandbox(resp) -> None:
 @login_required
 def forward(job_id: int, rest: str):
     try:
-        job, _p, _t, _role = ops.job_access(db(), actor(), job_id)
-    except ops.OpError as exc:
+        job, _p, _t, _role = access.job_access(db(), actor(), job_id)
+    except access.OpError as exc:
         raise_http(exc)
     if job.state == states.RUNNING and not (job.port and job.node):  # started, node not known yet
         return Response(f"job {job_id} is running but has not reported its node yet (waiting for "

@@ -10,20 +10,25 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 from flask_login import login_required
 from sqlalchemy import select
 
-from .. import funds
+from ..billing import funds
 from .. import integrations as ig
-from ..db import LedgerEntry
-from . import ops
+from ..db import LedgerEntry, from_micros
+from ..billing import queries as billing_q
+from ..jobs import queries as job_queries
+from ..projects import service as projects_svc
+from ..projects import settings as project_settings
+from ..teams import access
+from ..teams import service as teams_svc
 from .common import MAX_PAGE, actor, back, db, int_arg, raise_http, svc
 from .svg import spending_svg
 
 bp = Blueprint("teams", __name__)
 
 
-def _team(name: str, roles=ops.ROLE_ANY, what="see this"):
+def _team(name: str, roles=access.ROLE_ANY, what="see this"):
     try:
-        return ops.team_access(db(), actor(), name, roles, what)
-    except ops.OpError as exc:
+        return access.team_access(db(), actor(), name, roles, what)
+    except access.OpError as exc:
         raise_http(exc)
 
 
@@ -32,11 +37,11 @@ def _team(name: str, roles=ops.ROLE_ANY, what="see this"):
 def show(team: str):
     t, role = _team(team)
     s = db()
-    page = ops.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1, hi=MAX_PAGE) or 1)
-    jobs, _ = ops.list_job_rows(s, limit=10, team_ids=[t.id])
-    return render_template("team.html", team=t, role=role, page=page, members=ops.members(s, t),
-                           jobs=jobs, balance=ops.balances_for(s, [t.id])[t.id],
-                           can_admin=actor().is_cluster_admin or role in ops.ROLE_ADMIN,
+    page = projects_svc.project_page(s, t, q=request.args.get("q", "").strip(), page=int_arg("page", 1, hi=MAX_PAGE) or 1)
+    jobs, _ = job_queries.list_job_rows(s, limit=10, team_ids=[t.id])
+    return render_template("team.html", team=t, role=role, page=page, members=teams_svc.members(s, t),
+                           jobs=jobs, balance=teams_svc.balances_for(s, [t.id])[t.id],
+                           can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
                            can_own=actor().is_cluster_admin or role == "owner",
                            gpu_limits=svc().config.gpu_limits, images=list(svc().catalog.names),
                            default_image=svc().config.default_image,
@@ -47,8 +52,8 @@ def show(team: str):
 @login_required
 def create():
     try:
-        name = ops.create_team(svc(), actor(), request.form.get("name", ""))
-    except ops.OpError as exc:
+        name = teams_svc.create_team(svc(), actor(), request.form.get("name", ""))
+    except access.OpError as exc:
         return back("dashboard.index", str(exc), "error")
     return back("teams.show", f"Team {name} created. Its Slurm account appears within a minute.",
                 team=name)
@@ -59,13 +64,13 @@ def create():
 def create_project(team: str):
     _team(team)
     f = request.form
-    st, problems = ops.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
+    st, problems = project_settings.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
                                       image=f.get("image"), time_text=f.get("time"))
     if problems:
         return back("teams.show", "Project not created: " + "; ".join(problems), "error", team=team)
     try:
-        name = ops.create_project(svc(), actor(), team, f.get("name", ""), st)
-    except ops.OpError as exc:
+        name = projects_svc.create_project(svc(), actor(), team, f.get("name", ""), st)
+    except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
         return back("teams.show", str(exc), "error", team=team)
@@ -76,11 +81,11 @@ def create_project(team: str):
 @bp.post("/teams/<team>/members")
 @login_required
 def set_member(team: str):
-    _team(team, ops.ROLE_ADMIN, "add or change members")
+    _team(team, access.ROLE_ADMIN, "add or change members")
     username, role = request.form.get("username", "").strip(), request.form.get("role", "user")
     try:
-        what = ops.set_member(svc(), actor(), team, username, role)
-    except ops.OpError as exc:
+        what = teams_svc.set_member(svc(), actor(), team, username, role)
+    except access.OpError as exc:
         if exc.status == 403:
             raise_http(exc)
         return back("teams.show", str(exc), "error", team=team)
@@ -90,10 +95,10 @@ def set_member(team: str):
 @bp.post("/teams/<team>/members/<username>/remove")
 @login_required
 def remove_member(team: str, username: str):
-    _team(team, ops.ROLE_ADMIN, "remove members")
+    _team(team, access.ROLE_ADMIN, "remove members")
     try:
-        ops.remove_member(svc(), actor(), team, username)
-    except ops.OpError as exc:
+        teams_svc.remove_member(svc(), actor(), team, username)
+    except access.OpError as exc:
         if exc.status == 403:
             raise_http(exc)
         return back("teams.show", str(exc), "error", team=team)
@@ -103,10 +108,10 @@ def remove_member(team: str, username: str):
 @bp.post("/teams/<team>/delete")
 @login_required
 def delete(team: str):
-    _team(team, ops.ROLE_OWNER, "delete the team")
+    _team(team, access.ROLE_OWNER, "delete the team")
     try:
-        ops.delete_team(svc(), actor(), team, request.form.get("confirm", ""))
-    except ops.OpError as exc:
+        teams_svc.delete_team(svc(), actor(), team, request.form.get("confirm", ""))
+    except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
         return back("teams.show", str(exc), "error", team=team)
@@ -121,11 +126,11 @@ def _billing_page(team: str, *, error: str | None = None, status: int = 200, for
     t, role = _team(team)
     s = db()
     me = actor()
-    can_admin = me.is_cluster_admin or role in ops.ROLE_ADMIN
+    can_admin = me.is_cluster_admin or role in access.ROLE_ADMIN
     rows, next_before, series, requests = [], None, [], []
     if can_admin:
-        rows, next_before = ops.ledger_page(s, t, before=int_arg("before"))
-        series = ops.daily_spending(s, t, days=60, now=svc().now(),
+        rows, next_before = billing_q.ledger_page(s, t, before=int_arg("before"))
+        series = billing_q.daily_spending(s, t, days=60, now=svc().now(),
                                      cache=svc().extra.setdefault("web_spending_cache", {}))
         requests = funds.team_requests(s, me, t.name, limit=20)
     typed = {"form": form, "amount": request.form.get("amount", ""),
@@ -133,10 +138,10 @@ def _billing_page(team: str, *, error: str | None = None, status: int = 200, for
     return render_template("billing.html", team=t, role=role, can_admin=can_admin,
                            can_credit=me.is_cluster_admin, fund_requests=requests, error=error,
                            typed=typed, note_max=funds.NOTE_MAX,
-                           balance=ops.balances_for(s, [t.id])[t.id], rows=rows,
-                           next_before=next_before, describe=ops.describe_entry,
+                           balance=teams_svc.balances_for(s, [t.id])[t.id], rows=rows,
+                           next_before=next_before, describe=billing_q.describe_entry,
                            plot=spending_svg(series) if series else "",
-                           total_60d=sum((v for _, v in series), start=ops.from_micros(0)),
+                           total_60d=sum((v for _, v in series), start=from_micros(0)),
                            tab="billing"), status
 
 
@@ -151,9 +156,9 @@ def billing(team: str):
 def add_funds(team: str):
     """Cluster administrators credit the team; everybody else: 403 (404 outside the team)."""
     try:
-        amount = ops.add_funds(svc(), actor(), team, request.form.get("amount", ""),
+        amount = billing_q.add_funds(svc(), actor(), team, request.form.get("amount", ""),
                                request.form.get("note", ""))
-    except ops.OpError as exc:
+    except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
         return _billing_page(team, error=str(exc), status=exc.status, form="add-funds")
@@ -167,7 +172,7 @@ def request_funds(team: str):
     try:
         r = funds.request_funds(svc(), actor(), team, request.form.get("amount", ""),
                                 request.form.get("note", ""))
-    except ops.OpError as exc:
+    except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)
         return _billing_page(team, error=str(exc), status=exc.status, form="request-funds")
@@ -178,19 +183,19 @@ def request_funds(team: str):
 @bp.get("/teams/<team>/ledger.csv")
 @login_required
 def ledger_csv(team: str):
-    t, _ = _team(team, ops.ROLE_ADMIN, "see the ledger")
+    t, _ = _team(team, access.ROLE_ADMIN, "see the ledger")
     team_id, team_name = t.id, t.name
     database = svc().db
 
     def generate():
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(ops.LEDGER_CSV_HEADER)
+        w.writerow(billing_q.LEDGER_CSV_HEADER)
         with database.session() as s:
             q = (select(LedgerEntry).where(LedgerEntry.team_id == team_id).order_by(LedgerEntry.id)
                  .execution_options(yield_per=1000))
             for i, e in enumerate(s.scalars(q)):
-                w.writerow(ops.ledger_csv_row(e))
+                w.writerow(billing_q.ledger_csv_row(e))
                 if i % 500 == 499:
                     yield buf.getvalue()
                     buf.seek(0)

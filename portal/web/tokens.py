@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_login import login_required
 
-from . import ops
+from ..identity import user_tokens
+from ..teams import access
 from .common import actor, back, db, fresh_db, raise_http, svc
 
 bp = Blueprint("tokens", __name__)
@@ -14,7 +15,7 @@ bp = Blueprint("tokens", __name__)
 @bp.get("/tokens")
 @login_required
 def index():
-    return render_template("tokens.html", tokens=ops.list_tokens(db(), actor()), new_token=None,
+    return render_template("tokens.html", tokens=user_tokens.list_tokens(db(), actor()), new_token=None,
                            base_url=svc().config.base_url)
 
 
@@ -22,10 +23,10 @@ def index():
 @login_required
 def create():
     try:
-        _tid, token = ops.create_token(svc(), actor(), request.form.get("name", ""))
-    except ops.OpError as exc:
+        _tid, token = user_tokens.create_token(svc(), actor(), request.form.get("name", ""))
+    except access.OpError as exc:
         return back("tokens.index", str(exc), "error")
-    resp = render_template("tokens.html", tokens=ops.list_tokens(fresh_db(), actor()), new_token=token,
+    resp = render_template("tokens.html", tokens=user_tokens.list_tokens(fresh_db(), actor()), new_token=token,
                            new_name=request.form.get("name", "").strip() or "default",
                            base_url=svc().config.base_url)
     return resp, 201, {"Cache-Control": "no-store"}
@@ -35,7 +36,7 @@ def create():
 @login_required
 def revoke(token_id: int):
     try:
-        ops.revoke_token(svc(), actor(), token_id)
-    except ops.OpError as exc:
+        user_tokens.revoke_token(svc(), actor(), token_id)
+    except access.OpError as exc:
         raise_http(exc)
     return back("tokens.index", "Token revoked.")

@@ -95,7 +95,7 @@ def new_page(browser):
 
 
 def log_in(page, base_url: str, name: str, password: str | None = None) -> None:
-    from portal.web.testkit import password_of
+    from tests.support.web import password_of
 
     page.goto(base_url + "/login")
     page.fill("input[name=username]", name)

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in, shot
-from tests.integration.slipway_harness import cleanup, job_id_from_push, start_slipway, write_project
+from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

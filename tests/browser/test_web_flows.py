@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.jobs import launch
-from portal.testing import FakeBackend, make_services
-from portal.web.testkit import make_world
+from tests.support.fakes import FakeBackend, make_services
+from tests.support.web import make_world
 
 from .conftest import log_in, shot
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from git_gateway import repos
-from git_gateway.testserver import Gateway, client_env, git
+from tests.support.git_server import Gateway, client_env, git
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ import pytest
 
 from git_gateway import repos
 from git_gateway.lfs import MEDIA_TYPE
-from git_gateway.testserver import Gateway, HookRecorder, client_env, git, serve
+from tests.support.git_server import Gateway, HookRecorder, client_env, git, serve
 
 pytestmark = pytest.mark.timeout(300)
 MB = 1 << 20
@@ -38,7 +38,7 @@ def server_proc(tmp_path):
         repos_root, lfs_root = tmp_path / "repos", tmp_path / "lfs"
         repos.create_repo(repos_root, "team", "proj")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "git_gateway.testserver", "--repos", str(repos_root),
+            [sys.executable, "-m", "tests.support.git_server", "--repos", str(repos_root),
              "--lfs", str(lfs_root), "--hook-url", hook_base + "/hook", "--hook-secret", "s3cret",
              "--user", "alice:pw"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:

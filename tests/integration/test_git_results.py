@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from git_gateway import repos, results
-from git_gateway.runner import Runner, RunnerSpec
-from git_gateway.testserver import Gateway, client_env, git
+from git_gateway import repos
+from git_gateway.node import results
+from git_gateway.node.runner import Runner, RunnerSpec
+from tests.support.git_server import Gateway, client_env, git
 
 pytestmark = pytest.mark.timeout(180)
 MB = 1 << 20

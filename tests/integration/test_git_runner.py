@@ -1,4 +1,4 @@
-"""git_gateway.runner end to end: checkout, run, signals, commit-back, events.
+"""git_gateway.node.runner end to end: checkout, run, signals, commit-back, events.
 
 The entrypoint runs in a real container: Charliecloud's ``ch-run`` on the busybox image that
 ``container_images/build`` makes (the argv comes from ``container_images.runtime``, as in a job).
@@ -18,7 +18,7 @@ import pytest
 
 from container_images.runtime import container_argv
 from git_gateway import repos
-from git_gateway.testserver import Gateway, client_env, git, serve
+from tests.support.git_server import Gateway, client_env, git, serve
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def write_spec(tmp_path, gw, ev_base, sha, branch="exp-1", image=None, **over) -
 
 def start_runner(spec: Path, log: Path) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "git_gateway.runner", str(spec)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "git_gateway.node.runner", str(spec)], cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT,
                             env={"PATH": os.environ["PATH"], "HOME": str(spec.parent),
                                  "LANG": "C.UTF-8", "SLURM_JOB_ID": "9001"})
@@ -326,7 +326,7 @@ def test_apptainer_container_sees_cuda_port_and_slipway_vars(setup, tmp_path):
                       container_runtime="apptainer")
     log = tmp_path / "log"
     out = open(log, "wb")
-    p = subprocess.Popen([sys.executable, "-m", "git_gateway.runner", str(spec)], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "git_gateway.node.runner", str(spec)], cwd=ROOT,
                          stdout=out, stderr=subprocess.STDOUT,
                          env={"PATH": os.environ["PATH"], "HOME": str(spec.parent),
                               "LANG": "C.UTF-8", "SLURM_JOB_ID": "9001", "USER": "sw-alice",

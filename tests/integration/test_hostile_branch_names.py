@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.integration.slipway_harness import cleanup, start_slipway, write_project
+from tests.support.harness import cleanup, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from portal.db import Membership, Team, User
 from portal.identity import passwords
 from portal.identity.login import INACTIVE, INVALID, UNAVAILABLE, authenticate, verify_credentials
-from portal.testing import FakeBackend, make_services
+from tests.support.fakes import FakeBackend, make_services
 from tests.ldap_server import PASSWORDS, free_port, ldap_config, ldap_server, user_dn  # noqa: F401
 
 
@@ -172,7 +172,7 @@ def test_first_login_in_the_browser_calls_no_slurm(tmp_path, ldap_server):  # no
     team are made, the dashboard shows the team, and Slurm is not asked anything (its account
     comes from the reconciler's account sync, outside the request)."""
     from portal.app import create_app
-    from portal.web.testkit import csrf_token
+    from tests.support.web import csrf_token
 
     slurm = RecordingSlurm()
     s = make_services(tmp_path, backend=slurm, **ldap_config(ldap_server))

@@ -15,7 +15,7 @@ from portal.db import Membership, Project, ReconcilerState, Team, User
 from portal.identity.ldap_directory import DirectoryUnavailable
 from portal.identity.login import INVALID, authenticate, verify_credentials
 from portal.identity.team_sync import SyncRefused, maybe_sync_ldap, sync_ldap
-from portal.testing import Clock, FakeBackend, make_services
+from tests.support.fakes import Clock, FakeBackend, make_services
 from tests.ldap_server import (GROUPS, PASSWORDS, bulk_users_ldif, group_dn, ldap_config,  # noqa: F401
                                ldap_server, start_slapd, user_dn)
 
@@ -184,7 +184,7 @@ def test_cli_ldap_sync(svc):
 
 
 def test_sync_calls_slurm_account_convergence(svc, ldap_server, monkeypatch):  # noqa: F811
-    import portal.slurm_accounts as sa
+    import portal.teams.slurm_accounts as sa
 
     calls = []
 
@@ -228,7 +228,7 @@ def test_ldap_groups_converge_to_live_slurm_associations(tmp_path, ldap_server, 
     directory, lose their associations; re-running changes nothing."""
     import secrets
 
-    from portal.slurm_accounts import sync_accounts
+    from portal.teams.slurm_accounts import sync_accounts
     from slurm_bridge.cli import CliBackend
 
     prefix = "l" + secrets.token_hex(3) + "-"          # this test's own accounts only

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.slipway_harness import cleanup, job_id_from_push, start_slipway, write_project
+from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -233,7 +233,8 @@ def test_waiting_job_is_held_under_one_dollar_and_released_by_a_deposit(pricey, 
     """The $1.00 rule for a job already in the queue: the balance drops under $1 while it waits
     (here: an administrator's adjustment) -> held in Slurm, with the reason on the job; a deposit
     -> released, and it runs."""
-    from portal import billing, integrations as ig
+    from portal.billing import ledger as billing
+    from portal import integrations as ig
     from portal.db import Database
 
     sw = pricey

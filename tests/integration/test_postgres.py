@@ -22,12 +22,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal import integrations as ig
 from portal.app import create_app
 from portal.db import Base, Database, LedgerEntry, ReconcilerState, Team, upgrade
-from portal.testing import FakeBackend, make_services, seed
-from portal.web.testkit import login, make_world
+from tests.support.fakes import FakeBackend, make_services, seed
+from tests.support.web import login, make_world
 from tests.pg_server import create_database
 from tests.unit import test_portal_launch as launch_tests
 from tests.unit import test_web_no_slurm as no_slurm_tests
@@ -163,7 +163,7 @@ def test_concurrent_pushes_to_one_branch_start_exactly_one_job(launch_env):
 def test_concurrent_pushes_many_rounds(launch_env):
     """12 threads per round, 3 rounds (a round's job is cancelled before the next)."""
     svc, _backend, bare, work = launch_env
-    from portal.testing import commit_to_bare
+    from tests.support.fakes import commit_to_bare
 
     for rnd in range(3):
         shas = [commit_to_bare(bare, work, {**launch_tests.EP, "n": f"{rnd}-{i}"}) for i in range(12)]

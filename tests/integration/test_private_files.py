@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.slipway_harness import (ENTRYPOINT, cleanup, job_id_from_push, start_slipway,
-                                               write_project)
+from tests.support.harness import ENTRYPOINT, cleanup, job_id_from_push, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

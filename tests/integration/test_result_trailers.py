@@ -11,8 +11,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pytest
 
 from container_images.catalog import Catalog
-from tests.integration.slipway_harness import (IMAGE_CACHE, cleanup, job_id_from_push,
-                                               start_slipway, write_project)
+from tests.support.harness import IMAGE_CACHE, cleanup, job_id_from_push, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

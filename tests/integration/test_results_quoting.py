@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from git_gateway.testserver import Gateway, client_env, git
+from tests.support.git_server import Gateway, client_env, git
 
 from .test_git_results import do_commit_back, job_checkout, ref, user_push
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from git_gateway.refname import branch_problem
 from portal.db import Job, LedgerEntry
 from portal.jobs import launch
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 TRICKY = ["-n", "--help", "-", "a", "exp-1", "feat/x", "feat/-n", "HEAD", "head", "@", "@a", "a@b",
           "a@{", "@{-1}", "x@{1}", "a.lock", "a.lock/b", "a/b.lock", "a.lockx", ".a", "a/.b", "a/b.",

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from portal import cli as cli_mod
 from portal.cli import Ctx, main
 from portal.db import AccessToken, Job
-from portal.testing import FakeBackend, make_services
-from portal.web import ops
-from portal.web.testkit import add_job, add_team, add_user, make_world
+from tests.support.fakes import FakeBackend, make_services
+from portal.identity import user_tokens
+from tests.support.web import add_job, add_team, add_user, make_world
 
 LONG_BRANCH = "experiments/" + "very-long-branch-name-" * 6 + "end"
 LONG_REASON = "Slurm says: " + " ".join(f"word{i}" for i in range(60)) + " THE-END"
@@ -25,7 +25,7 @@ LONG_REASON = "Slurm says: " + " ".join(f"word{i}" for i in range(60)) + " THE-E
 @pytest.fixture
 def site(tmp_path):
     """make_world's portal, for local runs (``actor=``) and remote ones (``url=`` + ``token=``)."""
-    from git_gateway.testserver import serve
+    from tests.support.git_server import serve
     from portal.app import create_app
 
     svc = make_services(tmp_path, backend=FakeBackend())
@@ -136,16 +136,16 @@ def test_token_list_and_revoke_local(site):
     # a user revokes only their own tokens
     assert f"there is no token {alice_tid}" in run("token", "revoke", str(alice_tid), actor="carol", ok=False)
     with svc.db.session() as s:
-        assert ops.user_by_bearer(s, secret) is not None
+        assert user_tokens.user_by_bearer(s, secret) is not None
     assert f"token {alice_tid} revoked" in run("token", "revoke", str(alice_tid), actor="alice")
     with svc.db.session() as s:
-        assert ops.user_by_bearer(s, secret) is None
+        assert user_tokens.user_by_bearer(s, secret) is None
     listed = json.loads(run("token", "list", "--json", actor="alice"))
     assert [t["revoked_at"] is not None for t in listed if t["id"] == alice_tid] == [True]
     # a cluster admin (and the operator) revokes anyone's
     run("token", "revoke", str(mallory_tid), actor="dave")
     with svc.db.session() as s:
-        assert ops.user_by_bearer(s, ids["mallory_token"]) is None
+        assert user_tokens.user_by_bearer(s, ids["mallory_token"]) is None
 
 
 def test_token_list_revoke_and_job_delete_remote(site):

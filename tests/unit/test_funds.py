@@ -9,13 +9,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, update
 
-from portal import billing, funds, payments
+from portal.billing import ledger as billing, funds, payments
 from portal.app import create_app
 from portal.db import LedgerEntry, Membership, Team, User
 from portal.db.models import FundRequest
-from portal.testing import FakeBackend, make_services
-from portal.web import ops
-from portal.web.testkit import add_user, csrf_token, login, make_world
+from tests.support.fakes import FakeBackend, make_services
+from portal.billing import queries as billing_q
+from portal.teams import access
+from tests.support.web import add_user, csrf_token, login, make_world
 
 
 @pytest.fixture
@@ -27,10 +28,10 @@ def env(tmp_path):
     svc.db.dispose()
 
 
-def who(svc, name) -> ops.Actor:
+def who(svc, name) -> access.Actor:
     with svc.db.session() as s:
         u = s.scalar(select(User).where(User.name == name))
-        return ops.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
+        return access.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
 
 
 def balance(svc, team) -> Decimal:
@@ -46,7 +47,7 @@ def deposits(svc, team) -> list[LedgerEntry]:
 
 
 def refused(fn, *a, status: int, **kw) -> str:
-    with pytest.raises(ops.OpError) as exc:
+    with pytest.raises(access.OpError) as exc:
         fn(*a, **kw)
     assert exc.value.status == status, (exc.value.status, str(exc.value))
     return str(exc.value)
@@ -64,14 +65,14 @@ def test_personal_team_owner_can_no_longer_credit_itself(env):
         s.add(Membership(user_id=s.scalar(select(User.id).where(User.name == "eve")), team_id=t.id,
                          role="owner", created_at=svc.now()))
     eve = who(svc, "eve")
-    msg = refused(ops.add_funds, svc, eve, "eve", "1000000.00", status=403)
+    msg = refused(billing_q.add_funds, svc, eve, "eve", "1000000.00", status=403)
     assert "only cluster administrators add funds" in msg and "request funds" in msg
     assert balance(svc, "eve") == 0 and deposits(svc, "eve") == []
     # another team's owner: the team does not exist for them
-    assert "there is no team" in refused(ops.add_funds, svc, who(svc, "mallory"), "eve", "5", status=404)
+    assert "there is no team" in refused(billing_q.add_funds, svc, who(svc, "mallory"), "eve", "5", status=404)
     # the operator and cluster administrators credit
-    assert ops.add_funds(svc, who(svc, "dave"), "eve", "12.50", "grant 4") == Decimal("12.50")
-    assert ops.add_funds(svc, ops.Actor(0, "root", True), "eve", "1", "") == Decimal("1.00")
+    assert billing_q.add_funds(svc, who(svc, "dave"), "eve", "12.50", "grant 4") == Decimal("12.50")
+    assert billing_q.add_funds(svc, access.Actor(0, "root", True), "eve", "1", "") == Decimal("1.00")
     assert balance(svc, "eve") == Decimal("13.50")
 
 
@@ -145,13 +146,13 @@ def test_input_is_refused_with_a_message_and_nothing_saved(env):
                           ("1.005", "more than 2 decimal places"), ("1000000.01", "over the limit"),
                           (5.5, "float"), (True, "bool"), (None, "string"), ("", "not a plain amount")]:
         assert words in refused(funds.request_funds, svc, alice, "nlp", amount, status=400), amount
-        assert words in refused(ops.add_funds, svc, dave, "nlp", amount, status=400), amount
+        assert words in refused(billing_q.add_funds, svc, dave, "nlp", amount, status=400), amount
     long = "x" * 501
     msg = refused(funds.request_funds, svc, alice, "nlp", "5", long, status=400)
     assert "501 characters" in msg and "at most 500" in msg
     # ledger notes over 500 characters are refused, not cut
     before = len(deposits(svc, "nlp"))
-    assert "at most 500" in refused(ops.add_funds, svc, dave, "nlp", "5", long, status=400)
+    assert "at most 500" in refused(billing_q.add_funds, svc, dave, "nlp", "5", long, status=400)
     assert len(deposits(svc, "nlp")) == before
     r = funds.request_funds(svc, alice, "nlp", 7, "y" * 500)  # a whole number and 500 characters: fine
     assert r.amount == Decimal("7.00") and len(r.note) == 500
@@ -204,7 +205,7 @@ def test_approve_decline_cancel_race_exactly_one_wins(env):
             start.wait()
             try:
                 wins.append(call().state)
-            except ops.OpError as exc:
+            except access.OpError as exc:
                 losses.append(exc.status)
 
         threads = [threading.Thread(target=go, args=(c,)) for c in calls]

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal.cli import Ctx, main
 from portal.db import Team
-from portal.testing import FakeBackend, make_services
+from tests.support.fakes import FakeBackend, make_services
 
 
 @pytest.fixture
@@ -78,9 +78,9 @@ def test_owner_of_a_personal_team_requests_and_the_operator_decides(cli):
 
 @pytest.fixture
 def site(tmp_path):
-    from git_gateway.testserver import serve
+    from tests.support.git_server import serve
     from portal.app import create_app
-    from portal.web.testkit import make_world
+    from tests.support.web import make_world
 
     svc = make_services(tmp_path, backend=FakeBackend())
     ids = make_world(svc)

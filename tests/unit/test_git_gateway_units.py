@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from git_gateway import hook_program, hooks, lfs, repos, results
+from git_gateway import hook_program, hooks, lfs, repos
+from git_gateway.node import results
 from git_gateway.http import AccessDenied, GitHttpApp, Principal, basic_header, parse_basic
-from git_gateway.runner import RunnerSpec, SpecError, child_env
+from git_gateway.node.runner import RunnerSpec, SpecError, child_env
 
 
 # ------------------------------------------------------------------------------------ repos
@@ -396,7 +397,7 @@ def test_runner_container_env_is_the_runtime_rule(runtime, base):
     """The runner cannot import container_images on the node: its copy of launch_env must
     give exactly what container_images.runtime.launch_env gives."""
     from container_images import runtime as rt
-    from git_gateway import runner
+    from git_gateway.node import runner
 
     assert runner.CONTAINER_PASSTHROUGH == rt.PASSTHROUGH_ENV
     names = ["CUDA_VISIBLE_DEVICES", "PORT", "SLIPWAY_JOB_ID"]
@@ -405,7 +406,7 @@ def test_runner_container_env_is_the_runtime_rule(runtime, base):
 
 
 def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
-    from git_gateway.runner import launch_env, runtime_of
+    from git_gateway.node.runner import launch_env, runtime_of
 
     argv = ["apptainer", "exec", "--nv", "--cleanenv", "--containall", "--bind", "/w:/work",
             "--pwd", "/work", "/img/python.sif", "/usr/bin/env", "PORT=12345", "bash", "x.sh"]
@@ -423,7 +424,7 @@ def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
 
 
 def test_runner_env_for_charliecloud_and_plain_commands():
-    from git_gateway.runner import launch_env, runtime_of
+    from git_gateway.node.runner import launch_env, runtime_of
 
     ch = RunnerSpec.from_dict(dict(SPEC, container_argv=["/usr/bin/ch-run", "--", "true"]))
     assert runtime_of(ch) == "charliecloud"
@@ -534,7 +535,7 @@ def test_port_taken_on_the_node_is_replaced_by_a_free_one():
     moves the job to a free port in 10000-65535 (the started event tells the portal)."""
     import socket
 
-    from git_gateway.runner import ensure_free_port, port_is_free
+    from git_gateway.node.runner import ensure_free_port, port_is_free
     busy = socket.socket()
     busy.bind(("0.0.0.0", 0))
     busy.listen()

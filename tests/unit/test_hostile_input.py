@@ -23,9 +23,11 @@ from portal import integrations as ig
 from portal.app import create_app
 from portal.db import Project, User
 from portal.jobs import launch
-from portal.testing import FakeBackend, make_services
-from portal.web import ops
-from portal.web.testkit import add_job, csrf_token, login, make_world
+from tests.support.fakes import FakeBackend, make_services
+from portal.identity import user_tokens
+from portal.projects import settings as project_settings
+from portal.teams import access
+from tests.support.web import add_job, csrf_token, login, make_world
 from slurm_bridge.request import GpuRequest
 
 HOSTILE_IDS = [2**63, 2**64, -1, 0, 99999999999999999999999]
@@ -43,8 +45,8 @@ def world(tmp_path):
     ids = make_world(svc)
     app = create_app(services_=svc)
     with svc.db.session() as s:
-        alice = ops.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
-    _tid, token = ops.create_token(svc, alice, "hostile")
+        alice = access.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
+    _tid, token = user_tokens.create_token(svc, alice, "hostile")
     yield svc, app, ids, token
     svc.db.dispose()
 
@@ -224,9 +226,9 @@ def test_names_must_be_json_strings(world):
 def test_form_gpu_count_must_be_whole(world):
     svc = world[0]
     for bad in ("1.9", "true", "2x", ""):
-        st, problems = ops.parse_settings(svc, gpu_type="a4000", gpu_count=bad)
+        st, problems = project_settings.parse_settings(svc, gpu_type="a4000", gpu_count=bad)
         assert (st is None and problems) or bad == ""
-    st, problems = ops.parse_settings(svc, gpu_type="a4000", gpu_count="2")
+    st, problems = project_settings.parse_settings(svc, gpu_type="a4000", gpu_count="2")
     assert st is not None and st.gpu_count == 2
 
 

@@ -12,7 +12,7 @@ from portal.db import User
 from portal.identity import passwords
 from portal.identity.login import INACTIVE, INVALID, authenticate, verify_credentials
 from portal.identity.names import norm_dn, personal_team_for, team_name_for_group, valid_unix_user
-from portal.testing import FakeBackend, make_services
+from tests.support.fakes import FakeBackend, make_services
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from git_gateway import repos
-from portal import billing
+from portal.billing import ledger as billing
 from portal.app import create_app
 from portal.cli import Ctx, main
 from portal.db import Job, LedgerEntry, Team
 from portal.jobs import delete, launch
-from portal.testing import FakeBackend, commit_to_bare, make_services
-from portal.web import ops
-from portal.web.testkit import add_charge, add_job, csrf_token, login, make_world
+from tests.support.fakes import FakeBackend, commit_to_bare, make_services
+from portal.teams import access
+from tests.support.web import add_charge, add_job, csrf_token, login, make_world
 
 
 def bare(svc):
@@ -53,7 +53,7 @@ def who(svc, name):
     with svc.db.session() as s:
         from portal.db import User
         u = s.scalar(select(User).where(User.name == name))
-        return ops.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
+        return access.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
 
 
 def money(svc):

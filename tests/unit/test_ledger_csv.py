@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal import integrations as ig
 from portal.app import create_app
 from portal.cli import Ctx, main
 from portal.db import Job
-from portal.ledger_csv import LEDGER_CSV_HEADER, ledger_csv_row, safe_text
-from portal.testing import FakeBackend, make_services
+from portal.billing.ledger_csv import LEDGER_CSV_HEADER, ledger_csv_row, safe_text
+from tests.support.fakes import FakeBackend, make_services
 from portal.web.common import fmt_usd_micros
-from portal.web.testkit import login, make_world
+from tests.support.web import login, make_world
 
 HOSTILE = ['=HYPERLINK("http://x","y")', "@SUM(1)", "+1", "-1+1", "\t=1", "\r=1"]
 

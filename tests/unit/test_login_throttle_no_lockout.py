@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from portal.app import create_app
-from portal.testing import FakeBackend, make_services
-from portal.web.testkit import login, make_world
-from portal.web.throttle import LoginThrottle
+from tests.support.fakes import FakeBackend, make_services
+from tests.support.web import login, make_world
+from portal.identity.throttle import LoginThrottle
 
 
 class Clock:

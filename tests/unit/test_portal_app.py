@@ -5,10 +5,10 @@ import pytest
 from sqlalchemy import select
 
 from portal.app import create_app
-from portal.auth import create_token, make_authenticate
+from portal.identity.tokens import create_token, make_authenticate
 from portal.config import Config, load_config
 from portal.db import Job
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 Z = "0" * 40
 
@@ -125,7 +125,7 @@ def test_deactivated_user_loses_git_and_token_access(env):
     """A user switched off (LDAP dropped them) keeps no access through any of their tokens."""
     import base64
 
-    from portal.auth import verify_token
+    from portal.identity.tokens import verify_token
     from portal.db import User
     svc, c, *_ = env
     auth = make_authenticate(svc)

@@ -7,8 +7,8 @@ import pytest
 
 from portal.db import Job
 from portal.jobs import service
-from portal.reconciler import Reconciler
-from portal.testing import Clock, FakeBackend, make_services, seed
+from portal.jobs.reconciler import Reconciler
+from tests.support.fakes import Clock, FakeBackend, make_services, seed
 from slurm_bridge.errors import ControllerUnavailable, JobNotFound, SlurmRejected
 
 

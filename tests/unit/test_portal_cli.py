@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from portal.cli import Ctx, main
 from portal.db import AccessToken, Job, Project
-from portal.testing import FakeBackend, make_services
+from tests.support.fakes import FakeBackend, make_services
 
 
 @pytest.fixture
@@ -174,9 +174,9 @@ def test_project_create_needs_administrator_and_members_cancel_any_job(cli):
 @pytest.fixture
 def site(tmp_path):
     """A real portal (make_world's teams, jobs, ledger) served by waitress on 127.0.0.1."""
-    from git_gateway.testserver import serve
+    from tests.support.git_server import serve
     from portal.app import create_app
-    from portal.web.testkit import make_world
+    from tests.support.web import make_world
 
     backend = FakeBackend()
     svc = make_services(tmp_path, backend=backend)

@@ -39,7 +39,7 @@ from datetime import datetime, timezone  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.exc import IntegrityError  # noqa: E402
 
-from portal import billing  # noqa: E402
+from portal.billing import ledger as billing  # noqa: E402
 from portal.db import Job, LedgerEntry, Project, Team, TeamBalance  # noqa: E402
 
 T = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)

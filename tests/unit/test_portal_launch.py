@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal.db import Job, LedgerEntry
 from portal.jobs import launch
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
 Z = "0" * 40
@@ -59,7 +59,7 @@ def test_push_reserves_then_submits(env):
     assert req.account == "team-nlp" and req.qos == "normal" and req.requeue and req.comment == "slipway"
     assert req.gpus.gres == "gpu:a4000:1" and req.time_limit_min == 60
     assert req.output.endswith(f"/jobs/{job.id}/output.log")
-    assert list(req.command[1:3]) == ["-m", "git_gateway.runner"]
+    assert list(req.command[1:3]) == ["-m", "git_gateway.node.runner"]
     spec_path = req.command[3]
     assert stat.S_IMODE((svc.config.jobs_dir / str(job.id) / "spec.json").stat().st_mode) == 0o600
     spec = json.loads(open(spec_path).read())
@@ -256,7 +256,7 @@ def test_image_check_follows_the_configured_runtime(tmp_path):
 def test_apptainer_job_sees_cuda_port_and_slipway_vars_through_cleanenv(tmp_path):
     """The spec launch.py writes, run through the runner's env logic on a Slurm-like node
     environment: what survives Apptainer's --cleanenv is APPTAINERENV_* (plus the argv's env)."""
-    from git_gateway.runner import RunnerSpec, launch_env
+    from git_gateway.node.runner import RunnerSpec, launch_env
 
     svc = make_services(tmp_path, backend=FakeBackend(), container_runtime="apptainer",
                         images_root=tmp_path / "sifs")
@@ -298,7 +298,7 @@ def test_unknown_account_is_converged_once_then_submitted(env, monkeypatch):
     the submission converges the accounts itself and tries again (outside any page view)."""
     svc, backend, bare, work = env
     from slurm_bridge.errors import SlurmRejected
-    import portal.slurm_accounts as sa
+    import portal.teams.slurm_accounts as sa
     backend.submit_error = SlurmRejected(
         "Slurm refused", slurm_message="Invalid account or account/partition combination specified")
     synced = []
@@ -319,7 +319,7 @@ def test_unknown_account_is_converged_once_then_submitted(env, monkeypatch):
 def test_unknown_account_after_convergence_fails_the_job_with_slurms_reason(env, monkeypatch):
     svc, backend, bare, work = env
     from slurm_bridge.errors import SlurmRejected
-    import portal.slurm_accounts as sa
+    import portal.teams.slurm_accounts as sa
     backend.submit_error = SlurmRejected("Invalid account", slurm_message="Invalid account")
     calls = []
     monkeypatch.setattr(sa, "sync_accounts", lambda s: calls.append(1) or [])
@@ -376,8 +376,8 @@ class SlowSubmitBackend(FakeBackend):
 
 
 def test_late_post_receive_and_reconciler_racing_submit_exactly_once(tmp_path):
-    from portal.reconciler import Reconciler
-    from portal.testing import Clock, git
+    from portal.jobs.reconciler import Reconciler
+    from tests.support.fakes import Clock, git
 
     backend, clock = SlowSubmitBackend(), Clock()
     svc = make_services(tmp_path, backend=backend, clock=clock, storage_interval=10**9)

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal.db import Job, LedgerEntry
 from portal.jobs import service
-from portal.reconciler import Reconciler
-from portal.testing import Clock, FakeBackend, make_services, seed
+from portal.jobs.reconciler import Reconciler
+from tests.support.fakes import Clock, FakeBackend, make_services, seed
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_storage_is_billed_per_minute_from_the_repository_size(tmp_path):
     import os
 
     from portal import integrations as ig
-    from portal.testing import commit_to_bare
+    from tests.support.fakes import commit_to_bare
 
     clock = Clock()
     svc = make_services(tmp_path, backend=FakeBackend(), clock=clock, storage_interval=60)
@@ -556,7 +556,7 @@ def test_loop_sleeps_its_interval_unless_woken(env):
     import threading
     import time as _time
 
-    from portal.reconciler import _sleep
+    from portal.jobs.reconciler import _sleep
     stop, wake = threading.Event(), threading.Event()
     t0 = _time.monotonic()
     assert _sleep(stop, wake, 0.3, minimum=0.05) is False
@@ -629,7 +629,7 @@ def test_started_event_records_the_port_the_runner_moved_to(env):
 # ------------------------------------------------------------ reservations whose post-receive was lost
 
 from portal.jobs import launch  # noqa: E402
-from portal.testing import commit_to_bare, git, hook_payload  # noqa: E402
+from tests.support.fakes import commit_to_bare, git, hook_payload  # noqa: E402
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
 Z = "0" * 40
@@ -663,7 +663,7 @@ def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
     j = job(svc, jid)
     assert (j.state, j.slurm_job_id, j.commit_sha) == ("pending", slurm_id, sha)
     assert j.reason == launch.RECOVERED_NOTE and j.token_hash and j.port
-    assert req.name == f"slipway-{jid}" and list(req.command[1:3]) == ["-m", "git_gateway.runner"]
+    assert req.name == f"slipway-{jid}" and list(req.command[1:3]) == ["-m", "git_gateway.node.runner"]
     spec = json.loads((svc.config.jobs_dir / str(jid) / "spec.json").read_text())
     assert spec["commit"] == sha and spec["branch"] == "exp-1"
     # Slurm's queue reason is shown next to the note; once running, the note alone stays
@@ -778,7 +778,7 @@ def test_busy_pace_ends_when_an_ended_job_never_settles(env):
     """sacct down or a record that never comes: the loop keeps its fast pace for a while after
     the job left the queue, then goes back to the normal interval (no squeue+sacct every second
     for ten minutes)."""
-    from portal.reconciler import BUSY_AFTER_END_S
+    from portal.jobs.reconciler import BUSY_AFTER_END_S
 
     svc, backend, clock = env
     jid = make_job(svc, 11, state="running")

@@ -8,8 +8,8 @@ import pytest
 
 from portal.db import Job, LedgerEntry
 from portal.jobs import service
-from portal.reconciler import Reconciler
-from portal.testing import Clock, FakeBackend, make_services, seed
+from portal.jobs.reconciler import Reconciler
+from tests.support.fakes import Clock, FakeBackend, make_services, seed
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from portal.app import create_app
 from portal.cli import Ctx, main
 from portal.db import Job, LedgerEntry, Project
 from portal.jobs import rerun
-from portal.testing import FakeBackend, commit_to_bare, git, make_services
-from portal.web import ops
-from portal.web.testkit import csrf_token, login, make_world
+from tests.support.fakes import FakeBackend, commit_to_bare, git, make_services
+from portal.teams import access
+from tests.support.web import csrf_token, login, make_world
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
 
@@ -36,7 +36,7 @@ def actor(svc, name):
 
     with svc.db.session() as s:
         u = s.scalar(select(User).where(User.name == name))
-        return ops.Actor(id=u.id, name=u.name, is_cluster_admin=u.is_cluster_admin)
+        return access.Actor(id=u.id, name=u.name, is_cluster_admin=u.is_cluster_admin)
 
 
 def job(svc, jid) -> Job:
@@ -87,7 +87,7 @@ def test_rerun_access_outsiders_get_not_found_admins_may(world):
 
 def test_the_servers_operator_reruns_as_the_old_pusher(world):
     svc, ids, _backend, _tip, _ = world
-    new_id, _ = rerun.rerun_job(svc, ops.Actor(id=0, name="operator", is_cluster_admin=True),
+    new_id, _ = rerun.rerun_job(svc, access.Actor(id=0, name="operator", is_cluster_admin=True),
                                 ids["succeeded"])
     assert pusher(svc, new_id) == "alice"
 
@@ -182,7 +182,7 @@ def test_web_run_again_button(world):
 # ------------------------------------------------------------------------------------ CLI
 
 def test_cli_rerun_local_and_remote(world, tmp_path):
-    from git_gateway.testserver import serve
+    from tests.support.git_server import serve
 
     svc, ids, backend, tip, _ = world
     runner = CliRunner()

@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal.db import Job, LedgerEntry
 from portal.jobs import launch, service, unknown
-from portal.reconciler import Reconciler
-from portal.testing import Clock, FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from portal.jobs.reconciler import Reconciler
+from tests.support.fakes import Clock, FakeBackend, commit_to_bare, hook_payload, make_services, seed
 from slurm_bridge.errors import ControllerUnavailable, SlurmRejected
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
@@ -33,7 +33,7 @@ def env(tmp_path):
 
 def push(svc, tmp_path, branch="exp-1", files=None):
     """A whole push: objects, pre-receive, the branch moves, post-receive. -> (job id, reply)."""
-    from portal.testing import git
+    from tests.support.fakes import git
 
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / f"work-{branch}", files or EP, branch=branch)
@@ -245,7 +245,7 @@ def test_process_died_mid_sbatch_goes_the_same_way_and_is_adopted(env):
     ``stale_reservation`` the job is unknown, not failed, and found in Slurm's accounting."""
     svc, backend, clock, tmp_path = env
     backend.submit_error = RuntimeError("never reached")  # no post-receive in this test
-    from portal.testing import git
+    from tests.support.fakes import git
 
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / "w", EP)
@@ -272,7 +272,7 @@ def test_process_died_mid_sbatch_goes_the_same_way_and_is_adopted(env):
 
 def test_lost_reservation_submitted_by_the_reconciler_without_an_answer_is_unknown(env):
     svc, backend, clock, tmp_path = env
-    from portal.testing import git
+    from tests.support.fakes import git
 
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / "w", EP)

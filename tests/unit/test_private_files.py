@@ -15,7 +15,7 @@ import pytest
 from git_gateway import repos
 from git_gateway.lfs import LfsStore
 from portal import integrations, private_files
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 
 def mode(p: Path) -> int:
@@ -51,7 +51,8 @@ def test_fresh_data_dir_is_private(tmp_path):
 
 
 def test_lock_files_are_private(tmp_path, monkeypatch):
-    from portal import reconciler, slurm_accounts
+    from portal.jobs import reconciler
+    from portal.teams import slurm_accounts
     import slurm_bridge.sync
 
     svc = make_services(tmp_path)
@@ -147,7 +148,9 @@ def test_job_dir_is_created_0700_and_node_dir_is_traverse_only(tmp_path):
     dest = integrations.node_runtime(svc.config)
     assert mode(svc.config.data_dir / "node") == 0o711
     assert mode(dest) == 0o755 and mode(dest / "git_gateway") == 0o755
-    assert all(mode(p) == 0o644 for p in (dest / "git_gateway").iterdir())
+    assert mode(dest / "git_gateway" / "node") == 0o755
+    files = list((dest / "git_gateway").rglob("*.py"))
+    assert files and all(mode(p) == 0o644 for p in files)
     svc.db.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Issue 9 item 10: result commits carry trailers a reader can trust (git_gateway.trailers), the
+"""Issue 9 item 10: result commits carry trailers a reader can trust (git_gateway.node.trailers), the
 runner fills them from its spec and its node, the portal writes the spec's facts, and images get
 a stable content digest (container_images.digest)."""
 from __future__ import annotations
@@ -17,8 +17,8 @@ from accounting.billing import cumulative_amount, gpu_lines, target_minutes
 from accounting.rates import Rates
 from container_images import digest
 from container_images.catalog import Catalog
-from git_gateway import runner as rn
-from git_gateway import trailers
+from git_gateway.node import runner as rn
+from git_gateway.node import trailers
 
 SHA = "ab" * 20
 KEYS = ["Slipway-Job", "Slipway-Attempt", "Slipway-Commit", "Slipway-Branch", "Slipway-Image",
@@ -251,7 +251,7 @@ def test_catalog_digest_per_runtime(tmp_path):
 # --------------------------------------------------------------------------- portal spec
 def test_prepare_job_writes_the_trailer_facts(tmp_path):
     from portal.jobs import launch
-    from portal.testing import make_services
+    from tests.support.fakes import make_services
 
     digest.clear_cache()
     make_tree(tmp_path / "images" / "python")

@@ -7,10 +7,10 @@ import json
 
 from sqlalchemy import select
 
-from git_gateway.runner import RunnerSpec, ensure_free_port
+from git_gateway.node.runner import RunnerSpec, ensure_free_port
 from portal.db import Job
 from portal.jobs import launch, service
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 Z = "0" * 40
 

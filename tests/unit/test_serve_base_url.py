@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from portal import cli as cli_mod
 from portal.config import load_config, served_base_url
 from portal.services import build_services
-from portal.testing import FakeBackend
+from tests.support.fakes import FakeBackend
 
 
 @pytest.fixture

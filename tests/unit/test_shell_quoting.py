@@ -17,8 +17,8 @@ from portal import shellquote
 from portal.app import create_app
 from portal.cli import Ctx, main
 from portal.jobs import launch
-from portal.testing import FakeBackend, commit_to_bare, hook_payload, make_services, seed
-from portal.web.testkit import add_job, login, make_world
+from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
+from tests.support.web import add_job, login, make_world
 
 HOSTILE = ["x;id", "feat/$(touch pwned)", "a'b", "-n", "b`id`", 'q"uo te', "$HOME", "a&&b|c>d", "--upload-pack=x"]
 

@@ -1,9 +1,9 @@
-"""portal.slurm_accounts.desired_state: teams -> Slurm accounts, active members -> associations."""
+"""portal.teams.slurm_accounts.desired_state: teams -> Slurm accounts, active members -> associations."""
 from sqlalchemy import select
 
 from portal.db import Membership, Team, User
-from portal.slurm_accounts import desired_state
-from portal.testing import make_services
+from portal.teams.slurm_accounts import desired_state
+from tests.support.fakes import make_services
 from slurm_bridge.sync import parse_current, plan
 
 

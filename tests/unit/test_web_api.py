@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from portal.app import create_app
 from portal.db import Project
-from portal.testing import FakeBackend, make_services
-from portal.web.testkit import make_world
+from tests.support.fakes import FakeBackend, make_services
+from tests.support.web import make_world
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from portal.app import create_app
-from portal.testing import FakeBackend, make_services
+from tests.support.fakes import FakeBackend, make_services
 from portal.web import auth as web_auth
-from portal.web.testkit import login, make_world
-from portal.web.throttle import LoginThrottle
+from tests.support.web import login, make_world
+from portal.identity.throttle import LoginThrottle
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_success_takes_back_its_count_and_memory_is_bounded():
 def test_behind_a_trusted_proxy_the_client_address_is_counted(tmp_path):
     """With trusted_proxies=1 the per-address count is the client's (X-Forwarded-For), so one
     client's failures do not lock out everyone behind the same reverse proxy."""
-    from portal.web.testkit import csrf_token
+    from tests.support.web import csrf_token
 
     svc = make_services(tmp_path, backend=FakeBackend(), login_max_failures=100,
                         login_max_failures_per_address=2, trusted_proxies=1)

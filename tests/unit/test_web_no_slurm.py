@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from portal.app import create_app
-from portal.testing import make_services
-from portal.web.testkit import login, make_world
+from tests.support.fakes import make_services
+from tests.support.web import login, make_world
 
 
 class ExplodingBackend:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from portal import billing, funds
+from portal.billing import ledger as billing, funds
 from portal.app import create_app
 from portal.db import AccessToken, Job, Membership, Project, Team, User
 from portal.db.models import FundRequest
-from portal.web import ops
-from portal.testing import FakeBackend, make_services
-from portal.web.testkit import csrf_token, login, make_world
+from portal.teams import access
+from tests.support.fakes import FakeBackend, make_services
+from tests.support.web import csrf_token, login, make_world
 
 PUBLIC = {"static", "auth.login", "auth.logout", "pages.healthz"}
 INTERNAL = {"internal.hooks", "internal.job_events"}
@@ -37,7 +37,7 @@ def world(tmp_path):
     ids = make_world(svc)
     with svc.db.session() as s:
         ids["alice_token_id"] = s.scalar(select(AccessToken.id).join(User).where(User.name == "alice"))
-        alice = ops.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
+        alice = access.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
     ids["fund_request"] = funds.request_funds(svc, alice, "nlp", "30", "NLP-FUND-NOTE").id
     app = create_app(services_=svc)
     yield svc, app, ids, backend

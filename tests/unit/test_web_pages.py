@@ -9,12 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from portal import billing
+from portal.billing import ledger as billing
 from portal.app import create_app
 from portal.db import AccessToken, Job, Membership, Project, Team, User
 from portal.jobs import launch
-from portal.testing import FakeBackend, make_services
-from portal.web.testkit import csrf_token, login, make_world
+from tests.support.fakes import FakeBackend, make_services
+from tests.support.web import csrf_token, login, make_world
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ database triggers in the same transaction as every ledger insert/update/delete
 
 The team and billing pages read one row instead of summing the team's whole ledger (160,000 rows
 for a big team: ~10 ms per page view). The triggers cover every writer (ORM, Core, raw SQL,
-another process); the ledger stays the record and ``portal.billing.ledger_sum`` recomputes it.
+another process); the ledger stays the record and ``portal.billing.ledger.ledger_sum`` recomputes it.
 
 Revision ID: 0004
 Revises: 0003

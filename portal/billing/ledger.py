@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import integrations as ig
-from .db import Database, LedgerEntry, Team, TeamBalance, from_micros, to_micros, utcnow
+from .. import integrations as ig
+from ..db import Database, LedgerEntry, Team, TeamBalance, from_micros, to_micros, utcnow
 
 KIND_DEPOSIT = "deposit"
 KIND_GPU = "gpu"

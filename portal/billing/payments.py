@@ -6,7 +6,7 @@ A site that takes payments (card, invoice system) plugs an adapter implementing
 calls ``credit_payment(svc, reference)``. The provider — never the caller — says which team paid
 how much; the deposit is keyed by the provider's reference, so a payment reported twice is
 credited once. No provider is configured by default: then only cluster administrators credit
-teams (``portal.funds``), and ``credit_payment`` refuses.
+teams (``portal.billing.funds``), and ``credit_payment`` refuses.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from . import billing
-from . import integrations as ig
-from .services import Services
-from .web.ops import NotFound, OpError
+from . import ledger as billing
+from .. import integrations as ig
+from ..services import Services
+from ..teams.access import NotFound, OpError
 
 
 @dataclass(frozen=True)

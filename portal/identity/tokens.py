@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import integrations as ig
-from .db import AccessToken, User
-from .jobs import launch, service
-from .services import Services
+from .. import integrations as ig
+from ..db import AccessToken, User
+from ..jobs import launch, service
+from ..services import Services
 
 TOKEN_PREFIX = "swp_"
 PREFIX_LEN = 12

@@ -2,7 +2,7 @@
 
     with serve(app) as base_url: ...            # waitress in a thread, random free port
 
-    python -m git_gateway.testserver --repos R --lfs L --hook-url U --hook-secret S \
+    python -m tests.support.git_server --repos R --lfs L --hook-url U --hook-secret S \
         --user alice:pw [--user job:42:tok] [--port 0]
 prints ``PORT <n>`` on stdout when listening (used to measure the server's own RSS).
 """
@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable
 
-from .http import AccessDenied, GitHttpApp, Principal
+from git_gateway.http import AccessDenied, GitHttpApp, Principal
 
 
 def _stop(server) -> None:
@@ -162,7 +162,7 @@ class Gateway:
         self._stack.close()
 
     def create(self, team: str = "team", project: str = "proj"):
-        from . import repos
+        from git_gateway import repos
         return repos.create_repo(self.repos_root, team, project)
 
     def url(self, team: str = "team", project: str = "proj", user: str | None = None,

@@ -4,7 +4,7 @@ Money enters a team's ledger only through
 
 * a cluster administrator (a user with ``is_cluster_admin``, or the operator running the CLI on
   the server): ``add_funds`` (grants, invoices), or ``approve`` of a fund request;
-* a payment provider behind the ``portal.payments`` port (none is configured by default).
+* a payment provider behind the ``portal.billing.payments`` port (none is configured by default).
 
 Team administrators and owners *request* funds (``request_funds``): the request reaches the
 cluster administrators (``list_requests``), who approve it (one deposit in the ledger, keyed
@@ -13,7 +13,7 @@ requesting team's administrators may cancel it while it is pending. A request le
 exactly once, by one conditional UPDATE (``WHERE state = 'pending'``): of an approval, a decline
 and a cancel racing, exactly one wins and the others answer 409.
 
-Access as everywhere (``portal.web.ops``): non-members of the team get 404, members without the
+Access as everywhere (the service layer, ``portal.teams.access``): non-members of the team get 404, members without the
 role 403. No Flask here: the pages, the JSON API and the CLI call these functions.
 """
 from __future__ import annotations
@@ -26,12 +26,12 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import billing
-from . import integrations as ig
-from .db import Membership, Team, from_micros, to_micros
-from .db.models import FUND_REQUEST_STATES, FundRequest
-from .services import Services
-from .web.ops import ROLE_ADMIN, ROLE_ANY, Actor, Forbidden, NotFound, OpError, team_access
+from . import ledger as billing
+from .. import integrations as ig
+from ..db import Membership, Team, from_micros, to_micros
+from ..db.models import FUND_REQUEST_STATES, FundRequest
+from ..services import Services
+from ..teams.access import ROLE_ADMIN, ROLE_ANY, Actor, Forbidden, NotFound, OpError, team_access
 
 NOTE_MAX = 500
 MAX_ID = 2**63 - 1

@@ -15,9 +15,9 @@ from typing import Any
 from slurm_bridge.errors import ControllerUnavailable
 from slurm_bridge.records import QueueRecord, SacctRecord
 
-from .config import Config
-from .db import Membership, Project, Team, User
-from .services import Services, build_services
+from portal.config import Config
+from portal.db import Membership, Project, Team, User
+from portal.services import Services, build_services
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -133,7 +133,8 @@ def seed(svc: Services, *, team="nlp", user="alice", unix_user=None, project="pr
          gpu_type="a4000", gpu_count=1, image="python", funds: str | None = "25.00",
          admin=False) -> dict:
     """A user, a team with the user as owner, a project with its bare repo, optional funds."""
-    from . import billing, integrations
+    from portal.billing import ledger as billing
+    from portal import integrations
 
     now = svc.now()
     with svc.db.transaction() as s:

@@ -14,7 +14,7 @@ Two modes:
   command on the server, treated as a cluster administrator.
 
 Both modes build the same dictionaries (``portal.api.serialize``) and print them with the same
-code, so their output is identical; permission rules are the web's (``portal.web.ops``).
+code, so their output is identical; permission rules are the web's (the service layer, ``portal.teams.access``).
 """
 from __future__ import annotations
 
@@ -30,15 +30,15 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from . import billing
-from . import integrations as ig
-from . import shellquote
-from .auth import create_token
-from .config import ConfigError, load_config, served_base_url
-from .db import LedgerEntry, Membership, Team, User, from_micros
-from .jobs import launch, states
-from .private_files import closed_ancestor, set_process_umask
-from .services import Services, build_services
+from ..billing import ledger as billing
+from .. import integrations as ig
+from .. import shellquote
+from ..identity.tokens import create_token
+from ..config import ConfigError, load_config, served_base_url
+from ..db import LedgerEntry, Membership, Team, User, from_micros
+from ..jobs import launch, states
+from ..private_files import closed_ancestor, set_process_umask
+from ..services import Services, build_services
 
 OPERATOR = "root"
 console = Console(highlight=False)
@@ -132,7 +132,7 @@ def personal_team_name(user_name: str) -> str:
 
 def _sync_slurm(ctx: Ctx) -> None:
     """Converge Slurm's accounts with the teams just changed (the reconciler retries on failure)."""
-    from .slurm_accounts import sync_accounts
+    from ..teams.slurm_accounts import sync_accounts
 
     if not hasattr(ctx.svc.backend, "run"):
         return  # a backend without sacctmgr (tests' fake Slurm)
@@ -232,12 +232,19 @@ def _read_token(token_file: str | None) -> str:
 
 def _actor(ctx: Ctx, s):
     """The web layer's Actor for this invocation (the operator: a cluster administrator)."""
-    from .web import ops
+    from ..billing import queries as billing_q
+    from ..identity import user_tokens
+    from ..jobs import actions as job_actions
+    from ..jobs import queries as job_queries
+    from ..projects import service as projects_svc
+    from ..projects import settings as project_settings
+    from ..teams import access
+    from ..teams import service as teams_svc
 
     if ctx.actor_name is None:
-        return ops.Actor(id=0, name=OPERATOR, is_cluster_admin=True)
+        return access.Actor(id=0, name=OPERATOR, is_cluster_admin=True)
     u = _user(s, ctx.actor_name)
-    return ops.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
+    return access.Actor(id=u.id, name=u.name, is_cluster_admin=bool(u.is_cluster_admin))
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -249,151 +256,249 @@ def _split_ref(ref: str) -> tuple[str, str]:
 
 class LocalSource:
     """The user-facing commands against the database (on the server), through the same
-    operations and permission rules as the web and the API (``portal.web.ops``)."""
+    operations and permission rules as the web and the API (the service layer, ``portal.teams.access``)."""
 
     def __init__(self, ctx: Ctx):
         self.ctx = ctx
         self.svc = ctx.svc
 
     def _call(self, fn, *a, **kw):
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         try:
             return fn(*a, **kw)
-        except ops.OpError as exc:
+        except access.OpError as exc:
             _fail(str(exc))
 
     def _job_dict(self, s, j, project: str, team: str, pusher: str | None) -> dict:
-        from .api import serialize
+        from ..api import serialize
 
         return serialize.job_dict(j, project, team, pusher=pusher, log=str(launch.log_path(self.svc, j.id)))
 
     def jobs(self, team_name: str | None, state: str | None, limit: int) -> list[dict]:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
-            team_ids = self._call(ops.visible_team_ids, s, _actor(self.ctx, s), team_name)
-            rows, _ = self._call(ops.list_jobs, s, limit=limit, team_ids=team_ids, state=state or None)
-            names = ops.user_names(s, {j.pusher_id for j, _p, _t in rows})
+            team_ids = self._call(access.visible_team_ids, s, _actor(self.ctx, s), team_name)
+            rows, _ = self._call(job_queries.list_jobs, s, limit=limit, team_ids=team_ids, state=state or None)
+            names = teams_svc.user_names(s, {j.pusher_id for j, _p, _t in rows})
             return [self._job_dict(s, j, pn, tn, names.get(j.pusher_id)) for j, pn, tn in rows]
 
     def job(self, job_id: int) -> dict:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
-            j, p, t, _role = self._call(ops.job_access, s, _actor(self.ctx, s), job_id)
-            return self._job_dict(s, j, p.name, t.name, ops.user_names(s, {j.pusher_id}).get(j.pusher_id))
+            j, p, t, _role = self._call(access.job_access, s, _actor(self.ctx, s), job_id)
+            return self._job_dict(s, j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
 
     def log_chunk(self, job_id: int, offset: int) -> dict:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:  # the state first: a terminal job's log is complete
-            j, _p, _t, _role = self._call(ops.job_access, s, _actor(self.ctx, s), job_id)
+            j, _p, _t, _role = self._call(access.job_access, s, _actor(self.ctx, s), job_id)
             state = j.state
-        chunk = ops.job_log_chunk(self.svc, job_id, offset)
+        chunk = job_queries.job_log_chunk(self.svc, job_id, offset)
         chunk.update(state=state, terminal=state in states.TERMINAL)
         return chunk
 
     def cancel(self, job_id: int) -> str:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        return self._call(ops.cancel_job, self.svc, me, job_id).message
+        return self._call(job_actions.cancel_job, self.svc, me, job_id).message
 
     def rerun(self, job_id: int) -> str:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        return self._call(ops.rerun_job, self.svc, me, job_id)[1]
+        return self._call(job_actions.rerun_job, self.svc, me, job_id)[1]
 
     def delete_job(self, job_id: int) -> str:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        return self._call(ops.delete_job, self.svc, me, job_id, str(job_id)).message
+        return self._call(job_actions.delete_job, self.svc, me, job_id, str(job_id)).message
 
     def tokens(self, user_name: str | None) -> list[dict]:
-        from .api import serialize
-        from .web import ops
+        from ..api import serialize
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
             if user_name is None and self.ctx.actor_name is None:
                 _fail("name the user whose tokens to list: slipway token list USER "
                       "(or act as one: slipway --as USER token list)")
-            return [serialize.token_dict(t) for t in self._call(ops.list_tokens, s, me, user_name)]
+            return [serialize.token_dict(t) for t in self._call(user_tokens.list_tokens, s, me, user_name)]
 
     def revoke_token(self, token_id: int) -> None:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        self._call(ops.revoke_token, self.svc, me, token_id)
+        self._call(user_tokens.revoke_token, self.svc, me, token_id)
 
     def projects(self, team_name: str | None) -> list[dict]:
-        from .api import serialize
-        from .web import ops
+        from ..api import serialize
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
-            team_ids = self._call(ops.visible_team_ids, s, _actor(self.ctx, s), team_name)
+            team_ids = self._call(access.visible_team_ids, s, _actor(self.ctx, s), team_name)
             return [serialize.project_dict(p, tn, self.svc.config.repo_url(tn, p.name), st)
-                    for p, tn, st in ops.projects_with_stats(s, team_ids)]
+                    for p, tn, st in projects_svc.projects_with_stats(s, team_ids)]
 
     def create_project(self, team_name: str, name: str, gpus: str, image: str | None,
                        time_text: str | None) -> dict:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
-        st, problems = ops.parse_settings(self.svc, gpus=gpus, image=image, time_text=time_text)
+        st, problems = project_settings.parse_settings(self.svc, gpus=gpus, image=image, time_text=time_text)
         if problems:
             _fail("; ".join(problems))
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        created = self._call(ops.create_project, self.svc, me, team_name, name, st)
+        created = self._call(projects_svc.create_project, self.svc, me, team_name, name, st)
         return self.project(team_name, created)
 
     def project(self, team_name: str, name: str) -> dict:
-        from .api import serialize
-        from .web import ops
+        from ..api import serialize
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
-            p, _ = self._call(ops.project_access, s, _actor(self.ctx, s), team_name, name)
+            p, _ = self._call(access.project_access, s, _actor(self.ctx, s), team_name, name)
             return serialize.project_dict(p, p.team.name, self.svc.config.repo_url(p.team.name, p.name),
-                                          ops.project_stats(s, p.id))
+                                          projects_svc.project_stats(s, p.id))
 
     def ledger(self, team_name: str) -> tuple[str, list[dict]]:
-        from .api import serialize
-        from .web import ops
+        from ..api import serialize
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
-            t, _ = self._call(ops.team_access, s, _actor(self.ctx, s), team_name, ops.ROLE_ADMIN,
+            t, _ = self._call(access.team_access, s, _actor(self.ctx, s), team_name, access.ROLE_ADMIN,
                               "see the ledger")
             rows = s.scalars(select(LedgerEntry).where(LedgerEntry.team_id == t.id).order_by(LedgerEntry.id)
                              .execution_options(yield_per=1000))
-            entries = [serialize.entry_dict(e, ops.describe_entry(e)) for e in rows]
-            return str(ops.balances_for(s, [t.id])[t.id]), entries
+            entries = [serialize.entry_dict(e, billing_q.describe_entry(e)) for e in rows]
+            return str(teams_svc.balances_for(s, [t.id])[t.id]), entries
 
     def add_funds(self, team_name: str, amount: str, note: str) -> tuple[str, str]:
-        from .web import ops
+        from ..billing import queries as billing_q
+        from ..identity import user_tokens
+        from ..jobs import actions as job_actions
+        from ..jobs import queries as job_queries
+        from ..projects import service as projects_svc
+        from ..projects import settings as project_settings
+        from ..teams import access
+        from ..teams import service as teams_svc
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
-        added = self._call(ops.add_funds, self.svc, me, team_name, amount, note)
+        added = self._call(billing_q.add_funds, self.svc, me, team_name, amount, note)
         with self.svc.db.session() as s:
-            t, _ = self._call(ops.team_access, s, me, team_name)
-            return str(added), str(ops.balances_for(s, [t.id])[t.id])
+            t, _ = self._call(access.team_access, s, me, team_name)
+            return str(added), str(teams_svc.balances_for(s, [t.id])[t.id])
 
     def request_funds(self, team_name: str, amount: str, note: str) -> dict:
-        from . import funds
+        from ..billing import funds
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
         return self._call(funds.request_funds, self.svc, me, team_name, amount, note).as_dict()
 
     def fund_requests(self, state: str | None, team_name: str | None) -> list[dict]:
-        from . import funds
+        from ..billing import funds
 
         with self.svc.db.session() as s:
             rows = self._call(funds.list_requests, s, _actor(self.ctx, s), state=state,
@@ -401,7 +506,7 @@ class LocalSource:
             return [v.as_dict() for v in rows]
 
     def decide_fund_request(self, request_id: int, action: str, note: str) -> dict:
-        from . import funds
+        from ..billing import funds
 
         with self.svc.db.session() as s:
             me = _actor(self.ctx, s)
@@ -529,7 +634,7 @@ class RemoteSource:
 
     @staticmethod
     def _fund_request(r: dict) -> dict:
-        from .funds import JSON_KEYS  # the local mode's keys, in its order
+        from ..billing.funds import JSON_KEYS  # the local mode's keys, in its order
 
         return {k: r.get(k) for k in JSON_KEYS}
 
@@ -576,7 +681,7 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
 
     import waitress
 
-    from .app import create_app
+    from ..app import create_app
 
     if _slipway_answers(host, port):  # `make run` again while it runs: quick and harmless
         console.print(f"Slipway is already running on http://{host}:{port}")
@@ -605,7 +710,7 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
 @pass_ctx
 def reconcile(ctx: Ctx, once):
     """Make the database follow Slurm, bill, cut off (one tick with --once)."""
-    from .reconciler import Reconciler
+    from ..jobs.reconciler import Reconciler
 
     r = Reconciler(ctx.svc)
     while True:
@@ -666,7 +771,7 @@ def user_add(ctx: Ctx, name, unix_user, admin, password, password_stdin):
 
 def _new_password_hash(password, from_stdin: bool, *, prompt: bool) -> str | None:
     """Hash of the password given by --password / --password-stdin (or a prompt); None if none."""
-    from .identity.passwords import PasswordRejected, hash_password
+    from ..identity.passwords import PasswordRejected, hash_password
 
     if password is not None and from_stdin:
         _fail("give either --password or --password-stdin, not both")
@@ -841,13 +946,20 @@ def _print_teams(ctx: Ctx, as_json: bool = False) -> None:
 def team_add_member(ctx: Ctx, team_name, username, role):
     """Add USER to TEAM or change their role (the web's rules: administrators add and change
     members; granting owner or changing an owner's role needs an owner; the last owner stays)."""
-    from .web import ops
+    from ..billing import queries as billing_q
+    from ..identity import user_tokens
+    from ..jobs import actions as job_actions
+    from ..jobs import queries as job_queries
+    from ..projects import service as projects_svc
+    from ..projects import settings as project_settings
+    from ..teams import access
+    from ..teams import service as teams_svc
 
     with ctx.svc.db.session() as s:
         actor = _actor(ctx, s)
     try:
-        ops.set_member(ctx.svc, actor, team_name, username, role)
-    except ops.OpError as exc:
+        teams_svc.set_member(ctx.svc, actor, team_name, username, role)
+    except access.OpError as exc:
         _fail(str(exc))
     _sync_slurm(ctx)
     console.print(f"{username} is {role} of team {team_name}")
@@ -859,13 +971,20 @@ def team_add_member(ctx: Ctx, team_name, username, role):
 @pass_ctx
 def team_remove_member(ctx: Ctx, team_name, username):
     """Remove USER from TEAM (an owner only by an owner; never the last owner)."""
-    from .web import ops
+    from ..billing import queries as billing_q
+    from ..identity import user_tokens
+    from ..jobs import actions as job_actions
+    from ..jobs import queries as job_queries
+    from ..projects import service as projects_svc
+    from ..projects import settings as project_settings
+    from ..teams import access
+    from ..teams import service as teams_svc
 
     with ctx.svc.db.session() as s:
         actor = _actor(ctx, s)
     try:
-        ops.remove_member(ctx.svc, actor, team_name, username)
-    except ops.OpError as exc:
+        teams_svc.remove_member(ctx.svc, actor, team_name, username)
+    except access.OpError as exc:
         _fail(str(exc))
     _sync_slurm(ctx)
     console.print(f"{username} removed from team {team_name}")
@@ -995,7 +1114,7 @@ def team_ledger(ctx: Ctx, team_name, as_csv, as_json):
         return
 
     if as_csv:  # the web export's columns and cells (formula-like text neutralised)
-        from .ledger_csv import LEDGER_CSV_HEADER, ledger_csv_row
+        from ..billing.ledger_csv import LEDGER_CSV_HEADER, ledger_csv_row
 
         w = csv.writer(sys.stdout)
         w.writerow(LEDGER_CSV_HEADER)
@@ -1081,7 +1200,14 @@ def project_show(ctx: Ctx, ref, as_json):
 @pass_ctx
 def project_delete(ctx: Ctx, ref, confirm):
     """Delete a project, its repository, LFS objects and jobs — irrecoverably."""
-    from .web import ops  # the one implementation, shared with the web page and the API
+    from ..billing import queries as billing_q
+    from ..identity import user_tokens
+    from ..jobs import actions as job_actions
+    from ..jobs import queries as job_queries
+    from ..projects import service as projects_svc
+    from ..projects import settings as project_settings
+    from ..teams import access
+    from ..teams import service as teams_svc  # the one implementation, shared with the web page and the API
 
     if confirm != ref:
         _fail(f"--confirm must be exactly {ref!r}; nothing was deleted")
@@ -1089,8 +1215,8 @@ def project_delete(ctx: Ctx, ref, confirm):
     with ctx.svc.db.session() as s:
         actor = _actor(ctx, s)
     try:
-        n = ops.delete_project(ctx.svc, actor, team_name, name, confirm)
-    except ops.OpError as exc:
+        n = projects_svc.delete_project(ctx.svc, actor, team_name, name, confirm)
+    except access.OpError as exc:
         _fail(str(exc))
     console.print(f"project {ref} deleted ({n} job(s))")
 
@@ -1238,8 +1364,8 @@ def ldap():
 @pass_ctx
 def ldap_sync(ctx: Ctx, allow_empty):
     """Converge users and teams with the directory now (the reconciler also does it periodically)."""
-    from .identity.ldap_directory import DirectoryUnavailable
-    from .identity.team_sync import SyncRefused, sync_ldap
+    from ..identity.ldap_directory import DirectoryUnavailable
+    from ..identity.team_sync import SyncRefused, sync_ldap
 
     with ctx.svc.db.session() as s:
         _require_admin(ctx, s, "sync LDAP")

@@ -1,4 +1,4 @@
-"""The node-side job program: ``python -m git_gateway.runner SPEC.json``.
+"""The node-side job program: ``python -m git_gateway.node.runner SPEC.json``.
 
     1. ``git init`` the workdir (or reuse it on a requeue), fetch exactly ``commit`` (depth 1)
        with the job token, check it out detached (git-lfs files are smudged).
@@ -24,7 +24,7 @@
        child gets ``grace_seconds``, then SIGKILL (the whole group).
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
        Every commit the runner makes (results, "(interrupted)") carries the trailers of
-       ``git_gateway.trailers``: job, attempt, pushed commit, branch, image and digest, GPUs and
+       ``git_gateway.node.trailers``: job, attempt, pushed commit, branch, image and digest, GPUs and
        CUDA_VISIBLE_DEVICES, node, exit status, this attempt's minutes and cost (from the
        spec's ``gpu_rate``; the ledger is the authority).
        Pushes that fail for want of an answer are retried for ``push_retry_seconds`` (150),
@@ -35,7 +35,7 @@
 The batch script should ``exec`` this program so Slurm's TERM reaches it directly. The workdir
 must hold nothing but the checkout: everything in it is committed (keep Slurm's output file and
 the spec outside it). The token is never passed to the container's environment.
-Callback failures are logged, never fatal. Standard library + git_gateway.results/trailers only.
+Callback failures are logged, never fatal. Standard library + git_gateway.node.results/trailers only.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class RunnerSpec:
     requeue_push_seconds: float = 20.0
     port_min: int = 10000
     port_max: int = 65535
-    # facts for the result commits' trailers (git_gateway.trailers); None: unknown
+    # facts for the result commits' trailers (git_gateway.node.trailers); None: unknown
     image: str | None = None
     image_digest: str | None = None
     gpu_type: str | None = None
@@ -610,7 +610,7 @@ def _killpg(pgid: int, sig: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m git_gateway.runner SPEC.json", file=sys.stderr)
+        print("usage: python -m git_gateway.node.runner SPEC.json", file=sys.stderr)
         return 2
     try:
         spec = RunnerSpec.load(argv[0])

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .db.models import Membership, Team, User
-from .private_files import opener as private_opener
-from .services import Services
+from ..db.models import Membership, Team, User
+from ..private_files import opener as private_opener
+from ..services import Services
 
 log = logging.getLogger("slipway.slurm_accounts")
 

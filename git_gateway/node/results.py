@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 from . import trailers
-from .http import basic_header
+from .basic_auth import basic_header
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from datetime import timedelta
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from .. import billing
-from .. import integrations as ig
-from ..auth import create_token
-from ..db import Job, LedgerEntry, Membership, Project, Team, User
-from ..jobs import launch
-from ..services import Services
+from portal.billing import ledger as billing
+from portal import integrations as ig
+from portal.identity.tokens import create_token
+from portal.db import Job, LedgerEntry, Membership, Project, Team, User
+from portal.jobs import launch
+from portal.services import Services
 
 
 def password_of(name: str) -> str:
@@ -96,7 +96,7 @@ def add_job(svc: Services, project_id: int, *, branch: str, state: str, pusher: 
 
 
 def add_charge(svc: Services, team: str, job_id: int, dollars: str, minute: int, *, days_ago: int = 0) -> None:
-    from ..db import to_micros
+    from portal.db import to_micros
 
     with svc.db.transaction() as s:
         tid = s.scalar(select(Team.id).where(Team.name == team))

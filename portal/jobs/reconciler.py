@@ -60,12 +60,12 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from . import billing
-from . import integrations as ig
-from .db import Job, Project, ReconcilerState, Team
-from .jobs import launch, service, states, unknown
-from .private_files import opener as private_opener
-from .services import Services, log
+from ..billing import ledger as billing
+from .. import integrations as ig
+from ..db import Job, Project, ReconcilerState, Team
+from . import launch, service, states, unknown
+from ..private_files import opener as private_opener
+from ..services import Services, log
 
 
 @dataclass
@@ -166,7 +166,7 @@ class Reconciler:
 
     def _ldap(self, now: datetime, report: TickReport) -> None:
         """LDAP users and groups → users and teams, every ``ldap_sync_interval`` (when configured)."""
-        from .identity.team_sync import maybe_sync_ldap
+        from ..identity.team_sync import maybe_sync_ldap
 
         rep = maybe_sync_ldap(self.svc, now)
         if rep is not None:
@@ -175,7 +175,7 @@ class Reconciler:
     # ------------------------------------------------------------------- Slurm accounts
     def _slurm_accounts(self, now: datetime, report: TickReport) -> None:
         """Every ``account_sync_interval`` seconds, converge Slurm's accounts with the teams."""
-        from .slurm_accounts import sync_accounts
+        from ..teams.slurm_accounts import sync_accounts
 
         last = getattr(self, "_accounts_synced_at", None)
         if not hasattr(self.svc.backend, "run") or (

@@ -1,0 +1,1 @@
+"""Billing: the ledger in the database, fund requests, payments, the ledger CSV."""

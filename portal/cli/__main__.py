@@ -1,0 +1,4 @@
+"""``python -m portal.cli`` = ``slipway``."""
+from . import main
+
+main()

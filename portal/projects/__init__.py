@@ -1,0 +1,1 @@
+"""Projects: a team's git repositories with their GPU settings."""

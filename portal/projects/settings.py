@@ -1,0 +1,60 @@
+"""A project's settings as typed in a form, a JSON body or the CLI: parsed and checked."""
+from __future__ import annotations
+
+import re
+
+from .. import integrations as ig
+from ..inputs import _json_type_problems
+from ..jobs import launch
+from ..services import Services
+
+_DIGITS = re.compile(r"[0-9]{1,6}")
+
+
+def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | None = None,
+                   gpu_count=None, image: str | None = None, time_text=None,
+                   base: launch.JobSettings | None = None,
+                   from_json: bool = False) -> tuple[launch.JobSettings | None, list[str]]:
+    """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
+    (``launch.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime).
+    ``from_json``: the values came from a JSON body and must have the right JSON types."""
+    if from_json:
+        problems = _json_type_problems({"gpus": gpus, "gpu_type": gpu_type, "gpu_count": gpu_count,
+                                        "image": image, "time": time_text})
+        if problems:
+            return None, problems
+    problems: list[str] = []
+    g_type = base.gpu_type if base else None
+    g_count = base.gpu_count if base else 1
+    minutes = base.time_limit_min if base else svc.config.default_time_limit
+    img = base.image if base else svc.config.default_image
+    try:
+        if gpus:
+            g_type, g_count = ig.parse_gpus(str(gpus), svc.config.gpu_limits)
+        else:
+            if gpu_type:
+                g_type = str(gpu_type)
+            if gpu_count not in (None, ""):
+                if isinstance(gpu_count, int) and not isinstance(gpu_count, bool):
+                    g_count = gpu_count
+                elif isinstance(gpu_count, str) and _DIGITS.fullmatch(gpu_count.strip()):
+                    g_count = int(gpu_count)
+                else:  # never guessed: not True, 1.9 or "1.9"
+                    problems.append(f"GPU count must be a whole number, got {gpu_count!r:.40}")
+    except (ig.InvalidRequest, ValueError) as exc:
+        problems.append(str(exc))
+    if g_type is None:
+        g_type = "a4000"
+    if time_text not in (None, ""):
+        try:
+            minutes = int(time_text) if isinstance(time_text, int) and not isinstance(time_text, bool) \
+                else launch.parse_time(str(time_text))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if image:
+        img = str(image)
+    if problems:
+        return None, problems
+    st = launch.JobSettings(g_type, g_count, minutes, img)
+    problems = [p.removeprefix("slipway: ") for p in launch.settings_problems(svc, st)]
+    return (None, problems) if problems else (st, [])

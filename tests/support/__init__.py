@@ -1,0 +1,1 @@
+"""Test helpers: fake Slurm, test data, servers (never imported by product code)."""
