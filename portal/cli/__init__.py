@@ -33,6 +33,7 @@ from sqlalchemy import select
 from ..billing import ledger as billing
 from .. import integrations as ig
 from .. import shellquote
+from ..identity.names import personal_team_name
 from ..identity.tokens import create_token
 from ..config import ConfigError, load_config, served_base_url
 from ..db import LedgerEntry, Membership, Team, User, from_micros
@@ -124,10 +125,6 @@ def _name(value: str, what: str) -> str:
         return ig.validate_name(value, what)
     except ValueError as exc:
         _fail(str(exc))
-
-
-def personal_team_name(user_name: str) -> str:
-    return user_name.lower().replace("@", "-").replace(".", "-")
 
 
 def _sync_slurm(ctx: Ctx) -> None:

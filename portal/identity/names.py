@@ -1,7 +1,7 @@
 """Name rules shared by login and LDAP sync.
 
-* Personal team of a user: ``portal.cli.personal_team_name`` (lower-case, ``@`` and ``.`` → ``-``)
-  — the one rule, imported, never copied.
+* Personal team of a user: ``personal_team_name`` (lower-case, ``@`` and ``.`` → ``-``) — the one
+  rule, used by the CLI, login and LDAP sync, never copied.
 * Team of an LDAP group: the group's ``cn`` through the same rule, then every character a team name
   may not hold (``git_gateway.repos.validate_name``: ``[a-z0-9][a-z0-9._-]{0,62}``) becomes ``-``;
   ``None`` if nothing usable is left.
@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import re
 
-from ..cli import personal_team_name  # noqa: F401  (re-exported: the one rule)
 from .. import integrations as ig
 
 _NOT_TEAM_CHAR = re.compile(r"[^a-z0-9._-]+")
 UNIX_USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 # Login names reaching the directory: printable, bounded (escaping handles the rest).
 MAX_USERNAME = 128
+
+
+def personal_team_name(user_name: str) -> str:
+    return user_name.lower().replace("@", "-").replace(".", "-")
 
 
 def team_name_for_group(cn: str) -> str | None:
