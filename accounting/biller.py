@@ -62,8 +62,7 @@ class Biller:
     def tick_storage(self, samples: Iterable[StorageSample], now: datetime) -> TickResult:
         """Charge every sampled resource from its watermark up to ``now``."""
         result = TickResult()
-        billed = getattr(self.store, "storage_billed", None) or self.store.storage_billed_until
-        charges = plan_storage_charges(samples, billed, now, self.rates)
+        charges = plan_storage_charges(samples, self.store.storage_billed, now, self.rates)
         self._append(charges, result)
         return result
 

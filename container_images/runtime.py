@@ -311,9 +311,9 @@ def launch_env(
     is set (ch-run refuses to start without it) and, for Apptainer, re-exports each pass-through
     variable as ``APPTAINERENV_<NAME>`` so it survives ``--cleanenv``.
 
-    The node-side runner (``git_gateway.node.runner.container_launch_env``) applies this same rule
-    -- it cannot import this package on the node -- to the job's CUDA_VISIBLE_DEVICES, PORT and
-    SLIPWAY_* variables; tests/unit/test_git_gateway_units.py keeps the two equal.
+    The node-side runner (``git_gateway.node.container_env.container_launch_env``) applies this
+    same rule -- it cannot import this package on the node -- to the job's CUDA_VISIBLE_DEVICES,
+    PORT and SLIPWAY_* variables; tests/unit/test_git_gateway_units.py keeps the two equal.
     """
     if runtime not in RUNTIMES:
         raise InvalidContainerSpec(f"unknown container runtime {runtime!r}; use one of: {', '.join(RUNTIMES)}")

@@ -7,7 +7,7 @@
     hooks    installs the pre-/post-receive hook program (hook_program.py, stdlib only)
     node/    the node-side job program (standard library only, installed on the compute
              nodes): ``python -m git_gateway.node.runner SPEC.json`` (runner), commit-back of a
-             job's files (results), result-commit trailers (trailers)
+             job's files (results), result-commit trailers (trailers); see its __init__
 """
 from .http import AccessDenied, GitHttpApp, Principal  # noqa: F401
 

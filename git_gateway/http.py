@@ -202,9 +202,9 @@ class GitHttpApp:
                        extra=extra)
 
     # ------------------------------------------------------------ http-backend
-    def backend_env(self, environ, team: str, project: str, rest: str, principal) -> dict[str, str]:
-        name = str(getattr(principal, "name", principal))
-        is_job = bool(getattr(principal, "is_job", False))
+    def backend_env(self, environ, team: str, project: str, rest: str,
+                    principal: Principal) -> dict[str, str]:
+        name, is_job = principal.name, principal.is_job
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),

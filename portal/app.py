@@ -1,36 +1,41 @@
-"""``create_app`` — the ONE wiring point.
-
-Config → dirs/secrets → database (migrated) → Slurm backend → image catalog → the Flask app with:
+"""``create_app(services)`` — the Flask app on Services that ``portal.bootstrap`` built (the one
+wiring point: config → dirs/secrets → database (migrated) → adapters → Services):
 
 * ``/git/…``                      git_gateway's GitHttpApp (smart HTTP + LFS), via a dispatcher;
-* ``POST /internal/hooks``        pre/post-receive callbacks (``X-Slipway-Hook-Secret``) → jobs.launch;
+* ``POST /internal/hooks``        pre/post-receive callbacks (``X-Slipway-Hook-Secret``) → jobs.push;
 * ``POST /internal/jobs/<id>/events``  runner events (``Authorization: Bearer <job token>``);
 * ``/``                           the dashboard (anonymous: redirect to ``/login``);
 * pages (``portal.web``: login, dashboard, teams, billing, projects, jobs + live log + proxy,
-  tokens) and the JSON API under ``/api/`` (``portal.api``), wired by ``portal.web.init_web``;
+  tokens; ``portal.web.init_web``) and the JSON API under ``/api/`` (``portal.api``);
 * ``/healthz``                    JSON health.
 
-Tests pass a Config with temp dirs and ``backend=FakeBackend()``; ``start_reconciler=True`` (used
-by ``slipway serve``) also starts the reconciler thread.
+Tests pass Services from ``tests.support.fakes.make_services`` (bootstrap with in-memory
+adapters); ``start_reconciler=True`` (used by ``slipway serve``) also starts the reconciler thread.
 """
 from __future__ import annotations
 
 import hmac
 import logging
 import time
-from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import text
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import __version__
 from . import integrations as ig
+from .api import api
+from .bootstrap import bootstrap
+from .http import params
 from .identity.tokens import make_authenticate
-from .config import Config, load_config
-from .jobs import launch, service
+from .jobs import push, service
+from .jobs.reconciler import Reconciler
 from .private_files import set_process_umask
-from .services import Services, build_services, log
+from .services import Services, log
+from .web import init_web
+from .web.admission import AdmissionMiddleware
 
 internal = Blueprint("internal", __name__)
 pages = Blueprint("pages", __name__)
@@ -72,12 +77,12 @@ def hooks():
     started = time.perf_counter()
     try:
         if phase == "pre-receive":
-            reply = launch.handle_pre_receive(svc, payload)
+            reply = push.handle_pre_receive(svc, payload)
         elif phase == "post-receive":
-            reply = launch.handle_post_receive(svc, payload)
+            reply = push.handle_post_receive(svc, payload)
         else:
             return _reply(False, [f"slipway: unknown hook phase {phase!r}"], 400)
-    except launch.HookError as exc:
+    except push.HookError as exc:
         return _reply(False, [f"slipway: {exc}"], 400)
     except Exception:  # noqa: BLE001
         log.exception("hook %s failed", phase)
@@ -127,31 +132,27 @@ def _git_unavailable(environ, start_response):
     return [b"git gateway unavailable\n"]
 
 
-def create_app(config: Config | None = None, *, backend: Any = None, catalog: Any = None,
-               clock=None, start_reconciler: bool = False, services_: Services | None = None) -> Flask:
+def create_app(services: Services | None = None, *, start_reconciler: bool = False,
+               services_: Services | None = None) -> Flask:
+    """The Flask app on ``services`` (``services_`` is the same, by its older name); without
+    them, on ``bootstrap()`` (the configuration from the environment and its file)."""
     # The server and its reconciler create private files only (database, secrets, repositories:
     # portal/private_files.py); what job users must read is opened up explicitly.
     set_process_umask()
-    config = config or load_config()
-    svc = services_ or build_services(config, backend=backend, catalog=catalog, clock=clock)
+    svc = services or services_ or bootstrap()
     app = Flask("portal")
-    from .web import params
-
     params.install(app)  # bounded <int:...> (1 … 2^63-1) for every route; before any blueprint
     app.config.update(SECRET_KEY=svc.config.secret_key, MAX_CONTENT_LENGTH=16 * 1024 * 1024,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["slipway"] = svc
-    from flask_wtf.csrf import CSRFProtect
-
-    from .web import init_web
-    from .web.admission import AdmissionMiddleware
-
     csrf = CSRFProtect(app)
     csrf.exempt(internal)
     app.register_blueprint(internal)
     app.register_blueprint(pages)
-    # login manager, page blueprints, /api (token auth), secure cookie settings, error pages
+    # login manager, page blueprints, secure cookie settings, error pages
     init_web(app, csrf)
+    app.register_blueprint(api)
+    csrf.exempt(api)  # token-auth API; session-auth writes are checked in api.before_request
 
     try:
         git_app = ig.make_git_app(svc.config, make_authenticate(svc))
@@ -162,14 +163,10 @@ def create_app(config: Config | None = None, *, backend: Any = None, catalog: An
     app.wsgi_app = AdmissionMiddleware(app.wsgi_app, svc.config.page_slots or None)  # type: ignore[method-assign]
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/git": git_app})  # type: ignore[method-assign]
     if svc.config.trusted_proxies > 0:  # behind nginx & co: the client's address, not the proxy's
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         n = svc.config.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     if start_reconciler:
-        from .jobs.reconciler import Reconciler
-
         thread, stop = Reconciler(svc).start_thread()
         app.extensions["slipway_reconciler"] = (thread, stop)
     return app

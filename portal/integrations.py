@@ -1,5 +1,7 @@
 """Every use of the sibling packages (slurm_bridge, git_gateway, container_images, accounting)
-goes through the small functions in this file, so the wiring can be adjusted in one place.
+goes through the small functions in this file or through the adapters behind the ports
+(``portal/ports.py``, ``portal/adapters/``: Slurm jobs and accounts, git repositories, the image
+catalog), so the wiring can be adjusted in one place.
 
 The rest of ``portal`` never imports those packages directly (except for types and errors
 re-exported here).
@@ -10,7 +12,6 @@ import functools
 import hashlib
 import os
 import shutil
-import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,13 +33,6 @@ from .config import Config
 ENTRYPOINT = "slipway-entrypoint.sh"
 
 # ------------------------------------------------------------------------------ slurm_bridge
-
-
-def make_backend(config: Config):
-    """The production Slurm backend (Slurm's commands with JSON output)."""
-    from slurm_bridge.cli import CliBackend
-
-    return CliBackend(gpu_limits=dict(config.gpu_limits))
 
 
 def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int]) -> str | None:
@@ -152,36 +146,6 @@ def make_git_app(config: Config, authenticate: Callable[..., Any]):
     )
 
 
-def entrypoint_problem(config: Config, team: str, project: str, sha: str,
-                       quarantine: str | None = None) -> str | None:
-    """None when slipway-entrypoint.sh is a regular file at ``sha``; else a user message."""
-    from git_gateway import repos
-
-    try:
-        return repos.check_entrypoint(config.repos_root, team, project, sha, quarantine=quarantine)
-    except ValueError as exc:
-        return f"slipway: cannot read {ENTRYPOINT} at {sha[:12]}: {exc}"
-
-
-def create_repo(config: Config, team: str, project: str) -> Path:
-    from git_gateway import repos
-
-    return repos.create_repo(config.repos_root, team, project, python=sys.executable,
-                             exist_ok=True)
-
-
-def delete_repo(config: Config, team: str, project: str) -> bool:
-    from git_gateway import repos
-
-    return repos.delete_repo(config.repos_root, team, project, lfs_root=config.lfs_root)
-
-
-def repo_bytes(config: Config, team: str, project: str) -> int:
-    from git_gateway import repos
-
-    return repos.disk_usage(config.repos_root, team, project, lfs_root=config.lfs_root).total_bytes
-
-
 def validate_name(name: str, what: str) -> str:
     """Team/project names become paths and Slurm account names: one rule for both."""
     from git_gateway import repos
@@ -245,13 +209,6 @@ def node_runtime(config: Config) -> Path:
     return dest
 
 # ------------------------------------------------------------------------- container_images
-
-
-def load_catalog(config: Config):
-    from container_images.catalog import Catalog
-
-    path = os.environ.get("SLIPWAY_CATALOG")
-    return Catalog.load(path) if path else Catalog.load()
 
 
 def image_names(catalog) -> tuple[str, ...]:

@@ -41,6 +41,16 @@ def _cluster(*args: str) -> None:
                    timeout=240)
 
 
+@pytest.fixture(autouse=True)
+def _keep_umask():
+    """``slipway``'s main sets a private process umask (077); a test that runs it in-process
+    must not change what later tests (and the cluster they start) create."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield
+    os.umask(saved)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> LiveCluster:
     """Start a fresh cluster for this test session (about 12 s) and stop it afterwards."""

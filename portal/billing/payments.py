@@ -2,7 +2,7 @@
 administrator.
 
 A site that takes payments (card, invoice system) plugs an adapter implementing
-``PaymentProvider`` into ``svc.extra["payment_provider"]``; its callback (webhook, poller) then
+``PaymentProvider`` (``portal.ports``) into ``svc.payments`` (``bootstrap(payments=…)``); its callback (webhook, poller) then
 calls ``credit_payment(svc, reference)``. The provider — never the caller — says which team paid
 how much; the deposit is keyed by the provider's reference, so a payment reported twice is
 credited once. No provider is configured by default: then only cluster administrators credit
@@ -10,37 +10,15 @@ teams (``portal.billing.funds``), and ``credit_payment`` refuses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Protocol, runtime_checkable
-
 from . import ledger as billing
 from .. import integrations as ig
+from ..ports import Payment, PaymentProvider  # noqa: F401  (the port lives in portal/ports.py)
 from ..services import Services
 from ..teams.access import NotFound, OpError
 
 
-@dataclass(frozen=True)
-class Payment:
-    """A payment the provider has settled: ``reference`` is its id at the provider."""
-
-    reference: str
-    team: str
-    amount: Decimal
-    payer: str
-
-
-@runtime_checkable
-class PaymentProvider(Protocol):
-    name: str
-
-    def settled_payment(self, reference: str) -> Payment | None:
-        """The provider's record of settled payment ``reference``; None when it has none
-        (unknown, not paid yet, refunded)."""
-
-
 def provider(svc: Services) -> PaymentProvider | None:
-    return svc.extra.get("payment_provider")
+    return svc.payments
 
 
 def credit_payment(svc: Services, reference: str) -> ig.Deposit:

@@ -27,13 +27,19 @@ def ledger_page(s: Session, team: Team, *, before: int | None = None, limit: int
     return rows, (rows[-1].id if more and rows else None)
 
 
+def all_entries(s: Session, team: Team):
+    """Every entry of the team's ledger, oldest first, streamed (``slipway team ledger``)."""
+    return s.scalars(select(LedgerEntry).where(LedgerEntry.team_id == team.id).order_by(LedgerEntry.id)
+                     .execution_options(yield_per=1000))
+
+
 LEDGER_CSV_HEADER = ledger_csv.LEDGER_CSV_HEADER
 
 
 def ledger_csv_row(e: LedgerEntry) -> list:
     """The row ``slipway team ledger --csv`` prints for ``e`` (``portal.billing.ledger_csv``: text cells
     that a spreadsheet would run as a formula are neutralised)."""
-    from ..api.serialize import (
+    from ..presenters import (
         entry_dict,  # not at import time: portal.api imports this module
     )
 

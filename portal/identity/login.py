@@ -64,10 +64,10 @@ def directory_for(svc: Services) -> Directory | None:
         return None
     key = (cfg.ldap_url, cfg.ldap_bind_dn, cfg.ldap_bind_password, cfg.ldap_user_base,
            cfg.ldap_group_base, cfg.ldap_user_filter, cfg.ldap_uid_attr, cfg.ldap_unix_attr)
-    cached = svc.extra.get("ldap_directory")
+    cached = svc.cache.ldap_directory
     if cached is None or cached[0] != key:
         cached = (key, Directory.from_config(cfg))
-        svc.extra["ldap_directory"] = cached
+        svc.cache.ldap_directory = cached
     return cached[1]
 
 

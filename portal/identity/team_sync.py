@@ -27,7 +27,7 @@ What one ``sync_ldap(svc)`` does, from two paged searches (users under ``ldap_us
   ``ldap_group_base`` only users are synced and no team is touched.
 
 After database changes it converges Slurm's accounts (``portal.teams.slurm_accounts.sync_accounts``,
-only when the backend has ``run``); a Slurm failure is reported, the database change stands and
+through the ``SlurmAccounts`` port ``svc.accounts``); a Slurm failure is reported, the database change stands and
 the reconciler's account sync catches up. ``maybe_sync_ldap(svc, now)`` is the reconciler's hook:
 at most once per ``ldap_sync_interval``.
 """
@@ -44,6 +44,7 @@ from sqlalchemy import select
 from ..db import Membership, ReconcilerState, Team
 from ..services import Services
 from .accounts import ROLE_RANK, Index, upsert_ldap_user
+from ..teams import slurm_accounts
 from .ldap_directory import Directory, DirectoryUnavailable, LdapGroup, LdapUser
 from .names import norm_dn, team_name_for_group
 
@@ -222,12 +223,8 @@ def _converge(s, team: Team, desired: dict[int, str], have: dict[int, Membership
 
 
 def _sync_slurm(svc: Services, rep: SyncReport) -> None:
-    if not hasattr(svc.backend, "run"):
-        return
-    from ..teams.slurm_accounts import sync_accounts
-
     try:
-        rep.slurm_changes = sync_accounts(svc)
+        rep.slurm_changes = slurm_accounts.sync_accounts(svc)
     except Exception as exc:  # noqa: BLE001 — the database change stands; Slurm catches up later
         rep.errors.append(f"Slurm accounts not updated yet ({exc}); the reconciler will retry")
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from .. import integrations as ig
 from ..db import AccessToken, User
-from ..jobs import launch, service
+from ..jobs import lookups, service
 from ..services import Services
 
 TOKEN_PREFIX = "swp_"
@@ -90,10 +90,10 @@ def make_authenticate(svc: Services):
             user = verify_token(s, username, password)
             if user is None:
                 return None
-            project = launch.find_project(s, repo_key)
+            project = lookups.find_project(s, repo_key)
             if project is None:
                 raise ig.access_denied("no such repository")
-            if not (user.is_cluster_admin or launch.is_member(s, user, project.team)):
+            if not (user.is_cluster_admin or lookups.is_member(s, user, project.team)):
                 raise ig.access_denied(f"{user.name} is not a member of team {project.team.name}")
             return ig.principal(user.name, False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..db import Job
 from ..services import Services
 from ..teams.access import ROLE_ADMIN, Actor, Forbidden, OpError, can_cancel, job_access
-from . import service, states
+from . import delete, rerun, service, states
 
 
 def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult:
@@ -21,8 +21,6 @@ def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult
 
 def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
     """``jobs.rerun.rerun_job`` with its refusals as OpError (web, API and CLI)."""
-    from ..jobs import rerun
-
     try:
         return rerun.rerun_job(svc, actor, job_id)
     except rerun.RerunError as exc:
@@ -36,8 +34,6 @@ def can_delete_job(actor: Actor, job: Job, role: str | None) -> bool:
 
 def delete_job(svc: Services, actor: Actor, job_id: int, confirm: str):
     """``jobs.delete.delete_job`` with its refusals as OpError (web, API and CLI)."""
-    from ..jobs import delete
-
     try:
         return delete.delete_job(svc, actor, job_id, confirm)
     except delete.JobDeleteError as exc:

@@ -23,9 +23,11 @@ from typing import Protocol
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 
+from git_gateway.node import results
+
 from ..db import Job, Membership, Project, Team
 from ..services import Services
-from . import launch, states
+from . import runner_spec, states
 
 DELETERS = ("administrator", "owner")
 
@@ -54,8 +56,6 @@ class DeletedJob:
 def results_refs(job: Job) -> set[str]:
     """The job's results ref(s) in the bare repository: where the runner pushes
     (``results/<branch>/<job>``) and what the job recorded, if that is under results/."""
-    from git_gateway.node import results
-
     refs = {results.results_ref(job.branch, job.id)}
     if job.results_ref and job.results_ref.startswith("refs/heads/results/"):
         refs.add(job.results_ref)
@@ -98,15 +98,13 @@ def _remove_dir(path) -> None:
 
 def delete_job(svc: Services, actor: Actor, job_id: int, confirm: str) -> DeletedJob:
     """Delete ended job ``job_id`` (see the module doc); raises JobDeleteError when refused."""
-    from git_gateway import repos
-
     team, project, refs = _check(svc, actor, job_id, confirm)
     removed = []
     try:
         for ref in sorted(refs):
-            if repos.delete_ref(svc.config.repos_root, team, project, ref):
+            if svc.git.delete_ref(team, project, ref):
                 removed.append(ref)
-        _remove_dir(launch.job_dir(svc, job_id))
+        _remove_dir(runner_spec.job_dir(svc, job_id))
     except (OSError, RuntimeError, ValueError) as exc:
         raise JobDeleteError(f"job {job_id} could not be deleted ({exc}); it is kept: try again",
                              500) from None

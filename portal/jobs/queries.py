@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from ..db import Job, Project, Team
 from ..services import Services
 from ..teams.access import OpError
-from . import launch, states
+from . import runner_spec, states
 
 ACTIVE_ID_CAP = 5000
 
@@ -147,7 +147,7 @@ def list_job_rows(s: Session, limit: int = 50, **kw) -> tuple[list, int | None]:
 
 def job_log_chunk(svc: Services, job_id: int, offset: int, limit: int = 256 * 1024) -> dict:
     """Bytes of the job's log from ``offset`` (the file the batch script writes; never Slurm)."""
-    path = launch.log_path(svc, job_id)
+    path = runner_spec.log_path(svc, job_id)
     offset = max(0, int(offset))
     try:
         with path.open("rb") as fh:

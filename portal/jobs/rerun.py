@@ -3,20 +3,20 @@ and the job page's "Run again" button all call ``rerun_job``.
 
 The new job runs on the same project and branch, at the branch's CURRENT tip (so it includes
 the results the old job pushed back, and any push since), with the old job's GPU type and count,
-time limit and image. The rules are a push's, through the same code (``portal.jobs.launch``):
+time limit and image. The rules are a push's, through the same code (``portal.jobs.push``'s rooms):
 
 * who: a member of the job's team (any role) or a cluster administrator; anyone else is told
   the job does not exist (404), as everywhere else; the actor becomes the new job's pusher
   (its Unix user runs the job; the server's operator, who is no user, reruns as the old job's
   pusher);
 * the branch must still exist; ``slipway-entrypoint.sh`` must be a regular file at its tip;
-* the settings must still be allowed (``launch.settings_problems``: GPU limits, time limit,
+* the settings must still be allowed (``push_options.settings_problems``: GPU limits, time limit,
   image in the catalog with a build for the configured runtime);
 * the team's balance is at least ``min_start_balance`` ($1.00);
-* one active job per branch (``launch.active_job`` and the partial unique index): an active old
+* one active job per branch (``lookups.active_job`` and the partial unique index): an active old
   job, or a push that got there first, makes the rerun refused (409) with the same words.
 
-The job is reserved (``queued``) and submitted with ``launch.submit_job``, exactly as a push's
+The job is reserved (``queued``) and submitted with ``submit.submit_job``, exactly as a push's
 post-receive does; its answer (queued, unknown, or why it failed) is the rerun's message.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..billing import ledger as billing
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log
-from . import launch, states
+from . import lookups, push_options, recovery, states, submit
 
 
 class Actor(Protocol):
@@ -73,21 +73,21 @@ def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
             pusher_id = old.pusher_id  # the server's operator (no user): as the old job's pusher
         if pusher_id is None:
             raise RerunError(f"job {job_id} has no pusher to run it as: name a user (--as USER)")
-        busy = launch.active_job(s, project.id, old.branch)
+        busy = lookups.active_job(s, project.id, old.branch)
         if busy is not None:
-            raise RerunError(_plain(launch.busy_message(busy)))
-        settings = launch.JobSettings(gpu_type=old.gpu_type, gpu_count=old.gpu_count,
+            raise RerunError(_plain(lookups.busy_message(busy)))
+        settings = push_options.JobSettings(gpu_type=old.gpu_type, gpu_count=old.gpu_count,
                                       time_limit_min=old.time_limit_min, image=old.image)
-        problems = [_plain(p) for p in launch.settings_problems(svc, settings)]
+        problems = [_plain(p) for p in push_options.settings_problems(svc, settings)]
         decision = ig.can_start(billing.balance(s, team.id), team.name, cfg.min_start_balance)
         if not decision.ok:
             problems.append(decision.message)
         team_name, project_name, project_id, branch = team.name, project.name, project.id, old.branch
-    tip = launch.branch_tip(svc, team_name, project_name, branch)
+    tip = recovery.branch_tip(svc, team_name, project_name, branch)
     if tip is None:
         raise RerunError(f"branch {branch} no longer exists in {team_name}/{project_name}: "
                          f"nothing to run; push it again")
-    msg = ig.entrypoint_problem(cfg, team_name, project_name, tip, None)
+    msg = svc.git.entrypoint_problem(team_name, project_name, tip, None)
     if msg:
         problems.append(_plain(msg) + f" (branch {branch} at {tip[:12]})")
     if problems:
@@ -96,9 +96,9 @@ def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
     now = svc.now()
     try:
         with svc.db.transaction() as s:
-            busy = launch.active_job(s, project_id, branch)
+            busy = lookups.active_job(s, project_id, branch)
             if busy is not None:
-                raise RerunError(_plain(launch.busy_message(busy)))
+                raise RerunError(_plain(lookups.busy_message(busy)))
             new = Job(project_id=project_id, branch=branch, commit_sha=tip, pusher_id=pusher_id,
                       state=states.QUEUED, gpu_type=settings.gpu_type,
                       gpu_count=settings.gpu_count, image=settings.image,
@@ -108,9 +108,9 @@ def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
             new_id = new.id
     except IntegrityError:  # a push reserved the branch between the check and the insert
         with svc.db.session() as s:
-            busy = launch.active_job(s, project_id, branch)
-        raise RerunError(_plain(launch.busy_message(busy)) if busy is not None
+            busy = lookups.active_job(s, project_id, branch)
+        raise RerunError(_plain(lookups.busy_message(busy)) if busy is not None
                          else f"branch {branch} got a job just now") from None
     log.info("job %s: run again by %s as job %s at %s", job_id, actor.name, new_id, tip[:12])
-    _ok, message = launch.submit_job(svc, new_id)
+    _ok, message = submit.submit_job(svc, new_id)
     return new_id, f"job {job_id} runs again as job {new_id} at {tip[:12]}: {_plain(message)}"

@@ -3,7 +3,7 @@
 Cancel semantics (BRIEF §1.5: "the job stops within 10 s and its files are still pushed"):
 
 * ``queued`` (not in Slurm yet): straight to ``cancelled``; if a submission is in flight,
-  ``launch.submit_job`` notices and cancels the Slurm job it just made;
+  ``submit.submit_job`` notices and cancels the Slurm job it just made;
 * ``pending`` (in Slurm, not started): plain ``scancel``; the reconciler records ``cancelled``;
 * ``unknown`` since ``queued`` (sbatch had no answer; no Slurm id): recorded; the reconciler
   cancels it in Slurm once it finds it there (``jobs.unknown``), or ends it ``cancelled``
@@ -22,6 +22,7 @@ message, never a traceback.
 """
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from .. import integrations as ig
 from ..db import Job, Project, Team
 from ..services import Services, log
-from . import launch, states
+from . import runner_spec, states, submit
 
 
 class JobError(Exception):
@@ -138,18 +139,16 @@ def list_jobs(session: Session, *, team: str | None = None, state: str | None = 
 
 
 def log_path(svc: Services, job_id: int) -> Path:
-    return launch.log_path(svc, job_id)
+    return runner_spec.log_path(svc, job_id)
 
 
 def check_job_token(session: Session, job_id: int, token: str, *, now: datetime,
                     grace_s: float = 900.0) -> Job | None:
     """The job if ``token`` is its token and the job is active (or ended < grace_s ago)."""
-    import hmac
-
     job = session.get(Job, job_id)
     if job is None or not job.token_hash or not token:
         return None
-    if not hmac.compare_digest(job.token_hash, launch.hash_token(token)):
+    if not hmac.compare_digest(job.token_hash, runner_spec.hash_token(token)):
         return None
     if job.state in states.TERMINAL and job.ended_at is not None:
         if (now - job.ended_at).total_seconds() > grace_s:
@@ -197,7 +196,7 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
             svc.wake.set()  # the job is ending: record its end without waiting a whole tick
         if target is None:
             return "recorded"
-        if launch.unknown_submission(job):
+        if submit.unknown_submission(job):
             # its sbatch had no answer and Slipway has not found it in Slurm yet: the reconciler
             # adopts it by name and then follows Slurm's state (a state without a Slurm id
             # would leave the job where no poll looks)

@@ -3,6 +3,8 @@ content digest, the GPUs and their hourly rate. None where Slipway cannot say (t
 reads ``unknown``); never an error that stops a submission."""
 from __future__ import annotations
 
+from slurm_bridge.request import GpuRequest
+
 from .. import integrations as ig
 from ..services import Services, log
 
@@ -27,8 +29,8 @@ def gpu_rate(svc: Services, gpu_type: str) -> str | None:
         return None
 
 
-def spec_fields(svc: Services, snap: dict) -> dict:
+def spec_fields(svc: Services, image: str, gpus: GpuRequest) -> dict:
     """``image``, ``image_digest``, ``gpu_type``, ``gpu_count``, ``gpu_rate`` for the spec."""
-    return {"image": snap["image"], "image_digest": image_digest(svc, snap["image"]),
-            "gpu_type": snap["gpu_type"], "gpu_count": int(snap["gpu_count"]),
-            "gpu_rate": gpu_rate(svc, snap["gpu_type"])}
+    return {"image": image, "image_digest": image_digest(svc, image),
+            "gpu_type": gpus.type, "gpu_count": int(gpus.count),
+            "gpu_rate": gpu_rate(svc, gpus.type)}

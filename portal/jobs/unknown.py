@@ -2,20 +2,20 @@
 
 A job whose ``sbatch`` had no answer (``ControllerUnavailable``: slurmctld frozen or down, the
 reply lost), or whose submitting process died mid-``sbatch``, is ``unknown`` since ``queued``
-with no Slurm id (``launch.unknown_submission``). Slurm may run it anyway, so it is never failed
+with no Slurm id (``submit.unknown_submission``). Slurm may run it anyway, so it is never failed
 for that: it keeps its branch (one active job per branch), its token (the runner's callbacks
 and commit-back still authenticate) and is seen by the $0 cut-off. After each SUCCESSFUL
 ``squeue`` poll the reconciler settles it by its name (``slipway-<id>``) under its team's
 Slurm account (another Slipway on the same cluster has its own account prefix):
 
-1. ``squeue`` lists it: adopted in ``Reconciler._apply_queue`` (with reservations whose submit
+1. ``squeue`` lists it: adopted in ``reconciler.queue.apply_queue`` (with reservations whose submit
    reply was lost) and followed like any job;
 2. else ``sacct --name`` (one bounded call for all of them, ``-S`` from the oldest submission
    minus ``accounting_slack``) has it: adopted here; the next tick's ended-job path reads its
    final record and bills it from sacct like any other job (``settle`` asks for a quick tick);
 3. else it is absent: the first such poll is remembered (a ``reconciler_state`` row); when a
    successful poll at least ``unknown_submission_grace`` later still finds it in neither, it is
-   submitted again (``launch.resubmit_unknown``: a fresh conditional claim on the token the
+   submitted again (``submit.resubmit_unknown``: a fresh conditional claim on the token the
    last submission used, so two reconcilers or a late hook never ``sbatch`` it twice), or, if a
    cancel was requested meanwhile, it ends ``cancelled`` without being submitted.
 
@@ -34,7 +34,7 @@ from sqlalchemy import delete, select
 from .. import integrations as ig
 from ..db import Job, ReconcilerState
 from ..services import Services, log
-from . import launch, service, states
+from . import service, states, submit
 
 MARK_PREFIX = "unknown_submission_absent:"
 FOUND_NOTE = ("Slurm had the job after all (Slurm job {slurm_id}); its first submission had "
@@ -92,13 +92,13 @@ def settle(svc: Services, now: datetime, report, move: Callable) -> None:
     with svc.db.transaction() as s:
         for c in cands:
             job = s.get(Job, c.job_id)
-            if job is None or not launch.unknown_submission(job):
+            if job is None or not submit.unknown_submission(job):
                 continue
             rec = found.get((c.name, c.account))
             mark = s.get(ReconcilerState, _mark_key(c.job_id))
             if rec is not None:
                 job.slurm_job_id = rec.job_id
-                job.submitted_at = getattr(rec, "submit", None) or job.submitted_at
+                job.submitted_at = rec.submit or job.submitted_at
                 job.reason = FOUND_NOTE.format(slurm_id=rec.job_id)
                 if mark is not None:
                     s.delete(mark)
@@ -132,7 +132,7 @@ def _unknown_query():
 
 def _resubmit(svc: Services, job_id: int, token_hash: str, report) -> None:
     try:
-        ok, msg = launch.resubmit_unknown(svc, job_id, token_hash, note=RESUBMITTED_NOTE)
+        ok, msg = submit.resubmit_unknown(svc, job_id, token_hash, note=RESUBMITTED_NOTE)
     except Exception as exc:  # noqa: BLE001 — one job must not stop the tick
         report.errors.append(f"job {job_id} (submission had no answer): resubmission: {exc}")
         return

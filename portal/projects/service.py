@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from .. import integrations as ig
 from ..db import Job, Project, Team
-from ..jobs import launch, states
+from ..jobs import push_options, runner_spec, states
 from ..services import Services
 from ..teams.access import (
     ROLE_ADMIN,
@@ -113,14 +113,14 @@ _STORAGE_TTL_S = 300.0
 def storage_bytes(svc: Services, team: str, project: str) -> int | None:
     """git + LFS bytes of a project's repository, cached in-process for 5 minutes so a page view
     walks the repository at most once per 5 minutes (the reconciler measures it for billing too)."""
-    cache = svc.extra.setdefault("web_storage_cache", {})
+    cache = svc.cache.storage
     key = (team, project)
     hit = cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _STORAGE_TTL_S:
         return hit[1]
     try:
-        size = ig.repo_bytes(svc.config, team, project)
+        size = svc.git.repo_bytes(team, project)
     except (OSError, ValueError):
         size = None
     if len(cache) > 10_000:
@@ -130,7 +130,7 @@ def storage_bytes(svc: Services, team: str, project: str) -> int | None:
 
 
 def create_project(svc: Services, actor: Actor, team_name: str, name: str,
-                   settings: launch.JobSettings) -> str:
+                   settings: push_options.JobSettings) -> str:
     """Create a project row and its bare repository (like ``slipway project create``)."""
     try:
         name = ig.validate_name((name or "").strip(), "project")
@@ -142,12 +142,12 @@ def create_project(svc: Services, actor: Actor, team_name: str, name: str,
             raise OpError(f"project {team.name}/{name} exists already", 409)
         s.add(Project(team_id=team.id, name=name, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
                       image=settings.image, time_limit_min=settings.time_limit_min, created_at=svc.now()))
-        ig.create_repo(svc.config, team.name, name)
+        svc.git.create_repo(team.name, name)
     return name
 
 
 def update_settings(svc: Services, actor: Actor, team_name: str, project_name: str,
-                    settings: launch.JobSettings) -> None:
+                    settings: push_options.JobSettings) -> None:
     with svc.db.transaction() as s:
         p, _ = project_access(s, actor, team_name, project_name, ROLE_ANY, "change project settings")
         p.gpu_type, p.gpu_count = settings.gpu_type, settings.gpu_count
@@ -159,7 +159,7 @@ def delete_project(svc: Services, actor: Actor, team_name: str, project_name: st
 
     Same steps as ``slipway project delete`` (portal/cli.py): refuse while jobs are active,
     delete the row (jobs go by ON DELETE CASCADE; ledger entries stay), then the repository and
-    LFS objects (``integrations.delete_repo``) and every job directory. Returns the job count.
+    LFS objects (``svc.git.delete_repo``) and every job directory. Returns the job count.
     """
     ref = f"{team_name}/{project_name}"
     with svc.db.transaction() as s:
@@ -172,8 +172,8 @@ def delete_project(svc: Services, actor: Actor, team_name: str, project_name: st
                           "cancel them first", 409)
         job_ids = list(s.scalars(select(Job.id).where(Job.project_id == p.id)))
         s.delete(p)
-    ig.delete_repo(svc.config, team_name, project_name)
+    svc.git.delete_repo(team_name, project_name)
     for jid in job_ids:
-        shutil.rmtree(launch.job_dir(svc, jid), ignore_errors=True)
-    svc.extra.get("web_storage_cache", {}).pop((team_name, project_name), None)
+        shutil.rmtree(runner_spec.job_dir(svc, jid), ignore_errors=True)
+    svc.cache.storage.pop((team_name, project_name), None)
     return len(job_ids)

@@ -5,7 +5,7 @@ import re
 
 from .. import integrations as ig
 from ..inputs import _json_type_problems
-from ..jobs import launch
+from ..jobs import push_options
 from ..services import Services
 
 _DIGITS = re.compile(r"[0-9]{1,6}")
@@ -13,10 +13,10 @@ _DIGITS = re.compile(r"[0-9]{1,6}")
 
 def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | None = None,
                    gpu_count=None, image: str | None = None, time_text=None,
-                   base: launch.JobSettings | None = None,
-                   from_json: bool = False) -> tuple[launch.JobSettings | None, list[str]]:
+                   base: push_options.JobSettings | None = None,
+                   from_json: bool = False) -> tuple[push_options.JobSettings | None, list[str]]:
     """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
-    (``launch.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime).
+    (``push_options.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime).
     ``from_json``: the values came from a JSON body and must have the right JSON types."""
     if from_json:
         problems = _json_type_problems({"gpus": gpus, "gpu_type": gpu_type, "gpu_count": gpu_count,
@@ -48,13 +48,13 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
     if time_text not in (None, ""):
         try:
             minutes = int(time_text) if isinstance(time_text, int) and not isinstance(time_text, bool) \
-                else launch.parse_time(str(time_text))
+                else push_options.parse_time(str(time_text))
         except ValueError as exc:
             problems.append(str(exc))
     if image:
         img = str(image)
     if problems:
         return None, problems
-    st = launch.JobSettings(g_type, g_count, minutes, img)
-    problems = [p.removeprefix("slipway: ") for p in launch.settings_problems(svc, st)]
+    st = push_options.JobSettings(g_type, g_count, minutes, img)
+    problems = [p.removeprefix("slipway: ") for p in push_options.settings_problems(svc, st)]
     return (None, problems) if problems else (st, [])

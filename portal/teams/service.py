@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, TeamBalance, User, from_micros
-from ..jobs import launch, states
+from ..jobs import runner_spec, states
 from ..services import Services
 from .access import (
     ROLE_ADMIN,
@@ -64,9 +64,11 @@ def members(s: Session, team: Team) -> list[tuple[User, Membership]]:
     return [tuple(r) for r in s.execute(_MEMBERS, {"team_id": team.id}).all()]
 
 
-def create_team(svc: Services, actor: Actor, name: str) -> str:
-    """A new (non-personal) team owned by the actor. Its Slurm account is created by the
-    reconciler's account convergence (no Slurm call from the web process)."""
+def create_team(svc: Services, actor: Actor, name: str, owner: str | None = None) -> str:
+    """A new (non-personal) team owned by the actor, or by user ``owner`` (``slipway team create
+    --owner``; the CLI's operator, id 0, is no user: without ``owner`` its team has no owner).
+    Its Slurm account is created by the reconciler's account convergence (no Slurm call from
+    the web process)."""
     try:
         name = ig.validate_name((name or "").strip(), "team")
     except ValueError as exc:
@@ -78,7 +80,11 @@ def create_team(svc: Services, actor: Actor, name: str) -> str:
         t = Team(name=name, personal=False, created_at=now)
         s.add(t)
         s.flush()
-        s.add(Membership(user_id=actor.id, team_id=t.id, role="owner", created_at=now))
+        owner_id = actor.id if owner is None else s.scalar(select(User.id).where(User.name == owner))
+        if owner is not None and owner_id is None:
+            raise OpError(f"there is no user {owner!r}")
+        if owner_id:
+            s.add(Membership(user_id=owner_id, team_id=t.id, role="owner", created_at=now))
     return name
 
 
@@ -101,9 +107,9 @@ def delete_team(svc: Services, actor: Actor, team_name: str, confirm: str) -> No
         job_ids = list(s.scalars(select(Job.id).where(Job.project_id.in_(list(pids))))) if pids else []
         s.delete(team)
     for name in pids.values():
-        ig.delete_repo(svc.config, team_name, name)
+        svc.git.delete_repo(team_name, name)
     for jid in job_ids:
-        shutil.rmtree(launch.job_dir(svc, jid), ignore_errors=True)
+        shutil.rmtree(runner_spec.job_dir(svc, jid), ignore_errors=True)
 
 
 def _owner_count(s: Session, team_id: int) -> int:

@@ -6,8 +6,9 @@ of all their teams. Accounts with that prefix that no team owns any more are rem
 associations of members who left and of users no longer active (gone from LDAP, switched off). Nothing outside the prefix is touched, so several Slipways (or
 a site's own accounts) can share one Slurm database without undoing each other's work: a user's
 default account is set only when it is unset, gone, or one of this Slipway's.
-The convergence itself (read, diff, apply with ``sacctmgr``) is slurm_bridge's ``sync``; this
-module only says what the desired state is. Re-running it changes nothing.
+The convergence itself (read, diff, apply with ``sacctmgr``) is slurm_bridge's ``sync`` behind the
+``SlurmAccounts`` port (``svc.accounts``, portal/adapters/slurm.py); this module only says what
+the desired state is. Re-running it changes nothing.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
+from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec
 from sqlalchemy import select
 
 from ..db.models import Membership, Team, User
@@ -30,10 +32,8 @@ EMERGENCY_QOS = "emergency"
 _lock = threading.Lock()
 
 
-def desired_state(svc: Services):
+def desired_state(svc: Services) -> DesiredState:
     """The accounts, users and QOS the database says Slurm should have."""
-    from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec
-
     cfg = svc.config
     accounts, users = [], {}
     with svc.db.session() as s:
@@ -68,16 +68,16 @@ def team_shares(team: Team) -> int:
 
 
 def sync_accounts(svc: Services) -> list[str]:
-    """Converge Slurm to the database; returns the sacctmgr changes made (empty when in step)."""
-    from slurm_bridge.sync import sync
-
+    """Converge Slurm to the database through the ``SlurmAccounts`` port (``svc.accounts``:
+    sacctmgr in production, in-memory in unit tests); returns the changes made (empty when in
+    step)."""
     # One convergence at a time for this Slipway (server threads and CLI processes alike):
     # sacctmgr edits are not atomic, and slurmdbd 22.05 can be left with an association whose
     # parent account is gone when one writer adds under an account another is deleting.
     lock_path = Path(svc.config.data_dir) / "slurm-accounts.lock"
     with _lock, open(lock_path, "a", opener=private_opener) as lock_file:  # 0600
         fcntl.flock(lock_file, fcntl.LOCK_EX)
-        changes = sync(svc.backend, desired_state(svc), cluster=svc.config.cluster_name or None)
+        changes = svc.accounts.converge(desired_state(svc))
     if changes:
-        log.info("slurm accounts: %s", "; ".join(str(c) for c in changes))
-    return [str(c) for c in changes]
+        log.info("slurm accounts: %s", "; ".join(changes))
+    return changes

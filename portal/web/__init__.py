@@ -1,4 +1,5 @@
-"""Slipway's web pages (server-rendered Jinja) and the JSON API, wired by ``init_web``.
+"""Slipway's web pages (server-rendered Jinja), wired by ``init_web`` (``portal.app.create_app``
+registers the JSON API, ``portal.api``, beside them).
 
 Every page reads only Slipway's database (and a job's log file); no page view calls Slurm
 (BRIEF §2: Open OnDemand's Active Jobs pages are slow because they query the scheduler live).
@@ -21,8 +22,7 @@ _SESSION_USER = (select(User.id, User.name, User.is_cluster_admin, User.email, U
 
 
 def init_web(app: Flask, csrf=None) -> None:
-    """Register the login manager, the page blueprints, the API, filters and error pages."""
-    from ..api import api
+    """Register the login manager, the page blueprints, filters and error pages."""
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
     from .fund_requests import bp as funds_bp
@@ -67,10 +67,9 @@ def init_web(app: Flask, csrf=None) -> None:
         nxt = request.full_path if request.query_string else request.path
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
-    for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp, api):
+    for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp):
         app.register_blueprint(bp)
     if csrf is not None:
-        csrf.exempt(api)      # token-auth API; session-auth writes are checked in api.before_request
         csrf.exempt(proxy_bp)  # the proxied app's own forms; SameSite=Lax guards cross-site POSTs
         app.extensions["slipway_csrf"] = csrf
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_login import login_required
 
-from ..jobs import launch
+from ..jobs.push_options import PUSH_OPTIONS_HELP, JobSettings
 from ..jobs import queries as job_queries
 from ..projects import service as projects_svc
 from ..projects import settings as project_settings
@@ -31,7 +31,7 @@ def _render(team: str, project: str, *, problems=None, form=None, status=200):
         remote=cfg.repo_url(team, project), storage=projects_svc.storage_bytes(svc(), team, project),
         gpu_limits=cfg.gpu_limits, images=list(svc().catalog.names), problems=problems or [],
         form=form or {}, can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
-        push_options=launch.PUSH_OPTIONS_HELP), status
+        push_options=PUSH_OPTIONS_HELP), status
 
 
 @bp.get("/projects/<team>/<project>")
@@ -44,7 +44,7 @@ def show(team: str, project: str):
 @login_required
 def settings(team: str, project: str):
     p, _ = _project(team, project, access.ROLE_ANY, "change settings")
-    base = launch.JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
+    base = JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
     f = request.form
     st, problems = project_settings.parse_settings(svc(), gpu_type=f.get("gpu_type"), gpu_count=f.get("gpu_count"),
                                       image=f.get("image"), time_text=f.get("time"), base=base)

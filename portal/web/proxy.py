@@ -14,9 +14,9 @@ for members of the job's team (and cluster admins) only.
 * redirects to ``/x`` or ``http://node:port/x`` are rewritten under the proxy prefix;
 * ``X-Forwarded-Prefix: /jobs/<id>/proxy`` tells prefix-aware apps where they live.
 
-Node name -> address: ``svc.extra["node_addresses"]`` (a dict or a callable) when set, else the
-node name itself (Slurm node names resolve on real clusters). The local test cluster's nodes
-all live on 127.0.0.1: the lead wires ``{"a4k-1": "127.0.0.1", …}`` or ``lambda n: "127.0.0.1"``.
+Node name -> address: ``svc.node_address`` (``config.node_addresses``, wired by
+``portal.bootstrap``), else the node name itself (Slurm node names resolve on real clusters). The
+local test cluster's nodes all live on 127.0.0.1: the lead wires ``lambda n: "127.0.0.1"``.
 
 WebSockets are not proxied (WSGI cannot upgrade); a Jupyter workspace needs an ASGI/nginx hop.
 Security note: the job's pages are served under the portal's host but sandboxed into an opaque
@@ -58,12 +58,7 @@ def _hop_by_hop(headers) -> set[str]:
 
 
 def node_address(node: str) -> str:
-    m = svc().extra.get("node_addresses")
-    if callable(m):
-        return m(node) or node
-    if isinstance(m, dict):
-        return m.get(node, node)
-    return node
+    return svc().node_address(node) or node
 
 
 def _is_slipway_credential(value: str) -> bool:

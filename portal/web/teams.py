@@ -131,7 +131,7 @@ def _billing_page(team: str, *, error: str | None = None, status: int = 200, for
     if can_admin:
         rows, next_before = billing_q.ledger_page(s, t, before=int_arg("before"))
         series = billing_q.daily_spending(s, t, days=60, now=svc().now(),
-                                     cache=svc().extra.setdefault("web_spending_cache", {}))
+                                     cache=svc().cache.spending)
         requests = funds.team_requests(s, me, t.name, limit=20)
     typed = {"form": form, "amount": request.form.get("amount", ""),
              "note": request.form.get("note", "")} if form else {"form": None}

@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from portal.jobs import launch
+from portal.jobs import runner_spec
 from tests.support.fakes import FakeBackend, make_services
 from tests.support.web import make_world
 
@@ -81,7 +81,7 @@ def test_job_page_live_log_and_cancel(site, new_page):
     page.goto(f"{base}/jobs/{jid}")
     expect(page.locator("#job-state")).to_have_text("running")
     expect(page.locator("#log")).to_contain_text("epoch 2 loss 0.71")
-    with launch.log_path(svc, jid).open("a") as fh:
+    with runner_spec.log_path(svc, jid).open("a") as fh:
         fh.write("epoch 3 loss 0.42\n")
     expect(page.locator("#log")).to_contain_text("epoch 3 loss 0.42", timeout=8000)
     expect(page.locator("#proxy-link")).to_be_visible()
@@ -211,7 +211,7 @@ def test_job_page_through_the_proxy_cannot_act_as_the_viewer(site, new_page):
     try:
         with svc.db.transaction() as s:
             s.get(Job, ids["running"]).port = server.server_address[1]
-        svc.extra["node_addresses"] = {"a4k-1": "127.0.0.1"}
+        svc.node_address = {"a4k-1": "127.0.0.1"}.get
         page = new_page(base)
         log_in(page, base, "carol")
         page.goto(f"{base}/jobs/{ids['running']}/proxy/")

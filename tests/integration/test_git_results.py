@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from git_gateway import repos
-from git_gateway.node import results
-from git_gateway.node.runner import Runner, RunnerSpec
+from git_gateway.node import gitops, results
+from git_gateway.node.runner import Runner
+from git_gateway.node.spec import RunnerSpec
 from tests.support.git_server import Gateway, client_env, git
 
 pytestmark = pytest.mark.timeout(180)
@@ -341,7 +342,7 @@ def test_hostile_branch_names(gw, env, tmp_path):
     for i, branch in enumerate(HOSTILE_OK):
         if branch.startswith("-"):
             branch = "x/" + branch
-        results.validate_branch(branch)
+        gitops.validate_branch(branch)
         u = tmp_path / f"u{i}"
         sha = user_push(gw, env, u, branch)
         wd = tmp_path / f"w{i}"
@@ -357,9 +358,9 @@ def test_hostile_branch_names(gw, env, tmp_path):
     for d in (Path.cwd(), tmp_path, *tmp_path.iterdir()):
         assert not (d / "pwned").exists()
     for branch in HOSTILE_BAD:
-        with pytest.raises(results.InvalidBranch):
-            results.validate_branch(branch)
-    with pytest.raises(results.InvalidBranch):
+        with pytest.raises(gitops.InvalidBranch):
+            gitops.validate_branch(branch)
+    with pytest.raises(gitops.InvalidBranch):
         do_commit_back(gw, tmp_path / "w0", "0" * 40, "a..b")
 
 

@@ -94,7 +94,7 @@ def push_entrypoint(gw, env, tmp_path, script: str, branch: str = "exp-1",
 
 def write_spec(tmp_path, gw, ev_base, sha, branch="exp-1", image=None, **over) -> Path:
     work = tmp_path / "jobs" / "42" / "work"
-    # as portal.jobs.launch builds it: SLIPWAY_* in the argv, PORT from the runner's environment
+    # as portal.jobs.runner_spec builds it: SLIPWAY_* in the argv, PORT from the runner's environment
     argv = (container_argv("charliecloud", str(image), str(work), ["sh", "slipway-entrypoint.sh"],
                            {"SLIPWAY_JOB_ID": "42"},
                            passthrough=("CUDA_VISIBLE_DEVICES", "PORT"))

@@ -228,13 +228,14 @@ def test_ldap_groups_converge_to_live_slurm_associations(tmp_path, ldap_server, 
     directory, lose their associations; re-running changes nothing."""
     import secrets
 
+    from portal.adapters.slurm import SacctmgrAccounts
     from portal.teams.slurm_accounts import sync_accounts
     from slurm_bridge.cli import CliBackend
 
     prefix = "l" + secrets.token_hex(3) + "-"          # this test's own accounts only
     backend = CliBackend(env={**slurm_cluster.env, "PATH": os.environ["PATH"]}, as_root=False)
-    svc = make_services(tmp_path, backend=backend, clock=Clock(), slurm_account_prefix=prefix,
-                        **ldap_config(ldap_server))
+    svc = make_services(tmp_path, backend=backend, accounts=SacctmgrAccounts(backend, "slipway"), clock=Clock(),
+                        slurm_account_prefix=prefix, **ldap_config(ldap_server))
     site = _assocs(slurm_cluster, "slipway-test")       # the cluster's own account
     try:
         rep = sync_ldap(svc)

@@ -140,7 +140,7 @@ def test_a_job_cannot_read_the_database_secrets_or_another_teams_files(sw, tmp_p
         "b_job_dir": (b_dir, "dir"),
         "b_spec": (b_dir / "spec.json", "file"),
         "b_log": (Path(job_b["log"]), "file"),
-        "node_program": (node / "git_gateway" / "runner.py", "file"),
+        "node_program": (node / "git_gateway" / "node" / "runner.py", "file"),
     }
     for name, (path, _kind) in targets.items():
         assert path.exists(), (name, path)  # every target is really there while the probe runs

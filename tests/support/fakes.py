@@ -1,4 +1,6 @@
-"""Test helpers (no servers): a recording fake Slurm backend, temp-dir services, git helpers.
+"""Test helpers (no servers): the in-memory adapters behind the ports (portal/ports.py: a
+recording fake Slurm backend, Slurm accounts, git, an image catalog, a mailer), temp-dir
+services built through ``portal.bootstrap``, git helpers.
 
 Used by tests/unit/test_portal_*.py; the lead's integration tests may reuse them.
 """
@@ -14,10 +16,13 @@ from typing import Any
 
 from slurm_bridge.errors import ControllerUnavailable
 from slurm_bridge.records import QueueRecord, SacctRecord
+from slurm_bridge.sync import CurrentAccount, CurrentAssoc, CurrentState, DesiredState, plan
 
+from portal.bootstrap import bootstrap
 from portal.config import Config
 from portal.db import Membership, Project, Team, User
-from portal.services import Services, build_services
+from portal.integrations import ENTRYPOINT
+from portal.services import Services
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -115,6 +120,122 @@ class FakeBackend:
             elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1}))
 
 
+class InMemoryAccounts:
+    """``SlurmAccounts`` in memory: Slurm's accounting database starts empty; ``converge``
+    records the desired state, answers the changes sacctmgr would have made (slurm_bridge's
+    ``plan``; empty when in step) and then holds that state. ``error``: raised by the next
+    converge (sacctmgr/slurmdbd down)."""
+
+    def __init__(self) -> None:
+        self.current = CurrentState()
+        self.desired: DesiredState | None = None
+        self.calls = 0
+        self.error: Exception | None = None
+
+    def converge(self, desired: DesiredState) -> list[str]:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        changes = [str(c) for c in plan(desired, self.current)]
+        self.desired = desired
+        self.current = CurrentState(
+            accounts={a.name: CurrentAccount(a.name, a.parent, str(a.fairshare), a.grp_tres_mins)
+                      for a in desired.accounts},
+            assocs={(u.name, acct): CurrentAssoc(u.name, acct, tuple(sorted(qos)), qos[0])
+                    for u in desired.users for acct, qos in u.accounts},
+            default_accounts={u.name: u.default_account for u in desired.users},
+            qos={q.name: q for q in desired.qos})
+        return changes
+
+    def account_names(self) -> list[str]:
+        return sorted(self.current.accounts)
+
+
+class InMemoryGit:
+    """``Git`` in memory: repositories are ``{ref: sha}`` maps plus the files of each commit
+    (``commit(team, project, ref, files)`` makes one)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], dict[str, str]] = {}
+        self.files: dict[str, dict[str, str]] = {}
+        self.sizes: dict[tuple[str, str], int] = {}
+
+    def create_repo(self, team: str, project: str) -> Path:
+        self.repos.setdefault((team, project), {})
+        return Path("/in-memory") / team / f"{project}.git"
+
+    def delete_repo(self, team: str, project: str) -> bool:
+        return self.repos.pop((team, project), None) is not None
+
+    def repo_bytes(self, team: str, project: str) -> int:
+        if (team, project) not in self.repos:
+            raise OSError(f"no repository {team}/{project}")
+        return self.sizes.get((team, project), 0)
+
+    def entrypoint_problem(self, team, project, sha, quarantine=None) -> str | None:
+        files = self.files.get(sha)
+        if files is None:
+            return f"slipway: cannot read {ENTRYPOINT} at {sha[:12]}: unknown commit"
+        return None if ENTRYPOINT in files else f"slipway: no {ENTRYPOINT} at {sha[:12]}"
+
+    def resolve_ref(self, team: str, project: str, ref: str) -> str | None:
+        return self.repos.get((team, project), {}).get(ref)
+
+    def delete_ref(self, team: str, project: str, ref: str) -> bool:
+        return self.repos.get((team, project), {}).pop(ref, None) is not None
+
+    def commit(self, team: str, project: str, ref: str, files: dict[str, str]) -> str:
+        sha = f"{len(self.files) + 1:040x}"
+        self.files[sha] = dict(files)
+        self.repos.setdefault((team, project), {})[ref] = sha
+        return sha
+
+
+class InMemoryCatalog:
+    """``Containers`` in memory: ``images`` maps a name to the runtimes it has a build for."""
+
+    def __init__(self, images: dict[str, tuple[str, ...]] | None = None):
+        self.images = dict(images or {"python": ("charliecloud", "apptainer")})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.images))
+
+    def runtime_problem(self, name: str, runtime: str) -> str | None:
+        available = ", ".join(n for n in self.names if runtime in self.images[n]) or "(none)"
+        if name not in self.images:
+            return f"unknown image {name!r}; available images: {available}"
+        if runtime not in self.images[name]:
+            return f"image {name!r} has no build for {runtime}; available images: {available}"
+        return None
+
+    def image_digest(self, name: str, runtime: str, images_root=None) -> str:
+        return "sha256:" + f"{name}-{runtime}".encode().hex().ljust(64, "0")[:64]
+
+    def sif_path(self, name: str, images_root) -> Path:
+        return Path(images_root) / f"{name}.sif"
+
+    def local_path(self, name: str, cache=None) -> Path:
+        return Path(cache or "/in-memory/images") / name
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+
+class InMemoryMailer:
+    """``Mailer`` in memory: ``sent`` holds every message, oldest first."""
+
+    def __init__(self) -> None:
+        self.sent: list[Mail] = []
+
+    def send(self, to: str, subject: str, body: str) -> None:
+        self.sent.append(Mail(to, subject, body))
+
+
 def make_config(tmp: Path, **over) -> Config:
     over.setdefault("data_dir", tmp / "var")
     over.setdefault("hook_secret", "test-hook-secret")
@@ -122,9 +243,15 @@ def make_config(tmp: Path, **over) -> Config:
     return Config(**over)
 
 
-def make_services(tmp: Path, *, backend=None, clock=None, catalog=None, **over) -> Services:
+def make_services(tmp: Path, *, backend=None, clock=None, catalog=None, accounts=None, git=None,
+                  mailer=None, payments=None, **over) -> Services:
+    """Services on temp dirs through ``portal.bootstrap``, with the in-memory Slurm (jobs and
+    accounts) and mailer; git repositories are real (under ``tmp``) unless ``git`` is given, and
+    the catalog is the packaged one unless ``catalog`` is."""
     cfg = make_config(tmp, **over)
-    svc = build_services(cfg, backend=backend or FakeBackend(), clock=clock or Clock(), catalog=catalog)
+    svc = bootstrap(cfg, backend=backend or FakeBackend(), accounts=accounts or InMemoryAccounts(),
+                    git=git, catalog=catalog, mailer=mailer or InMemoryMailer(), payments=payments,
+                    clock=clock or Clock())
     svc.chown = False
     return svc
 
@@ -134,11 +261,10 @@ def seed(svc: Services, *, team="nlp", user="alice", unix_user=None, project="pr
          admin=False) -> dict:
     """A user, a team with the user as owner, a project with its bare repo, optional funds."""
     from portal.billing import ledger as billing
-    from portal import integrations
 
     now = svc.now()
     with svc.db.transaction() as s:
-        u = User(name=user, unix_user=unix_user or os.environ.get("USER", "root") or "root",
+        u = User(name=user, unix_user=unix_user or f"sw-{user}",
                  is_cluster_admin=admin, created_at=now)
         t = Team(name=team, personal=False, created_at=now)
         s.add_all([u, t])
@@ -149,7 +275,7 @@ def seed(svc: Services, *, team="nlp", user="alice", unix_user=None, project="pr
         s.add(p)
         s.flush()
         ids = {"user_id": u.id, "team_id": t.id, "project_id": p.id}
-    integrations.create_repo(svc.config, team, project)
+    svc.git.create_repo(team, project)
     if funds:
         billing.add_funds(svc.db, team, funds, by="test", now=now)
     return ids

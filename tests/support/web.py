@@ -22,10 +22,9 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from portal.billing import ledger as billing
-from portal import integrations as ig
 from portal.identity.tokens import create_token
 from portal.db import Job, LedgerEntry, Membership, Project, Team, User
-from portal.jobs import launch
+from portal.jobs import runner_spec
 from portal.services import Services
 
 
@@ -70,7 +69,7 @@ def add_project(svc: Services, team: str, name: str, *, gpu_type="a4000", gpu_co
         s.add(p)
         s.flush()
         pid = p.id
-    ig.create_repo(svc.config, team, name)
+    svc.git.create_repo(team, name)
     return pid
 
 
@@ -89,7 +88,7 @@ def add_job(svc: Services, project_id: int, *, branch: str, state: str, pusher: 
         s.flush()
         jid = j.id
     if log is not None:
-        path = launch.log_path(svc, jid)
+        path = runner_spec.log_path(svc, jid)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(log)
     return jid

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from git_gateway.refname import branch_problem
 from portal.db import Job, LedgerEntry
-from portal.jobs import launch
+from portal.jobs import push
 from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 TRICKY = ["-n", "--help", "-", "a", "exp-1", "feat/x", "feat/-n", "HEAD", "head", "@", "@a", "a@b",
@@ -65,7 +65,7 @@ def test_pre_receive_refuses_bad_branch_names(env, branch, rule):
     svc, bare, work = env
     sha = commit_to_bare(bare, work, {"slipway-entrypoint.sh": "echo hi\n"})
     before = counts(svc)
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice", [(f"refs/heads/{branch}", "0" * 40, sha)]))
     assert not r.ok
     text = "\n".join(r.messages)
@@ -76,7 +76,7 @@ def test_pre_receive_refuses_bad_branch_names(env, branch, rule):
 def test_a_good_branch_in_the_same_push_does_not_slip_through(env):
     svc, bare, work = env
     sha = commit_to_bare(bare, work, {"slipway-entrypoint.sh": "echo hi\n"})
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice",
         [("refs/heads/exp-1", "0" * 40, sha), ("refs/heads/-n", "0" * 40, sha)]))
     assert not r.ok and counts(svc)[0] == 0
@@ -84,6 +84,6 @@ def test_a_good_branch_in_the_same_push_does_not_slip_through(env):
 
 def test_deleting_a_badly_named_branch_is_allowed(env):
     svc, _bare, _work = env
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice", [("refs/heads/-n", "ab" * 20, "0" * 40)]))
     assert r.ok, r.messages

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from rich.console import Console
 from sqlalchemy import select
 
-from portal import cli as cli_mod
+from portal.cli import output as cli_output
 from portal.cli import Ctx, main
 from portal.db import AccessToken, Job
 from tests.support.fakes import FakeBackend, make_services
@@ -73,7 +73,7 @@ def test_piped_tables_keep_whole_values_on_one_line(site):
 
 def test_terminal_tables_fold_instead_of_cutting(site, monkeypatch):
     run, _svc, ids, _ = site
-    monkeypatch.setattr(cli_mod, "console", Console(highlight=False, width=60, force_terminal=True,
+    monkeypatch.setattr(cli_output, "console", Console(highlight=False, width=60, force_terminal=True,
                                                     color_system=None))
     out = run("job", "list", actor="alice")
     assert "…" not in out and max(len(ln) for ln in out.splitlines()) <= 60

@@ -244,7 +244,7 @@ def test_payment_provider_port(env):
     assert "no payment provider" in refused(payments.credit_payment, svc, "p-1", status=409)
     prov = Provider({"p-1": payments.Payment("p-1", "nlp", Decimal("12.00"), "alice")})
     assert isinstance(prov, payments.PaymentProvider)
-    svc.extra["payment_provider"] = prov
+    svc.payments = prov
     before = balance(svc, "nlp")
     payments.credit_payment(svc, "p-1")
     payments.credit_payment(svc, "p-1")  # reported twice: credited once

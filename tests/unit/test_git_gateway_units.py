@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from git_gateway import hook_program, hooks, lfs, repos
-from git_gateway.node import results
+from git_gateway.node import gitops, lfs_track, pushing, results
 from git_gateway.http import AccessDenied, GitHttpApp, Principal, basic_header, parse_basic
-from git_gateway.node.runner import RunnerSpec, SpecError, child_env
+from git_gateway.node.container_env import child_env
+from git_gateway.node.spec import RunnerSpec, SpecError
 
 
 # ------------------------------------------------------------------------------------ repos
@@ -305,9 +306,9 @@ HOSTILE_FILES = ["plain.bin", "with space.bin", "glob*?[x].bin", 'q"uote.bin', "
 def test_attr_patterns_match_exactly_that_path(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".gitattributes").write_text("".join(
-        results._attr_pattern(p) + " filter=lfs\n" for p in HOSTILE_FILES))
+        lfs_track._attr_pattern(p) + " filter=lfs\n" for p in HOSTILE_FILES))
     env = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null")
-    tracked = results._lfs_tracked(str(tmp_path), env, HOSTILE_FILES + ["other.bin", "globX.bin",
+    tracked = lfs_track._lfs_tracked(str(tmp_path), env, HOSTILE_FILES + ["other.bin", "globX.bin",
                                                                         "sub/plain.bin"])
     assert tracked == set(HOSTILE_FILES)
     assert not (tmp_path / "pwned").exists()
@@ -316,19 +317,19 @@ def test_attr_patterns_match_exactly_that_path(tmp_path):
 def test_parse_porcelain():
     out = ("To http://h/git/t/p.git\n*\tabc:refs/heads/results/x/1\t[new branch]\n"
            "!\tabc:refs/heads/x\t[rejected] (stale info)\nDone\n")
-    assert results.parse_porcelain(out) == [
+    assert pushing.parse_porcelain(out) == [
         ("*", "abc:refs/heads/results/x/1", "[new branch]"),
         ("!", "abc:refs/heads/x", "[rejected] (stale info)")]
 
 
 def test_git_env_keeps_token_out_of_urls():
-    env = results.git_env("http://127.0.0.1:8000/git/t/p.git", "job:42", "tok")
+    env = gitops.git_env("http://127.0.0.1:8000/git/t/p.git", "job:42", "tok")
     assert env["GIT_CONFIG_KEY_0"] == "http.http://127.0.0.1:8000/.extraHeader"
     assert env["GIT_CONFIG_VALUE_0"] == "Authorization: " + basic_header("job:42", "tok")
     with pytest.raises(ValueError):
-        results.git_env("http://u:p@h/git/t/p.git", "job:42", "tok")
+        gitops.git_env("http://u:p@h/git/t/p.git", "job:42", "tok")
     with pytest.raises(ValueError):
-        results.git_env("file:///x", "job:42", "tok")
+        gitops.git_env("file:///x", "job:42", "tok")
 
 
 def test_names_and_messages():
@@ -397,16 +398,16 @@ def test_runner_container_env_is_the_runtime_rule(runtime, base):
     """The runner cannot import container_images on the node: its copy of launch_env must
     give exactly what container_images.runtime.launch_env gives."""
     from container_images import runtime as rt
-    from git_gateway.node import runner
+    from git_gateway.node import container_env, spec
 
-    assert runner.CONTAINER_PASSTHROUGH == rt.PASSTHROUGH_ENV
+    assert spec.CONTAINER_PASSTHROUGH == rt.PASSTHROUGH_ENV
     names = ["CUDA_VISIBLE_DEVICES", "PORT", "SLIPWAY_JOB_ID"]
-    assert runner.container_launch_env(runtime, base, names) == rt.launch_env(runtime, base, names)
-    assert runner.container_launch_env(runtime, base) == rt.launch_env(runtime, base)
+    assert container_env.container_launch_env(runtime, base, names) == rt.launch_env(runtime, base, names)
+    assert container_env.container_launch_env(runtime, base) == rt.launch_env(runtime, base)
 
 
 def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
-    from git_gateway.node.runner import launch_env, runtime_of
+    from git_gateway.node.container_env import launch_env, runtime_of
 
     argv = ["apptainer", "exec", "--nv", "--cleanenv", "--containall", "--bind", "/w:/work",
             "--pwd", "/work", "/img/python.sif", "/usr/bin/env", "PORT=12345", "bash", "x.sh"]
@@ -424,7 +425,7 @@ def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
 
 
 def test_runner_env_for_charliecloud_and_plain_commands():
-    from git_gateway.node.runner import launch_env, runtime_of
+    from git_gateway.node.container_env import launch_env, runtime_of
 
     ch = RunnerSpec.from_dict(dict(SPEC, container_argv=["/usr/bin/ch-run", "--", "true"]))
     assert runtime_of(ch) == "charliecloud"
@@ -445,28 +446,28 @@ def test_runner_env_for_charliecloud_and_plain_commands():
 
 # ------------------------------------------------------------------------- push retries
 def _out(flag, summary="", stderr="", rc=1):
-    return results.PushOutcome(flag in (" ", "+", "*", "="), flag, summary, rc, stderr)
+    return pushing.PushOutcome(flag in (" ", "+", "*", "="), flag, summary, rc, stderr)
 
 
 def test_which_push_failures_are_retried():
-    assert results.is_transient(_out(None, stderr="fatal: unable to access 'http://h/': "
+    assert pushing.is_transient(_out(None, stderr="fatal: unable to access 'http://h/': "
                                                    "Failed to connect to h port 80: Connection refused"))
-    assert results.is_transient(_out(None, stderr="error: RPC failed; HTTP 502"))
-    assert results.is_transient(_out("!", "[remote rejected] (pre-receive hook declined)"))
-    assert not results.is_transient(_out("!", "[rejected] (stale info)"))
-    assert not results.is_transient(_out("!", "[rejected] (fetch first)"))
-    assert not results.is_transient(_out(None, stderr="fatal: Authentication failed for 'http://h/'"))
-    assert not results.is_transient(_out(None, stderr="fatal: repository 'http://h/x.git/' not found"))
-    assert not results.is_transient(_out(" ", "[new branch]", rc=0))
+    assert pushing.is_transient(_out(None, stderr="error: RPC failed; HTTP 502"))
+    assert pushing.is_transient(_out("!", "[remote rejected] (pre-receive hook declined)"))
+    assert not pushing.is_transient(_out("!", "[rejected] (stale info)"))
+    assert not pushing.is_transient(_out("!", "[rejected] (fetch first)"))
+    assert not pushing.is_transient(_out(None, stderr="fatal: Authentication failed for 'http://h/'"))
+    assert not pushing.is_transient(_out(None, stderr="fatal: repository 'http://h/x.git/' not found"))
+    assert not pushing.is_transient(_out(" ", "[new branch]", rc=0))
 
 
 def test_push_timeout_never_outlasts_the_deadline():
-    assert results.push_timeout(None) == 120            # no deadline: the plain hang guard
-    assert results.push_timeout(150.0) == 120           # far deadline: still the hang guard
-    assert results.push_timeout(30.0) == 30             # after a TERM (stop_push_seconds)
-    assert results.push_timeout(12.5) == 12.5
-    assert results.push_timeout(1.0) == 5               # the floor: a push is always made
-    assert results.push_timeout(-3.0) == 5
+    assert pushing.push_timeout(None) == 120            # no deadline: the plain hang guard
+    assert pushing.push_timeout(150.0) == 120           # far deadline: still the hang guard
+    assert pushing.push_timeout(30.0) == 30             # after a TERM (stop_push_seconds)
+    assert pushing.push_timeout(12.5) == 12.5
+    assert pushing.push_timeout(1.0) == 5               # the floor: a push is always made
+    assert pushing.push_timeout(-3.0) == 5
 
 
 def test_hanging_push_after_term_ends_by_the_deadline(monkeypatch):
@@ -474,60 +475,60 @@ def test_hanging_push_after_term_ends_by_the_deadline(monkeypatch):
     timeout: no push may run past the deadline (+ the 5 s floor), so the runner is done well
     before the portal's hard cancel (cancel_grace 60 s + KillWait) SIGKILLs it mid-push."""
     clock = [1000.0]
-    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pushing.time, "monotonic", lambda: clock[0])
     timeouts = []
 
     def hanging_push(cwd, env, refspec, *, lease=None, timeout=None):
         timeouts.append(timeout)
         clock[0] += timeout                                  # hangs until killed
-        return results.PushOutcome(False, None, "timed out", 124, "push timed out")
+        return pushing.PushOutcome(False, None, "timed out", 124, "push timed out")
 
     def sleep(s):
         clock[0] += s
 
-    monkeypatch.setattr(results, "push", hanging_push)
+    monkeypatch.setattr(pushing, "push", hanging_push)
     deadline = clock[0] + 30.0
-    out, n = results.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
+    out, n = pushing.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
     assert not out.ok and n == len(timeouts) >= 1
     assert timeouts[0] == 30.0 and all(t <= 30.0 for t in timeouts)
-    assert clock[0] <= deadline + results.MIN_PUSH_TIMEOUT
+    assert clock[0] <= deadline + pushing.MIN_PUSH_TIMEOUT
 
     # commit_back makes two such pushes (results ref, then branch): both bounded the same way
     timeouts.clear()
     clock[0] = 2000.0
     deadline = clock[0] + 30.0
     for _ in range(2):
-        results.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
+        pushing.push_with_retry("/w", {}, "x:y", deadline=deadline, sleep=sleep)
     assert max(timeouts) <= 30.0
-    assert clock[0] <= deadline + 2 * results.MIN_PUSH_TIMEOUT
+    assert clock[0] <= deadline + 2 * pushing.MIN_PUSH_TIMEOUT
     assert clock[0] - 2000.0 < 60             # TERM -> done, well inside cancel_grace
 
 
 def test_push_with_retry_backs_off_until_the_deadline(monkeypatch):
     calls, sleeps = [], []
     down = _out(None, stderr="Connection refused")
-    monkeypatch.setattr(results, "push", lambda *a, **kw: calls.append(a) or down)
+    monkeypatch.setattr(pushing, "push", lambda *a, **kw: calls.append(a) or down)
     clock = [1000.0]
-    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pushing.time, "monotonic", lambda: clock[0])
 
     def sleep(s):
         sleeps.append(s)
         clock[0] += s
 
-    out, n = results.push_with_retry("/w", {}, "x:y", deadline=1000.0 + 60, sleep=sleep)
+    out, n = pushing.push_with_retry("/w", {}, "x:y", deadline=1000.0 + 60, sleep=sleep)
     assert not out.ok and n == len(calls) == len(sleeps) + 1
     assert sleeps[:6] == [0.5, 1, 2, 4, 8, 15] and max(sleeps) == 15
     assert sum(sleeps) <= 60 and sum(sleeps) + 15 > 60       # used the time it was given
     # a definite answer is not retried; success stops at once; max_attempts bounds the count
-    monkeypatch.setattr(results, "push", lambda *a, **kw: _out("!", "[rejected] (stale info)"))
-    assert results.push_with_retry("/w", {}, "x:y", deadline=clock[0] + 60, sleep=sleep)[1] == 1
+    monkeypatch.setattr(pushing, "push", lambda *a, **kw: _out("!", "[rejected] (stale info)"))
+    assert pushing.push_with_retry("/w", {}, "x:y", deadline=clock[0] + 60, sleep=sleep)[1] == 1
     calls.clear()
-    monkeypatch.setattr(results, "push", lambda *a, **kw: calls.append(a) or down)
-    assert results.push_with_retry("/w", {}, "x:y", deadline=None, max_attempts=3,
+    monkeypatch.setattr(pushing, "push", lambda *a, **kw: calls.append(a) or down)
+    assert pushing.push_with_retry("/w", {}, "x:y", deadline=None, max_attempts=3,
                                    sleep=sleep)[1] == 3
     # the deadline already passed: still one push
     calls.clear()
-    assert results.push_with_retry("/w", {}, "x:y", deadline=clock[0] - 1, sleep=sleep)[1] == 1
+    assert pushing.push_with_retry("/w", {}, "x:y", deadline=clock[0] - 1, sleep=sleep)[1] == 1
 
 
 def test_port_taken_on_the_node_is_replaced_by_a_free_one():
@@ -535,7 +536,7 @@ def test_port_taken_on_the_node_is_replaced_by_a_free_one():
     moves the job to a free port in 10000-65535 (the started event tells the portal)."""
     import socket
 
-    from git_gateway.node.runner import ensure_free_port, port_is_free
+    from git_gateway.node.ports import ensure_free_port, port_is_free
     busy = socket.socket()
     busy.bind(("0.0.0.0", 0))
     busy.listen()

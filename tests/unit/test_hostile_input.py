@@ -22,7 +22,7 @@ from werkzeug.routing import IntegerConverter
 from portal import integrations as ig
 from portal.app import create_app
 from portal.db import Project, User
-from portal.jobs import launch
+from portal.jobs import push_options
 from tests.support.fakes import FakeBackend, make_services
 from portal.identity import user_tokens
 from portal.projects import settings as project_settings
@@ -240,11 +240,11 @@ def test_amount_as_json_float_is_refused(world):
 
 
 def test_push_option_gpus_without_count_is_refused_showing_the_count():
-    overrides, problems = launch.parse_push_options(["gpus=a4000"], {"a4000": 4, "a6000": 2})
-    assert "gpu_type" not in overrides
+    overrides, problems = push_options.parse_push_options(["gpus=a4000"], {"a4000": 4, "a6000": 2})
+    assert "gpus" not in overrides
     assert len(problems) == 1 and "a4000:1" in problems[0] and "no count" in problems[0]
-    overrides, problems = launch.parse_push_options(["gpus=a6000:1"], {"a4000": 4, "a6000": 2})
-    assert overrides == {"gpu_type": "a6000", "gpu_count": 1} and not problems
+    overrides, problems = push_options.parse_push_options(["gpus=a6000:1"], {"a4000": 4, "a6000": 2})
+    assert overrides == {"gpus": GpuRequest("a6000", 1)} and not problems
 
 
 def test_gpu_messages_suggest_only_what_is_accepted():
@@ -256,7 +256,7 @@ def test_gpu_messages_suggest_only_what_is_accepted():
     with pytest.raises(ig.InvalidRequest) as e:
         GpuRequest.parse("a4000:x")
     assert "shard" not in str(e.value)
-    _overrides, problems = launch.parse_push_options(["gpus=nope:x"], limits)
+    _overrides, problems = push_options.parse_push_options(["gpus=nope:x"], limits)
     assert "shard" not in problems[0] and "a4000, a6000" in problems[0]
 
 

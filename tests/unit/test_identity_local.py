@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from portal.cli import Ctx, main, personal_team_name
+from portal.cli import Ctx, main
 from portal.db import User
 from portal.identity import passwords
 from portal.identity.login import INACTIVE, INVALID, authenticate, verify_credentials
-from portal.identity.names import norm_dn, personal_team_for, team_name_for_group, valid_unix_user
+from portal.identity.names import norm_dn, personal_team_for, personal_team_name, team_name_for_group, valid_unix_user
 from tests.support.fakes import FakeBackend, make_services
 
 

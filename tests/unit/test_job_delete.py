@@ -16,7 +16,7 @@ from portal.billing import ledger as billing
 from portal.app import create_app
 from portal.cli import Ctx, main
 from portal.db import Job, LedgerEntry, Team
-from portal.jobs import delete, launch
+from portal.jobs import delete, runner_spec
 from tests.support.fakes import FakeBackend, commit_to_bare, make_services
 from portal.teams import access
 from tests.support.web import add_charge, add_job, csrf_token, login, make_world
@@ -43,7 +43,7 @@ def world(tmp_path):
     with svc.db.transaction() as s:
         s.get(Job, jid).results_ref = ref
     add_charge(svc, "nlp", jid, "0.40", 0)
-    (launch.job_dir(svc, jid) / "spec.json").write_text("{}")
+    (runner_spec.job_dir(svc, jid) / "spec.json").write_text("{}")
     ids.update(ended=jid, ref=ref, sha=sha)
     yield svc, ids
     svc.db.dispose()
@@ -80,7 +80,7 @@ def test_service_deletes_ref_files_and_row_and_keeps_the_money(world):
     assert r.refs_removed == (ref,) and f"job {jid} deleted" in r.message and "ledger" in r.message
     assert repos.resolve_ref(svc.config.repos_root, "nlp", "proj", ref) is None
     assert repos.resolve_ref(svc.config.repos_root, "nlp", "proj", "refs/heads/exp-9") == ids["sha"]
-    assert not launch.job_dir(svc, jid).exists() and not launch.log_path(svc, jid).exists()
+    assert not runner_spec.job_dir(svc, jid).exists() and not runner_spec.log_path(svc, jid).exists()
     assert not exists(svc, jid)
     assert money(svc) == before  # entries keep their job id; the balance is the same
     # the id is never handed out again
@@ -110,7 +110,7 @@ def test_refusals_delete_nothing(world, actor, job_key, confirm, status, text):
     assert e.value.status == status and text in str(e.value)
     assert exists(svc, jid) and money(svc) == before
     assert repos.resolve_ref(svc.config.repos_root, "nlp", "proj", ids["ref"]) == ids["sha"]
-    assert launch.log_path(svc, ids["ended"]).exists()
+    assert runner_spec.log_path(svc, ids["ended"]).exists()
 
 
 def test_cluster_admin_and_owner_may_delete(world):
@@ -135,7 +135,7 @@ def test_a_failing_file_system_keeps_the_row(world, monkeypatch):
     assert exists(svc, jid)
     monkeypatch.undo()
     delete.delete_job(svc, who(svc, "alice"), jid, str(jid))  # the retry finishes the work
-    assert not exists(svc, jid) and not launch.job_dir(svc, jid).exists()
+    assert not exists(svc, jid) and not runner_spec.job_dir(svc, jid).exists()
 
 
 def test_delete_ref_helper_refuses_odd_names(world):

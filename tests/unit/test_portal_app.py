@@ -74,7 +74,7 @@ def test_authenticate_callback(env):
     with pytest.raises(AccessDenied):
         auth("nlp/ghost", "alice", tok, False)
     # job tokens: only the job's own repository
-    from portal.jobs.launch import hash_token
+    from portal.jobs.runner_spec import hash_token
     with svc.db.transaction() as s:
         s.add(Job(id=7, project_id=1, branch="b", commit_sha="a" * 40, state="running", gpu_type="a4000",
                   gpu_count=1, image="python", time_limit_min=5, token_hash=hash_token("jobtok")))
@@ -149,3 +149,36 @@ def test_deactivated_user_loses_git_and_token_access(env):
     with svc.db.transaction() as s:                              # reactivated: the token works again
         s.scalar(select(User).where(User.name == "alice")).active = True
     assert c.get(refs, headers=basic).status_code == 200
+
+
+def test_create_app_wires_the_pages_and_the_api_itself(tmp_path):
+    """``create_app(services)`` registers the page blueprints (``init_web``) and the API; the web
+    package registers no API of its own."""
+    from flask import Flask
+
+    from portal.web import init_web
+
+    svc = make_services(tmp_path)
+    app = create_app(svc)
+    assert {"api", "auth", "teams", "jobs", "internal", "pages"} <= set(app.blueprints)
+    assert app.extensions["slipway"] is svc
+    bare = Flask("bare")
+    bare.extensions["slipway"] = svc
+    init_web(bare)
+    assert "api" not in bare.blueprints and "teams" in bare.blueprints
+    svc.db.dispose()
+
+
+def test_bootstrap_wires_node_addresses_and_the_ports(tmp_path):
+    from portal import ports
+    from tests.support.fakes import InMemoryAccounts, InMemoryMailer
+
+    svc = make_services(tmp_path, node_addresses={"a4k-1": "10.0.0.5", "*": "127.0.0.1"})
+    assert svc.node_address("a4k-1") == "10.0.0.5" and svc.node_address("a6k-9") == "127.0.0.1"
+    assert isinstance(svc.accounts, InMemoryAccounts) and isinstance(svc.mailer, InMemoryMailer)
+    assert isinstance(svc.git, ports.Git) and isinstance(svc.metrics, ports.Metrics)
+    assert isinstance(svc.catalog, ports.Containers) and svc.payments is None
+    plain = make_services(tmp_path / "plain")
+    assert plain.node_address("a4k-1") == "a4k-1"
+    svc.db.dispose()
+    plain.db.dispose()

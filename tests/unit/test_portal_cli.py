@@ -332,7 +332,7 @@ def _follow(argv, env, log, set_state, ids):
 
 
 def test_job_log_follows_until_the_job_ends_remote(site):
-    from portal.jobs import launch
+    from portal.jobs import runner_spec
     run, svc, ids, backend, base = site
     jid = ids["running"]
 
@@ -342,11 +342,11 @@ def test_job_log_follows_until_the_job_ends_remote(site):
 
     _follow(["--url", base, "job", "log", str(jid), "--interval", "0.1"],
             {"SLIPWAY_TOKEN": ids["carol_token"], "SLIPWAY_URL": "", "SLIPWAY_USER": ""},
-            launch.log_path(svc, jid), set_state, ids)
+            runner_spec.log_path(svc, jid), set_state, ids)
 
 
 def test_job_log_follows_until_the_job_ends_local(site):
-    from portal.jobs import launch
+    from portal.jobs import runner_spec
     run, svc, ids, backend, base = site
     jid = ids["running"]
 
@@ -359,4 +359,33 @@ def test_job_log_follows_until_the_job_ends_local(site):
            "SLIPWAY_HOOK_SECRET": cfg.hook_secret, "SLIPWAY_SECRET_KEY": cfg.secret_key,
            "SLIPWAY_URL": "", "SLIPWAY_TOKEN": "", "SLIPWAY_USER": "", "SLIPWAY_CONFIG": ""}
     _follow(["--as", "carol", "job", "log", str(jid), "--interval", "0.1"], env,
-            launch.log_path(svc, jid), set_state, ids)
+            runner_spec.log_path(svc, jid), set_state, ids)
+
+
+def test_non_members_get_not_found_as_in_the_web_and_the_api(cli):
+    """One access rule for the three front doors: to a non-member a team does not exist (its
+    existence never leaks as "may not …"); a member without the role gets "may not"."""
+    run, svc, _ = cli
+    for name in ("alice", "bob", "eve"):
+        run("user", "add", name)
+    run("team", "create", "nlp", "--owner", "alice")
+    run("team", "add-member", "nlp", "bob")
+    for args in [("team", "balance", "nlp"), ("team", "ledger", "nlp"), ("team", "add-member", "nlp", "eve"),
+                 ("team", "remove-member", "nlp", "bob"), ("team", "request-funds", "nlp", "5"),
+                 ("project", "create", "nlp", "p"), ("job", "list", "--team", "nlp")]:
+        out = run(*args, actor="eve", ok=False)
+        assert "there is no team 'nlp'" in out and "may not" not in out, args
+        # and a team that does not exist answers the same
+        assert "there is no team 'ghost'" in run(*(a.replace("nlp", "ghost") for a in args), actor="eve",
+                                                 ok=False), args
+    assert "may not add or change members" in run("team", "add-member", "nlp", "eve", actor="bob", ok=False)
+    assert "nlp: $0.00" in run("team", "balance", "nlp", actor="bob")
+    # cluster-administrator-only commands: one check, on the service layer's Actor
+    assert "only cluster administrators may add users" in run("user", "add", "zed", actor="bob", ok=False)
+    assert "only cluster administrators may see every team's balance" in run("team", "balance", actor="bob",
+                                                                           ok=False)
+    assert "only cluster administrators may run the reconciler" in run("reconcile", "--once", actor="bob",
+                                                                     ok=False)
+    assert "only cluster administrators may create tokens for other users" in run(
+        "token", "create", "alice", actor="bob", ok=False)
+    assert "there is no user 'ghost'; create it with" in run("team", "ledger", "nlp", actor="ghost", ok=False)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.db import Job, LedgerEntry
-from portal.jobs import launch
+from portal.jobs import push, push_options, runner_spec, submit
 from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
@@ -28,12 +28,12 @@ def env(tmp_path):
 
 
 def pre(svc, sha, branch="exp-1", pusher="alice", options=None, repo="nlp/proj", **kw):
-    return launch.handle_pre_receive(svc, hook_payload(
+    return push.handle_pre_receive(svc, hook_payload(
         "pre-receive", repo, pusher, [(f"refs/heads/{branch}", Z, sha)], options, **kw))
 
 
 def post(svc, sha, branch="exp-1", pusher="alice"):
-    return launch.handle_post_receive(svc, hook_payload(
+    return push.handle_post_receive(svc, hook_payload(
         "post-receive", "nlp/proj", pusher, [(f"refs/heads/{branch}", Z, sha)]))
 
 
@@ -67,7 +67,7 @@ def test_push_reserves_then_submits(env):
     assert spec["username"] == f"job:{job.id}" and spec["env"]["PORT"] == str(job.port)
     assert spec["repo_url"] == "http://127.0.0.1:8000/git/nlp/proj.git"
     assert spec["callback_url"].endswith(f"/internal/jobs/{job.id}/events")
-    assert launch.hash_token(spec["token"]) == job.token_hash
+    assert runner_spec.hash_token(spec["token"]) == job.token_hash
     assert spec["container_argv"][0].endswith("ch-run") and spec["workdir"].endswith("/work")
 
 
@@ -81,7 +81,7 @@ def test_push_options_override_project_settings(env):
 
 @pytest.mark.parametrize("text,minutes", [("90", 90), ("30m", 30), ("2h", 120), ("1h30m", 90)])
 def test_parse_time(text, minutes):
-    assert launch.parse_time(text) == minutes
+    assert push_options.parse_time(text) == minutes
 
 
 @pytest.mark.parametrize("options,needle", [
@@ -156,7 +156,7 @@ def test_multi_branch_push_is_all_or_nothing(env):
     svc, backend, bare, work = env
     sha = commit_to_bare(bare, work, EP)
     assert pre(svc, sha, branch="a").ok
-    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
+    r = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
         ("refs/heads/b", Z, sha), ("refs/heads/a", Z, sha)]))
     assert not r.ok
     assert [j.branch for j in jobs(svc)] == ["a"]
@@ -167,7 +167,7 @@ def test_ignored_refs_and_job_pushes(env):
     sha = commit_to_bare(bare, work, EP)
     for ref, old, new in [("refs/tags/v1", Z, sha), ("refs/heads/exp-1", sha, Z),
                           ("refs/heads/results/exp-1/4", sha, Z)]:   # deletes are the user's
-        r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
+        r = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
                                                         [(ref, old, new)]))
         assert r.ok and r.messages == [], (ref, r.messages)
     assert jobs(svc) == []
@@ -177,7 +177,7 @@ def test_ignored_refs_and_job_pushes(env):
     # the job's own commit-back: its branch and its results ref, and nothing starts
     assert pre(svc, sha, pusher=me, is_job=True).ok
     assert pre(svc, sha, branch=f"results/exp-1/{job.id}", pusher=me, is_job=True).ok
-    assert launch.handle_post_receive(svc, hook_payload(
+    assert push.handle_post_receive(svc, hook_payload(
         "post-receive", "nlp/proj", me, [("refs/heads/exp-1", Z, sha)], is_job=True)).messages == []
     assert len(jobs(svc)) == 1
     # ... and nothing else: the job token is readable by the job's own code
@@ -185,7 +185,7 @@ def test_ignored_refs_and_job_pushes(env):
         r = pre(svc, sha, branch=branch, pusher=me, is_job=True)
         assert not r.ok and f"job {job.id} may push only to results/exp-1/{job.id} and exp-1" in \
             r.messages[0], (branch, r.messages)
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", me, [("refs/heads/exp-1", sha, Z)], is_job=True))
     assert not r.ok  # no deletes
     assert not pre(svc, sha, pusher="job:999", is_job=True).ok  # no such job
@@ -196,7 +196,7 @@ def test_results_namespace_is_reserved_for_slipway(env, branch):
     svc, backend, bare, work = env
     sha = commit_to_bare(bare, work, EP)
     for old in (Z, sha):                          # creating or moving
-        r = pre(svc, sha, branch=branch) if old == Z else launch.handle_pre_receive(
+        r = pre(svc, sha, branch=branch) if old == Z else push.handle_pre_receive(
             svc, hook_payload("pre-receive", "nlp/proj", "alice",
                               [(f"refs/heads/{branch}", old, sha)]))
         assert not r.ok, r.messages
@@ -205,7 +205,7 @@ def test_results_namespace_is_reserved_for_slipway(env, branch):
         assert "deleting a results branch is allowed" in r.messages[0]
     # also with run=no, and alongside an ordinary branch (all or nothing)
     assert not pre(svc, sha, branch=branch, options=["run=no"]).ok
-    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
+    r = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", [
         ("refs/heads/exp-1", Z, sha), (f"refs/heads/{branch}", Z, sha)]))
     assert not r.ok and "reserved" in r.messages[0]
     assert jobs(svc) == []
@@ -254,9 +254,10 @@ def test_image_check_follows_the_configured_runtime(tmp_path):
 
 
 def test_apptainer_job_sees_cuda_port_and_slipway_vars_through_cleanenv(tmp_path):
-    """The spec launch.py writes, run through the runner's env logic on a Slurm-like node
+    """The spec jobs.runner_spec writes, run through the runner's env logic on a Slurm-like node
     environment: what survives Apptainer's --cleanenv is APPTAINERENV_* (plus the argv's env)."""
-    from git_gateway.node.runner import RunnerSpec, launch_env
+    from git_gateway.node.container_env import launch_env
+    from git_gateway.node.spec import RunnerSpec
 
     svc = make_services(tmp_path, backend=FakeBackend(), container_runtime="apptainer",
                         images_root=tmp_path / "sifs")
@@ -427,7 +428,7 @@ def test_late_post_receive_and_reconciler_racing_submit_exactly_once(tmp_path):
                         or "already submitted" in m), m
         # whoever won, the job's spec holds the token whose hash the job row has
         spec = json.loads((svc.config.jobs_dir / str(job.id) / "spec.json").read_text())
-        assert launch.hash_token(spec["token"]) == job.token_hash
+        assert runner_spec.hash_token(spec["token"]) == job.token_hash
     finally:
         svc.db.dispose()
 
@@ -438,9 +439,9 @@ def test_submit_job_claims_once(env):
     assert pre(svc, sha).ok
     [job] = jobs(svc)
     with svc.db.transaction() as s:
-        assert launch.claim_for_submission(s, job.id, "h" * 64)
-        assert not launch.claim_for_submission(s, job.id, "i" * 64)
+        assert submit.claim_for_submission(s, job.id, "h" * 64)
+        assert not submit.claim_for_submission(s, job.id, "i" * 64)
     # a post-receive finding the job claimed (a reconciler mid-sbatch) says so and submits nothing
     r = post(svc, sha)
     assert r.messages == [f"slipway: job {job.id} is already being submitted"] and backend.submits == []
-    assert launch.submit_job(svc, 999) == (False, "slipway: there is no job 999")
+    assert submit.submit_job(svc, 999) == (False, "slipway: there is no job 999")

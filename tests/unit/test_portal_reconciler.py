@@ -261,7 +261,6 @@ def test_storage_is_billed_per_minute_from_the_repository_size(tmp_path):
     """$0.10/GB-month prorated by the minute, from the real bare repository's size on disk."""
     import os
 
-    from portal import integrations as ig
     from tests.support.fakes import commit_to_bare
 
     clock = Clock()
@@ -269,7 +268,7 @@ def test_storage_is_billed_per_minute_from_the_repository_size(tmp_path):
     seed(svc)
     bare = svc.config.repos_root / "nlp" / "proj.git"
     commit_to_bare(bare, tmp_path / "w", {"data.bin": os.urandom(3_000_000).hex()})
-    size = ig.repo_bytes(svc.config, "nlp", "proj")
+    size = svc.git.repo_bytes("nlp", "proj")
     assert size > 3_000_000  # hex text compresses about 2:1 in git
 
     r = Reconciler(svc)
@@ -556,7 +555,7 @@ def test_loop_sleeps_its_interval_unless_woken(env):
     import threading
     import time as _time
 
-    from portal.jobs.reconciler import _sleep
+    from portal.jobs.reconciler.loop import _sleep
     stop, wake = threading.Event(), threading.Event()
     t0 = _time.monotonic()
     assert _sleep(stop, wake, 0.3, minimum=0.05) is False
@@ -628,7 +627,7 @@ def test_started_event_records_the_port_the_runner_moved_to(env):
 
 # ------------------------------------------------------------ reservations whose post-receive was lost
 
-from portal.jobs import launch  # noqa: E402
+from portal.jobs import push, recovery, submit  # noqa: E402
 from tests.support.fakes import commit_to_bare, git, hook_payload  # noqa: E402
 
 EP = {"slipway-entrypoint.sh": "echo hi\n"}
@@ -640,7 +639,7 @@ def _reserve(svc, tmp_path, branch="exp-1", move_ref=True, files=None):
     job, git moves the branch (``move_ref``). The post-receive never comes."""
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / f"work-{branch}", files or EP, branch=branch)
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice", [(f"refs/heads/{branch}", Z, sha)]))
     assert r.ok, r.messages
     if move_ref:
@@ -662,7 +661,7 @@ def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
     [(slurm_id, req)] = backend.submits            # the same submission the hook makes
     j = job(svc, jid)
     assert (j.state, j.slurm_job_id, j.commit_sha) == ("pending", slurm_id, sha)
-    assert j.reason == launch.RECOVERED_NOTE and j.token_hash and j.port
+    assert j.reason == recovery.RECOVERED_NOTE and j.token_hash and j.port
     assert req.name == f"slipway-{jid}" and list(req.command[1:3]) == ["-m", "git_gateway.node.runner"]
     spec = json.loads((svc.config.jobs_dir / str(jid) / "spec.json").read_text())
     assert spec["commit"] == sha and spec["branch"] == "exp-1"
@@ -670,16 +669,16 @@ def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
     backend.set_queue(slurm_id, "PENDING", reason="Resources", name=req.name)
     clock.advance(seconds=5)
     Reconciler(svc).tick()
-    assert job(svc, jid).reason == f"{launch.RECOVERED_NOTE}; waiting in the queue: Resources"
+    assert job(svc, jid).reason == f"{recovery.RECOVERED_NOTE}; waiting in the queue: Resources"
     backend.set_queue(slurm_id, "RUNNING", start=clock(), name=req.name)
     clock.advance(seconds=5)
     Reconciler(svc).tick()
-    assert (job(svc, jid).state, job(svc, jid).reason) == ("running", launch.RECOVERED_NOTE)
+    assert (job(svc, jid).state, job(svc, jid).reason) == ("running", recovery.RECOVERED_NOTE)
     # the post-receive arriving late submits nothing more
-    late = launch.handle_post_receive(svc, hook_payload(
+    late = push.handle_post_receive(svc, hook_payload(
         "post-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, sha)]))
     assert late.messages == [] and len(backend.submits) == 1
-    assert launch.submit_job(svc, jid) == (
+    assert submit.submit_job(svc, jid) == (
         False, f"slipway: job {jid} was already submitted (running, Slurm job {slurm_id})")
 
 
@@ -700,7 +699,7 @@ def test_reservation_whose_branch_never_moved_is_failed_at_once_and_the_branch_i
                                       f"push never finished); push again")
     # the branch takes the next push at once
     again = commit_to_bare(bare, tmp_path / "work-exp-1", {"again": "1"})
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = push.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, again)]))
     assert r.ok, r.messages
 
@@ -733,7 +732,7 @@ def test_claimed_reservation_is_never_submitted_twice_and_is_unknown_after_stale
     svc, backend, clock = env
     jid, _, _ = _reserve(svc, tmp_path)
     with svc.db.transaction() as s:
-        assert launch.claim_for_submission(s, jid, "x" * 64)
+        assert submit.claim_for_submission(s, jid, "x" * 64)
     clock.advance(seconds=31)
     Reconciler(svc).tick()
     assert job(svc, jid).state == "queued" and backend.submits == []

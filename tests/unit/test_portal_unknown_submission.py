@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from portal.billing import ledger as billing
 from portal.db import Job, LedgerEntry
-from portal.jobs import launch, service, unknown
+from portal.jobs import push as hooks
+from portal.jobs import service, submit, unknown
 from portal.jobs.reconciler import Reconciler
 from tests.support.fakes import Clock, FakeBackend, commit_to_bare, hook_payload, make_services, seed
 from slurm_bridge.errors import ControllerUnavailable, SlurmRejected
@@ -38,10 +39,10 @@ def push(svc, tmp_path, branch="exp-1", files=None):
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / f"work-{branch}", files or EP, branch=branch)
     upd = [(f"refs/heads/{branch}", Z, sha)]
-    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd))
+    r = hooks.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd))
     assert r.ok, r.messages
     git("--git-dir", str(bare), "update-ref", f"refs/heads/{branch}", sha)
-    reply = launch.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice", upd))
+    reply = hooks.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice", upd))
     with svc.db.session() as s:
         jid = s.scalar(select(Job.id).where(Job.branch == branch, Job.commit_sha == sha))
     return jid, reply
@@ -78,7 +79,7 @@ def test_timeout_makes_the_job_unknown_not_failed_and_the_reply_says_so(env):
     # the branch stays busy: a second push is refused while the first one's fate is unknown
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha2 = commit_to_bare(bare, tmp_path / "work-exp-1", {"b": "2"})
-    r = launch.handle_pre_receive(svc, hook_payload(
+    r = hooks.handle_pre_receive(svc, hook_payload(
         "pre-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, sha2)]))
     assert not r.ok and f"already has job {jid} unknown" in r.messages[0]
 
@@ -166,8 +167,8 @@ def test_absent_from_two_polls_a_grace_apart_is_resubmitted_exactly_once(env):
     backend.set_queue(slurm_id, "PENDING", name=req.name, account="team-nlp")
     Reconciler(svc).tick()
     Reconciler(svc).tick()
-    assert launch.resubmit_unknown(svc, jid, old_hash, note="x")[0] is False
-    assert launch.submit_job(svc, jid)[0] is False
+    assert submit.resubmit_unknown(svc, jid, old_hash, note="x")[0] is False
+    assert submit.submit_job(svc, jid)[0] is False
     assert len(backend.submits) == 1
 
 
@@ -176,9 +177,9 @@ def test_resubmission_claim_is_atomic(env):
     jid, _ = unanswered_push(svc, backend, tmp_path)
     old = job(svc, jid).token_hash
     with svc.db.transaction() as s:
-        assert launch.claim_for_resubmission(s, jid, old, "n" * 64)
+        assert submit.claim_for_resubmission(s, jid, old, "n" * 64)
     with svc.db.transaction() as s:
-        assert not launch.claim_for_resubmission(s, jid, old, "m" * 64)
+        assert not submit.claim_for_resubmission(s, jid, old, "m" * 64)
     assert job(svc, jid).token_hash == "n" * 64
 
 
@@ -250,12 +251,12 @@ def test_process_died_mid_sbatch_goes_the_same_way_and_is_adopted(env):
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / "w", EP)
     upd = [("refs/heads/exp-1", Z, sha)]
-    assert launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd)).ok
+    assert hooks.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd)).ok
     git("--git-dir", str(bare), "update-ref", "refs/heads/exp-1", sha)
     with svc.db.session() as s:
         jid = s.scalar(select(Job.id))
     with svc.db.transaction() as s:  # the hook claimed it, then the server died in sbatch
-        assert launch.claim_for_submission(s, jid, "t" * 64)
+        assert submit.claim_for_submission(s, jid, "t" * 64)
     start = clock() + timedelta(seconds=1)
     clock.advance(seconds=301)
     backend.finish(4242, "FAILED", start=start, end=start + timedelta(seconds=90), exit_code=3,
@@ -277,7 +278,7 @@ def test_lost_reservation_submitted_by_the_reconciler_without_an_answer_is_unkno
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / "w", EP)
     upd = [("refs/heads/exp-1", Z, sha)]
-    assert launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd)).ok
+    assert hooks.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", upd)).ok
     git("--git-dir", str(bare), "update-ref", "refs/heads/exp-1", sha)
     backend.submit_error = ControllerUnavailable("no answer")
     clock.advance(seconds=31)

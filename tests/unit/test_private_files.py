@@ -51,7 +51,7 @@ def test_fresh_data_dir_is_private(tmp_path):
 
 
 def test_lock_files_are_private(tmp_path, monkeypatch):
-    from portal.jobs import reconciler
+    from portal.jobs.reconciler import loop as reconciler
     from portal.teams import slurm_accounts
     import slurm_bridge.sync
 
@@ -133,15 +133,15 @@ def test_repositories_and_lfs_objects_are_the_servers_alone(tmp_path):
 
 
 def test_job_dir_is_created_0700_and_node_dir_is_traverse_only(tmp_path):
-    from portal.jobs import launch
+    from portal.jobs import push
 
     svc = make_services(tmp_path)
     seed(svc)
     bare = svc.config.repos_root / "nlp" / "proj.git"
     sha = commit_to_bare(bare, tmp_path / "work", {"slipway-entrypoint.sh": "echo hi\n"})
     payload = [("refs/heads/exp-1", "0" * 40, sha)]
-    assert launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", payload)).ok
-    assert launch.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice", payload)).ok
+    assert push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice", payload)).ok
+    assert push.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice", payload)).ok
     [job_dir] = list(svc.config.jobs_dir.iterdir())
     assert mode(job_dir) == 0o700 and mode(job_dir / "spec.json") == 0o600
 
@@ -162,7 +162,7 @@ def test_server_and_cli_run_under_a_private_umask(tmp_path):
 
     svc = make_services(tmp_path, backend=FakeBackend())
     os.umask(0o022)
-    create_app(svc.config, services_=svc)
+    create_app(svc)
     assert os.umask(0o022) == 0o077
     CliRunner().invoke(main, ["user", "list"], obj=Ctx(services=svc), catch_exceptions=False)
     assert os.umask(0o022) == 0o077

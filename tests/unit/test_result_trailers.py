@@ -19,6 +19,8 @@ from container_images import digest
 from container_images.catalog import Catalog
 from git_gateway.node import runner as rn
 from git_gateway.node import trailers
+from git_gateway.node.checkout import attempt_start
+from git_gateway.node.spec import RunnerSpec, SpecError
 
 SHA = "ab" * 20
 KEYS = ["Slipway-Job", "Slipway-Attempt", "Slipway-Commit", "Slipway-Branch", "Slipway-Image",
@@ -138,22 +140,22 @@ def spec_dict(tmp_path, **over):
                                      ("gpu_count", True), ("gpu_count", 1.9), ("gpu_count", -1),
                                      ("image", 5), ("image_digest", ["x"]), ("gpu_type", 2)])
 def test_spec_refuses_loose_facts(tmp_path, key, bad):
-    with pytest.raises(rn.SpecError, match=key):
-        rn.RunnerSpec.from_dict(spec_dict(tmp_path, **{key: bad}))
+    with pytest.raises(SpecError, match=key):
+        RunnerSpec.from_dict(spec_dict(tmp_path, **{key: bad}))
 
 
 def test_spec_without_facts_still_loads(tmp_path):
     d = spec_dict(tmp_path)
     for key in ("image", "image_digest", "gpu_type", "gpu_count", "gpu_rate"):
         del d[key]
-    spec = rn.RunnerSpec.from_dict(d)
+    spec = RunnerSpec.from_dict(d)
     assert (spec.image, spec.gpu_count, spec.gpu_rate) == (None, None, None)
 
 
 def test_runner_trailer_has_node_devices_and_interrupted_attempt(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURMD_NODENAME", "a4k-2")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    spec = rn.RunnerSpec.from_dict(spec_dict(tmp_path))
+    spec = RunnerSpec.from_dict(spec_dict(tmp_path))
     os.makedirs(os.path.join(spec.workdir, ".git"))
     first = rn.Runner(spec)
     first.attempt = 1
@@ -175,10 +177,10 @@ def test_runner_trailer_has_node_devices_and_interrupted_attempt(tmp_path, monke
 
 
 def test_attempt_start_uses_slurm_when_it_says():
-    assert rn.attempt_start({"SLURM_JOB_START_TIME": "1000"}, now=1100.0) == 1000.0
-    assert rn.attempt_start({"SLURM_JOB_START_TIME": "2000"}, now=1100.0) == 1100.0  # future
-    assert rn.attempt_start({"SLURM_JOB_START_TIME": "soon"}, now=1100.0) == 1100.0
-    assert rn.attempt_start({}, now=1100.0) == 1100.0
+    assert attempt_start({"SLURM_JOB_START_TIME": "1000"}, now=1100.0) == 1000.0
+    assert attempt_start({"SLURM_JOB_START_TIME": "2000"}, now=1100.0) == 1100.0  # future
+    assert attempt_start({"SLURM_JOB_START_TIME": "soon"}, now=1100.0) == 1100.0
+    assert attempt_start({}, now=1100.0) == 1100.0
 
 
 # ------------------------------------------------------------------------------- digests
@@ -250,7 +252,10 @@ def test_catalog_digest_per_runtime(tmp_path):
 
 # --------------------------------------------------------------------------- portal spec
 def test_prepare_job_writes_the_trailer_facts(tmp_path):
-    from portal.jobs import launch
+    import dataclasses
+
+    from portal.jobs import runner_spec
+    from slurm_bridge.request import GpuRequest
     from tests.support.fakes import make_services
 
     digest.clear_cache()
@@ -258,20 +263,21 @@ def test_prepare_job_writes_the_trailer_facts(tmp_path):
     svc = make_services(tmp_path, images_root=tmp_path / "images",
                         gpu_rates={"a4000": Decimal("0.50"), "a6000": Decimal("1.25")})
     try:
-        snap = {"job_id": 7, "team": "nlp", "project": "proj", "commit": SHA, "branch": "exp-1",
-                "image": "python", "port": 12345, "unix_user": "root", "gpu_type": "a6000",
-                "gpu_count": 2}
-        path, spec, _cmd = launch.prepare_job(svc, snap, "token")
+        snap = runner_spec.JobSnapshot(
+            job_id=7, team="nlp", project="proj", commit=SHA, branch="exp-1", image="python",
+            port=12345, unix_user="root", account="team-nlp", gpus=GpuRequest("a6000", 2),
+            time_limit_min=60)
+        path, spec, _cmd = runner_spec.prepare_job(svc, snap, "token")
         on_disk = json.loads(path.read_text())
         assert on_disk["image"] == "python" and on_disk["gpu_type"] == "a6000"
         assert on_disk["gpu_count"] == 2 and isinstance(on_disk["gpu_rate"], str)
         assert Decimal(on_disk["gpu_rate"]) == Decimal("1.25")
         assert on_disk["image_digest"] == digest.tree_digest(tmp_path / "images" / "python")
-        loaded = rn.RunnerSpec.from_dict(on_disk)           # the runner accepts what it gets
+        loaded = RunnerSpec.from_dict(on_disk)           # the runner accepts what it gets
         assert loaded.gpu_rate == on_disk["gpu_rate"]
 
-        snap.update(job_id=8, image="busybox")              # not built here: unknown, not fatal
-        _p, spec, _c = launch.prepare_job(svc, snap, "token")
-        assert spec["image_digest"] is None
+        snap = dataclasses.replace(snap, job_id=8, image="busybox")  # not built here: unknown, not fatal
+        _p, spec, _c = runner_spec.prepare_job(svc, snap, "token")
+        assert spec.image_digest is None
     finally:
         svc.db.dispose()

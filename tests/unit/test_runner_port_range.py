@@ -7,9 +7,10 @@ import json
 
 from sqlalchemy import select
 
-from git_gateway.node.runner import RunnerSpec, ensure_free_port
+from git_gateway.node.ports import ensure_free_port
+from git_gateway.node.spec import RunnerSpec
 from portal.db import Job
-from portal.jobs import launch, service
+from portal.jobs import push, service
 from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
 Z = "0" * 40
@@ -23,9 +24,9 @@ def test_spec_carries_the_configured_port_range_and_the_relocated_port_is_record
         sha = commit_to_bare(svc.config.repos_root / "nlp" / "proj.git", tmp_path / "work",
                              {"slipway-entrypoint.sh": "echo hi\n"})
         upd = [("refs/heads/exp-1", Z, sha)]
-        assert launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
+        assert push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
                                                            upd)).ok
-        assert launch.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice",
+        assert push.handle_post_receive(svc, hook_payload("post-receive", "nlp/proj", "alice",
                                                             upd)).ok
         with svc.db.session() as s:
             [job] = list(s.scalars(select(Job)))

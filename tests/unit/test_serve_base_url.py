@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from portal import cli as cli_mod
 from portal.config import load_config, served_base_url
-from portal.services import build_services
-from tests.support.fakes import FakeBackend
+from portal.bootstrap import bootstrap
+from tests.support.fakes import FakeBackend, InMemoryAccounts
 
 
 @pytest.fixture
@@ -26,11 +26,11 @@ def served(tmp_path, monkeypatch):
         seen.update(kw)
 
     monkeypatch.setattr(waitress, "serve", fake_serve)
-    monkeypatch.setattr(cli_mod, "_slipway_answers", lambda host, port: False)
+    monkeypatch.setattr(cli_mod.serve, "_slipway_answers", lambda host, port: False)
 
     def run(args, env):
         cfg = load_config(env={"SLIPWAY_DATA_DIR": str(tmp_path / "data"), **env})
-        svc = build_services(cfg, backend=FakeBackend())
+        svc = bootstrap(cfg, backend=FakeBackend(), accounts=InMemoryAccounts())
         svc.chown = False
         r = CliRunner().invoke(cli_mod.main, ["serve", "--no-reconciler", *args],
                                obj=cli_mod.Ctx(services=svc), catch_exceptions=False)

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from portal import cli as cli_mod
+from portal.cli import output as cli_mod
 from portal import shellquote
 from portal.app import create_app
 from portal.cli import Ctx, main
-from portal.jobs import launch
+from portal.jobs import push
 from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 from tests.support.web import add_job, login, make_world
 
@@ -186,7 +186,7 @@ def test_push_reply_add_member_hint_is_quoted(hooks, shdir):
     with svc.db.transaction() as s:
         s.add(User(name=name, unix_user="ob", created_at=svc.now()))
     sha = commit_to_bare(bare, work, EP)
-    r = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", name,
+    r = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", name,
                                                     [("refs/heads/exp-1", Z, sha)], None))
     assert not r.ok
     cmd = r.messages[0].split("ask a team administrator: ", 1)[1]
@@ -196,10 +196,10 @@ def test_push_reply_add_member_hint_is_quoted(hooks, shdir):
 def test_push_reply_busy_branch_names_a_runnable_cancel(hooks, shdir):
     svc, bare, work = hooks
     sha = commit_to_bare(bare, work, EP)
-    pre = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
+    pre = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
                                                       [("refs/heads/x;id", Z, sha)], None))
     assert pre.ok, pre.messages
-    again = launch.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
+    again = push.handle_pre_receive(svc, hook_payload("pre-receive", "nlp/proj", "alice",
                                                         [("refs/heads/x;id", Z, sha)], None))
     assert not again.ok
     msg = next(m for m in again.messages if "already has job" in m)

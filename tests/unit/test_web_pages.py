@@ -12,7 +12,7 @@ from sqlalchemy import select
 from portal.billing import ledger as billing
 from portal.app import create_app
 from portal.db import AccessToken, Job, Membership, Project, Team, User
-from portal.jobs import launch
+from portal.jobs import runner_spec
 from tests.support.fakes import FakeBackend, make_services
 from tests.support.web import csrf_token, login, make_world
 
@@ -187,7 +187,7 @@ def test_live_log_endpoint_reads_from_offset(env):
     d = c.get(f"/api/jobs/{jid}/log?offset=0").get_json()
     assert d["data"] == "epoch 1 loss 0.93\nepoch 2 loss 0.71\n" and d["state"] == "running"
     off = d["next_offset"]
-    with launch.log_path(svc, jid).open("a") as fh:
+    with runner_spec.log_path(svc, jid).open("a") as fh:
         fh.write("epoch 3 loss 0.55\n")
     d = c.get(f"/api/jobs/{jid}/log?offset={off}").get_json()
     assert d["data"] == "epoch 3 loss 0.55\n" and d["offset"] == off
@@ -311,7 +311,7 @@ def test_project_delete_needs_exact_confirmation_and_admin(env):
     assert r.status_code == 302 and r.headers["Location"].endswith("/projects/nlp/proj")
     assert "type nlp/proj exactly" in alice.get("/projects/nlp/proj").get_data(as_text=True)
     assert (svc.config.repos_root / "nlp" / "proj.git").is_dir()
-    log = launch.log_path(svc, ids["succeeded"])
+    log = runner_spec.log_path(svc, ids["succeeded"])
     assert log.exists()
     r = post(alice, "/projects/nlp/proj/delete", confirm="nlp/proj")
     assert r.status_code == 302 and r.headers["Location"].endswith("/teams/nlp")
@@ -442,7 +442,7 @@ def test_proxy_forwards_to_running_job_only_for_members(env):
         port = server.server_address[1]
         with svc.db.transaction() as s:
             s.get(Job, ids["running"]).port = port
-        svc.extra["node_addresses"] = {"a4k-1": "127.0.0.1"}
+        svc.node_address = {"a4k-1": "127.0.0.1"}.get
         carol = client_as(app, "carol")
         carol.set_cookie("remember_token", "portal-remember-me")
         jid = ids["running"]
@@ -492,7 +492,7 @@ def test_proxy_forwards_to_running_job_only_for_members(env):
 
 def test_proxy_reports_nothing_listening(env):
     svc, app, ids, _ = env
-    svc.extra["node_addresses"] = lambda node: "127.0.0.1"
+    svc.node_address = lambda node: "127.0.0.1"
     with svc.db.transaction() as s:
         s.get(Job, ids["running"]).port = 1  # nothing listens on port 1
     r = client_as(app, "carol").get(f"/jobs/{ids['running']}/proxy/")

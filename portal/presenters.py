@@ -1,4 +1,5 @@
-"""The JSON shapes of Slipway's objects — what ``/api/`` answers and what ``slipway`` prints from.
+"""The JSON shapes of Slipway's objects — what ``/api/`` answers and what ``slipway`` prints from
+(and what the service layer's queries return, e.g. ``billing.queries``).
 
 Plain functions of ORM rows and config values (no Flask, no request): the API and the CLI's
 local mode both call them, so ``slipway --url …`` (through the API) and ``slipway`` on the server
@@ -6,7 +7,7 @@ local mode both call them, so ``slipway --url …`` (through the API) and ``slip
 """
 from __future__ import annotations
 
-from ..db import Job, LedgerEntry, Project
+from .db import Job, LedgerEntry, Project
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

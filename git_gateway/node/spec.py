@@ -1,0 +1,147 @@
+"""The runner's spec: the JSON file the portal writes for one job (docs/ARCHITECTURE.md, "Node-side
+runner spec"), read and checked (``RunnerSpec.load`` / ``from_dict``; a bad one is a SpecError)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from . import lfs_track, pushing, trailers
+from .events import say
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Mirrors container_images.runtime.PASSTHROUGH_ENV (this program cannot import that package on
+#: the node; tests/unit/test_git_gateway_units.py checks the two agree).
+CONTAINER_PASSTHROUGH = ("CUDA_VISIBLE_DEVICES",)
+CONTAINER_RUNTIMES = ("apptainer", "charliecloud")
+#: The range a job may be moved to when its spec names none (specs written before port_min /
+#: port_max existed; the portal's own defaults).
+PORT_RANGE = (10000, 65535)
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    job_id: int
+    repo_url: str
+    username: str
+    token: str
+    commit: str
+    branch: str
+    workdir: str
+    container_argv: tuple[str, ...]
+    callback_url: str | None = None
+    env: dict = field(default_factory=dict)
+    lfs_threshold_bytes: int = lfs_track.DEFAULT_LFS_THRESHOLD
+    grace_seconds: float = 5.0
+    author_name: str = "Slipway"
+    author_email: str = "slipway@localhost"
+    container_runtime: str | None = None
+    passthrough_env: tuple[str, ...] = CONTAINER_PASSTHROUGH
+    push_retry_seconds: float = pushing.DEFAULT_PUSH_RETRY_SECONDS
+    stop_push_seconds: float = 30.0
+    requeue_push_seconds: float = 20.0
+    port_min: int = 10000
+    port_max: int = 65535
+    # facts for the result commits' trailers (git_gateway.node.trailers); None: unknown
+    image: str | None = None
+    image_digest: str | None = None
+    gpu_type: str | None = None
+    gpu_count: int | None = None
+    gpu_rate: str | None = None          # dollars per GPU-hour, a decimal string
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunnerSpec:
+        try:
+            job_id = int(d["job_id"])
+            argv = d["container_argv"]
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise SpecError("container_argv must be a non-empty list of strings")
+            env = d.get("env") or {}
+            if not isinstance(env, dict):
+                raise SpecError("env must be an object")
+            for k, v in env.items():
+                if not _ENV_NAME.fullmatch(str(k)) or not isinstance(v, str) or "\0" in v:
+                    raise SpecError(f"bad env entry {k!r}")
+            commit = str(d["commit"])
+            if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+                raise SpecError("commit must be a full hex object id")
+            workdir = str(d["workdir"])
+            if not os.path.isabs(workdir):
+                raise SpecError("workdir must be absolute")
+            runtime = d.get("container_runtime") or None
+            if runtime is not None and runtime not in CONTAINER_RUNTIMES:
+                raise SpecError(f"container_runtime must be one of {', '.join(CONTAINER_RUNTIMES)}"
+                                f", not {runtime!r}")
+            passthrough = d.get("passthrough_env", CONTAINER_PASSTHROUGH)
+            if not isinstance(passthrough, (list, tuple)) or not all(
+                    isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in passthrough):
+                raise SpecError("passthrough_env must be a list of variable names")
+            times = {}
+            for key, default in (("push_retry_seconds", pushing.DEFAULT_PUSH_RETRY_SECONDS),
+                                 ("stop_push_seconds", 30.0), ("requeue_push_seconds", 20.0)):
+                times[key] = float(d.get(key, default))
+                if not 0 <= times[key] <= 3600:
+                    raise SpecError(f"{key} must be between 0 and 3600 seconds")
+            ports = {}
+            for key, default in (("port_min", PORT_RANGE[0]), ("port_max", PORT_RANGE[1])):
+                raw = d.get(key, default)
+                if isinstance(raw, bool) or not isinstance(raw, int):
+                    raise SpecError(f"{key} must be an integer port number, not {raw!r}")
+                if not 1 <= raw <= 65535:
+                    raise SpecError(f"{key} must be between 1 and 65535, not {raw}")
+                ports[key] = raw
+            if ports["port_min"] > ports["port_max"]:
+                raise SpecError(f"port_min ({ports['port_min']}) is above port_max "
+                                f"({ports['port_max']})")
+            facts = _trailer_facts(d)
+            return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
+                       token=str(d["token"]), commit=commit, branch=str(d["branch"]),
+                       workdir=workdir, container_argv=tuple(argv),
+                       callback_url=d.get("callback_url") or None, env=dict(env),
+                       lfs_threshold_bytes=int(d.get("lfs_threshold_bytes",
+                                                     lfs_track.DEFAULT_LFS_THRESHOLD)),
+                       grace_seconds=float(d.get("grace_seconds", 5)),
+                       author_name=str(d.get("author_name") or "Slipway"),
+                       author_email=str(d.get("author_email") or "slipway@localhost"),
+                       container_runtime=runtime, passthrough_env=tuple(passthrough), **times,
+                       **ports, **facts)
+        except KeyError as e:
+            raise SpecError(f"spec is missing {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, SpecError):
+                raise
+            raise SpecError(str(e)) from None
+
+    @classmethod
+    def load(cls, path: str) -> RunnerSpec:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            say(f"warning: {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"it holds a token and should be 0600")
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def _trailer_facts(d: dict) -> dict:
+    """The spec's optional facts for the trailers, checked (a wrong type is a SpecError)."""
+    out = {}
+    for key in ("image", "image_digest", "gpu_type"):
+        value = d.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"{key} must be a string, not {value!r}")
+        out[key] = value or None
+    count = d.get("gpu_count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise SpecError(f"gpu_count must be a whole number >= 0, not {count!r}")
+    out["gpu_count"] = count
+    rate = d.get("gpu_rate")
+    if rate is not None and (not isinstance(rate, str) or trailers.parse_rate(rate) is None):
+        raise SpecError(f"gpu_rate must be a decimal string such as \"0.50\", not {rate!r}")
+    out["gpu_rate"] = rate
+    return out

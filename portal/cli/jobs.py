@@ -1,0 +1,142 @@
+"""``slipway job list|show|log|cancel|rerun|delete`` (squeue/scancel-like)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+from rich.table import Table
+
+from .context import Ctx, pass_ctx
+from .local import source
+from .output import fail, print_table, row, say, table, usd, when
+
+
+@click.group()
+def job():
+    """Jobs (squeue/scancel-like)."""
+
+
+def _cli_job_json(d: dict) -> dict:
+    """The ``--json`` shape of a job (``project`` is TEAM/PROJECT), from the API's job dict."""
+    keys = ("id", "project", "branch", "commit", "pusher", "state", "previous_state", "reason", "gpu_type",
+            "gpu_count", "image", "time_limit_min", "slurm_job_id", "node", "port", "exit_code",
+            "submitted_at", "started_at", "ended_at", "cost", "cancel_requested", "cancel_reason",
+            "results_ref", "results_sha", "branch_updated", "log")
+    return {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
+
+
+@job.command("list")
+@click.option("--team", "team_name", help="one team (default: your teams; the operator: every team)")
+@click.option("--state", help="a state, or 'active'")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_ctx
+def job_list(ctx: Ctx, team_name, state, limit, as_json):
+    rows = source(ctx).jobs(team_name, state, limit)
+    if as_json:
+        click.echo(json.dumps([_cli_job_json(j) for j in rows], indent=1))
+        return
+    t = table("Jobs", "job", "project", "branch", "state", "gpus", "slurm", "node", "cost", "reason")
+    for j in rows:
+        row(t, str(j["id"]), f"{j['team']}/{j['project']}", j["branch"], j["state"],
+            f"{j['gpu_type']} x{j['gpu_count']}", str(j["slurm_job_id"] or ""), j["node"] or "",
+            usd(j["cost"]), (j["reason"] or "").replace("\n", " "))
+    print_table(t)
+
+
+@job.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_ctx
+def job_show(ctx: Ctx, job_id, as_json):
+    j = source(ctx).job(job_id)
+    if as_json:
+        click.echo(json.dumps(_cli_job_json(j), indent=1))
+        return
+
+    def at(key):
+        t = when(j[key])
+        return str(t) if t else ""
+
+    results = f"{j['results_ref'] or ''} {j['results_sha'] or ''}".strip()
+    fields = [
+        ("project", f"{j['team']}/{j['project']}"), ("branch", j["branch"]), ("commit", j["commit"]),
+        ("pusher", j["pusher"] or ""),
+        ("state", j["state"] + (f" (was {j['previous_state']})" if j["previous_state"] else "")),
+        ("reason", j["reason"] or ""), ("gpus", f"{j['gpu_type']} x{j['gpu_count']}"), ("image", j["image"]),
+        ("time limit", f"{j['time_limit_min']} min"), ("slurm job", str(j["slurm_job_id"] or "")),
+        ("node", j["node"] or ""), ("port", str(j["port"] or "")),
+        ("exit code", "" if j["exit_code"] is None else str(j["exit_code"])),
+        ("submitted", at("submitted_at")), ("started", at("started_at")), ("ended", at("ended_at")),
+        ("cost", usd(j["cost"])), ("cancel", j["cancel_reason"] or ""), ("results", results),
+        ("branch updated", "" if j["branch_updated"] is None else ("yes" if j["branch_updated"] else "no")),
+        ("log", j["log"] or ""),
+    ]
+    t = Table(show_header=False, title=f"Job {job_id}", title_justify="left")
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    for k, v in fields:
+        row(t, k, v)
+    print_table(t)
+
+
+@job.command("log")
+@click.argument("job_id", type=int)
+@click.option("--follow/--no-follow", "-f/-F", default=True, show_default=True,
+              help="keep printing the live log until the job ends (--no-follow: what is there now)")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
+              help="seconds between polls while following")
+@pass_ctx
+def job_log(ctx: Ctx, job_id, follow, interval):
+    """Print job JOB_ID's log; by default follow it until the job has ended."""
+    src = source(ctx)
+    pos = 0
+    while True:
+        chunk = src.log_chunk(job_id, pos)
+        if chunk["data"]:
+            sys.stdout.write(chunk["data"])
+            sys.stdout.flush()
+        pos = chunk["next_offset"]
+        more = pos < chunk["size"]  # a big log comes in pieces: fetch the rest at once
+        if more:
+            continue
+        if not chunk["exists"]:
+            if not follow:
+                fail(f"job {job_id} has no log yet ({chunk['state']})")
+            if chunk["terminal"]:
+                fail(f"job {job_id} ended ({chunk['state']}) without a log")
+        if not follow or chunk["terminal"]:
+            return
+        time.sleep(interval)
+
+
+@job.command("cancel")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_cancel(ctx: Ctx, job_id):
+    """Cancel a job of one of your teams (a running job still pushes its files)."""
+    say(source(ctx).cancel(job_id))
+
+
+@job.command("rerun")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_rerun(ctx: Ctx, job_id):
+    """Run a job again (no empty commit needed): same branch at its current tip, same GPUs,
+    time limit and image; the same rules as a push."""
+    click.echo(source(ctx).rerun(job_id))
+
+
+@job.command("delete")
+@click.argument("job_id", type=int)
+@click.option("--yes", is_flag=True, help="confirm: deletion is irrecoverable")
+@pass_ctx
+def job_delete(ctx: Ctx, job_id, yes):
+    """Delete an ENDED job: its results ref (results/BRANCH/JOB_ID), log and files, and its row;
+    its charges stay in the ledger (team administrators and owners; cluster administrators)."""
+    if not yes:
+        fail(f"deleting job {job_id} is irrecoverable: run again with --yes to confirm; "
+             "nothing was deleted")
+    click.echo(source(ctx).delete_job(job_id))

@@ -1,0 +1,152 @@
+"""Remote mode: the user-facing commands through the JSON API (``/api/``) with a Bearer access
+token — the API decides and answers; the CLI prints its refusals as they come."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import quote, urlsplit
+
+from ..billing.funds import JSON_KEYS
+from .output import fail
+
+
+def read_token(token_file: str | None) -> str:
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            fail(f"cannot read the token file {token_file}: {exc.strerror or exc}")
+        if not token:
+            fail(f"the token file {token_file} is empty")
+        return token
+    token = (os.environ.get("SLIPWAY_TOKEN") or "").strip()
+    if not token:
+        fail("remote mode (--url / SLIPWAY_URL) needs an access token: set SLIPWAY_TOKEN or pass "
+             "--token-file FILE (create one on the portal's Tokens page)")
+    return token
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteSource:
+    """The same commands through the JSON API (``/api/``) with a Bearer access token."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0, *, allow_http: bool = False):
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            fail(f"--url must start with http:// or https://, not {url!r}")
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://") and not allow_http and not _is_loopback(host):
+            fail(f"refusing to send your access token over plain http:// to {host}: use https://, "
+                 "or --allow-http (SLIPWAY_ALLOW_HTTP=1) on a network you trust")
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        self._http = None
+
+    def request(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> dict:
+        import requests  # heavy at start-up, and only remote mode needs it
+
+        if self._http is None:
+            self._http = requests.Session()
+        params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+        try:
+            r = self._http.request(method, self.url + path, params=params, json=body, timeout=self.timeout,
+                                   allow_redirects=False,
+                                   headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"})
+        except requests.RequestException as exc:
+            fail(f"cannot reach Slipway at {self.url}: {exc}")
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            fail(f"{self.url}{path} answered HTTP {r.status_code} without Slipway's JSON "
+                 "(is --url the Slipway portal?)")
+        if r.status_code >= 400 or data.get("ok") is False:
+            fail(str(data.get("error") or f"HTTP {r.status_code} from {self.url}{path}"))
+        return data
+
+    @staticmethod
+    def _seg(value: str) -> str:
+        return quote(str(value), safe="")
+
+    def jobs(self, team_name, state, limit):
+        return self.request("GET", "/api/jobs", params={"team": team_name, "state": state,
+                                                        "limit": limit})["jobs"]
+
+    def job(self, job_id):
+        return self.request("GET", f"/api/jobs/{int(job_id)}")["job"]
+
+    def log_chunk(self, job_id, offset):
+        return self.request("GET", f"/api/jobs/{int(job_id)}/log", params={"offset": offset})
+
+    def cancel(self, job_id):
+        return self.request("POST", f"/api/jobs/{int(job_id)}/cancel", body={})["message"]
+
+    def rerun(self, job_id):
+        return self.request("POST", f"/api/jobs/{int(job_id)}/rerun", body={})["message"]
+
+    def delete_job(self, job_id):
+        return self.request("DELETE", f"/api/jobs/{int(job_id)}", body={"confirm": str(int(job_id))})["message"]
+
+    def tokens(self, user_name):
+        return self.request("GET", "/api/tokens", params={"user": user_name})["tokens"]
+
+    def revoke_token(self, token_id):
+        self.request("DELETE", f"/api/tokens/{int(token_id)}")
+
+    def projects(self, team_name):
+        return self.request("GET", "/api/projects", params={"team": team_name})["projects"]
+
+    def create_project(self, team_name, name, gpus, image, time_text):
+        body = {"name": name, "gpus": gpus, "image": image, "time": time_text}
+        created = self.request("POST", f"/api/teams/{self._seg(team_name)}/projects",
+                               body={k: v for k, v in body.items() if v is not None})["project"]
+        return self.project(team_name, created["name"])
+
+    def project(self, team_name, name):
+        return self.request("GET", f"/api/projects/{self._seg(team_name)}/{self._seg(name)}")["project"]
+
+    def ledger(self, team_name):
+        entries, before, balance = [], None, None
+        while True:
+            d = self.request("GET", f"/api/teams/{self._seg(team_name)}/ledger",
+                             params={"limit": 1000, "before": before})
+            balance = balance if balance is not None else d["balance"]
+            entries.extend(d["entries"])
+            before = d.get("next_before")
+            if not before:
+                break
+        entries.sort(key=lambda e: e["id"])
+        return balance, entries
+
+    def add_funds(self, team_name, amount, note):
+        d = self.request("POST", f"/api/teams/{self._seg(team_name)}/funds", body={"amount": amount, "note": note})
+        return d["added"], d["balance"]
+
+    def request_funds(self, team_name, amount, note):
+        return self._fund_request(self.request("POST", f"/api/teams/{self._seg(team_name)}/fund-requests",
+                                               body={"amount": amount, "note": note})["fund_request"])
+
+    @staticmethod
+    def _fund_request(r: dict) -> dict:
+        return {k: r.get(k) for k in JSON_KEYS}  # the local mode's keys, in its order
+
+    def fund_requests(self, state, team_name):
+        rows = self.request("GET", "/api/fund-requests", params={"state": state or "all", "team": team_name,
+                                                                  "limit": 1000})["fund_requests"]
+        return [self._fund_request(r) for r in rows]
+
+    def decide_fund_request(self, request_id, action, note):
+        body = {} if action == "cancel" else {"note": note}
+        r = self.request("POST", f"/api/fund-requests/{int(request_id)}/{action}", body=body)["fund_request"]
+        return self._fund_request(r)

@@ -1,0 +1,83 @@
+"""``slipway serve`` (the portal and the reconciler thread) and ``slipway reconcile``."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import urllib.request
+
+import click
+
+from ..config import served_base_url
+from ..jobs.reconciler import Reconciler
+from ..private_files import closed_ancestor
+from .context import Ctx, pass_ctx, require_cluster_admin
+from .output import say, warn
+
+
+def _slipway_answers(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as r:
+            return r.status == 200 and b'"ok"' in r.read(4096)
+    except (OSError, ValueError):
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(8, 256))
+@click.option("--no-reconciler", is_flag=True, help="do not start the reconciler thread")
+@pass_ctx
+def serve(ctx: Ctx, host, port, threads, no_reconciler):
+    """Run the portal (waitress) and the reconciler thread."""
+    # Flask, the pages and the WSGI server: heavy, and only `serve` needs them.
+    import waitress
+
+    from ..app import create_app
+
+    if _slipway_answers(host, port):  # `make run` again while it runs: quick and harmless
+        say(f"Slipway is already running on http://{host}:{port}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = ctx.svc.config
+    if not cfg.base_url_is_set:  # git hooks and jobs call back where this server listens
+        cfg.base_url = served_base_url(host, port)
+    cfg.remember_served_url()  # the CLI and a separate reconciler use the same URL
+    app = create_app(ctx.svc, start_reconciler=not no_reconciler)
+    how = ("configured base_url" if cfg.base_url_is_set
+           else "from --host/--port; set SLIPWAY_BASE_URL to change")
+    say(f"Slipway on http://{host}:{port} (public URL {cfg.base_url}, {how}; data in {cfg.data_dir})")
+    closed = closed_ancestor(cfg.jobs_dir)
+    if closed is not None:
+        warn(f"job users cannot reach {cfg.jobs_dir}: {closed} is not traversable by others "
+             "(chmod o+x, or set SLIPWAY_DATA_DIR elsewhere)")
+    # git-lfs objects stream through the app: allow large bodies (waitress spools them to disk).
+    waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
+                   max_request_body_size=64 * 1024**3, channel_timeout=300)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="run one tick and exit")
+@pass_ctx
+def reconcile(ctx: Ctx, once):
+    """Make the database follow Slurm, bill, cut off (one tick with --once)."""
+    require_cluster_admin(ctx, "run the reconciler")
+    r = Reconciler(ctx.svc)
+    while True:
+        rep = r.tick()
+        for jid, old, new in rep.changes:
+            say(f"job {jid}: {old} -> {new}")
+        if rep.charges:
+            say(f"{rep.charges} charge(s) written")
+        for team in rep.cut_off:
+            say(f"team {team}: balance exhausted, jobs cancelled")
+        for err in rep.errors:
+            warn(str(err))
+        if once:
+            if not rep.polled:
+                sys.exit(2)
+            return
+        cfg = ctx.svc.config
+        time.sleep(min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if rep.busy
+                   else cfg.reconcile_interval)

@@ -1,0 +1,33 @@
+"""Lookups the push hook, a re-run and the git gateway's token check share: a project by its
+repository key (``team/project[.git]``), team membership, the active job of a branch."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db import ACTIVE_STATES, Job, Membership, Project, Team, User
+
+
+def find_project(session: Session, repo_key: str) -> Project | None:
+    team_name, sep, project_name = repo_key.partition("/")
+    if not sep:
+        return None
+    if project_name.endswith(".git"):
+        project_name = project_name[:-4]
+    return session.scalar(
+        select(Project).join(Team).where(Team.name == team_name, Project.name == project_name))
+
+
+def is_member(session: Session, user: User, team: Team) -> bool:
+    return session.scalar(select(Membership.id).where(
+        Membership.user_id == user.id, Membership.team_id == team.id)) is not None
+
+
+def active_job(session: Session, project_id: int, branch: str) -> Job | None:
+    return session.scalar(select(Job).where(
+        Job.project_id == project_id, Job.branch == branch, Job.state.in_(ACTIVE_STATES)))
+
+
+def busy_message(job: Job) -> str:
+    return (f"slipway: branch {job.branch} already has job {job.id} {job.state}; "
+            f"wait for it or cancel it: slipway job cancel {job.id}")

@@ -1,0 +1,266 @@
+"""What happens on push — in one file (the git hooks; the rooms they use are beside it).
+
+pre-receive (``handle_pre_receive``), before git updates any ref:
+  1. pushes made with a job token (Slipway's own commit-back) never start jobs;
+  2. the ``results`` namespace belongs to Slipway: a user push that creates or moves
+     ``refs/heads/results`` or anything under ``refs/heads/results/`` is refused (a user branch
+     ``results/exp-1`` would make every ``results/exp-1/<job>`` ref impossible). Users may
+     *delete* such refs (cleaning up old results branches is theirs to do; a job that is still
+     running recreates its own results ref when it ends);
+  3. only branch updates start jobs: tag pushes and deletions are ignored;
+  4. checks, all reported together: project exists; pusher is a member of its team (or a
+     cluster admin); push options parse (``gpus=a6000:1``, ``time=30m|2h|90``, ``image=NAME``);
+     image in the catalog with a build for the configured container runtime (pytorch has no
+     ch-run build, for instance); GPU type/count within limits; time limit sane; the team's balance
+     is at least $1.00; ``slipway-entrypoint.sh`` is a regular file at the pushed commit; the
+     branch has no active job;
+  5. one transaction reserves one ``queued`` job row per branch. The partial unique index
+     ``uq_jobs_active_branch`` guarantees at most one active job per (project, branch), so of
+     two concurrent pushes to one branch exactly one reserves a job; the other is refused.
+  Any failure: nothing is reserved, ``ok=false``, and the messages say what to fix.
+
+post-receive (``handle_post_receive``), after the refs moved:
+  for each reserved job of the pushed refs: pick a PORT, create the job directory (owned by the
+  pusher's Unix user), write the runner spec (mode 0600, with a per-job token whose sha256 is
+  stored), build the container argv, submit to Slurm → ``pending`` + Slurm id, and answer
+  ``slipway: job N queued (a4000 x2)``. A definite refusal (bad request, Slurm's rejection, no
+  Unix user) fails the job with the reason. No answer (``ControllerUnavailable``: sbatch timed
+  out, slurmctld frozen) is not a failure: Slurm may run the job anyway, so it becomes
+  ``unknown`` (since ``queued``), keeps its branch and token, and the reply says the outcome is
+  not known yet; the reconciler finds out by name and account (``jobs.unknown``): adopts it,
+  bills it from sacct, or submits it again (``submit.resubmit_unknown``, a fresh conditional claim).
+
+Where the rest lives: push options and settings checks in ``jobs.push_options``; the lookups in
+``jobs.lookups``; the submission (one claim, one ``sbatch``) in ``jobs.submit``; the job's files
+and runner spec in ``jobs.runner_spec``; a lost post-receive in ``jobs.recovery``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..billing import ledger as billing
+from .. import integrations as ig
+from .. import shellquote
+from ..db import Job, User
+from ..services import Services
+from . import states
+from .lookups import active_job, busy_message, find_project, is_member
+from .push_options import effective_settings, parse_push_options, settings_problems
+from .submit import submit_job
+
+ZERO_SHA = "0" * 40
+HEADS = "refs/heads/"
+RESULTS_PREFIX = "refs/heads/results/"
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+@dataclass
+class HookReply:
+    ok: bool
+    messages: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "messages": list(self.messages)}
+
+
+@dataclass(frozen=True)
+class BranchUpdate:
+    ref: str
+    old: str
+    new: str
+
+    @property
+    def branch(self) -> str:
+        return self.ref[len(HEADS):]
+
+
+class HookError(ValueError):
+    """A malformed hook payload."""
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+def parse_payload(payload: Mapping[str, Any]) -> dict:
+    if not isinstance(payload, Mapping):
+        raise HookError("hook payload must be a JSON object")
+    updates = payload.get("updates") or []
+    if not isinstance(updates, list) or not all(isinstance(u, Mapping) for u in updates):
+        raise HookError("hook payload 'updates' must be a list of objects")
+    options = payload.get("push_options") or []
+    if not isinstance(options, list):
+        raise HookError("hook payload 'push_options' must be a list")
+    return {
+        "repo": str(payload.get("repo") or ""),
+        "pusher": str(payload.get("pusher") or ""),
+        "pusher_is_job": bool(payload.get("pusher_is_job")),
+        "updates": [BranchUpdate(str(u.get("ref", "")), str(u.get("old", "")), str(u.get("new", "")))
+                    for u in updates],
+        "push_options": [str(o) for o in options],
+        "quarantine": payload.get("quarantine") or None,
+    }
+
+
+def is_deletion(u: BranchUpdate) -> bool:
+    return not u.new or set(u.new) == {"0"}
+
+
+def reserved_updates(updates: list[BranchUpdate]) -> list[BranchUpdate]:
+    """Updates a user may not make: creating/moving ``results`` or ``results/...`` branches."""
+    return [u for u in updates
+            if (u.ref == HEADS + "results" or u.ref.startswith(RESULTS_PREFIX))
+            and not is_deletion(u)]
+
+
+def job_updates(updates: list[BranchUpdate]) -> list[BranchUpdate]:
+    """The updates that start jobs: branch creations/updates, not tags, deletions or results/."""
+    out = []
+    for u in updates:
+        if not u.ref.startswith(HEADS) or u.ref.startswith(RESULTS_PREFIX):
+            continue
+        if not u.new or set(u.new) == {"0"}:
+            continue
+        out.append(u)
+    return out
+
+
+def _job_push(svc: Services, p: dict) -> HookReply:
+    """A job's own push (its commit-back, authenticated with the job's token): only its
+    results ref ``results/<branch>/<job>`` and its own branch, never a delete. The token lives in
+    a file the job's code can read, so without this a job could rewrite any branch."""
+    raw = p["pusher"][4:] if p["pusher"].startswith("job:") else ""
+    with svc.db.session() as s:
+        job = s.get(Job, int(raw)) if raw.isdigit() else None
+        if job is None:
+            return _refuse([f"slipway: {p['pusher']!r} is not a job of this Slipway"])
+        allowed = {f"{RESULTS_PREFIX}{job.branch}/{job.id}", HEADS + job.branch}
+    bad = [u.ref for u in p["updates"] if u.ref not in allowed or u.new == ZERO_SHA]
+    if bad:
+        return _refuse([f"slipway: job {raw} may push only to results/{job.branch}/{job.id} and "
+                        f"{job.branch} (not {', '.join(bad[:3])})"])
+    return HookReply(True)
+
+
+def _refuse(messages: list[str]) -> HookReply:
+    return HookReply(False, messages + ["slipway: push refused; nothing was started"])
+
+
+# ------------------------------------------------------------------------------ pre-receive
+
+def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
+    p = parse_payload(payload)
+    if p["pusher_is_job"]:
+        return _job_push(svc, p)
+    reserved = reserved_updates(p["updates"])
+    if reserved:
+        names = ", ".join(u.branch for u in reserved[:3]) + (", ..." if len(reserved) > 3 else "")
+        return _refuse([f"slipway: {names}: branch names 'results' and 'results/...' are reserved "
+                        f"for Slipway's results branches (results/<branch>/<job>); push to "
+                        f"another name (deleting a results branch is allowed)"])
+    updates = job_updates(p["updates"])
+    if not updates:
+        return HookReply(True)
+    bad_names = [(u.branch, why) for u in updates if (why := ig.branch_problem(u.branch))]
+    if bad_names:  # git's ref-name rules + no leading '-': refused before anything is reserved
+        return _refuse([f"slipway: branch {name!r} is refused: {why}; push it under another name"
+                        for name, why in bad_names])
+    now = svc.now()
+
+    with svc.db.session() as s:
+        project = find_project(s, p["repo"])
+        if project is None:
+            return _refuse([f"slipway: there is no project {p['repo']!r}"])
+        team = project.team
+        user = s.scalar(select(User).where(User.name == p["pusher"]))
+        if user is None:
+            return _refuse([f"slipway: unknown user {p['pusher']!r}"])
+        if not (is_member(s, user, team) or user.is_cluster_admin):
+            return _refuse([f"slipway: {user.name} is not a member of team {team.name}; "
+                            "ask a team administrator: "
+                            + shellquote.command(["slipway", "team", "add-member", team.name, user.name])])
+
+        problems: list[str] = []
+        overrides, opt_problems = parse_push_options(p["push_options"], svc.config.gpu_limits)
+        if overrides.pop("run", True) is False and not opt_problems:
+            return HookReply(True, ["slipway: branch updated; no job started (run=no)"])
+        problems += opt_problems
+        settings = effective_settings(project, overrides)
+        if not opt_problems:
+            problems += settings_problems(svc, settings)
+
+        decision = ig.can_start(billing.balance(s, team.id), team.name, svc.config.min_start_balance)
+        if not decision.ok:
+            problems.append(f"slipway: {decision.message}")
+
+        for u in updates:
+            if not _SHA_RE.match(u.new):
+                problems.append(f"slipway: {u.ref}: {u.new!r} is not a commit id")
+                continue
+            if len(u.branch) > 255:
+                problems.append(f"slipway: branch name {u.branch[:40]}... is too long")
+                continue
+            msg = svc.git.entrypoint_problem(team.name, project.name, u.new, p["quarantine"])
+            if msg:
+                problems.append(msg + f" (branch {u.branch}); add it and push again")
+            busy = active_job(s, project.id, u.branch)
+            if busy is not None:
+                problems.append(busy_message(busy))
+        if problems:
+            return _refuse(problems)
+        project_id, user_id = project.id, user.id
+
+    # Reserve: one transaction for all branches of this push.
+    try:
+        with svc.db.transaction() as s:
+            for u in updates:
+                busy = active_job(s, project_id, u.branch)
+                if busy is not None:
+                    raise _Busy(busy_message(busy))
+                s.add(Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
+                          state=states.QUEUED, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
+                          image=settings.image, time_limit_min=settings.time_limit_min,
+                          created_at=now, state_changed_at=now))
+                s.flush()  # the partial unique index fires here on PostgreSQL races
+    except _Busy as exc:
+        return _refuse([str(exc)])
+    except IntegrityError:
+        with svc.db.session() as s:
+            msgs = [busy_message(j) for u in updates if (j := active_job(s, project_id, u.branch))]
+        return _refuse(msgs or ["slipway: another push to this branch started a job just now"])
+    return HookReply(True)
+
+
+class _Busy(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- post-receive
+
+def handle_post_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
+    p = parse_payload(payload)
+    if p["pusher_is_job"]:
+        return HookReply(True)
+    updates = job_updates(p["updates"])
+    if not updates:
+        return HookReply(True)
+    with svc.db.session() as s:
+        project = find_project(s, p["repo"])
+        if project is None:
+            return HookReply(True)
+        job_ids = []
+        for u in updates:
+            jid = s.scalar(select(Job.id).where(
+                Job.project_id == project.id, Job.branch == u.branch, Job.commit_sha == u.new,
+                Job.state == states.QUEUED, Job.slurm_job_id.is_(None)))
+            if jid is not None:
+                job_ids.append(jid)
+    ok, messages = True, []
+    for jid in job_ids:
+        submitted, msg = submit_job(svc, jid)
+        ok = ok and submitted
+        messages.append(msg)
+    return HookReply(ok, messages)

@@ -1,0 +1,95 @@
+"""Jobs that left the queue: ONE bounded ``sacct`` call for all of them, their final states,
+exit codes and nodes, and the ended attempts to bill (step 2 in the package's docstring)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ... import integrations as ig
+from ...db import Job
+from ...services import Services
+from .. import states
+from .report import ACCOUNTING_DOWN, STALE_REASONS, Ended, TickReport, move
+
+
+def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickReport):
+    if not ended:
+        return [], []
+    cfg = svc.config
+    start = min(e.since for e in ended) - timedelta(seconds=cfg.accounting_slack)
+    try:
+        recs = svc.backend.accounting(start=start, end=now, job_ids=[e.slurm_id for e in ended])
+    except ig.SlurmBridgeError as exc:
+        report.errors.append(f"accounting failed: {exc}")
+        _note_accounting_down(svc, ended, exc)
+        return [], []
+    by_id: dict[int, list] = {}
+    for r in recs:
+        by_id.setdefault(int(r.job_id), []).append(r)
+    records, finals = [], []
+    for e in ended:
+        rs = by_id.get(e.slurm_id, [])
+        if not rs:
+            seen = e.last_seen or e.since
+            if (now - seen).total_seconds() > cfg.lost_after:
+                finals.append((e.job_id, states.FAILED, None, None, None,
+                               "Slurm lost track of the job (in neither the queue nor accounting)"))
+            continue
+        last = max(rs, key=lambda r: r.attempt)
+        final = states.final_state(last.state, cancel_requested=e.cancel_requested)
+        if final is None:
+            continue  # accounting says it has not ended: ask again next tick
+        settled = last.settled
+        if not settled and last.end is not None and (now - last.end).total_seconds() < 120:
+            continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
+        for r in rs:
+            gpus = dict(r.gpus) or ({"shard": r.shards} if r.shards else e.gpus)
+            if r.start is None:
+                continue
+            records.append(ig.attempt_record(
+                job_id=e.job_id, attempt=r.attempt, state=r.state, start=r.start,
+                end=r.end or now, elapsed_s=r.elapsed_s, gpus=gpus, team=e.team))
+        word = states.normalize_slurm_state(last.state)
+        if final == states.FAILED:
+            reason = states.SLURM_FAILURE_REASONS.get(word)
+            if reason is None:
+                reason = (f"exit code {last.exit_code}" if last.exit_code is not None
+                          else f"Slurm state {word}")
+        elif final == states.CANCELLED:
+            reason = None  # keep the cancel reason recorded with the request
+        else:
+            reason = None
+        finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
+    return records, finals
+
+
+
+def _note_accounting_down(svc: Services, ended: list[Ended], exc: Exception) -> None:
+    """Tell the users of ended jobs why their job is not final yet (and that nothing is lost)."""
+    with svc.db.transaction() as s:
+        for e in ended:
+            job = s.get(Job, e.job_id)
+            if job is not None and job.state not in states.TERMINAL:
+                job.reason = f"{ACCOUNTING_DOWN}: {exc}"[:500]
+
+
+
+def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> None:
+    if not finals:
+        return
+    with svc.db.transaction() as s:
+        for job_id, final, exit_code, node, end, reason in finals:
+            job = s.get(Job, job_id)
+            if job is None or job.state in states.TERMINAL:
+                continue
+            if exit_code is not None:
+                job.exit_code = exit_code
+            if node:
+                job.node = node
+            if final == states.CANCELLED:
+                reason = job.cancel_reason or "cancelled in Slurm"
+            if reason is None and (job.reason or "").startswith(STALE_REASONS):
+                job.reason = None  # a poll's or the queue's word, not why the job ended
+            move(job, final, now, report, reason=reason)
+            if job.state in states.TERMINAL and end is not None:
+                job.ended_at = end
+

@@ -1,0 +1,112 @@
+"""The live mapping: this tick's ``squeue`` answer → the jobs' states (steps 1 and the adoptions
+of 6 and 7 in the package's docstring).
+
+A failed poll marks every job Slurm holds ``unknown`` (``mark_unknown``). A successful one
+(``apply_queue``) adopts reservations whose submit reply was lost and submissions that had no
+answer (by name ``slipway-<id>`` under the team's account), maps each job's Slurm state, and
+hands back the running attempts to bill and the jobs that left the queue (``Ended``).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from ... import integrations as ig
+from ...db import Job
+from ...services import Services, log
+from .. import states
+from ..recovery import RECOVERED_NOTE
+from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, Ended, TickReport, move
+
+
+def mark_unknown(svc: Services, now: datetime, exc: Exception, report: TickReport) -> None:
+    with svc.db.transaction() as s:
+        for job in s.scalars(select(Job).where(Job.state.in_(states.IN_SLURM))):
+            move(job, states.UNKNOWN, now, report, reason=f"{POLL_FAILED}: {exc}")
+
+
+
+def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: TickReport):
+    live_records, ended = [], []
+    by_name: dict[int | None, list] = {}
+    for r in queue.values():
+        by_name.setdefault(ig.job_id_from_slurm_name(r.name), []).append(r)
+    with svc.db.transaction() as s:
+        # adopt reservations whose submit reply was lost, and submissions that had no answer
+        # (unknown since queued, see jobs.unknown)
+        for job in s.scalars(select(Job).where(
+                or_(Job.state == states.QUEUED,
+                    and_(Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED)),
+                Job.slurm_job_id.is_(None))):
+            # only a job submitted for this reservation: the same name can be another
+            # Slipway's on a shared cluster (each has its own account prefix, see
+            # slurm_accounts), so the account must be this job's team's
+            expected = svc.config.slurm_account(job.project.team.name).lower()
+            rec = next((r for r in by_name.get(job.id, ())
+                        if (r.account or "").lower() == expected), None)
+            if rec is not None:
+                if job.state == states.UNKNOWN:
+                    job.reason = None  # no longer "finding out": Slurm's reason follows
+                    report.adopted.append(job.id)
+                    log.warning("job %s: its submission had no answer; Slurm has it as job "
+                                "%s: adopted", job.id, rec.job_id)
+                job.slurm_job_id = rec.job_id
+                job.submitted_at = job.submitted_at or rec.submit_time or now
+                move(job, states.PENDING, now, report)
+        jobs = s.scalars(select(Job).where(Job.state.in_(states.ACTIVE - {states.QUEUED}),
+                                           Job.slurm_job_id.is_not(None)))
+        for job in jobs:
+            team = job.project.team.name
+            rec = queue.get(job.slurm_job_id)
+            mapping = states.slurm_mapping(rec.state) if rec is not None else None
+            if job.state == states.FINISHING or job.cancel_requested:
+                report.busy = True
+            if rec is None or (mapping.live is None and mapping.final is not None):
+                # just ended: sacct settles within seconds; after BUSY_AFTER_END_S (sacct
+                # down, a lost record) the loop goes back to its normal pace
+                since = job.last_seen_at or job.submitted_at or job.created_at
+                if since is None or (now - since).total_seconds() < BUSY_AFTER_END_S:
+                    report.busy = True
+                ended.append(Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
+                                    job.last_seen_at, job.cancel_requested, team,
+                                    {job.gpu_type: job.gpu_count}))
+                continue
+            job.last_seen_at = now
+            if rec.node:
+                job.node = rec.node
+            if rec.restart_count > job.attempt:
+                job.attempt = rec.restart_count
+            target = mapping.live
+            base = job.previous_state if job.state == states.UNKNOWN else job.state
+            if target is None:  # a Slurm state we do not know: keep the job where it was
+                target = base
+            if base == states.FINISHING and target == states.RUNNING:
+                target = states.FINISHING
+            move(job, target, now, report)
+            if job.state != states.PENDING and job.balance_hold_at is not None:
+                job.balance_hold_at = None  # it left the queue (released by hand, or ended)
+            # a job submitted for a lost post-receive keeps saying so (recovery.RECOVERED_NOTE)
+            note = RECOVERED_NOTE if (job.reason or "").startswith(RECOVERED_NOTE) \
+                else None
+            if job.state == states.PENDING:
+                r = (rec.reason or "").strip()
+                if job.balance_hold_at is None:  # else: the hold reason stays (_balance_holds)
+                    waiting = None if r in ("", "None") else f"waiting in the queue: {r}"
+                    job.reason = "; ".join(x for x in (note, waiting) if x) or None
+            elif job.state in (states.RUNNING, states.FINISHING):
+                if note is not None:
+                    job.reason = note
+                elif job.reason and job.reason.startswith(STALE_REASONS):
+                    job.reason = None
+                if rec.start_time is not None:
+                    job.attempt_started_at = rec.start_time
+                    if job.started_at is None or job.started_at > rec.start_time:
+                        job.started_at = rec.start_time
+                    live_records.append(ig.attempt_record(
+                        job_id=job.id, attempt=rec.restart_count, state="RUNNING",
+                        start=rec.start_time, end=None, elapsed_s=None,
+                        gpus=dict(rec.gpus) or {job.gpu_type: job.gpu_count}, team=team))
+    return live_records, ended
+

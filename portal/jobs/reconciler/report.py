@@ -1,0 +1,70 @@
+"""What a tick reports, and the words and the one state move every part of the tick shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ...db import Job
+from ...services import log
+from .. import states
+from ..submit import UNKNOWN_REASON
+
+
+@dataclass
+class TickReport:
+    polled: bool = False
+    changes: list[tuple[int, str, str]] = field(default_factory=list)
+    charges: int = 0
+    cut_off: list[str] = field(default_factory=list)
+    cancels: list[int] = field(default_factory=list)
+    hard_cancels: list[int] = field(default_factory=list)
+    holds: list[int] = field(default_factory=list)      # held by the $1.00 rule this tick
+    releases: list[int] = field(default_factory=list)   # released: the balance is back
+    errors: list[str] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)  # submitted for a lost post-receive
+    abandoned: list[int] = field(default_factory=list)  # failed: the push did not complete
+    # submissions whose outcome was unknown (sbatch had no answer): found in Slurm, or not
+    adopted: list[int] = field(default_factory=list)
+    resubmitted: list[int] = field(default_factory=list)
+    # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
+    busy: bool = False
+
+
+@dataclass
+class Ended:
+    """A job that left the queue (or that it lists in an end state): sacct says how it ended."""
+
+    job_id: int
+    slurm_id: int
+    since: datetime
+    last_seen: datetime | None
+    cancel_requested: bool
+    team: str
+    gpus: dict
+
+
+HOLD_PREFIX = "held: balance"
+# seconds after a job left the queue during which the loop keeps its fast (busy) pace
+BUSY_AFTER_END_S = 120
+SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
+
+ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
+                   "cost are recorded once it does")
+POLL_FAILED = "Slurm is not answering"
+# Reasons that describe a moment of the job's life (a failed poll, the queue, a hold, a pending
+# lookup), never why it ended: cleared when the job reaches a terminal state without a reason.
+STALE_REASONS = ("waiting in the queue", POLL_FAILED, HOLD_PREFIX, ACCOUNTING_DOWN,
+                 UNKNOWN_REASON.split("(", 1)[0])
+
+
+def move(job: Job, new: str, now: datetime, report: TickReport, reason: str | None = None) -> None:
+    """Move ``job`` to ``new`` where the state machine allows it (else log and leave it); a
+    change goes in the tick's report."""
+    old = job.state
+    if not states.can_transition(job, new):
+        log.warning("job %s: Slurm says %s but %s -> %s is not allowed; left as is",
+                    job.id, new, old, new)
+        return
+    if states.transition(job, new, now=now, reason=reason):
+        report.changes.append((job.id, old, new))
+

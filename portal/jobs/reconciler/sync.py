@@ -1,0 +1,35 @@
+"""The periodic syncs a tick also runs: LDAP → users and teams, teams → Slurm's accounts."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from ...identity import team_sync
+from ...services import Services
+from ...teams import slurm_accounts
+from .report import TickReport
+
+
+def ldap(svc: Services, now: datetime, report: TickReport) -> None:
+    """LDAP users and groups → users and teams, every ``ldap_sync_interval`` (when configured)."""
+    rep = team_sync.maybe_sync_ldap(svc, now)
+    if rep is not None:
+        report.errors += rep.errors
+
+
+def slurm_accounts_due(svc: Services, last: datetime | None, now: datetime) -> bool:
+    return last is None or (now - last).total_seconds() >= svc.config.account_sync_interval
+
+
+def sync_slurm_accounts(svc: Services, last: datetime | None, now: datetime,
+                        report: TickReport) -> datetime | None:
+    """Every ``account_sync_interval`` seconds, converge Slurm's accounts with the teams (through
+    ``svc.accounts``: sacctmgr, or the in-memory accounts of the tests). Returns when the
+    accounts were last converged (``last`` when not due or when it failed: retried next tick)."""
+    if not slurm_accounts_due(svc, last, now):
+        return last
+    try:
+        slurm_accounts.sync_accounts(svc)
+    except Exception as exc:  # noqa: BLE001 — retried next tick
+        report.errors.append(f"Slurm account sync failed: {exc}")
+        return last
+    return now

@@ -1,0 +1,183 @@
+"""The files a job gets and its runner spec.
+
+A job's directory ``<jobs_dir>/<id>`` (0700, owned by the pusher's Unix user) holds
+``spec.json`` (mode 0600: the job's token is in it) and ``output.log``. The spec is what the
+node-side program (``git_gateway.node.runner``, which reads it as its own ``RunnerSpec``) needs to
+check out the commit, run the container and push the results back: ``RunnerSpec.to_json()`` is
+that file, byte for byte. The submission (``jobs.submit``) reads what it needs of the job once
+(``JobSnapshot``), then builds the spec and the batch command from it (``prepare_job``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from slurm_bridge.request import GpuRequest
+
+from .. import integrations as ig
+from ..db import ACTIVE_STATES, Job
+from ..private_files import PRIVATE_DIR, make_dir
+from ..services import Services
+from . import trailer_facts
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What a submission reads of a job (and its project, team and pusher) in one transaction."""
+
+    job_id: int
+    team: str
+    project: str
+    branch: str
+    commit: str
+    port: int
+    image: str
+    unix_user: str
+    account: str
+    gpus: GpuRequest
+    time_limit_min: int
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """The runner spec (``spec.json``): the contract with ``git_gateway.node.runner``."""
+
+    job_id: int
+    repo_url: str
+    username: str
+    token: str
+    commit: str
+    branch: str
+    workdir: str
+    container_argv: tuple[str, ...]
+    container_runtime: str
+    env: dict[str, str]
+    # the runner moves a PORT taken on its node only within these (apply_event accepts no other)
+    port_min: int
+    port_max: int
+    lfs_threshold_bytes: int
+    grace_seconds: int
+    callback_url: str
+    author_name: str
+    author_email: str
+    # for the result commits' trailers (None: the trailer reads "unknown")
+    image: str
+    image_digest: str | None
+    gpu_type: str
+    gpu_count: int
+    gpu_rate: str | None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["container_argv"] = list(self.container_argv)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def pick_port(session: Session, svc: Services) -> int:
+    used = set(session.scalars(select(Job.port).where(Job.state.in_(ACTIVE_STATES), Job.port.is_not(None))))
+    rng = random.SystemRandom()
+    lo, hi = svc.config.port_min, svc.config.port_max
+    for _ in range(1000):
+        port = rng.randint(lo, hi)
+        if port not in used:
+            return port
+    raise RuntimeError("no free port for the job")
+
+
+def job_dir(svc: Services, job_id: int) -> Path:
+    return Path(svc.config.jobs_dir) / str(job_id)
+
+
+def log_path(svc: Services, job_id: int) -> Path:
+    return job_dir(svc, job_id) / "output.log"
+
+
+def _should_chown(svc: Services) -> bool:
+    return svc.chown if svc.chown is not None else os.geteuid() == 0
+
+
+def _ids(unix_user: str) -> tuple[int, int]:
+    pw = pwd.getpwnam(unix_user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def write_spec(svc: Services, path: Path, spec: RunnerSpec, unix_user: str) -> None:
+    """The runner spec: JSON, mode 0600, owned by the job user."""
+    data = spec.to_json().encode()
+    tmp = path.with_suffix(".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        if _should_chown(svc):
+            os.fchown(fd, *_ids(unix_user))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+# The entrypoint runs under bash where the image has it (the documented contract), else under
+# the image's POSIX sh (minimal images such as busybox). A fixed string: no user data in it.
+ENTRYPOINT_COMMAND = ["/bin/sh", "-c", 'if command -v bash >/dev/null 2>&1; then exec bash "$0"; '
+                      'else exec sh "$0"; fi', ig.ENTRYPOINT]
+
+
+def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, RunnerSpec, list[str]]:
+    """Create the job dir and runner spec; return (spec path, spec, batch command)."""
+    cfg = svc.config
+    d = job_dir(svc, snap.job_id)
+    # 0700 from the start (mkdir's mode, not a chmod after): the job's Unix user alone, once
+    # chowned; the jobs dir above is traverse-only (0711, portal/private_files.py).
+    make_dir(d, PRIVATE_DIR)
+    if _should_chown(svc):
+        os.chown(d, *_ids(snap.unix_user))
+    workdir = d / "work"
+    # What the container must see goes in the argv (both runtimes clean the environment); the
+    # runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
+    # PORT is passed through from the runner's environment instead: the runner may move the job
+    # to another port when this one is taken on the node it lands on.
+    env = {"SLIPWAY_JOB_ID": str(snap.job_id), "SLIPWAY_BRANCH": snap.branch,
+           "SLIPWAY_COMMIT": snap.commit}
+    argv = ig.container_argv(cfg, svc.catalog, snap.image, str(workdir), ENTRYPOINT_COMMAND, env,
+                             passthrough_extra=("PORT",))
+    spec = RunnerSpec(
+        job_id=snap.job_id,
+        repo_url=cfg.repo_url(snap.team, snap.project),
+        username=f"job:{snap.job_id}",
+        token=token,
+        commit=snap.commit,
+        branch=snap.branch,
+        workdir=str(workdir),
+        container_argv=tuple(argv),
+        container_runtime=cfg.container_runtime,
+        env={"PORT": str(snap.port), **env},
+        port_min=cfg.port_min,
+        port_max=cfg.port_max,
+        lfs_threshold_bytes=1024 * 1024,
+        grace_seconds=5,
+        callback_url=cfg.job_events_url(snap.job_id),
+        author_name="Slipway",
+        author_email="slipway@localhost",
+        # image, image_digest, gpu_type, gpu_count, gpu_rate
+        **trailer_facts.spec_fields(svc, snap.image, snap.gpus),
+    )
+    spec_path = d / "spec.json"
+    write_spec(svc, spec_path, spec, snap.unix_user)
+    command = [cfg.node_python, "-m", ig.RUNNER_MODULE, str(spec_path)]
+    return spec_path, spec, command

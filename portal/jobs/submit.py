@@ -1,0 +1,209 @@
+"""Submission: a reserved job goes to Slurm exactly once.
+
+Exactly one submission per job: ``submit_job`` first *claims* the reservation with one
+conditional UPDATE (``state='queued' AND slurm_job_id IS NULL AND token_hash IS NULL`` → sets the
+job's token hash). The token is issued once per job, so a set ``token_hash`` on a queued job is the
+"a submission has started" marker: of a slow post-receive and the reconciler (or two of either),
+exactly one claims the job and runs ``sbatch``; the others are told it is already being submitted.
+
+No answer from Slurm (``ControllerUnavailable``: sbatch timed out, slurmctld frozen) is not a
+failure: Slurm may run the job anyway, so it becomes ``unknown`` (since ``queued``), keeps its
+branch and token, and the reply says the outcome is not known yet; the reconciler finds out by
+name and account (``jobs.unknown``) and, when Slurm does not have it, submits it again with
+``resubmit_unknown`` (a fresh conditional claim on the token the last submission used).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from slurm_bridge.request import GpuRequest, JobRequest
+
+from .. import integrations as ig
+from ..db import Job
+from ..services import Services, log
+from ..teams import slurm_accounts
+from . import states
+from .runner_spec import JobSnapshot, hash_token, log_path, pick_port, prepare_job
+
+_UNKNOWN_ACCOUNT = re.compile(r"Invalid account", re.IGNORECASE)
+
+
+def _submit(svc: Services, req: JobRequest) -> int:
+    """``sbatch`` the request; if Slurm does not know the team's account yet (a personal team
+    made at a first login, before the reconciler's account sync ran), converge the accounts
+    once and submit again. This runs in the post-receive hook, never in a page view."""
+    try:
+        return int(svc.backend.submit(req))
+    except ig.SlurmRejected as exc:
+        if not _UNKNOWN_ACCOUNT.search(exc.slurm_message or str(exc)):
+            raise
+        log.info("account %s unknown to Slurm: converging accounts before submitting", req.account)
+        slurm_accounts.sync_accounts(svc)
+        return int(svc.backend.submit(req))
+
+
+def not_claimed_message(job: Job | None, job_id: int) -> str:
+    if job is None:
+        return f"slipway: there is no job {job_id}"
+    if job.state == states.QUEUED and job.slurm_job_id is None:
+        return f"slipway: job {job_id} is already being submitted"
+    if unknown_submission(job):
+        return (f"slipway: job {job_id} was handed to Slurm without an answer; Slipway is finding "
+                f"out whether Slurm has it")
+    if job.state in states.TERMINAL:
+        why = f": {job.reason}" if job.reason else ""
+        return f"slipway: job {job_id} is {job.state}{why}"
+    return (f"slipway: job {job_id} was already submitted ({job.state}, "
+            f"Slurm job {job.slurm_job_id})")
+
+
+def claim_for_submission(session: Session, job_id: int, token_hash: str) -> bool:
+    """Atomically mark a reserved job as being submitted (one conditional UPDATE). True for
+    exactly one caller per job, whatever runs concurrently."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
+               Job.token_hash.is_(None))
+        .values(token_hash=token_hash)
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[bool, str]:
+    """Submit a reserved (queued) job to Slurm. Returns (accepted, message for the pusher).
+
+    Only the caller that claims the job (``claim_for_submission``) submits it; any other
+    concurrent or later caller gets (False, why). ``note`` becomes the job's reason once it is
+    in Slurm (the reconciler's recovery says why the job was submitted without its hook).
+
+    ``accepted`` is True when Slurm took the job, and also when its answer never came
+    (``ControllerUnavailable``: sbatch timed out, slurmctld frozen or down): the job is then
+    ``unknown`` since ``queued``, not failed, and the reconciler finds out (``jobs.unknown``).
+    A definite refusal (bad request, Slurm's rejection, no Unix user) fails the job at once."""
+    token = secrets.token_urlsafe(32)
+    with svc.db.transaction() as s:
+        if not claim_for_submission(s, job_id, hash_token(token)):
+            return False, not_claimed_message(s.get(Job, job_id), job_id)
+    return _submit_claimed(svc, job_id, token, note=note)
+
+
+def claim_for_resubmission(session: Session, job_id: int, old_hash: str, new_hash: str) -> bool:
+    """Atomically take over a submission whose outcome was unknown and which Slurm turned out
+    not to have (one conditional UPDATE on the token the last submission used): True for
+    exactly one caller, so two reconcilers or a late hook never ``sbatch`` it twice."""
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED,
+               Job.slurm_job_id.is_(None), Job.token_hash == old_hash,
+               Job.cancel_requested_at.is_(None))
+        .values(token_hash=new_hash)
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def resubmit_unknown(svc: Services, job_id: int, old_hash: str, *, note: str) -> tuple[bool, str]:
+    """Submit again a job whose submission had no answer and that Slurm does not have (the
+    reconciler calls this after ``unknown_submission_grace``). (False, why) when another
+    caller took it over, or it was cancelled or found meanwhile."""
+    token = secrets.token_urlsafe(32)
+    with svc.db.transaction() as s:
+        if not claim_for_resubmission(s, job_id, old_hash, hash_token(token)):
+            return False, not_claimed_message(s.get(Job, job_id), job_id)
+    return _submit_claimed(svc, job_id, token, note=note)
+
+
+UNKNOWN_REASON = ("submitted, but Slurm did not answer ({why}); Slipway is finding out whether "
+                  "Slurm has the job, and submits it again if it does not")
+
+
+def unknown_message(job_id: int, why: object) -> str:
+    """The push reply when sbatch had no answer: it claims neither 'queued' nor 'failed'."""
+    return (f"slipway: job {job_id} was handed to Slurm, but Slurm did not answer ({why}); "
+            f"whether it is queued is not known yet. Slipway is finding out (and submits it again "
+            f"if Slurm does not have it): see the job page or run: slipway job show {job_id}")
+
+
+def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None) -> tuple[bool, str]:
+    """sbatch a job this caller has claimed (its token hash is ``hash_token(token)``)."""
+    cfg = svc.config
+    mine = hash_token(token)
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        job.port = pick_port(s, svc)
+        project, team = job.project, job.project.team
+        snap = JobSnapshot(
+            job_id=job.id, team=team.name, project=project.name, branch=job.branch,
+            commit=job.commit_sha, port=job.port, image=job.image,
+            unix_user=job.pusher.unix_user if job.pusher else "",
+            account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
+            time_limit_min=job.time_limit_min,
+        )
+    try:
+        if not snap.unix_user:
+            raise ValueError("the pusher has no Unix user")
+        spec_path, _spec, command = prepare_job(svc, snap, token)
+        req = ig.job_request(job_id=job_id, user=snap.unix_user, account=snap.account,
+                             gpu_type=snap.gpus.type, gpu_count=snap.gpus.count,
+                             time_limit_min=snap.time_limit_min, workdir=str(spec_path.parent),
+                             output=str(log_path(svc, job_id)), command=command,
+                             env={"PORT": str(snap.port), "SLIPWAY_JOB_ID": str(job_id),
+                                  "PYTHONPATH": str(ig.node_runtime(cfg))},
+                             partition=cfg.partition)
+        slurm_id = _submit(svc, req)
+    except ig.ControllerUnavailable as exc:
+        # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).
+        log.warning("job %s: submitted, but Slurm did not answer: %s", job_id, exc)
+        with svc.db.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.token_hash == mine and job.slurm_job_id is None \
+                    and (job.state == states.QUEUED or unknown_submission(job)):
+                now = svc.now()
+                states.transition(job, states.UNKNOWN, now=now,
+                                  reason=UNKNOWN_REASON.format(why=exc)[:1000])
+                job.submitted_at = now  # the lookups by name start here
+        return True, unknown_message(job_id, exc)
+    except Exception as exc:  # noqa: BLE001 — every definite failure fails the job, with its reason
+        reason = f"submission failed: {exc}"
+        log.warning("job %s: %s", job_id, reason)
+        with svc.db.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.token_hash == mine and job.slurm_job_id is None \
+                    and (job.state == states.QUEUED or unknown_submission(job)):
+                states.transition(job, states.FAILED, now=svc.now(), reason=reason)
+        return False, f"slipway: job {job_id} could not be submitted: {exc}"
+
+    cancel_now, cancelled = False, False
+    with svc.db.transaction() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.token_hash != mine or job.slurm_job_id not in (None, slurm_id):
+            # deleted, or taken over by a later submission (or adopted as another Slurm job)
+            # while this sbatch hung: this Slurm job is a duplicate
+            cancel_now = cancelled = True
+        else:
+            waiting = job.state == states.QUEUED or unknown_submission(job)
+            job.slurm_job_id = slurm_id
+            job.submitted_at = job.submitted_at or svc.now()
+            if waiting:
+                states.transition(job, states.PENDING, now=svc.now(), reason=note)
+                cancel_now = job.cancel_requested  # asked while the answer was awaited
+            elif job.state in states.TERMINAL:
+                cancel_now = cancelled = True  # cancelled (or failed as stale) while submitting
+    if cancel_now:
+        try:
+            svc.backend.cancel(slurm_id)
+        except ig.SlurmBridgeError as exc:
+            log.warning("job %s: could not cancel Slurm job %s: %s", job_id, slurm_id, exc)
+        if cancelled or job is None:
+            return False, f"slipway: job {job_id} was cancelled before it started"
+        return True, f"slipway: job {job_id} is being cancelled (the cancel came before Slurm's answer)"
+    return True, f"slipway: job {job_id} queued ({snap.gpus})"
+
+
+def unknown_submission(job: Job) -> bool:
+    """``unknown`` since ``queued`` without a Slurm id: Slipway does not know whether Slurm has it."""
+    return (job.state == states.UNKNOWN and job.previous_state == states.QUEUED
+            and job.slurm_job_id is None)
