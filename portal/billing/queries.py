@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from .. import integrations as ig
 from ..db import LedgerEntry, Team, from_micros
 from ..services import Services
+from ..presenters import entry_dict
 from ..teams.access import Actor
 from . import ledger as billing
 from . import ledger_csv
@@ -27,9 +28,10 @@ def ledger_page(s: Session, team: Team, *, before: int | None = None, limit: int
     return rows, (rows[-1].id if more and rows else None)
 
 
-def all_entries(s: Session, team: Team):
-    """Every entry of the team's ledger, oldest first, streamed (``slipway team ledger``)."""
-    return s.scalars(select(LedgerEntry).where(LedgerEntry.team_id == team.id).order_by(LedgerEntry.id)
+def all_entries(s: Session, team_id: int):
+    """Every entry of the team's ledger, oldest first, streamed (``slipway team ledger``, the
+    web's CSV export)."""
+    return s.scalars(select(LedgerEntry).where(LedgerEntry.team_id == team_id).order_by(LedgerEntry.id)
                      .execution_options(yield_per=1000))
 
 
@@ -39,10 +41,6 @@ LEDGER_CSV_HEADER = ledger_csv.LEDGER_CSV_HEADER
 def ledger_csv_row(e: LedgerEntry) -> list:
     """The row ``slipway team ledger --csv`` prints for ``e`` (``portal.billing.ledger_csv``: text cells
     that a spreadsheet would run as a formula are neutralised)."""
-    from ..presenters import (
-        entry_dict,  # not at import time: portal.api imports this module
-    )
-
     return ledger_csv.ledger_csv_row(entry_dict(e, ""))
 
 

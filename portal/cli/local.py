@@ -109,7 +109,7 @@ class LocalSource:
         with self.svc.db.session() as s:
             t, _ = call(access.team_access, s, me, team_name, access.ROLE_ADMIN, "see the ledger")
             entries = [presenters.entry_dict(e, billing_q.describe_entry(e))
-                       for e in billing_q.all_entries(s, t)]
+                       for e in billing_q.all_entries(s, t.id)]
             return str(teams_svc.balances_for(s, [t.id])[t.id]), entries
 
     def add_funds(self, team_name: str, amount: str, note: str) -> tuple[str, str]:

@@ -8,11 +8,10 @@ import io
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_login import login_required
-from sqlalchemy import select
 
 from ..billing import funds
 from .. import integrations as ig
-from ..db import LedgerEntry, from_micros
+from ..db import from_micros
 from ..billing import queries as billing_q
 from ..jobs import queries as job_queries
 from ..projects import service as projects_svc
@@ -192,9 +191,7 @@ def ledger_csv(team: str):
         w = csv.writer(buf)
         w.writerow(billing_q.LEDGER_CSV_HEADER)
         with database.session() as s:
-            q = (select(LedgerEntry).where(LedgerEntry.team_id == team_id).order_by(LedgerEntry.id)
-                 .execution_options(yield_per=1000))
-            for i, e in enumerate(s.scalars(q)):
+            for i, e in enumerate(billing_q.all_entries(s, team_id)):
                 w.writerow(billing_q.ledger_csv_row(e))
                 if i % 500 == 499:
                     yield buf.getvalue()
