@@ -6,7 +6,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from . import lfs_track, pushing, trailers
 from .events import say
@@ -117,6 +117,16 @@ class RunnerSpec:
             if isinstance(e, SpecError):
                 raise
             raise SpecError(str(e)) from None
+
+    def to_dict(self) -> dict:
+        """The JSON object ``from_dict`` reads back (the portal writes it: one contract)."""
+        d = asdict(self)
+        d["container_argv"] = list(self.container_argv)
+        d["passthrough_env"] = list(self.passthrough_env)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, path: str) -> RunnerSpec:

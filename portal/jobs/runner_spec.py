@@ -2,24 +2,24 @@
 
 A job's directory ``<jobs_dir>/<id>`` (0700, owned by the pusher's Unix user) holds
 ``spec.json`` (mode 0600: the job's token is in it) and ``output.log``. The spec is what the
-node-side program (``git_gateway.node.runner``, which reads it as its own ``RunnerSpec``) needs to
-check out the commit, run the container and push the results back: ``RunnerSpec.to_json()`` is
-that file, byte for byte. The submission (``jobs.submit``) reads what it needs of the job once
+node-side program (``git_gateway.node.runner``) needs to check out the commit, run the container
+and push the results back: the portal builds the node program's own ``RunnerSpec``
+(``git_gateway.node.spec``: one contract, written with ``to_json()``, read with ``from_dict()``). The submission (``jobs.submit``) reads what it needs of the job once
 (``JobSnapshot``), then builds the spec and the batch command from it (``prepare_job``).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from git_gateway.node.spec import RunnerSpec  # the one contract with the node program
 from slurm_bridge.request import GpuRequest
 
 from .. import integrations as ig
@@ -44,44 +44,6 @@ class JobSnapshot:
     account: str
     gpus: GpuRequest
     time_limit_min: int
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """The runner spec (``spec.json``): the contract with ``git_gateway.node.runner``."""
-
-    job_id: int
-    repo_url: str
-    username: str
-    token: str
-    commit: str
-    branch: str
-    workdir: str
-    container_argv: tuple[str, ...]
-    container_runtime: str
-    env: dict[str, str]
-    # the runner moves a PORT taken on its node only within these (apply_event accepts no other)
-    port_min: int
-    port_max: int
-    lfs_threshold_bytes: int
-    grace_seconds: int
-    callback_url: str
-    author_name: str
-    author_email: str
-    # for the result commits' trailers (None: the trailer reads "unknown")
-    image: str
-    image_digest: str | None
-    gpu_type: str
-    gpu_count: int
-    gpu_rate: str | None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["container_argv"] = list(self.container_argv)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def hash_token(token: str) -> str:
@@ -170,7 +132,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
         port_min=cfg.port_min,
         port_max=cfg.port_max,
         lfs_threshold_bytes=1024 * 1024,
-        grace_seconds=5,
+        grace_seconds=5.0,
         callback_url=cfg.job_events_url(snap.job_id),
         author_name="Slipway",
         author_email="slipway@localhost",

@@ -275,6 +275,7 @@ def test_prepare_job_writes_the_trailer_facts(tmp_path):
         assert on_disk["image_digest"] == digest.tree_digest(tmp_path / "images" / "python")
         loaded = RunnerSpec.from_dict(on_disk)           # the runner accepts what it gets
         assert loaded.gpu_rate == on_disk["gpu_rate"]
+        assert isinstance(spec, RunnerSpec) and loaded == spec  # one contract: written = read
 
         snap = dataclasses.replace(snap, job_id=8, image="busybox")  # not built here: unknown, not fatal
         _p, spec, _c = runner_spec.prepare_job(svc, snap, "token")
