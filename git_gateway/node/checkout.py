@@ -21,7 +21,7 @@ ATTEMPT_RECORD = "slipway-attempt-{}.json"  # in .git: where and when attempt N 
 class JobCheckout:
     def __init__(self, spec: RunnerSpec):
         self.spec = spec
-        self.env = gitops.git_env(spec.repo_url, spec.username, spec.token)
+        self.env = gitops.git_env(spec.repo_url, spec.username, spec.token, workdir=spec.workdir)
         self.attempt = 1
         self.base = spec.commit          # the commit this attempt started from
         self.started = attempt_start()   # epoch seconds: Slurm's start of this attempt

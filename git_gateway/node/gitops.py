@@ -62,21 +62,34 @@ def _base_env(extra: dict | None = None) -> dict[str, str]:
     return env
 
 
-def git_env(repo_url: str, username: str, token: str) -> dict[str, str]:
-    """Environment for git/git-lfs carrying the job's credentials as an extra HTTP header."""
+def hooks_dir_for(workdir: str) -> str:
+    """Where the runner's git keeps its hooks (git-lfs's): beside the checkout, in the job's own
+    directory, never inside it (the container sees only the checkout)."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(workdir))), "git-hooks")
+
+
+def git_env(repo_url: str, username: str, token: str, *, workdir: str | None = None) -> dict[str, str]:
+    """Environment for git/git-lfs carrying the job's credentials as an extra HTTP header.
+
+    With ``workdir`` (the job's checkout) git's hooks come from ``hooks_dir_for(workdir)``,
+    not from the checkout's ``.git/hooks``, and no fsmonitor command runs: the job's code can
+    write its checkout's ``.git``, and the runner's git runs on the host after the container."""
     parts = urlsplit(repo_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"repo_url must be http(s)://host/...: {repo_url!r}")
     if parts.username or parts.password:
         raise ValueError("repo_url must not carry credentials")
     scope = f"{parts.scheme}://{parts.netloc}/"
-    return _base_env({
-        "GIT_CONFIG_COUNT": "2",
-        "GIT_CONFIG_KEY_0": f"http.{scope}.extraHeader",
-        "GIT_CONFIG_VALUE_0": f"Authorization: {basic_header(username, token)}",
-        "GIT_CONFIG_KEY_1": "lfs.locksverify",
-        "GIT_CONFIG_VALUE_1": "false",
-    })
+    config = [(f"http.{scope}.extraHeader", f"Authorization: {basic_header(username, token)}"),
+              ("lfs.locksverify", "false")]
+    if workdir is not None:  # these variables win over the checkout's .git/config
+        hooks = hooks_dir_for(workdir)
+        os.makedirs(hooks, mode=0o700, exist_ok=True)
+        config += [("core.hooksPath", hooks), ("core.fsmonitor", "false")]
+    env = {"GIT_CONFIG_COUNT": str(len(config))}
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    return _base_env(env)
 
 
 def run_git(args: list[str], cwd: str, env: dict[str, str], *, check: bool = True,

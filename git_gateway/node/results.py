@@ -159,7 +159,7 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
         deadline = t0 + max(0.0, float(retry_seconds))
     ref = results_ref(branch, job_id)
     cwd = os.fspath(workdir)
-    env = git_env(repo_url, username, token)
+    env = git_env(repo_url, username, token, workdir=cwd)
     ensure_remote(cwd, env, repo_url)
 
     msg = commit_message(job_id, exit_code, signal)
@@ -240,7 +240,7 @@ def push_pending(workdir: str, *, repo_url: str, username: str, token: str, bran
     have (a commit other than ``pushed_sha`` that is not known to be pushed). None: nothing to
     push. Never raises for push failures; the commit stays where it is either way."""
     cwd = os.fspath(workdir)
-    env = git_env(repo_url, username, token)
+    env = git_env(repo_url, username, token, workdir=cwd)
     head = local_ref(cwd, env, "HEAD")
     if head is None or head == pushed_sha or head == local_ref(cwd, env, LOCAL_PUSHED_REF):
         return None

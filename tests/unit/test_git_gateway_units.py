@@ -570,3 +570,38 @@ def test_port_taken_on_the_node_is_replaced_by_a_free_one():
     free = RunnerSpec.from_dict(dict(SPEC, env={"PORT": "23456"}))
     assert ensure_free_port(free, is_free=lambda p: True) == 23456 and free.env["PORT"] == "23456"
     assert ensure_free_port(RunnerSpec.from_dict(dict(SPEC, env={}))) is None
+
+
+def test_job_git_runs_no_hook_or_fsmonitor_the_job_planted(tmp_path):
+    """The job's code can write its checkout's .git; the runner's git (on the host, after the
+    container) must not run a hook or an fsmonitor command planted there."""
+    import subprocess
+
+    from git_gateway.node import gitops
+
+    repo = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    pwned = tmp_path / "pwned"
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\ntouch {pwned}\n")
+    hook.chmod(0o755)
+    monitor = tmp_path / "monitor.sh"
+    monitor.write_text(f"#!/bin/sh\ntouch {pwned}.fsmonitor\n")
+    monitor.chmod(0o755)
+    subprocess.run(["git", "-C", str(repo), "config", "core.fsmonitor", str(monitor)], check=True)
+    (repo / "f").write_text("x")
+    env = gitops.git_env("http://127.0.0.1:9/git/t/p.git", "job:1", "tok", workdir=str(repo))
+    assert env["GIT_CONFIG_KEY_2"] == "core.hooksPath" and \
+        env["GIT_CONFIG_VALUE_2"] == str(tmp_path / "git-hooks")   # beside the checkout, not in it
+    env.update(GIT_AUTHOR_NAME="a", GIT_AUTHOR_EMAIL="a@b", GIT_COMMITTER_NAME="a",
+               GIT_COMMITTER_EMAIL="a@b")
+    gitops.run_git(["add", "-A"], str(repo), env)
+    gitops.run_git(["status", "--porcelain"], str(repo), env)
+    gitops.run_git(["commit", "-q", "-m", "results"], str(repo), env)
+    assert not pwned.exists() and not (tmp_path / "pwned.fsmonitor").exists()
+    # the same commit without these settings does run the planted hook (the test is not vacuous)
+    (repo / "g").write_text("y")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env={**env, "GIT_CONFIG_COUNT": "0"})
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "x"], check=True,
+                   env={**env, "GIT_CONFIG_COUNT": "0"})
+    assert pwned.exists()
