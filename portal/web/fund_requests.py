@@ -5,7 +5,7 @@ team's billing page. Requests are made on the billing page (``teams.request_fund
 A refused post answers its 4xx status (400, 403, 404, 409) with the message on the page."""
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
 from ..billing import funds
@@ -32,9 +32,13 @@ def pending():
                            states=("pending", "approved", "declined", "cancelled", "all"))
 
 
-def _decided(view: funds.FundRequestView, what: str):
-    from flask import flash
-
+def _decide(decision, what: str, *args):
+    """Run one decision of ``funds`` for the acting user; a refusal is the error page (its
+    status and message), a decision flashes what happened and goes back where it came from."""
+    try:
+        view = decision(svc(), actor(), *args)
+    except access.OpError as exc:
+        raise_http(exc)
     flash(f"Fund request {view.id} of {view.team} ({ig.format_usd(view.amount)}) {what}.", "ok")
     default = url_for("teams.billing", team=view.team)
     return redirect(safe_next(request.form.get("next"), default))
@@ -43,28 +47,17 @@ def _decided(view: funds.FundRequestView, what: str):
 @bp.post("/fund-requests/<int:request_id>/approve")
 @login_required
 def approve(request_id: int):
-    try:
-        view = funds.approve(svc(), actor(), request_id, request.form.get("note", ""))
-    except access.OpError as exc:
-        raise_http(exc)  # the error page: the status and the message
-    return _decided(view, "approved: the amount is in the team's ledger")
+    return _decide(funds.approve, "approved: the amount is in the team's ledger", request_id,
+                   request.form.get("note", ""))
 
 
 @bp.post("/fund-requests/<int:request_id>/decline")
 @login_required
 def decline(request_id: int):
-    try:
-        view = funds.decline(svc(), actor(), request_id, request.form.get("note", ""))
-    except access.OpError as exc:
-        raise_http(exc)  # the error page: the status and the message
-    return _decided(view, "declined")
+    return _decide(funds.decline, "declined", request_id, request.form.get("note", ""))
 
 
 @bp.post("/fund-requests/<int:request_id>/cancel")
 @login_required
 def cancel(request_id: int):
-    try:
-        view = funds.cancel(svc(), actor(), request_id)
-    except access.OpError as exc:
-        raise_http(exc)  # the error page: the status and the message
-    return _decided(view, "cancelled")
+    return _decide(funds.cancel, "cancelled", request_id)
