@@ -209,7 +209,7 @@ def serve(url: str, data_dir: Path, port: int, threads: int, page_slots: int = 0
     logging.getLogger("waitress").setLevel(logging.ERROR)
     backend = CountingBackend()
     svc = services(data_dir, url, backend, page_slots)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     app.add_url_rule("/__bench/slurm-calls", "bench_slurm_calls",
                      lambda: jsonify({"calls": len(backend.calls), "names": backend.calls[:20]}))
     waitress.serve(app, host="127.0.0.1", port=port, threads=threads, connection_limit=200,
@@ -337,7 +337,7 @@ def profile(url: str, data_dir: Path, urls: dict[str, str], n: int = 30) -> None
 
     backend = CountingBackend()
     svc = services(data_dir, url, backend)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     stmts: dict[str, list[float]] = {}
 
     @event.listens_for(svc.db.engine, "before_cursor_execute")

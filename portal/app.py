@@ -132,14 +132,13 @@ def _git_unavailable(environ, start_response):
     return [b"git gateway unavailable\n"]
 
 
-def create_app(services: Services | None = None, *, start_reconciler: bool = False,
-               services_: Services | None = None) -> Flask:
-    """The Flask app on ``services`` (``services_`` is the same, by its older name); without
-    them, on ``bootstrap()`` (the configuration from the environment and its file)."""
+def create_app(services: Services | None = None, *, start_reconciler: bool = False) -> Flask:
+    """The Flask app on ``services``; without them, on ``bootstrap()`` (the configuration from
+    the environment and its file)."""
     # The server and its reconciler create private files only (database, secrets, repositories:
     # portal/private_files.py); what job users must read is opened up explicitly.
     set_process_umask()
-    svc = services or services_ or bootstrap()
+    svc = services or bootstrap()
     app = Flask("portal")
     params.install(app)  # bounded <int:...> (1 … 2^63-1) for every route; before any blueprint
     app.config.update(SECRET_KEY=svc.config.secret_key, MAX_CONTENT_LENGTH=16 * 1024 * 1024,

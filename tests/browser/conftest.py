@@ -2,7 +2,7 @@
 
 Reusable fixtures (the real-cluster browser test uses them with its own services):
 
-* ``portal_server(services, **create_app_kw) -> base_url`` — serve ``create_app(services_=…)``
+* ``portal_server(services, **create_app_kw) -> base_url`` — serve ``create_app(…)``
   with waitress on a free 127.0.0.1 port in a daemon thread; stopped at teardown;
 * ``browser`` — Debian's /usr/bin/chromium, headless (session scope; Playwright's own browser
   downloads are not available here);
@@ -47,7 +47,7 @@ def portal_server():
     servers = []
 
     def start(services, **create_app_kw) -> str:
-        app = create_app(services_=services, **create_app_kw)
+        app = create_app(services, **create_app_kw)
         server = create_server(app, host="127.0.0.1", port=0, threads=8, ident="slipway-test")
         port = server.effective_port
         t = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)

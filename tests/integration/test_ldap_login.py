@@ -177,7 +177,7 @@ def test_first_login_in_the_browser_calls_no_slurm(tmp_path, ldap_server):  # no
     slurm = RecordingSlurm()
     s = make_services(tmp_path, backend=slurm, **ldap_config(ldap_server))
     try:
-        c = create_app(services_=s).test_client()
+        c = create_app(s).test_client()
         r = c.post("/login", data={"username": "carol", "password": PASSWORDS["carol"],
                                    "csrf_token": csrf_token(c)})
         assert r.status_code == 302 and r.headers["Location"] == "/", r.get_data(as_text=True)[:300]

@@ -319,7 +319,7 @@ def pg_world(pg_db, tmp_path):
     no_slurm_tests.ExplodingBackend.calls.clear()
     svc = _services(tmp_path, pg_db, backend=no_slurm_tests.ExplodingBackend())
     ids = make_world(svc)
-    yield svc, create_app(services_=svc), ids
+    yield svc, create_app(svc), ids
     svc.db.dispose()
 
 

@@ -43,7 +43,7 @@ def site(tmp_path):
         assert (r.exit_code == 0) == ok, (argv, r.output)
         return r.output
 
-    with serve(create_app(services_=svc)) as base:
+    with serve(create_app(svc)) as base:
         yield run, svc, ids, base
     svc.db.dispose()
 
@@ -94,7 +94,7 @@ def test_json_everywhere_matches_the_api(site):
     local_projects = json.loads(run("project", "list", "--json", actor="alice"))
     assert local_projects == json.loads(run("project", "list", "--json", url=base, token=tok))
     from portal.app import create_app
-    api = create_app(services_=svc).test_client()
+    api = create_app(svc).test_client()
     hdr = {"Authorization": f"Bearer {tok}"}
     assert local_projects == api.get("/api/projects", headers=hdr).get_json()["projects"]
     shown = json.loads(run("project", "show", "nlp/proj", "--json", actor="alice"))

@@ -23,7 +23,7 @@ from tests.support.web import add_user, csrf_token, login, make_world
 def env(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend())
     ids = make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     yield svc, app, ids
     svc.db.dispose()
 

@@ -94,7 +94,7 @@ def site(tmp_path):
         assert (r.exit_code == 0) == ok, (argv, r.exit_code, r.output)
         return r.output
 
-    with serve(create_app(services_=svc)) as base:
+    with serve(create_app(svc)) as base:
         yield (lambda *a, **kw: run(*a, base=base, **kw)), svc
 
 

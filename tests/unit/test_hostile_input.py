@@ -43,7 +43,7 @@ STRINGS = {"team": "nlp", "project": "proj", "rest": "x", "filename": "slipway.c
 def world(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend())
     ids = make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     with svc.db.session() as s:
         alice = access.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
     _tid, token = user_tokens.create_token(svc, alice, "hostile")

@@ -159,7 +159,7 @@ def client_as(app, name):
 
 def test_web_button_for_admins_and_confirmed_delete(world):
     svc, ids = world
-    app = create_app(services_=svc)
+    app = create_app(svc)
     jid = ids["ended"]
     carol = client_as(app, "carol")
     assert 'id="delete-job"' not in carol.get(f"/jobs/{jid}").get_data(as_text=True)
@@ -184,7 +184,7 @@ def test_web_button_for_admins_and_confirmed_delete(world):
 
 def test_api_delete(world):
     svc, ids = world
-    c = create_app(services_=svc).test_client()
+    c = create_app(svc).test_client()
     jid = ids["ended"]
     before = money(svc)
 

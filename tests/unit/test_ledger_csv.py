@@ -51,7 +51,7 @@ def world(tmp_path):
     ids = make_world(svc)
     for note in HOSTILE:
         billing.add_funds(svc.db, "nlp", "1.00", by="=evil()", note=note, now=svc.now())
-    yield svc, ids, create_app(services_=svc)
+    yield svc, ids, create_app(svc)
     svc.db.dispose()
 
 

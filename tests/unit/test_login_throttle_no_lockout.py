@@ -24,7 +24,7 @@ class Clock:
 def env(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend())
     make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     clock = Clock()
     app.extensions["slipway_login_throttle"] = LoginThrottle(
         per_user=5, per_address=20, per_account=20, window_s=300, max_delay_s=60, clock=clock)

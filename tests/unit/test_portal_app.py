@@ -18,7 +18,7 @@ def env(tmp_path):
     backend = FakeBackend()
     svc = make_services(tmp_path, backend=backend)
     seed(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     app.testing = True
     yield svc, app.test_client(), backend, tmp_path
     svc.db.dispose()
@@ -111,7 +111,7 @@ def test_config_from_env_and_file(tmp_path):
 def test_pages_pass_the_admission_gate_and_git_does_not(tmp_path):
     from portal.web.admission import AdmissionMiddleware
 
-    app = create_app(services_=make_services(tmp_path, page_slots=3))
+    app = create_app(make_services(tmp_path, page_slots=3))
     gate_mw = app.wsgi_app.app  # DispatcherMiddleware(app=<gated Flask>, mounts={"/git": ...})
     assert isinstance(gate_mw, AdmissionMiddleware) and not isinstance(app.wsgi_app.mounts["/git"], AdmissionMiddleware)
     gate_mw.gate.acquire(), gate_mw.gate.acquire(), gate_mw.gate.acquire()  # all 3 slots busy

@@ -137,7 +137,7 @@ def test_rerun_refusals_reserve_nothing(world, case, expect):
 
 def test_api_rerun(world):
     svc, ids, backend, tip, _ = world
-    c = create_app(services_=svc).test_client()
+    c = create_app(svc).test_client()
 
     def post(url, who):
         return c.post(url, headers={"Authorization": f"Bearer {ids[who + '_token']}"}, json={})
@@ -155,7 +155,7 @@ def test_api_rerun(world):
 
 def test_web_run_again_button(world):
     svc, ids, backend, tip, _ = world
-    c = create_app(services_=svc).test_client()
+    c = create_app(svc).test_client()
     login(c, "carol")
     page = c.get(f"/jobs/{ids['succeeded']}").get_data(as_text=True)
     assert 'id="rerun-form"' in page and f'/jobs/{ids["succeeded"]}/rerun' in page
@@ -173,7 +173,7 @@ def test_web_run_again_button(world):
     r = c.post(f"/jobs/{ids['succeeded']}/rerun", data={"csrf_token": csrf_token(c)},
                follow_redirects=True)
     assert r.status_code == 200 and "already has job" in r.get_data(as_text=True)
-    c2 = create_app(services_=svc).test_client()
+    c2 = create_app(svc).test_client()
     login(c2, "mallory")
     r = c2.post(f"/jobs/{ids['succeeded']}/rerun", data={"csrf_token": csrf_token(c2)})
     assert r.status_code == 404 and len(backend.submits) == 1
@@ -200,7 +200,7 @@ def test_cli_rerun_local_and_remote(world, tmp_path):
     assert "there is no job" in run("job", "rerun", str(ids["succeeded"]), actor="mallory", ok=False)
     with svc.db.transaction() as s:  # that job ended: the branch is free again
         s.scalar(select(Job).where(Job.state == "pending", Job.branch == "exp-0")).state = "failed"
-    with serve(create_app(services_=svc)) as base:
+    with serve(create_app(svc)) as base:
         out = run("job", "rerun", str(ids["succeeded"]), url=base, token=ids["alice_token"])
         assert f"job {ids['succeeded']} runs again as job" in out
         out = run("job", "rerun", str(ids["succeeded"]), url=base, token=ids["mallory_token"], ok=False)

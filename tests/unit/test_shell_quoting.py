@@ -69,7 +69,7 @@ def test_plain_words_stay_readable():
 def web(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend())
     ids = make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     c = app.test_client()
     assert login(c, "alice").status_code == 302
     yield svc, ids, c

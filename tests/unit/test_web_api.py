@@ -15,7 +15,7 @@ def api(tmp_path):
     backend = FakeBackend()
     svc = make_services(tmp_path, backend=backend)
     ids = make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     c = app.test_client()
 
     def call(method, url, who="alice", **kw):

@@ -17,7 +17,7 @@ def env(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend(), login_max_failures=3,
                         login_max_failures_per_address=5, login_failure_window=60)
     make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     yield svc, app
     svc.db.dispose()
 
@@ -107,7 +107,7 @@ def test_behind_a_trusted_proxy_the_client_address_is_counted(tmp_path):
     svc = make_services(tmp_path, backend=FakeBackend(), login_max_failures=100,
                         login_max_failures_per_address=2, trusted_proxies=1)
     make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     try:
         def attempt(client, forwarded, name, password):
             return client.post("/login", data={"username": name, "password": password,

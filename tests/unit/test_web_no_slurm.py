@@ -29,7 +29,7 @@ class ExplodingBackend:
 def world(tmp_path):
     svc = make_services(tmp_path, backend=ExplodingBackend())
     ids = make_world(svc)
-    yield svc, create_app(services_=svc), ids
+    yield svc, create_app(svc), ids
     svc.db.dispose()
 
 

@@ -39,7 +39,7 @@ def world(tmp_path):
         ids["alice_token_id"] = s.scalar(select(AccessToken.id).join(User).where(User.name == "alice"))
         alice = access.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
     ids["fund_request"] = funds.request_funds(svc, alice, "nlp", "30", "NLP-FUND-NOTE").id
-    app = create_app(services_=svc)
+    app = create_app(svc)
     yield svc, app, ids, backend
     svc.db.dispose()
 

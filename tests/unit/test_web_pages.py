@@ -22,7 +22,7 @@ def env(tmp_path):
     backend = FakeBackend()
     svc = make_services(tmp_path, backend=backend)
     ids = make_world(svc)
-    app = create_app(services_=svc)
+    app = create_app(svc)
     yield svc, app, ids, backend
     svc.db.dispose()
 
@@ -103,7 +103,7 @@ def test_session_cookie_flags(env):
     cookie = [v for k, v in r.headers.items() if k == "Set-Cookie" and "slipway_session" in v][0]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     svc.config.base_url = "https://slipway.example"
-    app2 = create_app(services_=svc)
+    app2 = create_app(svc)
     assert app2.config["SESSION_COOKIE_SECURE"] is True
     svc.config.base_url = "http://127.0.0.1:8000"
 
