@@ -7,6 +7,8 @@ local mode both call them, so ``slipway --url …`` (through the API) and ``slip
 """
 from __future__ import annotations
 
+import json
+
 from .db import Job, LedgerEntry, Project
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -27,13 +29,21 @@ def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | 
             "cancel_requested": j.cancel_requested, "cancel_reason": j.cancel_reason,
             "results_ref": j.results_ref, "results_sha": j.results_sha,
             "branch_updated": j.branch_updated, "log": log, "url": f"/jobs/{j.id}",
+            "output_state": j.output_state, "output_bytes": j.output_bytes,
+            "continue_from": j.continue_from,
             "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
+
+
+def _inputs(p) -> dict:
+    """A project's default input bindings (rows of the paged list carry no ``inputs``)."""
+    raw = getattr(p, "inputs", None)
+    return json.loads(raw) if raw else {}
 
 
 def project_dict(p: Project, team_name: str, remote_url: str, stats: dict | None = None) -> dict:
     d = {"team": team_name, "name": p.name, "gpu_type": p.gpu_type, "gpu_count": p.gpu_count,
          "image": p.image, "time_limit_min": p.time_limit_min, "remote_url": remote_url,
-         "created_at": iso(p.created_at)}
+         "created_at": iso(p.created_at), "inputs": _inputs(p)}
     if stats is not None:
         d.update(jobs=stats.get("jobs", 0), active_jobs=stats.get("active", 0))
     return d

@@ -46,6 +46,15 @@ from .models import (  # noqa: F401  (re-exported)
     to_micros,
     utcnow,
 )
+from .data_models import (  # noqa: F401  (re-exported)
+    DATA_KINDS,
+    DataFile,
+    DataRepo,
+    DataShare,
+    DataUpload,
+    DataVersion,
+    JobInput,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000

@@ -120,6 +120,8 @@ class Team(Base):
     ldap_group: Mapped[str | None] = mapped_column(String(512), nullable=True, default=None)
     # Fair-share weight of the team's Slurm account.
     fairshare: Mapped[int] = mapped_column(Integer, default=100)
+    # Data repositories + kept job outputs may use this many bytes (None: no quota; 0007).
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
     projects: Mapped[list[Project]] = relationship(back_populates="team", cascade="all, delete-orphan")
@@ -157,6 +159,8 @@ class Project(Base):
     image: Mapped[str] = mapped_column(String(128))
     time_limit_min: Mapped[int] = mapped_column(Integer, default=60)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # default input bindings, JSON {"input0": "vision/cifar-100:latest", ...} (0007)
+    inputs: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
     team: Mapped[Team] = relationship(back_populates="projects")
     jobs: Mapped[list[Job]] = relationship(back_populates="project", cascade="all, delete-orphan",
@@ -244,6 +248,15 @@ class Job(Base):
     # Set while the reconciler holds the waiting job in Slurm because the team's balance is under
     # the start minimum ($1.00); cleared when it releases it (migration 0005).
     balance_hold_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    # /output (migration 0007): "none" (before it is made), "open" (the job writes it), "kept"
+    # (sealed after the job ended: read-only), "deleted". A continued job starts from the kept
+    # output of ``continue_from``.
+    output_state: Mapped[str] = mapped_column(String(16), default="none")
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    output_files: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    output_kept_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    output_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    continue_from: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
     project: Mapped[Project] = relationship(back_populates="jobs")
     pusher: Mapped[User | None] = relationship()

@@ -9,7 +9,8 @@ pre-receive (``handle_pre_receive``), before git updates any ref:
      running recreates its own results ref when it ends);
   3. only branch updates start jobs: tag pushes and deletions are ignored;
   4. checks, all reported together: project exists; pusher is a member of its team (or a
-     cluster admin); push options parse (``gpus=a6000:1``, ``time=30m|2h|90``, ``image=NAME``);
+     cluster admin); push options parse (``gpus=a6000:1``, ``time=30m|2h|90``, ``image=NAME``,
+     ``input0=TEAM/DATA:V``, ``continue=JOB``) and the bindings resolve (``jobs.job_data``);
      image in the catalog with a build for the configured container runtime (pytorch has no
      ch-run build, for instance); GPU type/count within limits; time limit sane; the team's balance
      is at least $1.00; ``slipway-entrypoint.sh`` is a regular file at the pushed commit; the
@@ -48,7 +49,7 @@ from .. import integrations as ig
 from .. import shellquote
 from ..db import Job, User
 from ..services import Services
-from . import states
+from . import job_data, states
 from .lookups import active_job, busy_message, find_project, is_member
 from .push_options import effective_settings, parse_push_options, settings_problems
 from .submit import submit_job
@@ -191,6 +192,8 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
         settings = effective_settings(project, overrides)
         if not opt_problems:
             problems += settings_problems(svc, settings)
+            data_plan, data_problems = job_data.plan(s, project, team, overrides)
+            problems += data_problems
 
         decision = ig.can_start(billing.balance(s, team.id), team.name, svc.config.min_start_balance)
         if not decision.ok:
@@ -220,11 +223,13 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
                 busy = active_job(s, project_id, u.branch)
                 if busy is not None:
                     raise _Busy(busy_message(busy))
-                s.add(Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
+                job = Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
                           state=states.QUEUED, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
                           image=settings.image, time_limit_min=settings.time_limit_min,
-                          created_at=now, state_changed_at=now))
+                          created_at=now, state_changed_at=now)
+                s.add(job)
                 s.flush()  # the partial unique index fires here on PostgreSQL races
+                job_data.apply(s, job.id, data_plan)
     except _Busy as exc:
         return _refuse([str(exc)])
     except IntegrityError:

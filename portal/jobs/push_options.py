@@ -19,11 +19,14 @@ from typing import Any, Mapping
 from slurm_bridge.request import GpuRequest
 
 from .. import integrations as ig
+from ..data import bindings
+from ..teams.access import OpError
 from ..db import Project
 from ..services import Services
 
 PUSH_OPTIONS_HELP = ("gpus=TYPE:COUNT (e.g. gpus=a6000:1), time=30m|2h|90 (minutes), image=NAME, "
-                     "run=no (update the branch without starting a job)")
+                     "input0..input4=TEAM/DATA:VERSION|job:N (read-only inputs), continue=JOB "
+                     "(start from that job's /output), run=no (update the branch without starting a job)")
 _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
 
 
@@ -65,7 +68,7 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
         key, sep, value = opt.partition("=")
         key = key.strip().lower()
         value = value.strip()
-        if not sep or not value:
+        if not sep or (not value and not key.startswith("input")):
             problems.append(f"slipway: push option {opt!r} needs a value; known options: {PUSH_OPTIONS_HELP}")
             continue
         if key in ("gpus", "gpu", "gres"):
@@ -80,6 +83,22 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
                 problems.append(f"slipway: push option time: {exc}")
         elif key == "image":
             overrides["image"] = value
+        elif key.startswith("input"):
+            try:
+                slot = bindings.slot_of(key)
+                if slot is None:
+                    raise OpError(f"unknown push option {key!r}")
+                if value.strip("'\""):
+                    bindings.check_text(value)
+                overrides.setdefault("inputs", {})[slot] = value.strip("'\"")
+            except OpError as exc:
+                problems.append(f"slipway: push option {key}: {exc}")
+        elif key == "continue":
+            if value.isdigit() and 0 < len(value) <= 12:
+                overrides["continue"] = int(value)
+            else:
+                problems.append(f"slipway: push option continue: write continue=JOB (a job number), "
+                                f"not {value[:40]!r}")
         elif key == "run":
             if value.lower() in ("no", "false", "0"):
                 overrides["run"] = False

@@ -30,7 +30,7 @@ from ..billing import ledger as billing
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log
-from . import lookups, push_options, recovery, states, submit
+from . import job_data, lookups, push_options, recovery, states, submit
 
 
 class Actor(Protocol):
@@ -52,8 +52,11 @@ def _plain(message: str) -> str:
     return message[len("slipway: "):] if message.startswith("slipway: ") else message
 
 
-def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
-    """Reserve and submit a new job like ``job_id`` at its branch's current tip.
+def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool = False
+              ) -> tuple[int, str]:
+    """Reserve and submit a new job like ``job_id`` (same GPUs, time, image and input
+    bindings) at its branch's current tip -- or, with ``continue_output``, at the SAME commit
+    with a /output that starts as a copy of ``job_id``'s kept /output (``slipway job continue``).
 
     Returns (new job id, message). Raises RerunError when the rerun is refused (nothing is
     reserved then)."""
@@ -82,16 +85,24 @@ def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
         decision = ig.can_start(billing.balance(s, team.id), team.name, cfg.min_start_balance)
         if not decision.ok:
             problems.append(decision.message)
+        if continue_output:
+            data_plan, data_problems = job_data.plan(s, project, team, {}, continue_from=job_id)
+        else:
+            data_plan, data_problems = job_data.plan(s, project, team, {}, inputs_from=job_id)
+        problems += [_plain(p) for p in data_problems]
         team_name, project_name, project_id, branch = team.name, project.name, project.id, old.branch
+        old_commit = old.commit_sha
     tip = recovery.branch_tip(svc, team_name, project_name, branch)
     if tip is None:
         raise RerunError(f"branch {branch} no longer exists in {team_name}/{project_name}: "
                          f"nothing to run; push it again")
-    msg = svc.git.entrypoint_problem(team_name, project_name, tip, None)
+    commit = old_commit if continue_output else tip
+    msg = svc.git.entrypoint_problem(team_name, project_name, commit, None)
     if msg:
-        problems.append(_plain(msg) + f" (branch {branch} at {tip[:12]})")
+        problems.append(_plain(msg) + f" (branch {branch} at {commit[:12]})")
     if problems:
-        raise RerunError(f"job {job_id} cannot run again: " + "; ".join(problems))
+        what = "be continued" if continue_output else "run again"
+        raise RerunError(f"job {job_id} cannot {what}: " + "; ".join(problems))
 
     now = svc.now()
     try:
@@ -99,18 +110,23 @@ def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
             busy = lookups.active_job(s, project_id, branch)
             if busy is not None:
                 raise RerunError(_plain(lookups.busy_message(busy)))
-            new = Job(project_id=project_id, branch=branch, commit_sha=tip, pusher_id=pusher_id,
+            new = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,
                       state=states.QUEUED, gpu_type=settings.gpu_type,
                       gpu_count=settings.gpu_count, image=settings.image,
                       time_limit_min=settings.time_limit_min, created_at=now, state_changed_at=now)
             s.add(new)
             s.flush()
             new_id = new.id
+            job_data.apply(s, new_id, data_plan)
     except IntegrityError:  # a push reserved the branch between the check and the insert
         with svc.db.session() as s:
             busy = lookups.active_job(s, project_id, branch)
         raise RerunError(_plain(lookups.busy_message(busy)) if busy is not None
                          else f"branch {branch} got a job just now") from None
-    log.info("job %s: run again by %s as job %s at %s", job_id, actor.name, new_id, tip[:12])
+    how = "continued" if continue_output else "run again"
+    log.info("job %s: %s by %s as job %s at %s", job_id, how, actor.name, new_id, commit[:12])
     _ok, message = submit.submit_job(svc, new_id)
-    return new_id, f"job {job_id} runs again as job {new_id} at {tip[:12]}: {_plain(message)}"
+    if continue_output:
+        return new_id, (f"job {job_id} continues as job {new_id} at {commit[:12]} with its /output: "
+                        f"{_plain(message)}")
+    return new_id, f"job {job_id} runs again as job {new_id} at {commit[:12]}: {_plain(message)}"

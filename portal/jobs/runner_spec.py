@@ -44,6 +44,8 @@ class JobSnapshot:
     account: str
     gpus: GpuRequest
     time_limit_min: int
+    team_id: int = 0
+    continue_from: int | None = None      # the job whose kept /output this one starts from
 
 
 def hash_token(token: str) -> str:
@@ -110,6 +112,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     if _should_chown(svc):
         os.chown(d, *_ids(snap.unix_user))
     workdir = d / "work"
+    binds, readonly = job_mounts(svc, snap, d)
     # What the container must see goes in the argv (both runtimes clean the environment); the
     # runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
     # PORT is passed through from the runner's environment instead: the runner may move the job
@@ -117,7 +120,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     env = {"SLIPWAY_JOB_ID": str(snap.job_id), "SLIPWAY_BRANCH": snap.branch,
            "SLIPWAY_COMMIT": snap.commit}
     argv = ig.container_argv(cfg, svc.catalog, snap.image, str(workdir), ENTRYPOINT_COMMAND, env,
-                             passthrough_extra=("PORT",))
+                             passthrough_extra=("PORT",), binds=binds)
     spec = RunnerSpec(
         job_id=snap.job_id,
         repo_url=cfg.repo_url(snap.team, snap.project),
@@ -134,6 +137,8 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
         lfs_threshold_bytes=1024 * 1024,
         grace_seconds=5.0,
         callback_url=cfg.job_events_url(snap.job_id),
+        readonly_paths=tuple(readonly),
+        output_dir=str(d / "output"),
         author_name="Slipway",
         author_email="slipway@localhost",
         # image, image_digest, gpu_type, gpu_count, gpu_rate
@@ -143,3 +148,34 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     write_spec(svc, spec_path, spec, snap.unix_user)
     command = [cfg.node_python, "-m", ig.RUNNER_MODULE, str(spec_path)]
     return spec_path, spec, command
+
+
+def job_mounts(svc: Services, snap: JobSnapshot, d: Path) -> tuple[list[tuple], list[str]]:
+    """The job's binds: its inputs read-only at /input<slot> and its /output (made here, empty
+    or a copy of the kept output it continues from), with the gates letting its team in.
+    Raises ValueError when a bound version or output is gone since the push."""
+    from ..data import bindings, gates, outputs, outputs_fs
+    from ..data.store import DataStore
+    store = DataStore.for_services(svc)
+    with svc.db.session() as s:
+        mounts = bindings.mounts_for_job(s, store, snap.job_id)
+    if mounts.unkept:   # ended, not kept yet: keep them now and look again
+        for src in mounts.unkept:
+            outputs.ensure_kept(svc, src)
+        with svc.db.session() as s:
+            mounts = bindings.mounts_for_job(s, store, snap.job_id)
+    if mounts.problems:
+        raise ValueError("; ".join(mounts.problems))
+    out = d / "output"
+    if not out.is_dir() or out.is_symlink():
+        copy_from = None
+        if snap.continue_from is not None:
+            if outputs.ensure_kept(svc, snap.continue_from) != "kept":
+                raise ValueError(f"job {snap.continue_from}'s /output is not kept; it cannot be continued")
+            copy_from = outputs.kept_dir(svc, snap.team_id, snap.continue_from)
+        uid, gid = _ids(snap.unix_user) if _should_chown(svc) else (os.getuid(), os.getgid())
+        outputs_fs.make_output(store, out, uid, gid, copy_from, _should_chown(svc))
+    gates.sync_for_job(svc, mounts.repo_ids, snap.team_id)
+    binds = [(path, f"/input{slot}", True) for slot, path in mounts.inputs]
+    binds.append((str(out), "/output", False))
+    return binds, [path for _slot, path in mounts.inputs]

@@ -140,7 +140,7 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
             commit=job.commit_sha, port=job.port, image=job.image,
             unix_user=job.pusher.unix_user if job.pusher else "",
             account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
-            time_limit_min=job.time_limit_min,
+            time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
         )
     try:
         if not snap.unix_user:
@@ -186,6 +186,8 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
         else:
             waiting = job.state == states.QUEUED or unknown_submission(job)
             job.slurm_job_id = slurm_id
+            if job.output_state == "none":
+                job.output_state = "open"   # prepare_job made <job dir>/output
             job.submitted_at = job.submitted_at or svc.now()
             if waiting:
                 states.transition(job, states.PENDING, now=svc.now(), reason=note)

@@ -129,8 +129,20 @@ def storage_bytes(svc: Services, team: str, project: str) -> int | None:
     return size
 
 
+def _inputs_json(s, team: Team, inputs) -> str | None:
+    """Default bindings checked (syntax, and that each one resolves for the team now)."""
+    import json
+
+    from ..data import bindings
+    wanted = bindings.parse_defaults(inputs)
+    _resolved, problems = bindings.resolve(s, team, {int(k[5:]): v for k, v in wanted.items()})
+    if problems:
+        raise OpError("; ".join(p.removeprefix("slipway: ") for p in problems))
+    return json.dumps(wanted) if wanted else None
+
+
 def create_project(svc: Services, actor: Actor, team_name: str, name: str,
-                   settings: push_options.JobSettings) -> str:
+                   settings: push_options.JobSettings, *, inputs: dict | None = None) -> str:
     """Create a project row and its bare repository (like ``slipway project create``)."""
     try:
         name = ig.validate_name((name or "").strip(), "project")
@@ -141,15 +153,20 @@ def create_project(svc: Services, actor: Actor, team_name: str, name: str,
         if s.scalar(select(Project.id).where(Project.team_id == team.id, Project.name == name)):
             raise OpError(f"project {team.name}/{name} exists already", 409)
         s.add(Project(team_id=team.id, name=name, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
-                      image=settings.image, time_limit_min=settings.time_limit_min, created_at=svc.now()))
+                      image=settings.image, time_limit_min=settings.time_limit_min, created_at=svc.now(),
+                      inputs=_inputs_json(s, team, inputs) if inputs else None))
         svc.git.create_repo(team.name, name)
     return name
 
 
 def update_settings(svc: Services, actor: Actor, team_name: str, project_name: str,
-                    settings: push_options.JobSettings) -> None:
+                    settings: push_options.JobSettings, *, inputs: dict | None = None) -> None:
+    """``inputs``: the default bindings {"input0": "vision/cifar-100:latest", ...} (an empty
+    text drops a slot; ``{}`` drops them all); None keeps them."""
     with svc.db.transaction() as s:
         p, _ = project_access(s, actor, team_name, project_name, ROLE_ANY, "change project settings")
+        if inputs is not None:
+            p.inputs = _inputs_json(s, p.team, inputs)
         p.gpu_type, p.gpu_count = settings.gpu_type, settings.gpu_count
         p.image, p.time_limit_min = settings.image, settings.time_limit_min
 

@@ -13,7 +13,7 @@ from ... import integrations as ig
 from ...private_files import opener as private_opener
 from ...services import Services, log
 from .. import unknown
-from . import ended, money, queue, safety, sync
+from . import data, ended, money, queue, safety, sync
 from .report import TickReport, move
 
 
@@ -47,6 +47,7 @@ class Reconciler:
             money.bill(svc, self.biller, live_records + final_records, now, report)
             ended.apply_finals(svc, finals, now, report)
             unknown.cancel_adopted(svc, list(report.adopted), report)  # cancelled meanwhile
+        data.keep_outputs(svc, report)   # ended jobs' /output: sealed read-only, kept
         # every charge of this tick (GPU and storage) is in before the balance rules read it
         money.storage(svc, self.biller, now, report)
         money.cut_off(svc, now, report)
@@ -57,6 +58,7 @@ class Reconciler:
             unknown.settle(svc, now, report, move)
         safety.hard_cancels(svc, now, report)
         sync.ldap(svc, now, report)
+        data.sync_gates(svc, report)     # who may read which data tree on disk
         self._accounts_synced_at = sync.sync_slurm_accounts(svc, self._accounts_synced_at, now, report)
         return report
 

@@ -12,6 +12,7 @@ from accounting.biller import Biller
 from ...billing import ledger as billing
 from ... import integrations as ig
 from ...db import Job, Project, ReconcilerState, Team
+from ...data import storage as data_storage
 from ...services import Services
 from .. import service, states
 from .report import SLURM_HELD_REASONS, TickReport
@@ -52,6 +53,7 @@ def storage(svc: Services, biller: Biller, now: datetime, report: TickReport) ->
             report.errors.append(f"storage {team}/{name}: {exc}")
             continue
         samples.append(ig.storage_sample(team, f"repo:{team}/{name}", size, created))
+    samples += data_storage.samples(svc)   # data versions and kept job outputs
     if samples:
         result = biller.tick_storage(samples, now)
         report.charges += len(result.appended)
