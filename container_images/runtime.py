@@ -35,8 +35,12 @@ charliecloud (this machine; ch-run 0.31 on a directory or SquashFS image)::
     "keep" option; ``--unset-env='*'`` when there is nothing to keep).
   * ``--env-no-expand`` stops ch-run expanding ``$X`` in values; ch-run strips one pair of single
     quotes around a value, so every value is wrapped in ``'...'`` and arrives verbatim.
-  * ch-run 0.31 has no read-only bind: ``Bind(read_only=True)`` is mounted read-write and only the
-    host permissions protect it (stage inputs not writable by the job user). The image itself is
+  * ch-run 0.31 has no read-only bind, so the argv binds ``Bind(read_only=True)`` plainly and the
+    node runner makes it read-only: it starts ch-run through ``git_gateway.node.readonly``, which
+    enters a new user+mount namespace (uid/gid mapped to themselves) and bind-mounts each such
+    source onto itself read-only (the spec's ``readonly_paths``), so writes to /input0..4 fail
+    with "Read-only file system". Where user namespaces are off it warns and runs anyway: stage
+    inputs not writable by the job user (root-owned 0444 files, 0555 dirs). The image itself is
     mounted read-only; ``DST`` must already exist in it (``build`` makes /work, /output,
     /input0../input4 and /mnt/0../mnt/9).
   * /dev, /proc, /sys are the host's (GPUs are visible as /dev/nvidia*; Slurm's device cgroup
@@ -295,7 +299,7 @@ def container_argv(
     argv.append("--private-tmp")
     argv.append(f"--bind={wd}:{CONTAINER_WORKDIR}")
     for b in bind_list:
-        argv.append(f"--bind={b.src}:{b.dst}")  # ch-run 0.31: no read-only binds (see module doc)
+        argv.append(f"--bind={b.src}:{b.dst}")  # read-only: the runner's namespace step (module doc)
     argv += [f"--cd={CONTAINER_WORKDIR}", image, "--", *argv_cmd]
     return argv
 

@@ -216,9 +216,14 @@ def image_names(catalog) -> tuple[str, ...]:
 
 
 def container_argv(config: Config, catalog, image: str, workdir: str, command: Sequence[str],
-                   env: Mapping[str, str], passthrough_extra: Sequence[str] = ()) -> list[str]:
+                   env: Mapping[str, str], passthrough_extra: Sequence[str] = (),
+                   binds: Sequence[Any] = ()) -> list[str]:
     """argv that runs ``command`` in ``image`` with cwd = the checkout (container_images.runtime);
-    ``passthrough_extra`` names variables the container takes from the launching environment."""
+    ``passthrough_extra`` names variables the container takes from the launching environment;
+    ``binds``: ``container_images.runtime.Bind(src, dst, read_only)`` values or plain
+    ``(src, dst, read_only)`` tuples (inputs read-only at /input0../input4, the output writable
+    at /output; read-only for ch-run needs the spec's ``readonly_paths`` too). Bad binds raise
+    ``container_images.runtime.InvalidContainerSpec`` (a ValueError)."""
     from container_images import runtime
 
     if config.container_runtime == "apptainer":
@@ -226,7 +231,7 @@ def container_argv(config: Config, catalog, image: str, workdir: str, command: S
     else:
         image_path = catalog.local_path(image, config.images_root)
     return list(runtime.container_argv(config.container_runtime, str(image_path), workdir,
-                                       list(command), dict(env), gpus=True,
+                                       list(command), dict(env), binds=tuple(binds), gpus=True,
                                        passthrough=(*runtime.PASSTHROUGH_ENV, *passthrough_extra)))
 
 

@@ -20,6 +20,11 @@
        re-exported as ``APPTAINERENV_<NAME>`` so it survives ``--cleanenv``); stdout/stderr are
        inherited (Slurm's output file). The runtime is the spec's ``container_runtime`` or, when
        absent, read from ``container_argv[0]`` (``apptainer``/``singularity``, ``ch-run``).
+       Before that the spec's ``output_dir`` (the job's /output) must be a directory this user
+       can write and each ``readonly_paths`` entry (its /input0../input4) readable, else the job
+       fails with the reason. ch-run has no read-only bind: with ``readonly_paths`` it is
+       started through ``readonly`` (a new user+mount namespace where those paths are read-only
+       mounts); Apptainer's argv carries ``:ro`` binds itself.
     4. SIGTERM/SIGINT/SIGUSR1 are forwarded to the child's process group. After TERM/INT the
        child gets ``grace_seconds``, then SIGKILL (the whole group).
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
@@ -37,8 +42,8 @@ must hold nothing but the checkout: everything in it is committed (keep Slurm's 
 the spec outside it). The token is never passed to the container's environment.
 Callback failures are logged, never fatal. Standard library and this folder only: spec (the
 JSON spec), events (stderr and callbacks), checkout (the checkout across attempts, commit-back),
-container_env (the container's environment), ports (PORT), results (commit-back: gitops,
-pushing, lfs_track), trailers.
+container_env (the container's environment), ports (PORT), readonly (read-only inputs for
+ch-run), results (commit-back: gitops, pushing, lfs_track), trailers.
 """
 from __future__ import annotations
 
@@ -49,9 +54,9 @@ import sys
 import threading
 import time
 
-from . import gitops
+from . import gitops, readonly
 from .checkout import JobCheckout
-from .container_env import launch_env
+from .container_env import launch_env, runtime_of
 from .events import post_event, say
 from .ports import ensure_free_port
 from .spec import RunnerSpec
@@ -87,13 +92,31 @@ class Runner(JobCheckout):
             signal.signal(s, self._on_signal)
 
     # --------------------------------------------------------------------- run
+    def fail_before_start(self, msg: str) -> int:
+        """The entrypoint never ran: say why, report it as the job's result, exit 1."""
+        say(msg)
+        self.post(self.spec.callback_url, self.spec.token,
+                  {"event": "finishing", "exit_code": 1, "signal": self.stop_signal})
+        self.post(self.spec.callback_url, self.spec.token,
+                  {"event": "results", "results_ref": None, "sha": None,
+                   "branch_updated": False, "message": msg})
+        return 1
+
+    def container_command(self) -> list[str]:
+        """``container_argv``; for ch-run with read-only inputs, through the namespace wrapper
+        (git_gateway.node.readonly: Apptainer's argv has its own ``:ro`` binds)."""
+        argv = list(self.spec.container_argv)
+        if self.spec.readonly_paths and runtime_of(self.spec) == "charliecloud":
+            return readonly.wrapper_argv(self.spec.readonly_paths, argv)
+        return argv
+
     def run_child(self) -> int:
         if self.stop_signal is not None:
             say("stopped before the entrypoint started")
             return 128 + signal.Signals["SIG" + self.stop_signal].value
         sys.stdout.flush()
         sys.stderr.flush()
-        self.child = subprocess.Popen(list(self.spec.container_argv), cwd=self.spec.workdir,
+        self.child = subprocess.Popen(self.container_command(), cwd=self.spec.workdir,
                                       env=launch_env(self.spec), start_new_session=True,
                                       stdin=subprocess.DEVNULL)
         if self.stop_signal is not None:   # TERM raced with the start
@@ -121,14 +144,11 @@ class Runner(JobCheckout):
             gitops.validate_branch(spec.branch)
             self.checkout()
         except Exception as e:
-            msg = f"slipway: could not check out {spec.commit[:12]} for job {spec.job_id}: {e}"
-            say(msg)
-            self.post(spec.callback_url, spec.token,
-                      {"event": "finishing", "exit_code": 1, "signal": self.stop_signal})
-            self.post(spec.callback_url, spec.token,
-                      {"event": "results", "results_ref": None, "sha": None,
-                       "branch_updated": False, "message": msg})
-            return 1
+            return self.fail_before_start(
+                f"slipway: could not check out {spec.commit[:12]} for job {spec.job_id}: {e}")
+        problem = bind_problem(spec)
+        if problem is not None:
+            return self.fail_before_start(f"slipway: job {spec.job_id} cannot start: {problem}")
         port = ensure_free_port(spec)
         self.post(spec.callback_url, spec.token,
                   {"event": "started", **({"port": port} if port is not None else {})})
@@ -171,6 +191,25 @@ class Runner(JobCheckout):
         finishing.join(timeout=3)
         self.post(spec.callback_url, spec.token, event)
         return status
+
+
+def bind_problem(spec: RunnerSpec) -> str | None:
+    """Why the job's /output or inputs cannot be used on this node (None: they can): the output
+    directory must be a directory this user can write, each input readable."""
+    out = spec.output_dir
+    if out is not None:
+        if not os.path.isdir(out):
+            return (f"its /output directory {out} does not exist on this node" if not
+                    os.path.lexists(out) else f"its /output {out} is not a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            return f"its /output directory {out} is not writable by this user (uid {os.getuid()})"
+    for path in spec.readonly_paths:
+        if not os.path.exists(path):
+            return f"its input {path} does not exist on this node"
+        need = os.R_OK | (os.X_OK if os.path.isdir(path) else 0)
+        if not os.access(path, need):
+            return f"its input {path} is not readable by this user (uid {os.getuid()})"
+    return None
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -16,6 +16,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: the node; tests/unit/test_git_gateway_units.py checks the two agree).
 CONTAINER_PASSTHROUGH = ("CUDA_VISIBLE_DEVICES",)
 CONTAINER_RUNTIMES = ("apptainer", "charliecloud")
+#: At most this many inputs (/input0../input4) are bound read-only into a job's container.
+MAX_READONLY_PATHS = 5
 #: The range a job may be moved to when its spec names none (specs written before port_min /
 #: port_max existed; the portal's own defaults).
 PORT_RANGE = (10000, 65535)
@@ -54,6 +56,11 @@ class RunnerSpec:
     gpu_type: str | None = None
     gpu_count: int | None = None
     gpu_rate: str | None = None          # dollars per GPU-hour, a decimal string
+    # host paths the container binds that it must see read-only (its /input0../input4; for
+    # ch-run the runner mounts them read-only, git_gateway.node.readonly), and the host path of
+    # its writable /output (checked before the entrypoint starts). Both already in the argv.
+    readonly_paths: tuple[str, ...] = ()
+    output_dir: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> RunnerSpec:
@@ -100,6 +107,7 @@ class RunnerSpec:
                 raise SpecError(f"port_min ({ports['port_min']}) is above port_max "
                                 f"({ports['port_max']})")
             facts = _trailer_facts(d)
+            binds = _bind_paths(d)
             return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
                        token=str(d["token"]), commit=commit, branch=str(d["branch"]),
                        workdir=workdir, container_argv=tuple(argv),
@@ -110,7 +118,7 @@ class RunnerSpec:
                        author_name=str(d.get("author_name") or "Slipway"),
                        author_email=str(d.get("author_email") or "slipway@localhost"),
                        container_runtime=runtime, passthrough_env=tuple(passthrough), **times,
-                       **ports, **facts)
+                       **ports, **facts, **binds)
         except KeyError as e:
             raise SpecError(f"spec is missing {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -123,6 +131,7 @@ class RunnerSpec:
         d = asdict(self)
         d["container_argv"] = list(self.container_argv)
         d["passthrough_env"] = list(self.passthrough_env)
+        d["readonly_paths"] = list(self.readonly_paths)
         return d
 
     def to_json(self) -> str:
@@ -155,3 +164,37 @@ def _trailer_facts(d: dict) -> dict:
         raise SpecError(f"gpu_rate must be a decimal string such as \"0.50\", not {rate!r}")
     out["gpu_rate"] = rate
     return out
+
+
+def _host_path(value: object, what: str) -> str:
+    """An absolute, normalised host path that can go into a bind spec (``SRC:DST``)."""
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a path string, not {value!r}")
+    if not value.startswith("/"):
+        raise SpecError(f"{what} {value!r} must be an absolute path")
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise SpecError(f"{what} {value!r} contains a NUL, newline or other control character")
+    for ch in (":", ","):
+        if ch in value:
+            raise SpecError(f"{what} {value!r} contains {ch!r}, which separates bind specs")
+    if os.path.normpath(value) != value or value.startswith("//"):
+        raise SpecError(f"{what} {value!r} must be a normalised path (no '.', '..', '//', "
+                        f"trailing '/')")
+    if value == "/":
+        raise SpecError(f"{what} cannot be '/'")
+    return value
+
+
+def _bind_paths(d: dict) -> dict:
+    """The spec's ``readonly_paths`` and ``output_dir``, checked."""
+    raw = d.get("readonly_paths") or []
+    if not isinstance(raw, (list, tuple)):
+        raise SpecError(f"readonly_paths must be a list of absolute paths, not {raw!r}")
+    if len(raw) > MAX_READONLY_PATHS:
+        raise SpecError(f"readonly_paths holds {len(raw)} paths; at most {MAX_READONLY_PATHS} "
+                        f"inputs (/input0../input4) can be bound")
+    paths = tuple(_host_path(p, f"readonly_paths[{i}]") for i, p in enumerate(raw))
+    output = d.get("output_dir")
+    if output is not None:
+        output = _host_path(output, "output_dir")
+    return {"readonly_paths": paths, "output_dir": output}

@@ -159,3 +159,77 @@ def test_unset_globs_match_everything_but_the_kept_names(keep, probe):
     for name in [*probe, *keep, *(k + "_" for k in keep), *(k[:-1] for k in keep if len(k) > 1)]:
         matched = any(fnmatch.fnmatchcase(name, g) for g in globs)
         assert matched == (name not in keep), (name, keep, globs)
+
+
+# -- issue 11: /input0../input4 read-only, /output writable ------------------------------------
+def test_apptainer_inputs_and_output_exact():
+    argv = container_argv("apptainer", "/images/IMAGE.sif", "/jobs/7/work", ["sh", "x.sh"], {},
+                          binds=job_binds(["/data/a", "/data/b"], "/jobs/7/output"))
+    assert argv == ["apptainer", "exec", "--cleanenv", "--containall",
+                    "--bind", "/jobs/7/work:/work", "--pwd", "/work",
+                    "--bind", "/data/a:/input0:ro", "--bind", "/data/b:/input1:ro",
+                    "--bind", "/jobs/7/output:/output",
+                    "/images/IMAGE.sif", "sh", "x.sh"]
+
+
+def test_charliecloud_inputs_and_output_are_plain_binds():
+    """ch-run has no ``:ro``: the runner's namespace step (git_gateway.node.readonly) makes the
+    inputs read-only, so the argv binds them like the output."""
+    argv = container_argv("charliecloud", "/img", "/jobs/7/work", ["true"], {},
+                          binds=job_binds([f"/data/{i}" for i in range(5)], "/jobs/7/output"))
+    binds = [a for a in argv if a.startswith("--bind=")]
+    assert binds == ["--bind=/jobs/7/work:/work",
+                     *(f"--bind=/data/{i}:/input{i}" for i in range(5)),
+                     "--bind=/jobs/7/output:/output"]
+    assert not any(a.endswith(":ro") for a in argv)
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "charliecloud"])
+@pytest.mark.parametrize("inputs, output, match", [
+    (["/data/a:b"], None, "contains ':'"),
+    (["/data/a,b"], None, "contains ','"),
+    (["/data/a"], "/jobs/7/out:put", "contains ':'"),
+    (["/data/a"], "/jobs/7/out,put", "contains ','"),
+    (["data/a"], None, "absolute"),
+    (["/data/a\nb"], None, "control character"),
+])
+def test_bad_input_or_output_paths_are_refused(runtime, inputs, output, match):
+    with pytest.raises(InvalidContainerSpec, match=match):
+        container_argv(runtime, "/img", "/w", ["true"], {}, binds=job_binds(inputs, output))
+
+
+def test_a_sixth_input_is_refused():
+    assert len(job_binds([f"/d{i}" for i in range(5)], "/o")) == 6
+    with pytest.raises(InvalidContainerSpec, match=r"at most 5 inputs .*got 6"):
+        job_binds([f"/d{i}" for i in range(6)], "/o")
+
+
+def test_portal_container_argv_passes_binds():
+    """portal.integrations.container_argv hands ``binds`` (Bind values or plain tuples) to the
+    runtime's builder."""
+    from types import SimpleNamespace
+
+    from portal import integrations as ig
+
+    class Catalog:
+        def sif_path(self, image, root):
+            return f"{root}/{image}.sif"
+
+        def local_path(self, image, root):
+            return f"{root}/{image}"
+
+    cfg = SimpleNamespace(container_runtime="apptainer", images_root="/images")
+    argv = ig.container_argv(cfg, Catalog(), "py", "/jobs/7/work", ["true"], {},
+                             binds=[Bind("/data/a", "/input0", True), ("/jobs/7/o", "/output", False)])
+    assert argv[argv.index("--pwd") + 2:] == ["--bind", "/data/a:/input0:ro",
+                                               "--bind", "/jobs/7/o:/output", "/images/py.sif",
+                                               "true"]
+    cfg.container_runtime = "charliecloud"
+    argv = ig.container_argv(cfg, Catalog(), "busybox", "/w", ["true"], {},
+                             binds=job_binds(["/data/a"], "/o"))
+    assert "--bind=/data/a:/input0" in argv and "--bind=/o:/output" in argv
+    assert ig.container_argv(cfg, Catalog(), "busybox", "/w", ["true"], {}) == \
+        ig.container_argv(cfg, Catalog(), "busybox", "/w", ["true"], {}, binds=())
+    with pytest.raises(InvalidContainerSpec, match="contains ':'"):
+        ig.container_argv(cfg, Catalog(), "busybox", "/w", ["true"], {},
+                          binds=[("/a:b", "/input0", True)])

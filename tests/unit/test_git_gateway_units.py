@@ -406,6 +406,20 @@ def test_runner_container_env_is_the_runtime_rule(runtime, base):
     assert container_env.container_launch_env(runtime, base) == rt.launch_env(runtime, base)
 
 
+def test_spec_input_limit_is_the_runtimes():
+    """The node's spec and container_images agree on how many inputs a job binds, and on what a
+    bind path may not hold."""
+    from container_images import runtime as rt
+    from git_gateway.node import spec
+
+    assert spec.MAX_READONLY_PATHS == len(rt.INPUT_MOUNTS) == 5
+    for bad in ("/a:b", "/a,b", "rel"):
+        with pytest.raises(rt.InvalidContainerSpec):
+            rt.container_argv("apptainer", "/i.sif", "/w", ["true"], {}, binds=rt.job_binds([bad]))
+        with pytest.raises(SpecError):
+            RunnerSpec.from_dict(dict(SPEC, readonly_paths=[bad]))
+
+
 def test_runner_env_for_apptainer_carries_cuda_port_and_slipway_vars():
     from git_gateway.node.container_env import launch_env, runtime_of
 
