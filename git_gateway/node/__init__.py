@@ -10,6 +10,7 @@ stub ``git_gateway/__init__.py``), so its modules import nothing outside it:
     checkout       the job's checkout across attempts (requeues), trailers, commit-back
     container_env  the container's environment (copy of container_images.runtime.launch_env)
     ports          the job's PORT on this node
+    readonly       ch-run's read-only inputs: bind mounts made read-only in a user+mount namespace
     results        commit-back: commit every changed file, push the results ref and the branch
     gitops         git, its environment (the job's credentials), refs
     pushing        push, push_with_retry
