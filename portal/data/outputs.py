@@ -144,13 +144,14 @@ def output_archive(svc: Services, actor: Actor, job_id: int):
 def delete_output(svc: Services, actor: Actor, job_id: int, confirm: str) -> dict:
     from . import storage
     from .repos import bound_by_active_job
-    if str(confirm or "").strip() != str(job_id):
-        raise OpError(f"type the job number ({job_id}) to confirm; deleting its /output is irreversible")
     with svc.db.session() as s:
         job, _p, team, role = job_access(s, actor, job_id)
         if not (actor.is_cluster_admin or role in ROLE_ADMIN):
             raise Forbidden(f"{actor.name} may not delete job outputs in team {team.name} "
                             "(needs role: administrator or owner)")
+        if str(confirm or "").strip() != str(job_id):
+            raise OpError(f"type the job number ({job_id}) to confirm; deleting its /output is "
+                          "irreversible")
         if job.output_state != "kept":
             raise OpError(_not_kept(job_id, job.output_state), 409)
         busy = bound_by_active_job(s, source_job_id=job_id)
@@ -200,3 +201,34 @@ def quota_known_shas(s, repo_id: int) -> list[str]:
     from ..db import DataFile, DataVersion
     return list(s.scalars(select(DataFile.sha256).join(DataVersion, DataFile.version_id == DataVersion.id)
                           .where(DataVersion.repo_id == repo_id).distinct()))
+
+
+def before_jobs_deleted(svc: Services, job_ids: list[int]) -> list[Path]:
+    """Jobs about to be deleted (a job, a project): refused (409) while an active job binds
+    or continues one of their outputs; their kept outputs are billed up to this minute. Returns
+    the kept directories, to remove (``remove_kept``) once the rows are gone."""
+    from . import storage
+    from .repos import bound_by_active_job
+    if not job_ids:
+        return []
+    with svc.db.session() as s:
+        for jid in job_ids:
+            busy = bound_by_active_job(s, source_job_id=jid) or s.scalar(
+                select(Job.id).where(Job.continue_from == jid, Job.state.in_(states.ACTIVE),
+                                     Job.id.not_in(job_ids)).limit(1))
+            if busy is not None and busy not in job_ids:
+                raise OpError(f"job {busy} binds job {jid}'s /output and has not ended; cancel "
+                              "it or wait; nothing was deleted", 409)
+        rows = s.execute(select(Job.id, Project.team_id).join(Project, Job.project_id == Project.id)
+                         .where(Job.id.in_(job_ids), Job.output_state.in_(("kept", KEEPING)))).all()
+        final = storage.output_samples(s, job_ids)
+    storage.bill_final(svc, final)
+    return [kept_dir(svc, team_id, jid) for jid, team_id in rows]
+
+
+def remove_kept(dirs: list[Path]) -> None:
+    for d in dirs:
+        try:
+            trees.make_writable_and_remove(d)
+        except OSError as exc:
+            log.warning("removing kept output %s failed: %s", d, exc)

@@ -143,10 +143,11 @@ def bound_by_active_job(s, *, version_ids=(), source_job_id: int | None = None) 
 
 def delete_repo(svc: Services, actor: Actor, team: str, name: str, confirm: str) -> dict:
     from . import storage
-    if (confirm or "").strip() != name:
-        raise OpError(f"type the repository's name ({name}) to confirm; deleting it is irreversible")
     with svc.db.session() as s:   # checks, then its last minutes billed, then the delete
         repo = owned_repo(s, actor, team, name, ROLE_ADMIN, "delete data repositories")
+        if (confirm or "").strip() != name:
+            raise OpError(f"type the repository's name ({name}) to confirm; deleting it is "
+                          "irreversible")
         _refuse_if_bound(s, team, name, [v.id for v in repo.versions])
         final = storage.version_samples(s, [repo.id])
     storage.bill_final(svc, final)
@@ -167,3 +168,14 @@ def _refuse_if_bound(s, team: str, name: str, version_ids: list[int]) -> None:
     if busy is not None:
         raise OpError(f"job {busy} binds {team}/{name} and has not ended; cancel it or wait, "
                       "then delete", 409)
+
+
+def remove_team_files(svc: Services, team_id: int, repo_ids: list[int]) -> None:
+    """A deleted team's data on disk: its repositories and its kept outputs."""
+    from .trees import make_writable_and_remove
+    store = _store(svc)
+    for path in [store.repo_dir(rid) for rid in repo_ids] + [store.outputs_root / str(int(team_id))]:
+        try:
+            make_writable_and_remove(path)
+        except OSError as exc:
+            log.warning("removing %s of a deleted team failed: %s", path, exc)

@@ -27,6 +27,8 @@ from git_gateway.node import results
 
 from ..db import Job, Membership, Project, Team
 from ..services import Services
+from ..data import outputs as data_outputs
+from ..teams.access import OpError
 from . import runner_spec, states
 
 DELETERS = ("administrator", "owner")
@@ -99,6 +101,10 @@ def _remove_dir(path) -> None:
 def delete_job(svc: Services, actor: Actor, job_id: int, confirm: str) -> DeletedJob:
     """Delete ended job ``job_id`` (see the module doc); raises JobDeleteError when refused."""
     team, project, refs = _check(svc, actor, job_id, confirm)
+    try:
+        kept = data_outputs.before_jobs_deleted(svc, [job_id])
+    except OpError as exc:
+        raise JobDeleteError(str(exc), exc.status) from None
     removed = []
     try:
         for ref in sorted(refs):
@@ -110,6 +116,8 @@ def delete_job(svc: Services, actor: Actor, job_id: int, confirm: str) -> Delete
                              500) from None
     with svc.db.transaction() as s:
         s.execute(sql_delete(Job).where(Job.id == job_id, Job.state.in_(states.TERMINAL)))
-    what = ", ".join([r[len("refs/heads/"):] for r in removed] + ["its log and job directory"])
+    data_outputs.remove_kept(kept)
+    what = ", ".join([r[len("refs/heads/"):] for r in removed] + ["its log and job directory"]
+                     + (["its kept /output"] if kept else []))
     return DeletedJob(job_id, tuple(removed),
                       f"job {job_id} deleted ({what}); its charges stay in the ledger")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, aliased
 
 from .. import integrations as ig
 from ..db import Job, Project, Team
+from ..data import outputs as data_outputs
 from ..jobs import push_options, runner_spec, states
 from ..services import Services
 from ..teams.access import (
@@ -188,8 +189,15 @@ def delete_project(svc: Services, actor: Actor, team_name: str, project_name: st
             raise OpError(f"project {ref} has active jobs ({', '.join(map(str, active))}); "
                           "cancel them first", 409)
         job_ids = list(s.scalars(select(Job.id).where(Job.project_id == p.id)))
+    kept = data_outputs.before_jobs_deleted(svc, job_ids)   # 409 while another job binds one
+    with svc.db.transaction() as s:
+        p, _ = project_access(s, actor, team_name, project_name, ROLE_ADMIN, "delete projects")
+        if s.scalar(select(Job.id).where(Job.project_id == p.id, Job.state.in_(states.ACTIVE))):
+            raise OpError(f"project {ref} got an active job meanwhile; cancel it first", 409)
+        job_ids = list(s.scalars(select(Job.id).where(Job.project_id == p.id)))
         s.delete(p)
     svc.git.delete_repo(team_name, project_name)
+    data_outputs.remove_kept(kept)
     for jid in job_ids:
         shutil.rmtree(runner_spec.job_dir(svc, jid), ignore_errors=True)
     svc.cache.storage.pop((team_name, project_name), None)

@@ -8,7 +8,8 @@ from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from .. import integrations as ig
-from ..db import Job, Membership, Project, Team, TeamBalance, User, from_micros
+from ..db import DataRepo, DataVersion, Job, Membership, Project, Team, TeamBalance, User, from_micros
+from ..data import repos as data_repos
 from ..jobs import runner_spec, states
 from ..services import Services
 from .access import (
@@ -105,11 +106,19 @@ def delete_team(svc: Services, actor: Actor, team_name: str, confirm: str) -> No
                 raise OpError(f"team {team.name} has active jobs ({', '.join(map(str, active))}); "
                               "cancel them first", 409)
         job_ids = list(s.scalars(select(Job.id).where(Job.project_id.in_(list(pids))))) if pids else []
+        repo_ids = list(s.scalars(select(DataRepo.id).where(DataRepo.team_id == team.id)))
+        busy = data_repos.bound_by_active_job(s, version_ids=list(s.scalars(
+            select(DataVersion.id).where(DataVersion.repo_id.in_(repo_ids))))) if repo_ids else None
+        if busy is not None:
+            raise OpError(f"job {busy} (of a team it is shared with) binds a data repository of "
+                          f"team {team.name} and has not ended; nothing was deleted", 409)
+        team_id = team.id
         s.delete(team)
     for name in pids.values():
         svc.git.delete_repo(team_name, name)
     for jid in job_ids:
         shutil.rmtree(runner_spec.job_dir(svc, jid), ignore_errors=True)
+    data_repos.remove_team_files(svc, team_id, repo_ids)
 
 
 def _owner_count(s: Session, team_id: int) -> int:

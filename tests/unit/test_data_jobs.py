@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
