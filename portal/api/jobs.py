@@ -10,6 +10,7 @@ from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
 from ..teams import access
 from ..teams import service as teams_svc
+from ..data import bindings
 from .core import ApiError, _body, api, job_json, jobs_json
 
 
@@ -40,6 +41,7 @@ def job(job_id: int):
     j, p, t, role = access.job_access(s, actor(), job_id)
     d = job_json(j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
     d["can_cancel"] = access.can_cancel(actor(), j, role) and j.state not in ("succeeded", "failed", "cancelled")
+    d["inputs"] = bindings.inputs_of(s, j.id)
     return jsonify({"ok": True, "job": d})
 
 

@@ -3,13 +3,32 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
+from ..data.bindings import parse_defaults, project_defaults
 from ..http.context import MAX_PAGE, actor, db, fresh_db, int_arg, svc
 from ..jobs import queries as job_queries
 from ..jobs.push_options import JobSettings
 from ..projects import service as projects_svc
 from ..projects import settings as project_settings
 from ..teams import access
-from .core import ApiError, _body, _text, api, jobs_json, project_json
+from .core import ApiError, _body, _text, api, jobs_json
+from .core import project_json as _project_json
+
+
+def project_json(p, team_name: str, stats: dict | None = None) -> dict:
+    """The API's project shape with its default input bindings (``{"input0": "T/N:V", ...}``)."""
+    return dict(_project_json(p, team_name, stats), inputs=project_defaults(p))
+
+
+def _inputs_kw(body: dict) -> dict:
+    """``{"inputs": {...}}`` of a body, for the service (absent: keep the project's)."""
+    value = body.get("inputs")
+    if value is None:
+        return {}
+    if isinstance(value, str):  # a form field: the object as JSON text
+        value = parse_defaults(value)
+    if not isinstance(value, dict):
+        raise ApiError(400, 'inputs must be an object such as {"input0": "vision/cifar-100:2"}')
+    return {"inputs": value}
 
 
 @api.get("/teams/<team>/projects")
@@ -34,7 +53,7 @@ def create_project(team: str):
                                       from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
-    name = projects_svc.create_project(svc(), actor(), team, _text(body, "name"), st)
+    name = projects_svc.create_project(svc(), actor(), team, _text(body, "name"), st, **_inputs_kw(body))
     s = fresh_db()
     p, _ = access.project_access(s, actor(), team, name)
     return jsonify({"ok": True, "project": project_json(p, team)}), 201
@@ -76,7 +95,7 @@ def update_project(team: str, project: str):
                                       from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
-    projects_svc.update_settings(svc(), actor(), team, project, st)
+    projects_svc.update_settings(svc(), actor(), team, project, st, **_inputs_kw(body))
     s = fresh_db()
     p, _ = access.project_access(s, actor(), team, project)
     return jsonify({"ok": True, "project": project_json(p, team)})

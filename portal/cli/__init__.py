@@ -19,7 +19,8 @@ code, so their output is identical; permission rules are the web's (the service 
 This package only parses, calls the service layer and prints: ``context`` (``Ctx``, the Actor, the
 one cluster-administrator check), ``local`` / ``remote`` (where the data comes from), ``output``
 (tables, ``--json``, money), and one module per command group (``serve``: serve and reconcile,
-``users``, ``tokens``, ``teams``, ``funds``, ``projects``, ``jobs``, ``ldap``), registered below.
+``users``, ``tokens``, ``teams``, ``funds``, ``projects``, ``jobs``, ``ldap``, ``data`` with
+``data_push``), registered below.
 Nothing in ``portal`` imports this package.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ import click
 from click.core import ParameterSource
 
 from ..private_files import set_process_umask
-from . import funds, jobs, ldap, projects, serve, teams, tokens, users
+from . import data, funds, jobs, ldap, projects, serve, teams, tokens, users
 from .context import OPERATOR, Ctx
 from .local import LocalSource
 from .output import fail
@@ -70,5 +71,5 @@ def main(click_ctx, actor, url, token_file, allow_http):
 main.add_command(serve.serve)
 main.add_command(serve.reconcile)
 for _group in (users.user, tokens.token, teams.team, funds.funds_group, projects.project, jobs.job,
-               ldap.ldap):
+               ldap.ldap, data.data):
     main.add_command(_group)

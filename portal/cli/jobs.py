@@ -1,14 +1,17 @@
-"""``slipway job list|show|log|cancel|rerun|delete`` (squeue/scancel-like)."""
+"""``slipway job list|show|log|cancel|rerun|delete|output|continue`` (squeue/scancel-like)."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich.table import Table
 
-from .context import Ctx, pass_ctx
+from ..data.names import check_rel_path
+from .context import Ctx, call, pass_ctx
+from .data_common import print_sorted_json, save_stream
 from .local import source
 from .output import fail, print_table, row, say, table, usd, when
 
@@ -23,7 +26,8 @@ def _cli_job_json(d: dict) -> dict:
     keys = ("id", "project", "branch", "commit", "pusher", "state", "previous_state", "reason", "gpu_type",
             "gpu_count", "image", "time_limit_min", "slurm_job_id", "node", "port", "exit_code",
             "submitted_at", "started_at", "ended_at", "cost", "cancel_requested", "cancel_reason",
-            "results_ref", "results_sha", "branch_updated", "log")
+            "results_ref", "results_sha", "branch_updated", "log", "inputs", "output_state",
+            "output_bytes", "continue_from")
     return {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
 
 
@@ -73,6 +77,10 @@ def job_show(ctx: Ctx, job_id, as_json):
         ("cost", usd(j["cost"])), ("cancel", j["cancel_reason"] or ""), ("results", results),
         ("branch updated", "" if j["branch_updated"] is None else ("yes" if j["branch_updated"] else "no")),
         ("log", j["log"] or ""),
+        ("inputs", ", ".join(f"{i['mount']}={i['label']}" for i in j.get("inputs") or [])),
+        ("/output", (j.get("output_state") or "") + (f", {j['output_bytes']} bytes"
+                                                     if j.get("output_bytes") is not None else "")
+         + (f" (continues job {j['continue_from']})" if j.get("continue_from") else "")),
     ]
     t = Table(show_header=False, title=f"Job {job_id}", title_justify="left")
     t.add_column("field", style="bold", no_wrap=True)
@@ -140,3 +148,67 @@ def job_delete(ctx: Ctx, job_id, yes):
         fail(f"deleting job {job_id} is irrecoverable: run again with --yes to confirm; "
              "nothing was deleted")
     click.echo(source(ctx).delete_job(job_id))
+
+
+@job.command("output")
+@click.argument("job_id", type=int)
+@click.option("--download", "download_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="write the output's files into this folder (made if missing)")
+@click.option("--archive", "archive_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the output as one .tar file")
+@click.option("--delete", "delete", is_flag=True, help="delete the kept output (with --yes)")
+@click.option("--yes", is_flag=True, help="confirm --delete: deletion is irreversible")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's shape)")
+@pass_ctx
+def job_output(ctx: Ctx, job_id, download_dir, archive_file, delete, yes, as_json):
+    """A job's /output (kept read-only when the job ends): list it, download it, or delete it."""
+    if sum(bool(x) for x in (download_dir, archive_file, delete)) > 1:
+        fail("choose one of --download DIR, --archive FILE and --delete")
+    src = source(ctx)
+    if delete:
+        if not yes:
+            fail(f"deleting job {job_id}'s output is irreversible: run again with --yes to confirm; "
+                 "nothing was deleted")
+        d = src.delete_output(job_id)
+        click.echo(d.get("message") or f"the output of job {job_id} is deleted")
+        return
+    if archive_file is not None:
+        target = save_stream(src.job_output_archive(job_id), str(archive_file), "the archive")
+        click.echo(f"wrote {target}")
+        return
+    out = src.job_output(job_id)
+    if download_dir is not None:
+        _download_output(src, job_id, out, download_dir)
+        return
+    if as_json:
+        print_sorted_json(out)
+        return
+    size = "" if out["size_bytes"] is None else f", {out['size_bytes']} bytes"
+    click.echo(f"output of job {job_id}: {out['state']}" + (f", {out['file_count']} file(s){size}"
+                                                           if out["file_count"] is not None else ""))
+    t = table(f"Output of job {job_id}", "path", "size")
+    for f in out["files"]:
+        row(t, f["path"], str(f["size"]))
+    print_table(t)
+
+
+def _download_output(src, job_id: int, out: dict, dest: Path) -> None:
+    """Each file of the listing into ``dest``/path (paths checked; existing files are kept)."""
+    paths = [call(check_rel_path, f["path"]) for f in out["files"]]
+    clash = [p for p in paths if (dest / p).exists()]
+    if clash:
+        fail(f"{dest / clash[0]} exists already; download into an empty folder")
+    for p in paths:
+        (dest / p).parent.mkdir(parents=True, exist_ok=True)
+        save_stream(src.job_output_file(job_id, p), str(dest / p), p)
+    click.echo(f"wrote {len(paths)} file(s) of job {job_id}'s output into {dest}")
+
+
+@job.command("continue")
+@click.argument("job_id", type=int)
+@pass_ctx
+def job_continue(ctx: Ctx, job_id):
+    """A new job at job JOB_ID's commit (same branch, inputs and GPUs) whose /output starts as a
+    copy of JOB_ID's kept output; JOB_ID's output never changes."""
+    _new_id, message = source(ctx).continue_job(job_id)
+    click.echo(message)

@@ -7,10 +7,19 @@ from __future__ import annotations
 from .. import presenters
 from ..billing import funds
 from ..billing import queries as billing_q
+from ..data import bindings
+from ..data.bindings import project_defaults
+from ..data import outputs as data_outputs
+from ..data import quota as data_quota
+from ..data import repos as data_repos
+from ..data import uploads as data_uploads
+from ..data import versions as data_versions
 from ..identity import user_tokens
 from ..jobs import actions as job_actions
+from ..jobs import continuing
 from ..jobs import runner_spec, states
 from ..jobs import queries as job_queries
+from ..jobs.push_options import JobSettings
 from ..projects import service as projects_svc
 from ..projects import settings as project_settings
 from ..teams import access
@@ -51,7 +60,9 @@ class LocalSource:
         me = self._me()
         with self.svc.db.session() as s:
             j, p, t, _role = call(access.job_access, s, me, job_id)
-            return self._job_dict(j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
+            d = self._job_dict(j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
+            d["inputs"] = bindings.inputs_of(s, j.id)
+            return d
 
     def log_chunk(self, job_id: int, offset: int) -> dict:
         me = self._me()
@@ -86,7 +97,8 @@ class LocalSource:
         me = self._me()
         with self.svc.db.session() as s:
             team_ids = call(access.visible_team_ids, s, me, team_name)
-            return [presenters.project_dict(p, tn, self.svc.config.repo_url(tn, p.name), st)
+            return [dict(presenters.project_dict(p, tn, self.svc.config.repo_url(tn, p.name), st),
+                         inputs=project_defaults(p))
                     for p, tn, st in projects_svc.projects_with_stats(s, team_ids)]
 
     def create_project(self, team_name: str, name: str, gpus: str, image: str | None,
@@ -101,8 +113,9 @@ class LocalSource:
         me = self._me()
         with self.svc.db.session() as s:
             p, _ = call(access.project_access, s, me, team_name, name)
-            return presenters.project_dict(p, p.team.name, self.svc.config.repo_url(p.team.name, p.name),
-                                          projects_svc.project_stats(s, p.id))
+            return dict(presenters.project_dict(p, p.team.name, self.svc.config.repo_url(p.team.name, p.name),
+                                                projects_svc.project_stats(s, p.id)),
+                        inputs=project_defaults(p))
 
     def ledger(self, team_name: str) -> tuple[str, list[dict]]:
         me = self._me()
@@ -134,3 +147,96 @@ class LocalSource:
             return call(funds.cancel, self.svc, me, request_id).as_dict()
         fn = funds.approve if action == "approve" else funds.decline
         return call(fn, self.svc, me, request_id, note).as_dict()
+
+    # ------------------------------------------------------------------------ data (issue 11)
+
+    def data_list(self, team_name: str | None) -> list[dict]:
+        return call(data_repos.list_repos, self.svc, self._me(), team_name)
+
+    def data_create(self, team_name: str, name: str, kind: str, description: str) -> dict:
+        return call(data_repos.create_repo, self.svc, self._me(), team_name, name, kind, description or "")
+
+    def data_show(self, team_name: str, name: str) -> dict:
+        return call(data_repos.show_repo, self.svc, self._me(), team_name, name)
+
+    def data_version(self, team_name: str, name: str, version: int | None) -> dict:
+        return call(data_versions.show_version, self.svc, self._me(), team_name, name, version)
+
+    def data_delete(self, team_name: str, name: str, confirm: str) -> dict:
+        return call(data_repos.delete_repo, self.svc, self._me(), team_name, name, confirm)
+
+    def data_delete_version(self, team_name: str, name: str, number: int, confirm: str) -> dict:
+        return call(data_versions.delete_version, self.svc, self._me(), team_name, name, number, confirm)
+
+    def data_share(self, team_name: str, name: str, other: str) -> dict:
+        return call(data_repos.share_repo, self.svc, self._me(), team_name, name, other)
+
+    def data_unshare(self, team_name: str, name: str, other: str) -> dict:
+        return call(data_repos.unshare_repo, self.svc, self._me(), team_name, name, other)
+
+    def data_public(self, team_name: str, name: str, public: bool) -> dict:
+        return call(data_repos.set_public, self.svc, self._me(), team_name, name, public)
+
+    def data_from_job(self, job_id: int, team_name: str, name: str) -> dict:
+        return call(data_outputs.version_from_job, self.svc, self._me(), job_id, team_name, name)
+
+    def data_archive(self, team_name: str, name: str, version: int | None):
+        return call(data_versions.version_archive, self.svc, self._me(), team_name, name, version)
+
+    def data_file(self, team_name: str, name: str, version: int | None, path: str):
+        found = call(data_versions.version_file, self.svc, self._me(), team_name, name, version, path)
+        return found[2], _file_chunks(found[0])
+
+    def upload_start(self, team_name: str, name: str, files: list[dict], source: str) -> dict:
+        return call(data_uploads.start_upload, self.svc, self._me(), team_name, name, files, source=source)
+
+    def upload_chunk(self, upload_id: str, sha256: str, offset: int, stream, length: int) -> dict:
+        return call(data_uploads.receive_chunk, self.svc, self._me(), upload_id, sha256, offset,
+                    stream, length)
+
+    def upload_commit(self, upload_id: str) -> dict:
+        return call(data_uploads.commit_upload, self.svc, self._me(), upload_id)
+
+    def job_output(self, job_id: int) -> dict:
+        return call(data_outputs.output_listing, self.svc, self._me(), job_id)
+
+    def job_output_file(self, job_id: int, path: str):
+        found = call(data_outputs.output_file, self.svc, self._me(), job_id, path)
+        return found[2], _file_chunks(found[0])
+
+    def job_output_archive(self, job_id: int):
+        return call(data_outputs.output_archive, self.svc, self._me(), job_id)
+
+    def delete_output(self, job_id: int) -> dict:
+        return call(data_outputs.delete_output, self.svc, self._me(), job_id, str(job_id))
+
+    def continue_job(self, job_id: int) -> tuple[int, str]:
+        return call(continuing.continue_job, self.svc, self._me(), job_id)
+
+    def storage(self, team_name: str) -> dict:
+        return call(data_quota.storage_usage, self.svc, self._me(), team_name)
+
+    def set_quota(self, team_name: str, quota: str | None) -> dict:
+        size = None if quota is None else call(data_quota.parse_size, quota)
+        return call(data_quota.set_quota, self.svc, self._me(), team_name, size)
+
+    def update_project(self, team_name: str, name: str, gpus: str | None, image: str | None,
+                       time_text: str | None, inputs: dict[str, str] | None) -> dict:
+        me = self._me()
+        with self.svc.db.session() as s:
+            p, _ = call(access.project_access, s, me, team_name, name)
+            base = JobSettings(p.gpu_type, p.gpu_count, p.time_limit_min, p.image)
+        st, problems = project_settings.parse_settings(self.svc, gpus=gpus, image=image,
+                                                       time_text=time_text, base=base)
+        if problems:
+            fail("; ".join(problems))
+        kw = {} if inputs is None else {"inputs": inputs}
+        call(projects_svc.update_settings, self.svc, me, team_name, name, st, **kw)
+        return self.project(team_name, name)
+
+
+def _file_chunks(path, size: int = 1024 * 1024):
+    """A file's bytes, 1 MiB at a time (a download in local mode)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk

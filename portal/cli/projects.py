@@ -1,4 +1,4 @@
-"""``slipway project create|list|show|delete``: projects, one git repository each."""
+"""``slipway project create|list|show|set|delete``: projects, one git repository each."""
 from __future__ import annotations
 
 import click
@@ -64,6 +64,48 @@ def project_show(ctx: Ctx, ref, as_json):
     click.echo(f"project {p['team']}/{p['name']}\n  gpus   {p['gpu_type']} x{p['gpu_count']}\n"
                f"  image  {p['image']}\n  time   {p['time_limit_min']} min\n  remote {p['remote_url']}\n"
                f"  jobs   {p['jobs']} ({p['active_jobs']} active)")
+    for slot, ref_text in (p.get("inputs") or {}).items():
+        click.echo(f"  {slot} {ref_text}")
+
+
+def _input_changes(pairs: tuple[str, ...], current: dict[str, str]) -> dict[str, str]:
+    """``input0=vision/cifar-100:latest`` pairs applied to the current bindings; ``input0=``
+    drops one (sent as "", which the service drops)."""
+    merged = dict(current)
+    for pair in pairs:
+        slot, sep, value = pair.partition("=")
+        if not sep or not slot.strip():
+            fail(f"--input {pair!r}: write SLOT=REF, e.g. input0=vision/cifar-100:latest "
+                 "(input0= removes input0)")
+        merged[slot.strip().lower()] = value.strip()
+    return merged
+
+
+@project.command("set")
+@click.argument("ref", metavar="TEAM/PROJECT")
+@click.option("--gpus", default=None, help="TYPE:COUNT, e.g. a4000:2")
+@click.option("--image", default=None, help="image from the catalog")
+@click.option("--time", "time_", default=None, help="time limit: minutes, 30m, 2h")
+@click.option("--input", "inputs", multiple=True, metavar="SLOT=REF",
+              help="a default input binding, e.g. input0=vision/cifar-100:latest or input1=job:42; "
+                   "input0= removes it (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's project shape)")
+@pass_ctx
+def project_set(ctx: Ctx, ref, gpus, image, time_, inputs, as_json):
+    """Change a project's settings: the GPUs, image and time limit new jobs get by default, and
+    the data its jobs see at /input0-4 unless a push says otherwise (-o input0=...)."""
+    team_name, name = split_ref(ref)
+    src = source(ctx)
+    if not (gpus or image or time_ or inputs):
+        fail("nothing to change: give --gpus, --image, --time or --input SLOT=REF")
+    changes = _input_changes(inputs, src.project(team_name, name).get("inputs") or {}) if inputs else None
+    p = src.update_project(team_name, name, gpus, image, time_, changes)
+    if as_json:
+        print_json({k: v for k, v in p.items() if k not in ("storage_bytes", "recent_jobs")})
+        return
+    bound = ", ".join(f"{k}={v}" for k, v in (p.get("inputs") or {}).items()) or "none"
+    click.echo(f"project {p['team']}/{p['name']}: {p['gpu_type']} x{p['gpu_count']}, image {p['image']}, "
+               f"{p['time_limit_min']} min; inputs: {bound}")
 
 
 @project.command("delete")

@@ -150,3 +150,126 @@ class RemoteSource:
         body = {} if action == "cancel" else {"note": note}
         r = self.request("POST", f"/api/fund-requests/{int(request_id)}/{action}", body=body)["fund_request"]
         return self._fund_request(r)
+
+    # ------------------------------------------------------------------------ data (issue 11)
+    # the long read timeout of a chunk, a commit or a download: the server hashes what it got
+
+    SLOW = (30.0, 900.0)
+
+    def _http_call(self, method: str, path: str, **kw):
+        """One raw request (a chunk's bytes, a download): refusals become ``Error: …``."""
+        import requests
+
+        if self._http is None:
+            self._http = requests.Session()
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        try:
+            r = self._http.request(method, self.url + path, headers=headers, allow_redirects=False,
+                                   timeout=kw.pop("timeout", self.SLOW), **kw)
+        except requests.RequestException as exc:
+            fail(f"cannot reach Slipway at {self.url}: {exc}")
+        if r.status_code >= 400:
+            try:
+                data = r.json()
+            except ValueError:
+                data = None
+            r.close()
+            error = data.get("error") if isinstance(data, dict) else None
+            fail(str(error or f"HTTP {r.status_code} from {self.url}{path}"))
+        return r
+
+    def _download(self, path: str) -> tuple[str, object]:
+        """``(filename, Iterator[bytes])`` of a streamed file or archive."""
+        from email.message import Message
+
+        r = self._http_call("GET", path, stream=True)
+        m = Message()
+        m["content-disposition"] = r.headers.get("Content-Disposition", "")
+        name = m.get_filename() or path.rstrip("/").rsplit("/", 1)[-1]
+        return name, r.iter_content(1024 * 1024)
+
+    def _data(self, team, name) -> str:
+        return f"/api/data/{self._seg(team)}/{self._seg(name)}"
+
+    def data_list(self, team_name):
+        return self.request("GET", "/api/data", params={"team": team_name})["repos"]
+
+    def data_create(self, team_name, name, kind, description):
+        return self.request("POST", "/api/data", body={"team": team_name, "name": name, "kind": kind,
+                                                       "description": description or ""})["repo"]
+
+    def data_show(self, team_name, name):
+        return self.request("GET", self._data(team_name, name))["repo"]
+
+    def data_version(self, team_name, name, version):
+        return self.request("GET", f"{self._data(team_name, name)}/versions/{version or 'latest'}")["version"]
+
+    def data_delete(self, team_name, name, confirm):
+        return self.request("DELETE", self._data(team_name, name), body={"confirm": confirm})
+
+    def data_delete_version(self, team_name, name, number, confirm):
+        return self.request("DELETE", f"{self._data(team_name, name)}/versions/{int(number)}",
+                            body={"confirm": confirm})
+
+    def data_share(self, team_name, name, other):
+        return self.request("POST", f"{self._data(team_name, name)}/shares", body={"team": other})["repo"]
+
+    def data_unshare(self, team_name, name, other):
+        return self.request("DELETE", f"{self._data(team_name, name)}/shares/{self._seg(other)}")["repo"]
+
+    def data_public(self, team_name, name, public):
+        return self.request("PUT", f"{self._data(team_name, name)}/public", body={"public": public})["repo"]
+
+    def data_from_job(self, job_id, team_name, name):
+        return self.request("POST", f"{self._data(team_name, name)}/from-job", body={"job": int(job_id)})["version"]
+
+    def data_archive(self, team_name, name, version):
+        return self._download(f"{self._data(team_name, name)}/versions/{version or 'latest'}/archive")
+
+    def data_file(self, team_name, name, version, path):
+        return self._download(f"{self._data(team_name, name)}/versions/{version or 'latest'}/files/"
+                              + quote(path, safe="/"))
+
+    def upload_start(self, team_name, name, files, source):
+        return self.request("POST", f"{self._data(team_name, name)}/uploads",
+                            body={"files": files, "source": source})
+
+    def upload_chunk(self, upload_id, sha256, offset, stream, length):
+        """Bytes ``offset`` … ``offset+length`` of an object: ``stream`` (``len()`` = length,
+        ``read()``) is sent as the body with a Content-Length, never read whole into memory."""
+        r = self._http_call("PUT", f"/api/data/uploads/{self._seg(upload_id)}/objects/{self._seg(sha256)}",
+                            params={"offset": int(offset)}, data=stream,
+                            headers={"Content-Type": "application/octet-stream",
+                                     "Content-Length": str(int(length))})
+        return r.json()
+
+    def upload_commit(self, upload_id):
+        return self.request("POST", f"/api/data/uploads/{self._seg(upload_id)}/commit", body={})["version"]
+
+    def job_output(self, job_id):
+        return self.request("GET", f"/api/jobs/{int(job_id)}/output")["output"]
+
+    def job_output_file(self, job_id, path):
+        return self._download(f"/api/jobs/{int(job_id)}/output/files/" + quote(path, safe="/"))
+
+    def job_output_archive(self, job_id):
+        return self._download(f"/api/jobs/{int(job_id)}/output/archive")
+
+    def delete_output(self, job_id):
+        return self.request("DELETE", f"/api/jobs/{int(job_id)}/output", body={"confirm": str(int(job_id))})
+
+    def continue_job(self, job_id):
+        d = self.request("POST", f"/api/jobs/{int(job_id)}/continue", body={})
+        return d["job"], d["message"]
+
+    def storage(self, team_name):
+        return self.request("GET", f"/api/teams/{self._seg(team_name)}/storage")
+
+    def set_quota(self, team_name, quota):
+        return self.request("PUT", f"/api/teams/{self._seg(team_name)}/storage", body={"quota": quota})
+
+    def update_project(self, team_name, name, gpus, image, time_text, inputs):
+        body = {"gpus": gpus, "image": image, "time": time_text, "inputs": inputs}
+        self.request("PATCH", f"/api/projects/{self._seg(team_name)}/{self._seg(name)}",
+                     body={k: v for k, v in body.items() if v is not None})
+        return self.project(team_name, name)

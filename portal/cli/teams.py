@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from decimal import Decimal
 
@@ -162,3 +163,36 @@ def team_ledger(ctx: Ctx, team_name, as_csv, as_json):
         row(t, when(e["created_at"]).strftime("%Y-%m-%d %H:%M"), e["kind"],
             str(Decimal(e["amount"]).quantize(Decimal("0.000001"))), what)
     print_table(t)
+
+
+@team.command("storage")
+@click.argument("team_name", metavar="TEAM")
+@click.option("--quota", default=None, metavar="SIZE|none",
+              help="set the team's storage quota, e.g. 100GB or 2TiB; 'none' removes it "
+                   "(cluster administrators)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's shape)")
+@pass_ctx
+def team_storage(ctx: Ctx, team_name, quota, as_json):
+    """What TEAM stores (data versions and kept job outputs), against its quota."""
+    src = source(ctx)
+    if quota is not None:
+        text = quota.strip()
+        src.set_quota(team_name, None if text.lower() in ("none", "unlimited") else text)
+    d = src.storage(team_name)
+    d = {k: v for k, v in d.items() if k != "ok"}
+    if as_json:
+        print_json(json.loads(json.dumps(d, sort_keys=True)))  # the API's order, in both modes
+        return
+    quota_text = "no quota" if d["quota_bytes"] is None else _size(d["quota_bytes"])
+    click.echo(f"team {d['team']}: {_size(d['used_bytes'])} stored; quota: {quota_text}")
+    t = table("Largest", "what", "size")
+    for item in d["items"][:20]:
+        row(t, item["what"], _size(item["size_bytes"]))
+    print_table(t)
+
+
+def _size(n: int) -> str:
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

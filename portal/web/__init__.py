@@ -25,6 +25,8 @@ def init_web(app: Flask, csrf=None) -> None:
     """Register the login manager, the page blueprints, filters and error pages."""
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
+    from .data import bp as data_bp
+    from .data_upload import bp as data_upload_bp
     from .fund_requests import bp as funds_bp
     from .jobs import bp as jobs_bp
     from .projects import bp as projects_bp
@@ -67,9 +69,11 @@ def init_web(app: Flask, csrf=None) -> None:
         nxt = request.full_path if request.query_string else request.path
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
-    for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp):
+    for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp,
+               data_bp, data_upload_bp):
         app.register_blueprint(bp)
     if csrf is not None:
+        csrf.exempt(data_upload_bp)  # checks the token itself, after bounding a chunk's body
         csrf.exempt(proxy_bp)  # the proxied app's own forms; SameSite=Lax guards cross-site POSTs
         app.extensions["slipway_csrf"] = csrf
 

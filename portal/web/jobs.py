@@ -1,14 +1,18 @@
-"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS), cancel, run again."""
+"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS, inputs, kept /output),
+cancel, run again, continue; the /output's downloads, deletion and turning it into a data version."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, render_template, request, url_for
 from flask_login import login_required
 
-from ..jobs import states
+from ..data import bindings
+from ..data import outputs as outputs_svc
+from ..jobs import continuing, states
 from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
 from ..teams import access
 from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
+from .downloads import send_archive, send_path
 
 bp = Blueprint("jobs", __name__)
 
@@ -51,12 +55,23 @@ def show(job_id: int):
         raise_http(exc)
     pusher = job.pusher.name if job.pusher_id and job.pusher else None
     now = svc().now()
+    inputs = [dict(i, href=_input_href(i["label"])) for i in bindings.inputs_of(db(), job_id)]
+    output, output_error = None, None
+    if job.output_state != "none":
+        try:
+            output = outputs_svc.output_listing(svc(), me, job_id)
+        except access.OpError as exc:
+            output_error = str(exc)
+    terminal = job.state in states.TERMINAL
     return render_template(
         "job.html", job=job, project=project, team=team, pusher=pusher,
-        active=job.state in states.ACTIVE, terminal=job.state in states.TERMINAL,
+        active=job.state in states.ACTIVE, terminal=terminal,
         can_cancel=job.state in states.ACTIVE and access.can_cancel(me, job, role),
         can_delete=job_actions.can_delete_job(me, job, role),
-        can_rerun=job.state in states.TERMINAL and access.can_cancel(me, job, role),
+        can_rerun=terminal and access.can_cancel(me, job, role),
+        inputs=inputs, output=output, output_error=output_error,
+        can_admin=me.is_cluster_admin or role in access.ROLE_ADMIN,
+        my_teams=access.my_team_names(db(), me),
         runtime=fmt_duration(job.started_at, job.ended_at, now),
         proxy_ok=job.state == states.RUNNING and bool(job.port and job.node))
 
@@ -95,3 +110,81 @@ def delete(job_id: int):
     except access.OpError as exc:
         raise_http(exc)  # its status (400 confirm, 403, 404, 409 still active) and why
     return back("jobs.index", r.message)
+
+
+def _visible(job_id: int) -> None:
+    """404 (the error page) unless the actor may see the job; the service checks the rest."""
+    try:
+        access.job_access(db(), actor(), job_id)
+    except access.OpError as exc:
+        raise_http(exc)
+
+
+def _input_href(label: str) -> str | None:
+    """The page of what a job bound: ``job:42`` or ``TEAM/NAME:N``."""
+    kind, _, rest = label.partition(":")
+    if kind == "job" and rest.isdigit():
+        return url_for("jobs.show", job_id=int(rest))
+    ref, _, number = label.rpartition(":")
+    team, _, name = ref.partition("/")
+    if team and name and number.isdigit() and int(number) > 0:
+        return url_for("data.version", team=team, name=name, version=int(number))
+    return None
+
+
+@bp.post("/jobs/<int:job_id>/continue")
+@login_required
+def continue_(job_id: int):
+    """A new job at this job's commit whose /output starts as a copy of this one's kept output."""
+    _visible(job_id)
+    try:
+        new_id, message = continuing.continue_job(svc(), actor(), job_id)
+    except access.OpError as exc:
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("jobs.show", message, job_id=new_id)
+
+
+@bp.get("/jobs/<int:job_id>/output/files/<path:path>")
+@login_required
+def output_file(job_id: int, path: str):
+    try:
+        p, size, filename = outputs_svc.output_file(svc(), actor(), job_id, path)
+    except access.OpError as exc:
+        raise_http(exc)
+    return send_path(p, size, filename)
+
+
+@bp.get("/jobs/<int:job_id>/output/archive")
+@login_required
+def output_archive(job_id: int):
+    try:
+        filename, chunks = outputs_svc.output_archive(svc(), actor(), job_id)
+    except access.OpError as exc:
+        raise_http(exc)
+    return send_archive(filename, chunks)
+
+
+@bp.post("/jobs/<int:job_id>/output/delete")
+@login_required
+def delete_output(job_id: int):
+    _visible(job_id)
+    try:
+        outputs_svc.delete_output(svc(), actor(), job_id, request.form.get("confirm", ""))
+    except access.OpError as exc:
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("jobs.show", f"Job {job_id}'s /output deleted.", job_id=job_id)
+
+
+@bp.post("/jobs/<int:job_id>/output/version")
+@login_required
+def output_version(job_id: int):
+    """Make a new version of a data repository from the job's kept /output."""
+    f = request.form
+    team, name = f.get("team", "").strip(), f.get("name", "").strip()
+    _visible(job_id)
+    try:
+        v = outputs_svc.version_from_job(svc(), actor(), job_id, team, name)
+    except access.OpError as exc:
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("data.version", f"Version {v['number']} of {v['team']}/{v['repo']} made from job "
+                f"{job_id}'s /output.", team=v["team"], name=v["repo"], version=v["number"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_login import login_required
 
+from ..data import bindings
+from ..data.names import INPUT_SLOTS
 from ..jobs.push_options import PUSH_OPTIONS_HELP, JobSettings
 from ..jobs import queries as job_queries
 from ..projects import service as projects_svc
@@ -30,7 +32,8 @@ def _render(team: str, project: str, *, problems=None, form=None, status=200):
         "project.html", project=p, team=p.team, role=role, jobs=jobs, next_before=next_before,
         remote=cfg.repo_url(team, project), storage=projects_svc.storage_bytes(svc(), team, project),
         gpu_limits=cfg.gpu_limits, images=list(svc().catalog.names), problems=problems or [],
-        form=form or {}, can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
+        form=form or {}, inputs=bindings.project_defaults(p), input_slots=range(INPUT_SLOTS),
+        can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
         push_options=PUSH_OPTIONS_HELP), status
 
 
@@ -50,10 +53,14 @@ def settings(team: str, project: str):
                                       image=f.get("image"), time_text=f.get("time"), base=base)
     if problems:
         return _render(team, project, problems=problems, form=dict(f), status=400)
+    # default input bindings: input0..input4 -> text; an empty text drops that slot
+    inputs = {f"input{i}": f.get(f"input{i}", "").strip() for i in range(INPUT_SLOTS)}
     try:
-        projects_svc.update_settings(svc(), actor(), team, project, st)
+        projects_svc.update_settings(svc(), actor(), team, project, st, inputs=inputs)
     except access.OpError as exc:
-        raise_http(exc)
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return _render(team, project, problems=[str(exc)], form=dict(f), status=exc.status)
     return back("projects.show", "Settings saved; they apply to the next job.", team=team, project=project)
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from portal.billing import ledger as billing, funds
 from portal.app import create_app
-from portal.db import AccessToken, Job, Membership, Project, Team, User
+from portal.db import (AccessToken, DataRepo, DataShare, DataUpload, DataVersion, Job, Membership,
+                       Project, Team, User)
 from portal.db.models import FundRequest
 from portal.teams import access
 from tests.support.fakes import FakeBackend, make_services
@@ -27,7 +28,8 @@ PUBLIC = {"static", "auth.login", "auth.logout", "pages.healthz"}
 INTERNAL = {"internal.hooks", "internal.job_events"}
 # things of team nlp that must never show up for an outsider (error messages may echo the
 # names the outsider typed in the URL, nothing else)
-LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources", "NLP-FUND-NOTE")
+LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources", "NLP-FUND-NOTE",
+         "NLP-DATA-CONTENT")
 
 
 @pytest.fixture
@@ -39,9 +41,30 @@ def world(tmp_path):
         ids["alice_token_id"] = s.scalar(select(AccessToken.id).join(User).where(User.name == "alice"))
         alice = access.Actor(id=s.scalar(select(User.id).where(User.name == "alice")), name="alice")
     ids["fund_request"] = funds.request_funds(svc, alice, "nlp", "30", "NLP-FUND-NOTE").id
+    ids.update(data_world(svc, alice))
     app = create_app(svc)
     yield svc, app, ids, backend
     svc.db.dispose()
+
+
+def data_world(svc, alice) -> dict:
+    """Team nlp's private dataset (one version) and an open upload of alice's."""
+    import hashlib
+    import io
+
+    from portal.data import repos, uploads
+    data = b"NLP-DATA-CONTENT"
+    sha = hashlib.sha256(data).hexdigest()
+    repos.create_repo(svc, alice, "nlp", "secret-data", "dataset")
+    up = uploads.start_upload(svc, alice, "nlp", "secret-data",
+                              [{"path": "nlp-data.txt", "size": len(data), "sha256": sha}])
+    uploads.receive_chunk(svc, alice, up["upload"], sha, 0, io.BytesIO(data), len(data))
+    uploads.commit_upload(svc, alice, up["upload"])
+    other = b"more"
+    osha = hashlib.sha256(other).hexdigest()
+    up2 = uploads.start_upload(svc, alice, "nlp", "secret-data",
+                               [{"path": "b.txt", "size": len(other), "sha256": osha}])
+    return {"upload_id": up2["upload"], "sha256": osha}
 
 
 def fill(rule, ids) -> str:
@@ -49,7 +72,10 @@ def fill(rule, ids) -> str:
     for arg in rule.arguments:
         FILL = {"team": "nlp", "project": "proj", "job_id": ids["running"],
                 "token_id": ids["alice_token_id"], "username": "alice", "rest": "x/y",
-                "filename": "slipway.css", "request_id": ids["fund_request"], "action": "approve"}
+                "filename": "slipway.css", "request_id": ids["fund_request"], "action": "approve",
+                "name": "secret-data", "version": "1", "path": "nlp-data.txt",
+                "relpath": "nlp-data.txt", "other": "nlp", "upload_id": ids["upload_id"],
+                "sha256": ids["sha256"]}
         if arg not in FILL:
             raise AssertionError(f"route {rule.rule} has a parameter {arg!r} the outsider walk does not "
                                  "know; add it to FILL in tests/unit/test_web_outsider.py")
@@ -79,6 +105,12 @@ def snapshot(svc, ids):
                 User.name == "alice", AccessToken.revoked_at.is_(None))),
             "fund_requests": sorted(s.execute(select(FundRequest.id, FundRequest.state)
                                               .where(FundRequest.team_id == nlp.id)).all()),
+            "data": sorted(s.execute(select(DataRepo.name, DataRepo.public, DataVersion.number)
+                                     .join(DataVersion, DataVersion.repo_id == DataRepo.id)).all()),
+            "shares": s.scalar(select(func.count()).select_from(DataShare)),
+            "uploads": sorted(s.execute(select(DataUpload.id, DataUpload.state)).all()),
+            "quota": nlp.storage_quota_bytes,
+            "outputs": sorted(s.execute(select(Job.id, Job.output_state)).all()),
         }
 
 
@@ -162,7 +194,8 @@ def test_anonymous_walk(world):
         r = send(c, method, url, token=tok)
         if rule.endpoint in INTERNAL:
             assert r.status_code in (401, 403), (method, url, r.status_code)
-        elif url.startswith("/api/"):
+        elif url.startswith("/api/") or rule.endpoint.startswith("data_upload."):
+            # JSON endpoints (the API, the browser's upload calls) answer 401, never a redirect
             assert r.status_code == 401, (method, url, r.status_code)
         else:
             assert r.status_code == 302 and "/login" in r.headers["Location"], (method, url, r.status_code)
