@@ -106,12 +106,10 @@ def progress_bar(quiet: bool) -> Progress:
 @click.command("push")
 @click.argument("ref", metavar="TEAM/NAME")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--source", "source_text", default="upload", show_default=True,
-              help="what made the files, recorded with the version (the server says which it accepts)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the new version as JSON")
 @pass_ctx
-def data_push(ctx: Ctx, ref, path, source_text, quiet, as_json):
+def data_push(ctx: Ctx, ref, path, quiet, as_json):
     """Upload PATH (a file or a folder) as the next version of TEAM/NAME. Run it again after an
     interruption: what arrived already is not sent again."""
     team, name = repo_ref(ref)
@@ -130,7 +128,7 @@ def data_push(ctx: Ctx, ref, path, source_text, quiet, as_json):
             manifest.append({"path": rel, "size": size, "sha256": sha})
             by_sha.setdefault(sha, (p, size))
         bar.remove_task(hashing)
-        up = src.upload_start(team, name, manifest, source_text)
+        up = src.upload_start(team, name, manifest, "upload")   # the version's source
         missing = {sha: int(off) for sha, off in (up.get("missing") or {}).items()}
         distinct = sum(size for _p, size in by_sha.values())
         left = sum(by_sha[sha][1] - off for sha, off in missing.items() if sha in by_sha)

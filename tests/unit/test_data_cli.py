@@ -86,11 +86,9 @@ def test_local_create_push_show_download(cli, monkeypatch):
     assert tar_files((tmp / "into" / "nlp-cifar-1.tar").read_bytes()) == FILES
     assert not list(tmp.glob("**/*.part"))
     # a single file is a version of one file; the same content again: nothing sent
-    assert "source must be one of" in run("data", "push", "nlp/cifar", str(src / "labels.csv"),
-                                          "--source", "hand made", actor="carol", ok=False)
-    out = run("data", "push", "nlp/cifar", str(src / "labels.csv"), "--source", "web upload", actor="carol")
+    out = run("data", "push", "nlp/cifar", str(src / "labels.csv"), actor="carol")
     assert out.startswith("nlp/cifar:2: 1 file(s)") and "0 B sent" in out
-    assert "web upload" in run("data", "show", "nlp/cifar", actor="carol")
+    assert "carol" in run("data", "show", "nlp/cifar", actor="carol")
     # refusals come from the service, exit 1
     assert "there is no data repository nlp/cifar" in run("data", "show", "nlp/cifar", actor="mallory", ok=False)
     assert "there is no data repository nlp/cifar" in run("data", "download", "nlp/cifar", str(tmp / "x"),

@@ -353,3 +353,24 @@ def test_a_job_output_left_open_is_kept_on_first_need(env):
     assert outputs.ensure_kept(svc, job.id) == "kept"      # twice: no harm
     svc.clock.advance(minutes=5)
     assert last_job(svc).output_bytes == 4
+
+
+def test_push_option_continue_starts_from_the_jobs_output_with_its_bindings(env):
+    svc, backend, bare, work, alice = env
+    make_version(svc, alice, "nlp", "ds", {"a": b"A"})
+    sha = commit_to_bare(bare, work, EP)
+    assert pre(svc, sha, options=["input0=ds:1"]).ok and post(svc, sha).ok
+    first = last_job(svc)
+    end_job(svc, first.id, {"ckpt": b"epoch 3"})
+    sha2 = commit_to_bare(bare, work, {"train.py": "new code\n"})
+    r = pre(svc, sha2, options=[f"continue={first.id}", "input1=ds:1"])
+    assert r.ok, r.messages
+    new = last_job(svc)
+    assert (new.commit_sha, new.continue_from) == (sha2, first.id)
+    with svc.db.session() as s:
+        assert {i.slot: i.label for i in s.scalars(select(JobInput).where(JobInput.job_id == new.id))} \
+            == {0: "nlp/ds:1", 1: "nlp/ds:1"}     # the continued job's bindings, then the options
+    assert post(svc, sha2).ok
+    assert (Path(spec_of(svc, new.id)["output_dir"]) / "ckpt").read_bytes() == b"epoch 3"
+    with svc.db.session() as s:
+        assert s.get(Job, first.id).output_state == "kept"   # kept on first need
