@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from datetime import timedelta
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..db import DataRepo, DataUpload, DataVersion
 from ..services import Services, log
@@ -28,6 +29,10 @@ from .store import DataStore
 from .versions import add_version, kept_shas, version_shas
 
 SOURCES = ("upload", "web upload")
+#: open uploads one user may have at once (each may hold parts on disk until committed)
+MAX_OPEN_PER_USER = 20
+#: an upload left open this long is given up by the reconciler (its parts are removed)
+STALE_AFTER = timedelta(days=7)
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -86,6 +91,11 @@ def start_upload(svc: Services, actor: Actor, team: str, name: str, files,
             if up.manifest == text:       # the same upload again: resume it
                 return _answer(store, up, repo, objects)
         _check_room(s, repo, objects)
+        open_now = s.scalar(select(func.count()).select_from(DataUpload).where(
+            DataUpload.created_by == actor.name, DataUpload.state == "open"))
+        if open_now >= MAX_OPEN_PER_USER:
+            raise OpError(f"{actor.name} has {open_now} unfinished uploads; finish or abort one "
+                          "first (uploads left for 7 days are given up)", 429)
         store.ensure_repo(repo.id)
         up = DataUpload(id=secrets.token_hex(16), repo_id=repo.id, created_by=actor.name,
                         created_at=svc.now(), manifest=text, source=source, state="open",
@@ -180,3 +190,27 @@ def _clean_incoming(store: DataStore, repo_id: int, upload_id: str) -> None:
         store.remove_incoming(repo_id, upload_id)
     except OSError as exc:
         log.warning("upload %s: removing its parts failed: %s", upload_id, exc)
+
+
+def expire_stale(svc: Services, now=None) -> int:
+    """Give up uploads left open for ``STALE_AFTER`` (the reconciler): parts removed, contents
+    no version needs freed. Returns how many."""
+    cutoff = (now or svc.now()) - STALE_AFTER
+    with svc.db.session() as s:
+        stale = s.execute(select(DataUpload.id, DataUpload.repo_id).where(
+            DataUpload.state == "open", DataUpload.created_at < cutoff).limit(100)).all()
+    store = _store(svc)
+    for upload_id, repo_id in stale:
+        with svc.db.transaction() as s:
+            up = s.get(DataUpload, upload_id)
+            if up is None or up.state != "open":
+                continue
+            up.state = "aborted"
+            s.flush()
+            keep = kept_shas(s, repo_id)
+        _clean_incoming(store, repo_id, upload_id)
+        try:
+            store.gc_objects(repo_id, keep)
+        except OSError as exc:
+            log.warning("upload %s: freeing its contents failed: %s", upload_id, exc)
+    return len(stale)

@@ -337,3 +337,37 @@ def test_add_version_replaces_a_stale_tree_and_checks_objects(world):
         versions.add_version(s, svc, s.get(DataRepo, rid), [("x", sha(b"nowhere"), 7)], "alice",
                              "upload")
     assert e.value.status == 409 and not st.version_dir(rid, 2).exists()
+
+
+def test_uploads_left_open_for_a_week_are_given_up_and_open_ones_are_bounded(tmp_path):
+    import hashlib
+    import io
+
+    from portal.data import repos, uploads
+    from portal.db import DataUpload
+    from portal.teams.access import Actor, OpError
+    from tests.support.fakes import make_services, seed
+    svc = make_services(tmp_path)
+    ids = seed(svc)
+    alice = Actor(ids["user_id"], "alice")
+    repos.create_repo(svc, alice, "nlp", "ds", "dataset")
+    data = b"x" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    up = uploads.start_upload(svc, alice, "nlp", "ds", [{"path": "f", "size": 100, "sha256": sha}])
+    uploads.receive_chunk(svc, alice, up["upload"], sha, 0, io.BytesIO(data[:40]), 40)
+    assert uploads.expire_stale(svc) == 0
+    svc.clock.advance(days=8)
+    assert uploads.expire_stale(svc) == 1
+    with svc.db.session() as s:
+        assert s.get(DataUpload, up["upload"]).state == "aborted"
+    again = uploads.start_upload(svc, alice, "nlp", "ds", [{"path": "f", "size": 100, "sha256": sha}])
+    assert again["upload"] != up["upload"] and again["missing"] == {sha: 0}
+    for i in range(uploads.MAX_OPEN_PER_USER - 1):
+        blob = f"file {i}".encode()
+        uploads.start_upload(svc, alice, "nlp", "ds", [{"path": "g", "size": len(blob),
+                                                       "sha256": hashlib.sha256(blob).hexdigest()}])
+    with pytest.raises(OpError, match="unfinished uploads") as e:
+        uploads.start_upload(svc, alice, "nlp", "ds", [{"path": "h", "size": 1,
+                                                       "sha256": hashlib.sha256(b"h").hexdigest()}])
+    assert e.value.status == 429
+    svc.db.dispose()

@@ -1,8 +1,9 @@
 """The reconciler's data steps: keep (seal) the /output of jobs that ended, and keep the data
-gates on disk in step with teams, memberships and shares (``portal.data``)."""
+gates on disk in step with teams, memberships and shares, and give up uploads left open
+for a week (``portal.data``)."""
 from __future__ import annotations
 
-from ...data import gates, outputs
+from ...data import gates, outputs, uploads
 from ...services import Services
 from .report import TickReport
 
@@ -19,3 +20,7 @@ def sync_gates(svc: Services, report: TickReport) -> None:
         gates.sync_all(svc)
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"data gates: {exc}")
+    try:
+        uploads.expire_stale(svc)
+    except Exception as exc:  # noqa: BLE001
+        report.errors.append(f"stale uploads: {exc}")
