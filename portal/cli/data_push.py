@@ -4,7 +4,7 @@
 2. sha256 of each file (streamed, 1 MiB reads);
 3. ``start_upload`` with the manifest: the server answers which objects it still lacks and from
    which offset (the same user, repository and manifest continue the same open upload);
-4. each missing object from its offset, in PUTs of at most 64 MiB streamed from the file;
+4. each missing object from its offset, in PUTs of at most 16 MiB streamed from the file;
 5. ``commit``: the new version.
 An interrupted push continues where it stopped when run again."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .data_common import nbytes, print_sorted_json, repo_ref
 from .local import source
 from .output import console, fail
 
-CHUNK_BYTES = 64 * 1024 * 1024   # one PUT request
+CHUNK_BYTES = 16 * 1024 * 1024   # one PUT request (kept in the server's memory: serve.py)
 READ_BYTES = 1024 * 1024         # one read from a file
 
 

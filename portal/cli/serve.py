@@ -52,9 +52,13 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
     if closed is not None:
         warn(f"job users cannot reach {cfg.jobs_dir}: {closed} is not traversable by others "
              "(chmod o+x, or set SLIPWAY_DATA_DIR elsewhere)")
-    # git-lfs objects stream through the app: allow large bodies (waitress spools them to disk).
+    # git-lfs objects stream through the app: allow large bodies. Waitress reads a request whole
+    # before the app sees it: up to ``inbuf_overflow`` in memory, beyond that spooled to a temp
+    # file. Data uploads send 16 MiB chunks (portal/cli/data_push.py), which stay in memory (no
+    # second write to disk); the socket is read 256 KiB at a time, not waitress's 8 KiB.
     waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
-                   max_request_body_size=64 * 1024**3, channel_timeout=300)
+                   max_request_body_size=64 * 1024**3, channel_timeout=300,
+                   recv_bytes=256 * 1024, inbuf_overflow=17 * 1024 * 1024)
 
 
 @click.command()
