@@ -91,6 +91,9 @@ class Containers(Protocol):
     def local_path(self, name: str, cache=None) -> Path:
         """Where charliecloud's directory image of ``name`` lives."""
 
+    def has_jupyter(self, name: str) -> bool:
+        """Whether ``name`` has JupyterLab (it can run a workspace)."""
+
 
 # ----------------------------------------------------------------------- mail, metrics
 

@@ -54,6 +54,7 @@ from .data_models import (  # noqa: F401  (re-exported)
     DataUpload,
     DataVersion,
     JobInput,
+    WorkspacePolicy,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -1,4 +1,4 @@
-"""The data domain's tables (migration 0007): data repositories (datasets and models) with
+"""The data domain's tables (migration 0007) and the workspaces' policy (0008): data repositories (datasets and models) with
 numbered immutable versions, their files, sharing, resumable uploads, a job's input bindings.
 
 Bytes never live in the database: a version's files are content-addressed objects on disk
@@ -127,3 +127,23 @@ class JobInput(Base):
     source_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # as resolved at push time: "vision/cifar-100:2" or "job:42"
     label: Mapped[str] = mapped_column(String(255))
+
+
+class WorkspacePolicy(Base):
+    """The idle policy and caps of workspaces (migration 0008): one row per team that overrides
+    the cluster's, and the cluster's own row (``team_id`` NULL). A NULL field: the next level's
+    value (team → cluster → built-in default, ``portal.workspaces.policy``)."""
+
+    __tablename__ = "workspace_policies"
+    __table_args__ = (UniqueConstraint("team_id", name="uq_workspace_policies_team_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"),
+                                                nullable=True)
+    idle_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remind_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    auto_stop: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    max_per_user: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -257,6 +257,11 @@ class Job(Base):
     output_kept_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     output_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     continue_from: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # "task" (runs slipway-entrypoint.sh) or "workspace" (JupyterLab; portal/workspaces, 0008):
+    # the gateway's last proxied request, and when the idle reminder went out
+    kind: Mapped[str] = mapped_column(String(16), default="task", server_default="task")
+    last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
     project: Mapped[Project] = relationship(back_populates="jobs")
     pusher: Mapped[User | None] = relationship()

@@ -91,13 +91,16 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
             data_plan, data_problems = job_data.plan(s, project, team, {}, inputs_from=job_id)
         problems += [_plain(p) for p in data_problems]
         team_name, project_name, project_id, branch = team.name, project.name, project.id, old.branch
-        old_commit = old.commit_sha
+        old_commit, kind = old.commit_sha, old.kind
     tip = recovery.branch_tip(svc, team_name, project_name, branch)
     if tip is None:
         raise RerunError(f"branch {branch} no longer exists in {team_name}/{project_name}: "
                          f"nothing to run; push it again")
-    commit = old_commit if continue_output else tip
-    msg = svc.git.entrypoint_problem(team_name, project_name, commit, None)
+    # a continued task runs the same commit again; a workspace always opens the branch's tip
+    # (what its last stop committed back)
+    commit = old_commit if continue_output and kind != "workspace" else tip
+    msg = svc.git.entrypoint_problem(team_name, project_name, commit, None) \
+        if kind != "workspace" else None
     if msg:
         problems.append(_plain(msg) + f" (branch {branch} at {commit[:12]})")
     if problems:
@@ -111,6 +114,7 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
             if busy is not None:
                 raise RerunError(_plain(lookups.busy_message(busy)))
             new = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,
+                      kind=kind,
                       state=states.QUEUED, gpu_type=settings.gpu_type,
                       gpu_count=settings.gpu_count, image=settings.image,
                       time_limit_min=settings.time_limit_min, created_at=now, state_changed_at=now)

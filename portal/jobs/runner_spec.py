@@ -46,6 +46,7 @@ class JobSnapshot:
     time_limit_min: int
     team_id: int = 0
     continue_from: int | None = None      # the job whose kept /output this one starts from
+    kind: str = "task"                    # or "workspace": JupyterLab instead of the entrypoint
 
 
 def hash_token(token: str) -> str:
@@ -102,6 +103,14 @@ ENTRYPOINT_COMMAND = ["/bin/sh", "-c", 'if command -v bash >/dev/null 2>&1; then
                       'else exec sh "$0"; fi', ig.ENTRYPOINT]
 
 
+# A workspace runs JupyterLab on the job's $PORT under the portal gateway's path; its credential
+# comes in the environment (JUPYTER_TOKEN, passed through: never in an argv). A fixed string.
+WORKSPACE_COMMAND = ["/bin/sh", "-c", 'exec jupyter lab --no-browser --ip=0.0.0.0 --port="$PORT" '
+                     '--ServerApp.base_url="/workspaces/$SLIPWAY_JOB_ID/lab/" '
+                     "--ServerApp.root_dir=/work --ServerApp.allow_origin='*' "
+                     "--ServerApp.allow_remote_access=True --ServerApp.open_browser=False"]
+
+
 def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, RunnerSpec, list[str]]:
     """Create the job dir and runner spec; return (spec path, spec, batch command)."""
     cfg = svc.config
@@ -119,8 +128,14 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     # to another port when this one is taken on the node it lands on.
     env = {"SLIPWAY_JOB_ID": str(snap.job_id), "SLIPWAY_BRANCH": snap.branch,
            "SLIPWAY_COMMIT": snap.commit}
-    argv = ig.container_argv(cfg, svc.catalog, snap.image, str(workdir), ENTRYPOINT_COMMAND, env,
-                             passthrough_extra=("PORT",), binds=binds)
+    spec_env = {"PORT": str(snap.port), **env}
+    passthrough, command = ("PORT",), ENTRYPOINT_COMMAND
+    if snap.kind == "workspace":
+        from ..workspaces import credential
+        spec_env[credential.ENV_NAME] = credential.token(cfg.secret_key, snap.job_id)
+        passthrough, command = ("PORT", credential.ENV_NAME), WORKSPACE_COMMAND
+    argv = ig.container_argv(cfg, svc.catalog, snap.image, str(workdir), command, env,
+                             passthrough_extra=passthrough, binds=binds)
     spec = RunnerSpec(
         job_id=snap.job_id,
         repo_url=cfg.repo_url(snap.team, snap.project),
@@ -131,7 +146,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
         workdir=str(workdir),
         container_argv=tuple(argv),
         container_runtime=cfg.container_runtime,
-        env={"PORT": str(snap.port), **env},
+        env=spec_env,
         port_min=cfg.port_min,
         port_max=cfg.port_max,
         lfs_threshold_bytes=1024 * 1024,

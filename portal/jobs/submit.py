@@ -141,6 +141,7 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
             unix_user=job.pusher.unix_user if job.pusher else "",
             account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
             time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
+            kind=job.kind,
         )
     try:
         if not snap.unix_user:

@@ -212,6 +212,10 @@ class InMemoryCatalog:
     def image_digest(self, name: str, runtime: str, images_root=None) -> str:
         return "sha256:" + f"{name}-{runtime}".encode().hex().ljust(64, "0")[:64]
 
+    def has_jupyter(self, name: str) -> bool:
+        """The python image has JupyterLab (as the packaged catalog says), others not."""
+        return name == "python"
+
     def sif_path(self, name: str, images_root) -> Path:
         return Path(images_root) / f"{name}.sif"
 

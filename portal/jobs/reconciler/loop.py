@@ -13,7 +13,7 @@ from ... import integrations as ig
 from ...private_files import opener as private_opener
 from ...services import Services, log
 from .. import unknown
-from . import data, ended, money, queue, safety, sync
+from . import data, ended, money, queue, safety, sync, workspaces
 from .report import TickReport, move
 
 
@@ -59,6 +59,7 @@ class Reconciler:
         safety.hard_cancels(svc, now, report)
         sync.ldap(svc, now, report)
         data.sync_gates(svc, report)     # who may read which data tree on disk
+        workspaces.idle_policy(svc, report)   # remind, then stop, idle workspaces
         self._accounts_synced_at = sync.sync_slurm_accounts(svc, self._accounts_synced_at, now, report)
         return report
 
