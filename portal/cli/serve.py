@@ -28,9 +28,12 @@ def _slipway_answers(host: str, port: int) -> bool:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(8, 256))
 @click.option("--no-reconciler", is_flag=True, help="do not start the reconciler thread")
+@click.option("--workspace-port", type=click.IntRange(0, 65535), default=None,
+              help="port of the workspace gateway (JupyterLab through the portal); "
+                   "default PORT+1, 0 = no gateway")
 @pass_ctx
-def serve(ctx: Ctx, host, port, threads, no_reconciler):
-    """Run the portal (waitress) and the reconciler thread."""
+def serve(ctx: Ctx, host, port, threads, no_reconciler, workspace_port):
+    """Run the portal (waitress), the workspace gateway and the reconciler thread."""
     # Flask, the pages and the WSGI server: heavy, and only `serve` needs them.
     import waitress
 
@@ -52,13 +55,65 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler):
     if closed is not None:
         warn(f"job users cannot reach {cfg.jobs_dir}: {closed} is not traversable by others "
              "(chmod o+x, or set SLIPWAY_DATA_DIR elsewhere)")
+    gateway = None
+    if workspace_port != 0:
+        gateway = _start_workspace_gateway(ctx.svc, app, host, port + 1 if workspace_port is None
+                                           else workspace_port, explicit=workspace_port is not None)
     # git-lfs objects stream through the app: allow large bodies. Waitress reads a request whole
     # before the app sees it: up to ``inbuf_overflow`` in memory, beyond that spooled to a temp
     # file. Data uploads send 16 MiB chunks (portal/cli/data_push.py), which stay in memory (no
     # second write to disk); the socket is read 256 KiB at a time, not waitress's 8 KiB.
-    waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
-                   max_request_body_size=64 * 1024**3, channel_timeout=300,
-                   recv_bytes=256 * 1024, inbuf_overflow=17 * 1024 * 1024)
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
+                       max_request_body_size=64 * 1024**3, channel_timeout=300,
+                       recv_bytes=256 * 1024, inbuf_overflow=17 * 1024 * 1024)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+
+
+def _start_workspace_gateway(svc, app, host: str, port: int, *, explicit: bool):
+    """The workspace gateway (portal/workspaces/gateway/) in a thread beside waitress: who may
+    enter is the portal's session (decoded with ``app``'s serializer) checked by
+    ``workspaces.service.gateway_target``; None when workspaces are not available."""
+    try:
+        from ..teams.access import NotFound
+        from ..workspaces import service as workspaces
+        from ..workspaces.gateway.auth import session_user_id
+        from ..workspaces.gateway.proxy import NotRunning, Target
+        from ..workspaces.gateway.server import start_gateway
+    except ImportError as exc:  # an older venv without aiohttp, or no workspace service yet
+        logging.getLogger("slipway").warning("workspaces unavailable: %s", exc)
+        warn(f"workspaces unavailable (no gateway): {exc}")
+        return None
+
+    def resolve(job_id: int, cookies) -> Target | None:
+        user_id = session_user_id(app, cookies)
+        if user_id is None:  # anonymous: "not found", without asking the database
+            return None
+        try:
+            t = workspaces.gateway_target(svc, user_id, job_id)
+        except NotFound:
+            return None
+        except workspaces.NotRunning as exc:
+            raise NotRunning(str(exc)) from None
+        return t if isinstance(t, Target) else Target(str(t.host), int(t.port), str(t.token))
+
+    def touch(job_id: int) -> None:
+        workspaces.touch(svc, job_id)
+
+    try:
+        gateway = start_gateway(resolve, touch, host, port,
+                                drop_cookies=(app.config["SESSION_COOKIE_NAME"], "remember_token",
+                                              app.config.get("REMEMBER_COOKIE_NAME", "remember_token")))
+    except (OSError, OverflowError) as exc:  # in use, not allowed; PORT+1 beyond 65535
+        if explicit:
+            raise click.ClickException(f"workspace gateway: cannot listen on {host}:{port}: {exc}")
+        warn(f"workspace gateway not started: cannot listen on {host}:{port}: {exc} "
+             "(choose one with --workspace-port; 0 = no gateway)")
+        return None
+    say(f"Workspaces (JupyterLab) through the gateway on {gateway.url}")
+    return gateway
 
 
 @click.command()
