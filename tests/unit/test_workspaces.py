@@ -239,3 +239,27 @@ def test_policy_levels_and_durations(env):
         policy.set_policy(svc, ADMIN, "nlp", {"remind_seconds": "3h"})
     with pytest.raises(NotFound):
         policy.show_policy(svc, bob(svc), "nlp")
+
+
+def test_the_idle_reminder_reaches_a_real_smtp_server(tmp_path):
+    from portal.adapters.mail import SmtpMailer
+    from tests.support.smtp import smtp_server
+    with smtp_server() as (port, inbox):
+        svc = make_services(tmp_path, mailer=SmtpMailer("127.0.0.1", port, sender="slipway@test"))
+        ids = seed(svc)
+        with svc.db.transaction() as s:
+            s.get(User, ids["user_id"]).email = "alice@example.org"
+        bare = svc.config.repos_root / "nlp" / "proj.git"
+        sha = commit_to_bare(bare, tmp_path / "work", EP)
+        git("--git-dir", str(bare), "update-ref", "refs/heads/exp-1", sha)
+        alice = Actor(ids["user_id"], "alice")
+        policy.set_policy(svc, ADMIN, None, {"idle_seconds": 60, "remind_seconds": 30})
+        jid, _ = service.start_workspace(svc, alice, "nlp", "proj", branch="exp-1")
+        run(svc, jid)
+        svc.clock.advance(seconds=40)
+        assert idle.check_idle(svc, activity=fake_activity()) == [(jid, "reminded")]
+        [msg] = inbox.messages
+        assert msg["Subject"] == f"Slipway: workspace {jid} is idle"
+        assert msg["X-Envelope-To"] == "alice@example.org" and msg["From"] == "slipway@test"
+        assert "bills while it is open" in msg.get_payload()
+        svc.db.dispose()
