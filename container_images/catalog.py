@@ -13,7 +13,11 @@ Plain values only (no Flask, no DB). The catalog file is ``container_images/cata
   (``Catalog.sif_path(name, images_root)``).
 * ``local`` -- name of the directory image that ``container_images/build`` makes on this machine
   for ``ch-run`` (``Catalog.local_path(name, cache)``), or ``null`` when there is no local build.
-* ``local_recipe`` -- what ``build`` does for that directory image; hashed into its stamp.
+* ``local_recipe`` -- what ``build`` does for that directory image; hashed into its stamp
+  (``"pip_requirements": FILE`` -- a pinned pip requirements file beside the catalog, installed
+  into the image's /usr/local at build time; its content is hashed too).
+* ``jupyter`` -- true when the image has JupyterLab (``jupyter lab`` on PATH, pinned by
+  ``jupyter-requirements.txt``): workspaces run only in such images (``Catalog.jupyter_problem``).
 
 This module is stdlib-only on purpose: ``container_images/build`` imports it with the system
 Python, outside any virtualenv.
@@ -86,6 +90,7 @@ class Image:
     sif: str | None                  # relative to the production images root
     local: str | None                # local directory image name under the cache (None: none)
     local_recipe: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    jupyter: bool = False            # JupyterLab installed (workspaces can run in it)
 
 
 class Catalog:
@@ -132,6 +137,9 @@ class Catalog:
                 raise CatalogError(f"image {name!r}: 'sif' must be relative to the images root")
             if local is not None and not _NAME_RE.match(local):
                 raise CatalogError(f"image {name!r}: bad 'local' image name {local!r}")
+            jupyter = entry.get("jupyter", False)
+            if not isinstance(jupyter, bool):
+                raise CatalogError(f"image {name!r}: 'jupyter' must be true or false")
             recipe = entry.get("local_recipe")
             if local is not None and not isinstance(recipe, Mapping):
                 raise CatalogError(f"image {name!r}: 'local' needs a 'local_recipe' object")
@@ -142,6 +150,7 @@ class Catalog:
                 sif=sif,
                 local=local,
                 local_recipe=MappingProxyType(dict(recipe)) if isinstance(recipe, Mapping) else None,
+                jupyter=jupyter,
             )
         return cls(images, default=data.get("default"), path=path)
 
@@ -199,6 +208,28 @@ class Catalog:
         if not self.has_build(name, runtime):
             return (f"image {name!r} is in the catalog but has no build for this cluster's "
                     f"container runtime ({runtime}); available images: {available}")
+        return None
+
+    def has_jupyter(self, name: str) -> bool:
+        """Whether ``name`` has JupyterLab (``"jupyter": true``). UnknownImage if not listed."""
+        return self.get(name).jupyter
+
+    def jupyter_names(self, runtime: str | None = None) -> tuple[str, ...]:
+        """The images with JupyterLab (sorted), only those with a build for ``runtime`` if given."""
+        names = self.names_for_runtime(runtime) if runtime is not None else self.names
+        return tuple(n for n in names if self._images[n].jupyter)
+
+    def jupyter_problem(self, name: str, runtime: str | None = None) -> str | None:
+        """None when a workspace (JupyterLab) can run in ``name`` (under ``runtime`` if given);
+        else a message for the user naming the images that can."""
+        available = ", ".join(self.jupyter_names(runtime)) or "(none)"
+        if name not in self._images:
+            return f"unknown image {name!r}; images with JupyterLab: {available}"
+        if not self._images[name].jupyter:
+            return (f"image {name!r} has no JupyterLab, so it cannot run a workspace; "
+                    f"images with JupyterLab: {available}")
+        if runtime is not None:
+            return self.runtime_problem(name, runtime)
         return None
 
     def image_path(self, name: str, runtime: str,

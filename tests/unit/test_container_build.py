@@ -1,7 +1,9 @@
 """container_images/build helpers that need no root and no network."""
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
+import json
 import importlib.util
 from pathlib import Path
 
@@ -61,3 +63,58 @@ def test_image_without_local_recipe_is_refused(build, tmp_path, capsys):
     assert "no local recipe" in capsys.readouterr().err
     assert build.main(["--dest", str(tmp_path), "nope"]) == 1
     assert "available images" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ the pip (JupyterLab) layer
+def _catalog(tmp_path, recipe):
+    from container_images.catalog import Catalog
+    p = tmp_path / "catalog.json"
+    p.write_text(json.dumps({"images": {"img": {"description": "d", "local": "img",
+                                                 "local_recipe": recipe}}}))
+    return Catalog.load(p)
+
+
+def test_pinned_requirements_content_is_part_of_the_recipe_hash(build, tmp_path):
+    recipe = {"kind": "debootstrap", "suite": "bookworm", "include": ["python3", "python3-pip"],
+              "pip_requirements": "reqs.txt"}
+    (tmp_path / "reqs.txt").write_text("jupyterlab==4.6.6\n")
+    cat = _catalog(tmp_path, recipe)
+    hashed, reqs = build.resolve_recipe(cat, "img", recipe)
+    assert reqs == tmp_path / "reqs.txt"
+    assert hashed["pip_requirements_sha256"] == hashlib.sha256(b"jupyterlab==4.6.6\n").hexdigest()
+    first = build.recipe_hash(hashed)
+    (tmp_path / "reqs.txt").write_text("jupyterlab==4.6.5\n")
+    assert build.recipe_hash(build.resolve_recipe(cat, "img", recipe)[0]) != first
+    plain = {"kind": "debootstrap", "include": ["python3"]}
+    assert build.resolve_recipe(cat, "img", plain) == (plain, None)
+
+
+def test_bad_pip_requirements_are_refused(build, tmp_path):
+    recipe = {"kind": "debootstrap", "pip_requirements": "missing.txt"}
+    cat = _catalog(tmp_path, recipe)
+    with pytest.raises(build.BuildError, match="image 'img': local_recipe pip_requirements "
+                                               "'missing.txt': no such file"):
+        build.resolve_recipe(cat, "img", recipe)
+    with pytest.raises(build.BuildError, match="needs a debootstrap recipe"):
+        build.resolve_recipe(cat, "img", {"kind": "busybox", "pip_requirements": "x.txt"})
+
+
+def test_packaged_python_recipe_installs_the_jupyter_pins(build):
+    from container_images.catalog import Catalog
+    cat = Catalog.load()
+    hashed, reqs = build.resolve_recipe(cat, "python", dict(cat.get("python").local_recipe))
+    assert reqs is not None and reqs.name == "jupyter-requirements.txt"
+    assert "jupyterlab==" in reqs.read_text()
+
+
+def test_a_jupyter_image_without_jupyter_is_not_complete(build, tmp_path):
+    root = tmp_path / "img"
+    for f in ("usr/bin/env", "bin/sh"):
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).touch()
+    (tmp_path / "img.stamp.json").write_text(json.dumps({"recipe_hash": "h"}))
+    assert build.is_complete(tmp_path, "img", "debootstrap", "h")
+    assert build.is_complete(tmp_path, "img", "debootstrap", "h", jupyter=True) is None
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/local/bin/jupyter").touch()
+    assert build.is_complete(tmp_path, "img", "debootstrap", "h", jupyter=True)

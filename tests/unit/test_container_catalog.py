@@ -165,3 +165,49 @@ def test_builds_per_runtime_and_the_message_names_what_can_run():
         cat.names_for_runtime("podman")
     empty = Catalog.from_dict({"images": {"x": {"description": "d", "sif": "x.sif"}}})
     assert "available images: (none)" in empty.runtime_problem("x", "charliecloud")
+
+
+# ------------------------------------------------------------------- JupyterLab (issue 12)
+def test_which_images_have_jupyter_and_the_refusal_names_them():
+    cat = Catalog.load()
+    assert cat.has_jupyter("python") and cat.has_jupyter("pytorch")
+    assert cat.has_jupyter("busybox") is False
+    assert cat.jupyter_names() == ("python", "pytorch")
+    assert cat.jupyter_names("charliecloud") == ("python",)
+    assert cat.jupyter_names("apptainer") == ("python", "pytorch")
+    assert cat.jupyter_problem("python") is None
+    assert cat.jupyter_problem("python", "charliecloud") is None
+    assert cat.jupyter_problem("busybox") == (
+        "image 'busybox' has no JupyterLab, so it cannot run a workspace; "
+        "images with JupyterLab: python, pytorch")
+    assert cat.jupyter_problem("busybox", "charliecloud").endswith("images with JupyterLab: python")
+    assert "no build for this cluster's container runtime (charliecloud)" in \
+        cat.jupyter_problem("pytorch", "charliecloud")
+    assert cat.jupyter_problem("nope") == "unknown image 'nope'; images with JupyterLab: python, pytorch"
+    with pytest.raises(UnknownImage, match="available images"):
+        cat.has_jupyter("nope")
+
+
+def test_jupyter_flag_defaults_false_and_must_be_a_bool(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"images": {"x": {"description": "X"}}}))
+    cat = Catalog.load(p)
+    assert cat.has_jupyter("x") is False and cat.jupyter_names() == ()
+    assert cat.jupyter_problem("x") == ("image 'x' has no JupyterLab, so it cannot run a "
+                                        "workspace; images with JupyterLab: (none)")
+    for bad in ("yes", 1, None):
+        p.write_text(json.dumps({"images": {"x": {"description": "X", "jupyter": bad}}}))
+        with pytest.raises(CatalogError, match="'jupyter' must be true or false"):
+            Catalog.load(p)
+
+
+@pytest.mark.parametrize("name", ["python", "pytorch"])
+def test_def_files_install_pinned_jupyterlab_and_test_it(name):
+    layer = SingularityParser(str(PKG / f"{name}.def")).recipe["spython-base"]
+    install = "\n".join(layer.install)
+    pin = re.search(r"^jupyterlab==(\S+)$", install, re.M)
+    assert pin, "no pinned jupyterlab in %post"
+    assert re.search(r"^jupyter-server==\S+$", install, re.M)
+    assert "pip install --no-cache-dir --no-input" in install
+    test_section = (PKG / f"{name}.def").read_text().split("%test", 1)[1]
+    assert f'test "$(jupyter lab --version)" = "{pin.group(1)}"' in test_section
