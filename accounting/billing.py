@@ -21,6 +21,11 @@ however the minutes were split over ticks; every charge is exact to 1e-6 dollars
 Shards (``gres/shard``, a slice of a GPU) are billed like a GPU type named ``shard`` when the
 record has ``shards`` > 0 and the rates price ``shard``.
 
+CPU-only attempts (no GPU and no shard in the allocation, ``cpus`` > 0: AllocTRES ``cpu=N``) are
+billed per core-hour: one line of type ``cpu`` (``rates.CPU``), count = cores, at
+``Rates.cpu_hourly``, prorated by the minute exactly like GPUs. A GPU attempt's cores are part of
+its GPU price and never billed on their own.
+
 Times: ``start``/``end``/``now`` must all be timezone-aware or all naive (sacct prints naive local
 times; the caller decides). Records are values with the attributes of :class:`SacctLike`.
 """
@@ -35,7 +40,7 @@ from typing import Protocol
 
 from .entries import GpuCharge, GpuLine
 from .money import ZERO, to_micro
-from .rates import Rates, RatesError
+from .rates import CPU, Rates, RatesError
 
 TERMINAL_STATES = frozenset({
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -78,16 +83,24 @@ class AttemptRecord:
     gpus: Mapping[str, int] = field(default_factory=dict)
     account: str = ""
     shards: int = 0
+    cpus: int = 0
 
 
 def allocation(record: SacctLike) -> Mapping[str, int]:
     """GPU type -> count billed for a record: ``gpus`` plus ``{"shard": n}`` when the record has
     a ``shards`` attribute > 0 (slurm_bridge keeps shards apart from GPUs). Shards need a
-    ``shard`` rate like any GPU type."""
+    ``shard`` rate like any GPU type. With neither, a record with a ``cpus`` attribute > 0 is a
+    CPU-only attempt: ``{"cpu": cores}``."""
     shards = getattr(record, "shards", 0) or 0
-    if not shards:
-        return record.gpus or {}
-    return {**(record.gpus or {}), "shard": shards}
+    gpus = record.gpus or {}
+    if shards:
+        return {**gpus, "shard": shards}
+    if any(gpus.values()):
+        return gpus
+    cpus = getattr(record, "cpus", 0) or 0
+    if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
+        return {CPU: cpus}
+    return gpus
 
 
 def _ceil_minutes(delta: timedelta) -> int:

@@ -9,6 +9,8 @@ kind               what it records                                        key
                                                                           ``deposit:<id>``
 ``GpuCharge``      GPU minutes ``[from_minute, to_minute)`` of one        ``gpu:<job>:<attempt>:<from_minute>``
                    attempt of one Slurm job; GPU type(s), count, rate
+                   (a CPU-only job: type ``cpu``, count = cores, rate
+                   per core-hour)
 ``StorageCharge``  storage of one repository/dataset over minutes         ``storage:<resource>:<from_minute_epoch>``
                    ``[from, to)`` since the Unix epoch, size in GB, rate
 ``Adjustment``     a signed correction by an administrator (refund...)    caller-chosen
@@ -76,9 +78,13 @@ class Deposit:
         return f"deposit {format_usd(self.amount)} by {self.by}{note}"
 
 
+CPU = "cpu"  # accounting.rates.CPU: a CPU-only job's cores
+
+
 @dataclass(frozen=True)
 class GpuLine:
-    """``count`` GPUs of ``gpu_type`` billed at ``hourly_rate`` dollars per GPU-hour."""
+    """``count`` GPUs of ``gpu_type`` billed at ``hourly_rate`` dollars per GPU-hour; for
+    ``gpu_type`` ``cpu`` (a CPU-only job), ``count`` cores at dollars per core-hour."""
 
     gpu_type: str
     count: int
@@ -90,13 +96,25 @@ class GpuLine:
             raise ValueError(f"GPU count must be a positive int, got {self.count!r}")
         _non_negative(self.hourly_rate, "hourly_rate")
 
+    @property
+    def is_cpu(self) -> bool:
+        return self.gpu_type == CPU
+
+    def describe(self) -> str:
+        """``2x a4000 @ $0.50/h`` or ``4 cores @ $0.02/core-hour``."""
+        if self.is_cpu:
+            unit = "core" if self.count == 1 else "cores"
+            return f"{self.count} {unit} @ {format_usd(self.hourly_rate)}/core-hour"
+        return f"{self.count}x {self.gpu_type} @ {format_usd(self.hourly_rate)}/h"
+
 
 @dataclass(frozen=True, kw_only=True)
 class GpuCharge:
     """GPU minutes ``[from_minute, to_minute)`` of one job attempt.
 
     Minutes count from the attempt's start (minute 0 is the first started minute). ``gpus`` has
-    one line per GPU type in the attempt's AllocTRES (almost always exactly one).
+    one line per GPU type in the attempt's AllocTRES (almost always exactly one); a CPU-only
+    attempt has one ``cpu`` line (its cores).
     """
 
     team: str
@@ -142,10 +160,15 @@ class GpuCharge:
     def gpu_count(self) -> int:
         return sum(line.count for line in self.gpus)
 
+    @property
+    def cpu_only(self) -> bool:
+        """A CPU-only attempt's cores (billed per core-hour), not GPUs."""
+        return all(line.is_cpu for line in self.gpus)
+
     def describe(self) -> str:
-        lines = ", ".join(
-            f"{line.count}x {line.gpu_type} @ {format_usd(line.hourly_rate)}/h" for line in self.gpus
-        )
+        lines = ", ".join(line.describe() for line in self.gpus)
+        if self.cpu_only:
+            lines = f"CPU only, {lines}"
         return (
             f"job {self.cluster_job_id} attempt {self.attempt}: minutes "
             f"{self.from_minute}-{self.to_minute} ({self.minutes} min), {lines}"

@@ -1,8 +1,14 @@
-"""Prices: an hourly rate per GPU type and a storage rate per GB-month.
+"""Prices: an hourly rate per GPU type, a rate per core-hour for CPU-only jobs and a storage
+rate per GB-month.
 
 Configuration is a plain mapping (from the portal's config file or environment)::
 
-    {"gpu_hourly": {"a4000": "1.20", "a6000": "2.50"}, "storage_gb_month": "0.10"}
+    {"gpu_hourly": {"a4000": "1.20", "a6000": "2.50"}, "cpu_hourly": "0.02",
+     "storage_gb_month": "0.10"}
+
+A CPU-only job (no GPU in its allocation) is billed per core at ``cpu_hourly``: billing calls its
+allocation the pseudo GPU type ``cpu`` (:data:`CPU`), which :meth:`Rates.gpu_rate` prices at
+``cpu_hourly``; ``cpu`` (and ``none``) can therefore never be a GPU type.
 
 Rates are written as strings (or ints), never floats, with at most 6 decimals; a rate of 0 is
 allowed (a free GPU type). GPU type names are lower-case Slurm GRES type names (``a4000``,
@@ -20,6 +26,9 @@ from types import MappingProxyType
 from .money import MoneyError, parse_amount
 
 DEFAULT_STORAGE_GB_MONTH = Decimal("0.10")
+DEFAULT_CPU_HOURLY = Decimal("0.02")
+CPU = "cpu"            # the billing type of a CPU-only job's cores (slurm_bridge.request.CPU)
+RESERVED_TYPES = frozenset({CPU, "none"})
 RATE_PLACES = 6
 _GPU_TYPE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 
@@ -44,10 +53,12 @@ def _rate(value: object, what: str) -> Decimal:
 
 @dataclass(frozen=True)
 class Rates:
-    """Hourly dollars per GPU of each type, and dollars per GB-month of storage."""
+    """Hourly dollars per GPU of each type, per core of a CPU-only job, and dollars per GB-month
+    of storage."""
 
     gpu_hourly: Mapping[str, Decimal]
     storage_gb_month: Decimal = field(default=DEFAULT_STORAGE_GB_MONTH)
+    cpu_hourly: Decimal = field(default=DEFAULT_CPU_HOURLY)
 
     def __post_init__(self) -> None:
         checked: dict[str, Decimal] = {}
@@ -59,14 +70,21 @@ class Rates:
                     f"GPU type {gpu_type!r} is not a valid name (lower-case letters, digits, "
                     "'_', '.', '-'; e.g. a4000)"
                 )
+            if gpu_type in RESERVED_TYPES:
+                raise RatesError(f"{gpu_type!r} cannot be a GPU type: CPU-only jobs are billed "
+                                 "per core-hour at cpu_hourly")
             checked[gpu_type] = _rate(value, f"gpu_hourly[{gpu_type}]")
         object.__setattr__(self, "gpu_hourly", MappingProxyType(checked))
         object.__setattr__(
             self, "storage_gb_month", _rate(self.storage_gb_month, "storage_gb_month")
         )
+        object.__setattr__(self, "cpu_hourly", _rate(self.cpu_hourly, "cpu_hourly"))
 
     def gpu_rate(self, gpu_type: str) -> Decimal:
-        """Hourly rate for one GPU of ``gpu_type``; raises :class:`UnknownGpuType`."""
+        """Hourly rate for one GPU of ``gpu_type`` (one core for ``cpu``); raises
+        :class:`UnknownGpuType`."""
+        if gpu_type == CPU:
+            return self.cpu_hourly
         try:
             return self.gpu_hourly[gpu_type]
         except KeyError:
@@ -77,10 +95,11 @@ class Rates:
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> "Rates":
-        """Build from ``{"gpu_hourly": {...}, "storage_gb_month": "0.10"}``; unknown keys refused."""
+        """Build from ``{"gpu_hourly": {...}, "cpu_hourly": "0.02", "storage_gb_month": "0.10"}``;
+        unknown keys refused."""
         if not isinstance(config, Mapping):
             raise RatesError("rates configuration must be a mapping")
-        unknown = set(config) - {"gpu_hourly", "storage_gb_month"}
+        unknown = set(config) - {"gpu_hourly", "storage_gb_month", "cpu_hourly"}
         if unknown:
             raise RatesError(f"unknown rates setting(s): {', '.join(sorted(map(str, unknown)))}")
         if "gpu_hourly" not in config:
@@ -89,4 +108,6 @@ class Rates:
         if not isinstance(gpu_hourly, Mapping):
             raise RatesError("gpu_hourly must be a mapping of GPU type to hourly rate")
         storage = config.get("storage_gb_month", DEFAULT_STORAGE_GB_MONTH)
-        return cls(gpu_hourly=dict(gpu_hourly), storage_gb_month=storage)  # type: ignore[arg-type]
+        cpu = config.get("cpu_hourly", DEFAULT_CPU_HOURLY)
+        return cls(gpu_hourly=dict(gpu_hourly), storage_gb_month=storage,  # type: ignore[arg-type]
+                   cpu_hourly=cpu)  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ from accounting.rates import Rates
 from accounting.storage import StorageBilled, StorageSample  # noqa: F401  (re-exported)
 from slurm_bridge.errors import (ControllerUnavailable, InvalidRequest, JobNotFound,  # noqa: F401
                                  SlurmBridgeError, SlurmRejected)
-from slurm_bridge.request import MAX_TIME_LIMIT_MIN, GpuRequest, JobRequest, validate_gpus  # noqa: F401
+from slurm_bridge.request import (CPU, MAX_TIME_LIMIT_MIN, NO_GPU, GpuRequest,  # noqa: F401
+                                  JobRequest, parse_mem, validate_gpus)
 
 from .config import Config
 
@@ -35,8 +36,14 @@ ENTRYPOINT = "slipway-entrypoint.sh"
 # ------------------------------------------------------------------------------ slurm_bridge
 
 
-def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int]) -> str | None:
-    """None when ``count`` GPUs of ``gpu_type`` are allowed, else the bridge's message."""
+def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int], *,
+               cpu_limit: int = 16) -> str | None:
+    """None when ``count`` GPUs of ``gpu_type`` are allowed, else the bridge's message. A
+    CPU-only job (``gpu_type`` ``cpu``, ``count`` = cores) may ask for 1..``cpu_limit`` cores."""
+    if gpu_type == CPU:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cpu_limit:
+            return f"a CPU-only job may ask for 1 to {cpu_limit} cores (cpus=N); you asked for {count}"
+        return None
     try:
         validate_gpus(GpuRequest(gpu_type, count), limits)
     except InvalidRequest as exc:
@@ -47,7 +54,11 @@ def check_gpus(gpu_type: str, count: int, limits: Mapping[str, int]) -> str | No
 def parse_gpus(text: str, limits: Mapping[str, int] | None = None) -> tuple[str, int]:
     """``a6000:1`` -> ("a6000", 1); raises InvalidRequest with a readable message that suggests
     only what is accepted (the types of ``limits`` when given). The count is required: ``a4000``
-    alone is refused with a message showing ``a4000:1`` (loose input is refused, not guessed)."""
+    alone is refused with a message showing ``a4000:1`` (loose input is refused, not guessed).
+    No GPU: ``none`` -> ("cpu", 1) and ``cpu:4`` -> ("cpu", 4) (a CPU-only job's cores; a
+    ``cpus=N`` push option sets them too)."""
+    if text.strip().lower() == NO_GPU:
+        return CPU, 1
     parts = text.strip().split(":")
     if len(parts) > 1 and parts[0].lower() == "gpu":
         parts = parts[1:]
@@ -64,20 +75,27 @@ def parse_gpus(text: str, limits: Mapping[str, int] | None = None) -> tuple[str,
         g = GpuRequest.parse(text)
     except InvalidRequest:
         raise InvalidRequest(f"cannot read GPU request {text!r}; write TYPE:COUNT, e.g. "
-                             f"{example}{types}") from None
+                             f"{example}{types}, or none for a CPU-only job") from None
     return g.type, g.count
 
 
 def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_count: int,
                 time_limit_min: int, workdir: str, output: str, command: Sequence[str],
-                env: Mapping[str, str], partition: str | None) -> JobRequest:
+                env: Mapping[str, str], partition: str | None, cpus: int | None = None,
+                mem_mb: int | None = None) -> JobRequest:
+    """A Slipway job's Slurm request. ``gpu_type`` ``cpu`` is a CPU-only job: no GPU (no
+    ``--gres``), ``gpu_count`` cores; else ``cpus`` cores (default 1) beside the GPUs.
+    ``mem_mb``: ``--mem`` (None: Slurm's default)."""
+    cpu_only = gpu_type == CPU
     return JobRequest(
         name=slurm_job_name(job_id),
         user=user,
         account=account,
         qos="normal",
         partition=partition or None,
-        gpus=GpuRequest(gpu_type, gpu_count),
+        gpus=None if cpu_only else GpuRequest(gpu_type, gpu_count),
+        cpus=gpu_count if cpu_only else (cpus or 1),
+        mem_mb=mem_mb,
         time_limit_min=time_limit_min,
         workdir=workdir,
         output=output,
@@ -256,7 +274,8 @@ def format_usd(amount: Decimal | int | str) -> str:
 
 
 def rates(config: Config) -> Rates:
-    return Rates(gpu_hourly=dict(config.gpu_rates), storage_gb_month=config.storage_rate)
+    return Rates(gpu_hourly=dict(config.gpu_rates), storage_gb_month=config.storage_rate,
+                 cpu_hourly=config.cpu_rate)
 
 
 def can_start(balance: Decimal, team: str, minimum: Decimal) -> _gates.Decision:
@@ -282,11 +301,18 @@ def cut_off_message(balance: Decimal, team: str) -> str:
 
 def attempt_record(*, job_id: int, attempt: int, state: str, start: datetime | None,
                    end: datetime | None, elapsed_s: int | None, gpus: Mapping[str, int],
-                   team: str) -> AttemptRecord:
+                   team: str, cpus: int = 0) -> AttemptRecord:
     """A billing record for one attempt of a Slipway job, keyed by the *Slipway* job id
-    (Slurm ids restart when a cluster's state is wiped; ours never repeat)."""
+    (Slurm ids restart when a cluster's state is wiped; ours never repeat).
+
+    A CPU-only job's ``gpus`` is ``{"cpu": cores}`` (its row, when Slurm's record has no GPU);
+    ``cpus`` > 0 (AllocTRES ``cpu=``) replaces those cores with the ones Slurm allocated. Cores
+    beside GPUs are never billed (``accounting.billing.allocation``)."""
+    gpus = {k: v for k, v in gpus.items() if v}
+    if set(gpus) <= {CPU} and cpus > 0:
+        gpus = {CPU: cpus}
     return AttemptRecord(job_id=str(job_id), attempt=attempt, state=state, start=start, end=end,
-                         elapsed_s=elapsed_s, gpus=dict(gpus), account=team)
+                         elapsed_s=elapsed_s, gpus=gpus, account=team)
 
 
 def make_biller(store, config: Config) -> Biller:

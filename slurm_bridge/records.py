@@ -3,8 +3,8 @@
 squeue and sinfo: their JSON (OpenAPI v0.0.38). sacct: ``--parsable2`` text, because
 ``sacct --json`` in 22.05 reports a wrong exit code (``return_code`` 0, ``status`` SUCCESS for a
 batch script that exited 3, while ``-o ExitCode`` says ``3:0``). Parsers take the decoded JSON
-document (or the text) and return frozen dataclasses; they never run commands. Fixtures recorded from the live cluster are in tests/fixtures/slurm/.
-"""
+document (or the text) and return frozen dataclasses; they never run commands (fixtures recorded
+from the live cluster: tests/fixtures/slurm/). AllocTRES ``cpu=N`` bills CPU-only jobs."""
 from __future__ import annotations
 
 import gc
@@ -100,6 +100,12 @@ def parse_tres_str(text: str | None) -> dict[str, int]:
     return out
 
 
+def tres_cpus(text: str | None) -> int:
+    """``cpu=4,mem=16G,node=1`` -> 4 (0 when the string has no ``cpu=``)."""
+    m = re.search(r"(?:^|,)cpu=(\d+)(?:,|$)", text or "")
+    return int(m.group(1)) if m else 0
+
+
 def _frozen(d: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(d))
 
@@ -123,6 +129,7 @@ class QueueRecord:
     partition: str = ""
     restart_count: int = 0
     gpus: Mapping[str, int] = field(default_factory=dict)  # requested GPU type -> count
+    cpus: int = 0               # cores asked for (tres_req_str cpu=, else the job's cpus)
 
     @property
     def held(self) -> bool:
@@ -148,6 +155,7 @@ def parse_squeue(data: Mapping[str, Any]) -> list[QueueRecord]:
             partition=_text(j.get("partition")),
             restart_count=_int(j.get("restart_cnt")),
             gpus=_frozen(gpus),
+            cpus=tres_cpus(j.get("tres_req_str")) or _int(j.get("cpus")),
         ))
     return out
 
@@ -186,6 +194,7 @@ class SacctRecord:
         return self.state in TERMINAL_STATES
 
     alloc_tres_recorded: bool = True  # AllocTRES held anything at all (cpu=...)
+    cpus: int = 0                      # cores allocated (AllocTRES cpu=N; 0 when not recorded)
 
     @property
     def settled(self) -> bool:
@@ -293,7 +302,7 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
         if alloc is None:
             g = parse_tres_str(tres)
             shards = g.pop("shard", 0)
-            alloc = tres_cache[tres] = (_frozen(g), shards)
+            alloc = tres_cache[tres] = (_frozen(g), shards, tres_cpus(tres))
         node = f[7]
         if node == "None assigned":
             node = ""
@@ -312,7 +321,7 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
             end = _sacct_time(f[5], times)
         rows.append([int(f[0]), f[12], f[11], f[9], qos, state, exit_code, signal, submit, start,
                      end, int(elapsed) if elapsed.isdigit() else None, node, alloc[0], alloc[1],
-                     bool(tres)])
+                     bool(tres), alloc[2]])
     rows.sort(key=_job_of)  # stable: a job's records keep sacct's order until sorted below
     out: list[SacctRecord] = []
     append = out.append
@@ -324,10 +333,10 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
             j += 1
         group = rows[i:j] if j - i == 1 else sorted(rows[i:j], key=_attempt_order)
         for attempt, (_, name, user, account, qos, state, exit_code, signal, submit, start, end,
-                      elapsed_s, node, gpus, shards, recorded) in enumerate(group):
+                      elapsed_s, node, gpus, shards, recorded, cpus) in enumerate(group):
             append(SacctRecord(job_id, attempt, name, user, account, qos, state, exit_code,
                                signal, submit, start, end, elapsed_s, node, gpus, shards, "",
-                               recorded))
+                               recorded, cpus))
         i = j
     return out
 

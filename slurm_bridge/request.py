@@ -16,6 +16,8 @@ GpuLimits = Mapping[str, int]
 """GPU type -> most units one job may ask for, e.g. {"a4000": 4, "a6000": 2, "shard": 8}."""
 
 SHARD = "shard"
+CPU = "cpu"          # not a GPU type: a CPU-only job's compute ("cpu x4" = 4 cores, no GPU)
+NO_GPU = "none"      # what a user writes for a CPU-only job (gpus=none)
 
 # Strict patterns for names Slurm stores and prints back.
 _GPU_TYPE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -100,6 +102,22 @@ class JobRequest:
         # Freeze the mutable inputs so a request cannot change after validation.
         object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+
+_MEM = re.compile(r"^(\d{1,9})\s*([mgt]i?b?|b)?$")
+_MEM_MB = {"m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_mem(text: str) -> int:
+    """``16G`` -> 16384, ``512M`` / ``512`` -> 512, ``1T`` -> 1048576 (megabytes, as sbatch's
+    ``--mem`` reads them: K/M/G/T are powers of 1024). Raises ``InvalidRequest``."""
+    m = _MEM.match(str(text).strip().lower())
+    if not m or m.group(2) == "b":
+        raise InvalidRequest(f"cannot read memory {text!r}; write megabytes (512), 512M or 16G")
+    mb = int(m.group(1)) * _MEM_MB[(m.group(2) or "m")[0]]
+    if mb < 1:
+        raise InvalidRequest("memory must be at least 1M")
+    return mb
 
 
 def _check_text(what: str, value: object, *, max_chars: int = MAX_VALUE_CHARS,

@@ -260,6 +260,9 @@ class Job(Base):
     # "task" (runs slipway-entrypoint.sh) or "workspace" (JupyterLab; portal/workspaces, 0008):
     # the gateway's last proxied request, and when the idle reminder went out
     kind: Mapped[str] = mapped_column(String(16), default="task", server_default="task")
+    # cores and memory asked for (a CPU-only job: gpu_type "cpu", gpu_count = its cores)
+    cpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    mem_mb: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 

@@ -224,8 +224,7 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
                 if busy is not None:
                     raise _Busy(busy_message(busy))
                 job = Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
-                          state=states.QUEUED, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
-                          image=settings.image, time_limit_min=settings.time_limit_min,
+                          state=states.QUEUED, **settings.row_fields(),
                           created_at=now, state_changed_at=now)
                 s.add(job)
                 s.flush()  # the partial unique index fires here on PostgreSQL races

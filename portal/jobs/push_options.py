@@ -9,6 +9,14 @@ settings (``projects.settings``).
 A GPU request is a ``slurm_bridge.request.GpuRequest`` from the push option on: the overrides
 hold it under ``gpus``, ``JobSettings.gpus`` gives it back, the submission's snapshot
 (``jobs.runner_spec.JobSnapshot``) carries it to Slurm's ``JobRequest``.
+
+CPU-only jobs (``gpus=none``, optional ``cpus=N``, default 1, at most config ``cpu_limit``) are
+the pseudo GPU type ``cpu`` with the cores as count: ``JobSettings("cpu", 4, ...)``, stored so in
+the job row (``gpu_type`` "cpu", ``gpu_count`` = cores; no migration needed), shown as
+``cpu x4``, sent to Slurm with no ``--gres`` and ``--cpus-per-task=4``, billed per core-hour
+(config ``cpu_rate``). ``cpus=N`` beside GPUs and ``mem=16G`` (at most config ``mem_limit_mb``)
+live in ``JobSettings.cpus`` / ``mem_mb``; they reach a job only where the job row has ``cpus`` /
+``mem_mb`` columns (``row_fields``); without them they are refused with a clear message.
 """
 from __future__ import annotations
 
@@ -24,7 +32,8 @@ from ..teams.access import OpError
 from ..db import Project
 from ..services import Services
 
-PUSH_OPTIONS_HELP = ("gpus=TYPE:COUNT (e.g. gpus=a6000:1), time=30m|2h|90 (minutes), image=NAME, "
+PUSH_OPTIONS_HELP = ("gpus=TYPE:COUNT (e.g. gpus=a6000:1) or gpus=none (CPU only), cpus=N, mem=16G, "
+                     "time=30m|2h|90 (minutes), image=NAME, "
                      "input0..input4=TEAM/DATA:VERSION|job:N (read-only inputs), continue=JOB "
                      "(start from that job's /output), run=no (update the branch without starting a job)")
 _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
@@ -32,14 +41,44 @@ _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
 
 @dataclass(frozen=True)
 class JobSettings:
+    """``gpu_type`` "cpu": a CPU-only job with ``gpu_count`` cores (``cpus`` is then the same)."""
+
     gpu_type: str
     gpu_count: int
     time_limit_min: int
     image: str
+    cpus: int = 1
+    mem_mb: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gpu_type == ig.CPU:
+            object.__setattr__(self, "cpus", self.gpu_count)
 
     @property
     def gpus(self) -> GpuRequest:
+        """The compute as shown and snapshotted: ``a4000 x2`` or ``cpu x4`` (CPU only)."""
         return GpuRequest(self.gpu_type, self.gpu_count)
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.gpu_type == ig.CPU
+
+    @property
+    def gpu_units(self) -> int:
+        """GPUs asked for (0 for a CPU-only job): what GPU caps compare against."""
+        return 0 if self.cpu_only else self.gpu_count
+
+    def row_fields(self) -> dict[str, Any]:
+        """The job row's compute columns: ``Job(**st.row_fields(), ...)``."""
+        return {"gpu_type": self.gpu_type, "gpu_count": self.gpu_count, "image": self.image,
+                "time_limit_min": self.time_limit_min, "cpus": self.cpus, "mem_mb": self.mem_mb}
+
+
+def job_compute(job: Any) -> tuple[int, int | None]:
+    """(cores, memory MB or None) of a job row: a CPU-only job's cores are its ``gpu_count``;
+    else the row's ``cpus`` (1 unless asked) and ``mem_mb`` (None: Slurm's default)."""
+    cpus = job.gpu_count if job.gpu_type == ig.CPU else (job.cpus or 1)
+    return cpus, job.mem_mb
 
 
 def parse_time(text: str) -> int:
@@ -76,6 +115,17 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
                 overrides["gpus"] = GpuRequest(*ig.parse_gpus(value, gpu_limits))
             except ig.InvalidRequest as exc:
                 problems.append(f"slipway: push option gpus: {exc}")
+        elif key in ("cpus", "cpu", "cores"):
+            if value.isdigit() and 0 < len(value) <= 6 and int(value) >= 1:
+                overrides["cpus"] = int(value)
+            else:
+                problems.append(f"slipway: push option cpus: write cpus=N (a whole number of cores, "
+                                f"at least 1), not {value[:40]!r}")
+        elif key in ("mem", "memory"):
+            try:
+                overrides["mem_mb"] = ig.parse_mem(value)
+            except ig.InvalidRequest as exc:
+                problems.append(f"slipway: push option mem: {exc}")
         elif key == "time":
             try:
                 overrides["time_limit_min"] = parse_time(value)
@@ -110,20 +160,36 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
 
 
 def effective_settings(project: Project, overrides: Mapping[str, Any]) -> JobSettings:
+    """The project's defaults with the push's overrides. A CPU-only job's cores: ``cpus=N``,
+    else those of ``gpus=cpu:N``/the project's CPU-only default, else 1 (``gpus=none``)."""
     gpus = overrides.get("gpus") or GpuRequest(project.gpu_type, project.gpu_count)
+    count, cpus = gpus.count, overrides.get("cpus")
+    if gpus.type == ig.CPU and cpus is not None:
+        count = cpus
     return JobSettings(
         gpu_type=gpus.type,
-        gpu_count=gpus.count,
+        gpu_count=count,
         time_limit_min=overrides.get("time_limit_min", project.time_limit_min),
         image=overrides.get("image", project.image),
+        cpus=cpus if cpus is not None else 1,
+        mem_mb=overrides.get("mem_mb"),
     )
 
 
 def settings_problems(svc: Services, st: JobSettings) -> list[str]:
     problems = []
-    gpu_msg = ig.check_gpus(st.gpu_type, st.gpu_count, svc.config.gpu_limits)
+    cfg = svc.config
+    gpu_msg = ig.check_gpus(st.gpu_type, st.gpu_count, cfg.gpu_limits, cpu_limit=cfg.cpu_limit)
     if gpu_msg:
         problems.append(f"slipway: {gpu_msg}")
+    elif not st.cpu_only and st.cpus != 1:
+        if not 1 <= st.cpus <= cfg.cpu_limit:
+            problems.append(f"slipway: a job may ask for 1 to {cfg.cpu_limit} cores (cpus=N); "
+                            f"you asked for {st.cpus}")
+    if st.mem_mb is not None:
+        if not 1 <= st.mem_mb <= cfg.mem_limit_mb:
+            problems.append(f"slipway: a job may ask for at most {cfg.mem_limit_mb}M of memory "
+                            f"(mem=); you asked for {st.mem_mb}M")
     if not 1 <= st.time_limit_min <= ig.MAX_TIME_LIMIT_MIN:
         problems.append(f"slipway: time limit must be between 1 and {ig.MAX_TIME_LIMIT_MIN} minutes, "
                         f"got {st.time_limit_min}")

@@ -80,7 +80,8 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
         if busy is not None:
             raise RerunError(_plain(lookups.busy_message(busy)))
         settings = push_options.JobSettings(gpu_type=old.gpu_type, gpu_count=old.gpu_count,
-                                      time_limit_min=old.time_limit_min, image=old.image)
+                                            time_limit_min=old.time_limit_min, image=old.image,
+                                            cpus=old.cpus, mem_mb=old.mem_mb)
         problems = [_plain(p) for p in push_options.settings_problems(svc, settings)]
         decision = ig.can_start(billing.balance(s, team.id), team.name, cfg.min_start_balance)
         if not decision.ok:
@@ -114,10 +115,8 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
             if busy is not None:
                 raise RerunError(_plain(lookups.busy_message(busy)))
             new = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,
-                      kind=kind,
-                      state=states.QUEUED, gpu_type=settings.gpu_type,
-                      gpu_count=settings.gpu_count, image=settings.image,
-                      time_limit_min=settings.time_limit_min, created_at=now, state_changed_at=now)
+                      kind=kind, state=states.QUEUED, **settings.row_fields(),
+                      created_at=now, state_changed_at=now)
             s.add(new)
             s.flush()
             new_id = new.id

@@ -42,10 +42,12 @@ class JobSnapshot:
     image: str
     unix_user: str
     account: str
-    gpus: GpuRequest
+    gpus: GpuRequest                      # "cpu x4": a CPU-only job's 4 cores, no GPU
     time_limit_min: int
     team_id: int = 0
     continue_from: int | None = None      # the job whose kept /output this one starts from
+    cpus: int = 1                         # cores (a CPU-only job: gpus.count)
+    mem_mb: int | None = None             # --mem (None: Slurm's default)
     kind: str = "task"                    # or "workspace": JupyterLab instead of the entrypoint
 
 

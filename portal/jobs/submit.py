@@ -27,6 +27,7 @@ from ..db import Job
 from ..services import Services, log
 from ..teams import slurm_accounts
 from . import states
+from .push_options import job_compute
 from .runner_spec import JobSnapshot, hash_token, log_path, pick_port, prepare_job
 
 _UNKNOWN_ACCOUNT = re.compile(r"Invalid account", re.IGNORECASE)
@@ -141,7 +142,7 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
             unix_user=job.pusher.unix_user if job.pusher else "",
             account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
             time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
-            kind=job.kind,
+            kind=job.kind, cpus=job_compute(job)[0], mem_mb=job_compute(job)[1],
         )
     try:
         if not snap.unix_user:
@@ -153,7 +154,7 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
                              output=str(log_path(svc, job_id)), command=command,
                              env={"PORT": str(snap.port), "SLIPWAY_JOB_ID": str(job_id),
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
-                             partition=cfg.partition)
+                             partition=cfg.partition, cpus=snap.cpus, mem_mb=snap.mem_mb)
         slurm_id = _submit(svc, req)
     except ig.ControllerUnavailable as exc:
         # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).

@@ -1,4 +1,7 @@
-"""A project's settings as typed in a form, a JSON body or the CLI: parsed and checked."""
+"""A project's settings as typed in a form, a JSON body or the CLI: parsed and checked.
+
+``--gpus none`` makes the project's jobs CPU-only (1 core; ``--gpus cpu:4`` or ``cpus=4``: 4
+cores), stored as GPU type ``cpu`` with the cores as count (``jobs.push_options``)."""
 from __future__ import annotations
 
 import re
@@ -14,7 +17,7 @@ _DIGITS = re.compile(r"[0-9]{1,6}")
 def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | None = None,
                    gpu_count=None, image: str | None = None, time_text=None,
                    base: push_options.JobSettings | None = None,
-                   from_json: bool = False) -> tuple[push_options.JobSettings | None, list[str]]:
+                   from_json: bool = False, cpus=None) -> tuple[push_options.JobSettings | None, list[str]]:
     """Form/JSON values -> JobSettings validated with the same rules as the CLI and the push hook
     (``push_options.settings_problems``: ``check_gpus``, time limit bounds, the image's build for the runtime).
     ``from_json``: the values came from a JSON body and must have the right JSON types."""
@@ -34,6 +37,8 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
         else:
             if gpu_type:
                 g_type = str(gpu_type)
+                if g_type.strip().lower() in (ig.NO_GPU, ig.CPU):   # a form's "none": CPU only
+                    g_type = ig.CPU
             if gpu_count not in (None, ""):
                 if isinstance(gpu_count, int) and not isinstance(gpu_count, bool):
                     g_count = gpu_count
@@ -43,6 +48,14 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
                     problems.append(f"GPU count must be a whole number, got {gpu_count!r:.40}")
     except (ig.InvalidRequest, ValueError) as exc:
         problems.append(str(exc))
+    if cpus not in (None, ""):
+        if isinstance(cpus, int) and not isinstance(cpus, bool) or \
+                isinstance(cpus, str) and _DIGITS.fullmatch(cpus.strip()):
+            if g_type != ig.CPU:
+                problems.append("cpus is for CPU-only projects: give --gpus none with it")
+            g_count = int(cpus)
+        else:
+            problems.append(f"cpus must be a whole number of cores, got {cpus!r:.40}")
     if g_type is None:
         g_type = "a4000"
     if time_text not in (None, ""):

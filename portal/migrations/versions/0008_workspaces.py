@@ -1,5 +1,6 @@
 """workspaces: jobs of kind "workspace" (JupyterLab through the portal), their last proxied
-activity and idle reminder; the idle policy and caps (cluster row + team overrides)
+activity and idle reminder; the idle policy and caps (cluster row + team overrides); a job's
+cores and memory (CPU-only jobs)
 
 Revision ID: 0008
 Revises: 0007
@@ -20,6 +21,8 @@ def upgrade() -> None:
         b.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='task'))
         b.add_column(sa.Column('last_activity_at', sa.DateTime(), nullable=True))
         b.add_column(sa.Column('reminded_at', sa.DateTime(), nullable=True))
+        b.add_column(sa.Column('cpus', sa.Integer(), nullable=False, server_default='1'))
+        b.add_column(sa.Column('mem_mb', sa.Integer(), nullable=True))
     op.create_table(
         'workspace_policies',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -41,5 +44,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('workspace_policies')
     with op.batch_alter_table('jobs') as b:
-        for col in ('reminded_at', 'last_activity_at', 'kind'):
+        for col in ('mem_mb', 'cpus', 'reminded_at', 'last_activity_at', 'kind'):
             b.drop_column(col)
