@@ -29,7 +29,7 @@ import click
 from click.core import ParameterSource
 
 from ..private_files import set_process_umask
-from . import data, funds, jobs, ldap, projects, serve, teams, tokens, users
+from . import data, funds, jobs, ldap, projects, serve, teams, tokens, users, workspaces
 from .context import OPERATOR, Ctx
 from .local import LocalSource
 from .output import fail
@@ -71,5 +71,5 @@ def main(click_ctx, actor, url, token_file, allow_http):
 main.add_command(serve.serve)
 main.add_command(serve.reconcile)
 for _group in (users.user, tokens.token, teams.team, funds.funds_group, projects.project, jobs.job,
-               ldap.ldap, data.data):
+               ldap.ldap, data.data, workspaces.workspace):
     main.add_command(_group)

@@ -24,6 +24,7 @@ from ..projects import service as projects_svc
 from ..projects import settings as project_settings
 from ..teams import access
 from ..teams import service as teams_svc
+from ..workspaces import policy as ws_policy, queries as ws_queries, service as ws_service
 from .context import Ctx, actor, call
 from .output import fail
 from .remote import RemoteSource
@@ -233,6 +234,41 @@ class LocalSource:
         kw = {} if inputs is None else {"inputs": inputs}
         call(projects_svc.update_settings, self.svc, me, team_name, name, st, **kw)
         return self.project(team_name, name)
+
+
+    # ------------------------------------------------------------------ workspaces (issue 12)
+
+    def workspace_page(self, page: str) -> str:
+        return self.svc.config.base_url.rstrip("/") + page
+
+    def workspace_start(self, team_name: str, name: str, *, branch: str, gpus=None, cpus=None,
+                        mem=None, image=None, time=None, inputs=None) -> tuple[dict, str]:
+        me = self._me()
+        job_id, message = call(ws_service.start_workspace, self.svc, me, team_name, name,
+                               branch=branch, gpus=gpus, cpus=cpus, mem=mem, image=image,
+                               time=time, inputs=inputs)
+        return call(ws_queries.show_workspace, self.svc, me, job_id), message
+
+    def workspaces(self, team_name: str | None, active_only: bool) -> list[dict]:
+        return call(ws_queries.list_workspaces, self.svc, self._me(), team_name, active_only=active_only)
+
+    def workspace(self, job_id: int) -> dict:
+        return call(ws_queries.show_workspace, self.svc, self._me(), job_id)
+
+    def workspace_stop(self, job_id: int) -> str:
+        return call(ws_service.stop_workspace, self.svc, self._me(), job_id)
+
+    def workspace_restart(self, job_id: int) -> tuple[dict, str]:
+        me = self._me()
+        new_id, message = call(ws_service.restart_workspace, self.svc, me, job_id)
+        return call(ws_queries.show_workspace, self.svc, me, new_id), message
+
+    def workspace_policy(self, team_name: str | None) -> dict:
+        return call(ws_policy.show_policy, self.svc, self._me(), team_name)
+
+    def set_workspace_policy(self, team_name: str | None, values: dict) -> dict:
+        """``values``: the policy's fields (``idle_seconds`` may be "60m": the service reads it)."""
+        return call(ws_policy.set_policy, self.svc, self._me(), team_name, values)
 
 
 def _file_chunks(path, size: int = 1024 * 1024):

@@ -273,3 +273,37 @@ class RemoteSource:
         self.request("PATCH", f"/api/projects/{self._seg(team_name)}/{self._seg(name)}",
                      body={k: v for k, v in body.items() if v is not None})
         return self.project(team_name, name)
+
+    # ------------------------------------------------------------------ workspaces (issue 12)
+
+    def workspace_page(self, page):
+        return self.url + page
+
+    def workspace_start(self, team_name, name, *, branch, gpus=None, cpus=None, mem=None,
+                        image=None, time=None, inputs=None):
+        body = {"branch": branch, "gpus": gpus, "cpus": cpus, "mem": mem, "image": image,
+                "time": time, "inputs": inputs}
+        d = self.request("POST", f"/api/projects/{self._seg(team_name)}/{self._seg(name)}/workspaces",
+                         body={k: v for k, v in body.items() if v is not None})
+        return d["workspace"], d["message"]
+
+    def workspaces(self, team_name, active_only):
+        return self.request("GET", "/api/workspaces", params={
+            "team": team_name, "active": "1" if active_only else None})["workspaces"]
+
+    def workspace(self, job_id):
+        return self.request("GET", f"/api/workspaces/{int(job_id)}")["workspace"]
+
+    def workspace_stop(self, job_id):
+        return self.request("POST", f"/api/workspaces/{int(job_id)}/stop", body={})["message"]
+
+    def workspace_restart(self, job_id):
+        d = self.request("POST", f"/api/workspaces/{int(job_id)}/restart", body={})
+        return d["workspace"], d["message"]
+
+    def workspace_policy(self, team_name):
+        return self.request("GET", "/api/workspace-policy", params={"team": team_name})["policy"]
+
+    def set_workspace_policy(self, team_name, values):
+        return self.request("PUT", "/api/workspace-policy", params={"team": team_name},
+                            body=values)["policy"]

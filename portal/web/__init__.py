@@ -33,6 +33,7 @@ def init_web(app: Flask, csrf=None) -> None:
     from .proxy import bp as proxy_bp
     from .teams import bp as teams_bp
     from .tokens import bp as tokens_bp
+    from .workspaces import bp as workspaces_bp
 
     svc = app.extensions["slipway"]
     secure = svc.config.base_url.startswith("https://")
@@ -70,7 +71,7 @@ def init_web(app: Flask, csrf=None) -> None:
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
     for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp,
-               data_bp, data_upload_bp):
+               data_bp, data_upload_bp, workspaces_bp):
         app.register_blueprint(bp)
     if csrf is not None:
         csrf.exempt(data_upload_bp)  # checks the token itself, after bounding a chunk's body

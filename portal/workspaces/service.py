@@ -4,6 +4,7 @@
 workspace policy and an image with JupyterLab."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -34,6 +35,9 @@ class Target:
 
 
 def _options(gpus, cpus, mem, image, time) -> list[str]:
+    """The start's compute as push options (one parser for both); ``cpus`` alone: CPU-only."""
+    if cpus not in (None, "") and gpus in (None, ""):
+        gpus = "none"
     out = []
     for key, value in (("gpus", gpus), ("cpus", cpus), ("mem", mem), ("image", image), ("time", time)):
         if value not in (None, ""):
@@ -63,16 +67,16 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
             raise OpError("a workspace runs as a user: act as one (--as USER)")
         settings = push_options.effective_settings(proj, overrides)
         if time in (None, ""):
-            settings = push_options.JobSettings(**{**settings.__dict__, "time_limit_min": DEFAULT_TIME_MIN})
+            settings = dataclasses.replace(settings, time_limit_min=DEFAULT_TIME_MIN)
         if not problems:
             problems += push_options.settings_problems(svc, settings)
-        if not svc.catalog.has_jupyter(settings.image):
+        if settings.image in svc.catalog.names and not svc.catalog.has_jupyter(settings.image):
             problems.append(f"slipway: image {settings.image!r} has no JupyterLab; choose one that "
                             f"has (e.g. python)")
         pol = policy.effective(s, t.id)
-        if settings.gpu_count > pol.max_gpus:
+        if settings.gpu_units > pol.max_gpus:
             problems.append(f"slipway: a workspace may use at most {pol.max_gpus} GPU(s); "
-                            f"{settings.gpu_count} asked")
+                            f"{settings.gpu_units} asked")
         mine = s.scalar(select(func.count(Job.id)).where(
             Job.kind == KIND, Job.pusher_id == user_id, Job.state.in_(states.ACTIVE))) or 0
         if mine >= pol.max_per_user:
@@ -99,9 +103,8 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
             if lookups.active_job(s, project_id, branch) is not None:
                 raise OpError(f"branch {branch} got a job just now", 409)
             job = Job(project_id=project_id, branch=branch, commit_sha=tip, pusher_id=user_id,
-                      kind=KIND, state=states.QUEUED, gpu_type=settings.gpu_type,
-                      gpu_count=settings.gpu_count, image=settings.image,
-                      time_limit_min=settings.time_limit_min, created_at=now, state_changed_at=now)
+                      kind=KIND, state=states.QUEUED, **settings.row_fields(),
+                      created_at=now, state_changed_at=now)
             s.add(job)
             s.flush()
             job_data.apply(s, job.id, data_plan)

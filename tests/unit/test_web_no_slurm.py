@@ -6,7 +6,7 @@ import pytest
 
 from portal.app import create_app
 from tests.support.fakes import make_services
-from tests.support.web import login, make_world
+from tests.support.web import add_job, login, make_world
 
 
 class ExplodingBackend:
@@ -37,6 +37,9 @@ def test_every_get_route_renders_without_slurm(world):
     _svc, app, ids = world
     ExplodingBackend.calls.clear()
     fills = {"team": "nlp", "project": "proj", "job_id": ids["running"]}
+    # the workspace routes take a workspace's id (a job of kind workspace), not a task's
+    workspace_id = add_job(_svc, ids["proj"], branch="ws-1", state="running", pusher="alice",
+                           node="a4k-1", port=18090, kind="workspace")
     extra = ["/jobs?state=active", "/jobs?team=nlp", "/teams/nlp?q=pro", f"/jobs/{ids['pending']}",
              f"/jobs/{ids['succeeded']}", "/api/jobs?team=nlp&state=active",
              f"/api/jobs/{ids['running']}/log?offset=3"]
@@ -49,7 +52,8 @@ def test_every_get_route_renders_without_slurm(world):
                 continue
             if set(rule.arguments) - set(fills):
                 continue
-            url = rule.build({k: fills[k] for k in rule.arguments}, append_unknown=False)[1]
+            f = dict(fills, job_id=workspace_id) if "workspaces/" in rule.rule else fills
+            url = rule.build({k: f[k] for k in rule.arguments}, append_unknown=False)[1]
             r = c.get(url)
             allowed = (200, 302, 403) if who == "carol" else (200, 302)  # carol: ledger is admin-only
             if rule.endpoint == "funds.pending" and who != "dave":  # cluster administrators' page

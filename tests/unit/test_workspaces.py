@@ -3,13 +3,12 @@ credential kept out of every argv), stop, restart, what the gateway asks, the id
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from portal.db import Job, Membership, Team, User
+from portal.db import Job, User
 from portal.jobs import states
 from portal.jobs.runner_spec import WORKSPACE_COMMAND
 from portal.teams.access import Actor, NotFound, OpError
@@ -82,6 +81,8 @@ def test_start_makes_a_workspace_job_running_jupyterlab_with_a_hidden_credential
     ({"branch": "nope"}, "there is no branch 'nope'"),
     ({"branch": ""}, "name the branch"),
     ({"branch": "exp-1", "image": "busybox"}, "has no JupyterLab"),
+    ({"branch": "exp-1", "image": "nope"}, "unknown image 'nope'"),
+    ({"branch": "exp-1", "cpus": 4, "gpus": "a4000:3"}, "at most 2 GPU(s)"),
     ({"branch": "exp-1", "gpus": "a4000:3"}, "at most 2 GPU(s)"),
     ({"branch": "exp-1", "gpus": "h100:1"}, "h100"),
     ({"branch": "exp-1", "inputs": {"input0": "nothing:1"}}, "no data repository nlp/nothing"),
@@ -93,6 +94,14 @@ def test_bad_starts_are_refused_and_leave_nothing(env, kwargs, words):
     with svc.db.session() as s:
         assert s.scalar(select(Job.id)) is None
     assert backend.submits == []
+
+
+def test_a_cpu_only_workspace_is_not_held_to_the_gpu_cap(env):
+    svc, backend, _m, alice, _sha = env
+    policy.set_policy(svc, ADMIN, None, {"max_gpus": 0})
+    jid, msg = service.start_workspace(svc, alice, "nlp", "proj", branch="exp-1", cpus=6)
+    assert msg == f"workspace {jid} queued (cpu x6)"
+    assert backend.submits[-1][1].gpus is None and backend.submits[-1][1].cpus == 6
 
 
 def test_outsiders_cannot_start_see_or_reach_a_workspace(env):
