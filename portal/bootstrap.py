@@ -53,9 +53,18 @@ def bootstrap(config: Config | None = None, *, backend: SlurmJobs | None = None,
         accounts=accounts,
         git=git if git is not None else GitRepos(config),
         catalog=catalog if catalog is not None else load_catalog(config),
-        mailer=mailer if mailer is not None else SmtpMailer(),
+        mailer=mailer if mailer is not None else _mailer(config),
         metrics=metrics if metrics is not None else MetricsRegistry(),
         payments=payments,
         clock=clock or utcnow,
         node_address=node_addresses(config),
     )
+
+
+def _mailer(cfg: Config) -> Mailer | None:
+    """SMTP when ``smtp_host`` is configured; else None: no mail (pages still show reminders)."""
+    if not cfg.smtp_host:
+        return None
+    return SmtpMailer(cfg.smtp_host, cfg.smtp_port, sender=cfg.mail_from,
+                      username=cfg.smtp_username, password=cfg.smtp_password,
+                      starttls=cfg.smtp_starttls)

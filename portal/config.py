@@ -109,6 +109,13 @@ class Config:
     ldap_uid_attr: str = "uid"
     ldap_unix_attr: str = "uid"
     ldap_sync_interval: float = 300.0
+    smtp_host: str = ""          # "": no mail (reminders only on the portal's pages)
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "slipway@localhost"
+    workspace_url: str = ""      # the workspace gateway's public base; "": portal host, port+1
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

@@ -98,6 +98,14 @@ cpu_rate                    US$ per core-hour of a CPU-only job (no    0.02
 cpu_limit                   most cores one job may ask for (``cpus=N``) 16
 mem_limit_mb                most memory (MB) one job may ask for        65536
                             (``mem=16G``)
+smtp_host, smtp_port        the SMTP server mail (workspace reminders)  "" (no mail), 25
+                            goes through
+smtp_starttls,              STARTTLS; login                             false, "", ""
+smtp_username/_password
+mail_from                   the sender of Slipway's mail                slipway@localhost
+workspace_url               public base URL of the workspace gateway    http://<base_url's
+                            (``slipway serve --workspace-port``); put   host>:<port+1>
+                            it on its own host name in production
 ==========================  ==========================================  =====================
 
 Maps (``gpu_limits``, ``gpu_rates``) are written ``a4000:4,a6000:2`` in env/INI, or as TOML tables.
@@ -146,6 +154,15 @@ def convert(key: str, raw: Any, field_type: Any) -> Any:
     if key == "gpu_rates":
         return parse_map(raw, Decimal, key)
     typ = field_type if isinstance(field_type, str) else getattr(field_type, "__name__", str(field_type))
+    if typ == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{key}: write true or false, not {raw!r}")
     try:
         if "Decimal" in typ:
             return Decimal(str(raw))

@@ -42,7 +42,7 @@ class Services:
     accounts: SlurmAccounts           # Slurm's accounts and associations (sacctmgr)
     git: Git                          # the projects' bare repositories
     catalog: Containers               # the container image catalog
-    mailer: Mailer
+    mailer: Mailer | None          # None: mail is not configured (smtp_host)
     metrics: Metrics
     payments: PaymentProvider | None = None   # portal.billing.payments; none by default
     clock: Callable[[], datetime] = utcnow

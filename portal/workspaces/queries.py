@@ -16,7 +16,7 @@ from .service import KIND, _workspace
 def gateway_base(svc: Services) -> str:
     """The gateway's public base URL: ``workspace_url`` when configured, else the portal's
     host on the next port (``slipway serve --workspace-port``'s default)."""
-    configured = getattr(svc.config, "workspace_url", "") or ""
+    configured = svc.config.workspace_url
     if configured:
         return configured.rstrip("/")
     parts = urlsplit(svc.config.base_url)

@@ -73,11 +73,12 @@ def test_the_payment_port_is_re_exported_by_billing():
 def test_the_bootstrap_builds_the_real_adapters(tmp_path):
     from portal.bootstrap import bootstrap
 
-    svc = bootstrap(make_config(tmp_path))
+    svc = bootstrap(make_config(tmp_path, smtp_host="mail.example"))
     try:
         assert isinstance(svc.backend, CliBackend) and isinstance(svc.accounts, SacctmgrAccounts)
         assert isinstance(svc.git, GitRepos) and isinstance(svc.catalog, Catalog)
         assert isinstance(svc.mailer, SmtpMailer) and isinstance(svc.metrics, MetricsRegistry)
+        assert svc.mailer.host == "mail.example"
         assert svc.accounts.cluster == svc.config.cluster_name and svc.payments is None
     finally:
         svc.db.dispose()

@@ -272,3 +272,23 @@ def test_the_idle_reminder_reaches_a_real_smtp_server(tmp_path):
         assert msg["X-Envelope-To"] == "alice@example.org" and msg["From"] == "slipway@test"
         assert "bills while it is open" in msg.get_payload()
         svc.db.dispose()
+
+
+def test_mail_and_gateway_come_from_the_config(tmp_path, monkeypatch):
+    from portal.adapters.mail import SmtpMailer
+    from portal.bootstrap import bootstrap
+    from portal.config import load_config
+    env = {"SLIPWAY_DATA_DIR": str(tmp_path / "a"), "SLIPWAY_BASE_URL": "http://portal.example:8000"}
+    svc = bootstrap(load_config(env), backend=FakeBackend())
+    assert svc.mailer is None                                  # no smtp_host: no mail
+    assert queries.lab_url(svc, 7) == "http://portal.example:8001/workspaces/7/lab/"
+    svc.db.dispose()
+    env.update(SLIPWAY_DATA_DIR=str(tmp_path / "b"), SLIPWAY_SMTP_HOST="mail.example",
+               SLIPWAY_SMTP_PORT="2525", SLIPWAY_SMTP_STARTTLS="yes", SLIPWAY_MAIL_FROM="ops@x",
+               SLIPWAY_WORKSPACE_URL="https://lab.example/")
+    svc = bootstrap(load_config(env), backend=FakeBackend())
+    assert isinstance(svc.mailer, SmtpMailer)
+    assert (svc.mailer.host, svc.mailer.port, svc.mailer.starttls, svc.mailer.sender) == (
+        "mail.example", 2525, True, "ops@x")
+    assert queries.lab_url(svc, 7) == "https://lab.example/workspaces/7/lab/"
+    svc.db.dispose()
