@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.job_user import job_user_or_skip
+
 from container_images.catalog import Catalog
 from container_images.runtime import PASSTHROUGH_ENV, container_argv, launch_env
 
@@ -104,12 +106,7 @@ needs_image = pytest.mark.skipif(_image_problem() is not None, reason=str(_image
 
 @pytest.fixture(scope="module")
 def job_user() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.getuid())
-    try:
-        return pwd.getpwnam(JOB_USER)
-    except KeyError:
-        pytest.skip(f"the tests run as root and there is no Unix user {JOB_USER} to run jobs as")
+    return job_user_or_skip(JOB_USER)
 
 
 @pytest.fixture

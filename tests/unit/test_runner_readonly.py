@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.job_user import job_user_or_skip
+
 from git_gateway.node import readonly
 from git_gateway.node import runner as runner_mod
 from git_gateway.node.runner import Runner, bind_problem
@@ -141,12 +143,7 @@ needs_container = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def job_user() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.getuid())
-    try:
-        return pwd.getpwnam(JOB_USER)
-    except KeyError:
-        pytest.skip(f"the tests run as root and there is no Unix user {JOB_USER} to run jobs as")
+    return job_user_or_skip(JOB_USER)
 
 
 @pytest.fixture
