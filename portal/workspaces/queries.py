@@ -30,7 +30,8 @@ def lab_url(svc: Services, job_id: int) -> str:
 
 def workspace_dict(svc: Services, job: Job, project: str, team: str, pusher: str | None,
                    pol: policy.Policy | None = None) -> dict:
-    running = job.state == states.RUNNING
+    # "running" comes with the runner's start report; the node with the reconciler's next look
+    running = job.state == states.RUNNING and bool(job.node) and bool(job.port)
     d = {"id": job.id, "team": team, "project": project, "branch": job.branch, "user": pusher,
          "state": job.state, "reason": job.reason, "image": job.image,
          "gpu_type": job.gpu_type, "gpu_count": job.gpu_count, "node": job.node,

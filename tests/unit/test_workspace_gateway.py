@@ -45,6 +45,8 @@ class FakeJupyter:
         app.router.add_route("*", base + "/echo{tail:.*}", self.echo)
         app.router.add_get(base + "/big", self.big)
         app.router.add_get(base + "/login", self.login)
+        app.router.add_get(base + "/lab", self.page)
+        app.router.add_get(base + "/gzipped", self.gzipped)
         app.router.add_get(base + "/api/kernels/k1/channels", self.channels)
         return app
 
@@ -81,6 +83,25 @@ class FakeJupyter:
             await resp.write(_pattern(i))
         await resp.write_eof()
         return resp
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        """JupyterLab's page: its config carries the server's token; sent in small pieces so
+        the token is split across chunks."""
+        self._record(request)
+        html = (f'<html><script id="jupyter-config-data" type="application/json">'
+                f'{{"baseUrl": "/workspaces/7/lab/", "token": "{self.token}", "x": 1}}</script>'
+                f'<p>{self.token}{self.token}</p></html>').encode()
+        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=UTF-8",
+                                           "Content-Length": str(len(html))})
+        await resp.prepare(request)
+        for i in range(0, len(html), 7):
+            await resp.write(html[i:i + 7])
+        return resp
+
+    async def gzipped(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        return web.Response(body=b"\x1f\x8b...", headers={"Content-Type": "text/html",
+                                                          "Content-Encoding": "gzip"})
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
@@ -518,3 +539,25 @@ def test_stopping_the_gateway_closes_open_websockets_as_going_away():
     while not jupyter.ws_closed and time.monotonic() < deadline:
         time.sleep(0.02)
     assert jupyter.ws_closed  # the kernel's socket was closed too
+
+
+def test_the_credential_is_taken_out_of_every_text_answer(world):
+    auth = {"Cookie": f"slipway_session={GOOD}", "Accept-Encoding": "gzip, br"}
+    status, headers, body = run(_get(world.gw + "/workspaces/7/lab/lab", headers=auth))
+    assert status == 200 and TOKEN.encode() not in body
+    assert b'"token": "", "x": 1' in body and b"<p></p>" in body
+    assert "accept-encoding" not in _headers(world.jupyter.seen[-1])   # asked uncompressed
+    status, _h, body = run(_get(world.gw + "/workspaces/7/lab/gzipped", headers=auth))
+    assert status == 502 and b"compressed" in body
+
+
+def test_the_scrubber_catches_a_token_split_anywhere():
+    from portal.workspaces.gateway.scrub import Scrubber, is_textual
+    text = b"a" + TOKEN.encode() + b"b" + TOKEN.encode()
+    for size in (1, 2, 5, 63, 64, 65, 200):
+        sc = Scrubber(TOKEN)
+        out = b"".join(sc.feed(text[i:i + size]) for i in range(0, len(text), size)) + sc.flush()
+        assert out == b"ab", size
+    assert is_textual("text/html; charset=utf-8") and is_textual("application/json")
+    assert is_textual("application/x-ipynb+json") and not is_textual("image/png")
+    assert not is_textual(None)

@@ -57,7 +57,9 @@ def upstream_headers(browser: CIMultiDictProxy[str], host: str, port: int, token
                      websocket: bool = False) -> CIMultiDict[str]:
     """The headers to send to the Jupyter server for a request that carried ``browser``."""
     # ``Expect: 100-continue`` is answered by the gateway itself; the body is streamed on anyway
-    skip = hop_by_hop(browser) | {"host", "authorization", "cookie", "expect"}
+    # no Accept-Encoding: the answer comes uncompressed, so the gateway can keep the credential
+    # out of it (``scrub``)
+    skip = hop_by_hop(browser) | {"host", "authorization", "cookie", "expect", "accept-encoding"}
     if websocket:
         skip |= _WS_HANDSHAKE
     out: CIMultiDict[str] = CIMultiDict()

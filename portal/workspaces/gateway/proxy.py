@@ -39,6 +39,7 @@ from .common import (
     text_response,
     upstream_url,
 )
+from .scrub import Scrubber, is_textual
 from .headers import PORTAL_COOKIES, downstream_headers, upstream_headers
 from .websocket import relay
 
@@ -117,12 +118,21 @@ async def _forward_http(request: web.Request, job_id: int, target: Target) -> we
         log.warning("workspace %s: request to %s:%s failed: %s", job_id, target.host, target.port, exc)
         return text_response(502, f"workspace {job_id}: bad answer from the workspace")
     async with upstream:
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=downstream_headers(upstream.headers, target.host, target.port))
+        out_headers = downstream_headers(upstream.headers, target.host, target.port)
+        scrubber = None
+        if is_textual(upstream.headers.get("Content-Type")):
+            if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+                log.warning("workspace %s: a compressed text answer cannot be checked", job_id)
+                return text_response(502, f"workspace {job_id}: unexpected compressed answer")
+            scrubber = Scrubber(target.token)   # the length may change: sent chunked
+            out_headers.popall("Content-Length", None)
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
         try:
             await resp.prepare(request)
             async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)
+                await resp.write(scrubber.feed(chunk) if scrubber else chunk)
+            if scrubber:
+                await resp.write(scrubber.flush())
         except ConnectionError:  # the browser went away
             return resp
         except (TimeoutError, aiohttp.ClientError) as exc:  # the workspace broke off
