@@ -379,11 +379,12 @@ def test_running_balance_is_always_the_sum_of_entries(any_db_url, tmp_path):
     at = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
     try:
         with db.transaction() as s:
-            teams = [Team(name=n, personal=False, created_at=at) for n in ("a", "b", "c")]
-            s.add_all(teams)
-            s.flush()
-            a, b, c = (t.id for t in teams)
             # the 0003 schema (no later columns): plain SQL, as a writer of that time did
+            for n in ("a", "b", "c"):
+                s.execute(text("INSERT INTO teams (name, personal, created_at, fairshare) "
+                               "VALUES (:n, false, :at, 100)"), {"n": n, "at": at.replace(tzinfo=None)})
+            a, b, c = (s.scalar(text("SELECT id FROM teams WHERE name = :n"), {"n": n})
+                       for n in ("a", "b", "c"))
             s.execute(text("INSERT INTO ledger_entries (team_id, kind, amount_micros, idempotency_key, "
                            "created_by, created_at) VALUES (:t, 'deposit', 7000000, 'old', 't', :at)"),
                       {"t": a, "at": at.replace(tzinfo=None)})
