@@ -31,6 +31,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A free port whose next one is free too: the server's, and its workspace gateway's."""
+    for _ in range(100):
+        port = free_port()
+        if port >= 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports in a row")
+
+
 def ensure_images(*names: str) -> None:
     """Local container images (instant when already built; the python one takes about a minute)."""
     subprocess.run([str(REPO / "container_images" / "build"), "--dest", str(IMAGE_CACHE), *names],
@@ -51,7 +66,9 @@ class Slipway:
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
         log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([SLIPWAY, "serve", "--host", "127.0.0.1", "--port", port],
+        # --workspace-port given: a taken port is an error, never a server without its gateway
+        self.proc = subprocess.Popen([SLIPWAY, "serve", "--host", "127.0.0.1", "--port", port,
+                                      "--workspace-port", str(int(port) + 1)],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -137,7 +154,7 @@ def start_slipway(cluster_env: dict[str, str], **settings: str) -> Slipway:
     data.chmod(0o755)
     homes = data / "client-home"
     homes.mkdir()
-    port = free_port()
+    port = free_port_pair()
     # Several Slipways share the test cluster's Slurm database (a module's server and a test's
     # own): each owns its own account namespace, as two production Slipways on one slurmdbd would.
     prefix = "e" + secrets.token_hex(3) + "-"
