@@ -8,9 +8,8 @@ streamed to the service as it arrives, never read into memory; a Content-Length 
 """
 from __future__ import annotations
 
-from urllib.parse import quote
 
-from flask import Response, jsonify, request, send_file, stream_with_context
+from flask import Response, jsonify, request
 
 from ..data import access as data_access
 from ..data import names
@@ -18,6 +17,7 @@ from ..data import repos as repos_svc
 from ..data import uploads as uploads_svc
 from ..data import versions as versions_svc
 from ..data.parts import OffsetMismatch
+from ..http import downloads
 from ..http.context import actor, db, svc
 from ..http.params import int_query
 from .core import ApiError, _body, _text, api
@@ -39,31 +39,14 @@ def _version(text: str) -> int | None:
     return names.parse_version(text)
 
 
-def attachment(filename: str) -> dict:
-    """A Content-Disposition header for ``filename`` (non-ASCII or quotes: RFC 5987 form)."""
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
-    value = f'attachment; filename="{ascii_name}"'
-    if ascii_name != filename:
-        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
-    return {"Content-Disposition": value}
-
-
 def send_path(found) -> Response:
     """A file of a version or an output, ``(Path, size, filename)`` from the service, streamed."""
-    path, size, filename = found
-    resp = send_file(path, mimetype="application/octet-stream", as_attachment=True,
-                     download_name=filename, conditional=False, etag=False, max_age=0)
-    resp.headers["Content-Length"] = str(size)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return downloads.send_path(*found)
 
 
 def send_archive(found) -> Response:
     """A streamed ``.tar``: ``(filename, Iterator[bytes])`` from the service."""
-    filename, chunks = found
-    headers = attachment(filename)
-    headers["Cache-Control"] = "no-store"
-    return Response(stream_with_context(chunks), mimetype="application/x-tar", headers=headers)
+    return downloads.send_archive(*found)
 
 
 def readable(team: str, name: str) -> None:

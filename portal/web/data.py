@@ -11,7 +11,7 @@ from ..data import versions as versions_svc
 from ..data.access import readable_repo
 from ..teams import access
 from .common import actor, back, db, raise_http, svc
-from .downloads import send_archive, send_path
+from ..http.downloads import send_archive, send_path
 
 bp = Blueprint("data", __name__)
 

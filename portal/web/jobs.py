@@ -12,7 +12,7 @@ from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
 from ..teams import access
 from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
-from .downloads import send_archive, send_path
+from ..http.downloads import send_archive, send_path
 
 bp = Blueprint("jobs", __name__)
 

@@ -1,5 +1,5 @@
-"""Downloads of data versions and kept job outputs through the pages (session auth): one file
-(streamed from disk) or a whole tree as a ``.tar`` streamed as it is made.
+"""Downloads of data versions and kept job outputs, for both HTTP front doors (the pages and the
+API): one file (streamed from disk) or a whole tree as a ``.tar`` streamed as it is made.
 
 Every download is an attachment of type ``application/octet-stream``: a dataset's ``.html``
 file is never rendered on the portal's origin."""
