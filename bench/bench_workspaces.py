@@ -40,7 +40,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,6 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import harness  # noqa: E402
 from tests.support.harness import cleanup, start_slipway, write_project  # noqa: E402
 from tests.support.workspace_live import (  # noqa: E402
     SESSION_COOKIE, gateway_port, job_row, portal_login, token)
@@ -99,22 +97,6 @@ def machine_cpu() -> tuple[float, float]:
     return sum(vals) - idle, sum(vals)
 
 
-def _port_pair() -> int:
-    """A free port whose next one is free too (``slipway serve`` puts the gateway on PORT+1;
-    the harness's ``free_port`` checks only PORT, and once the gateway found PORT+1 taken)."""
-    for _ in range(100):
-        port = _free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports")
-
-
-_free_port = harness.free_port
-harness.free_port = _port_pair
 
 
 # --------------------------------------------------------------------------- the portal
