@@ -17,6 +17,7 @@ import aiohttp
 import requests
 
 from portal.workspaces import credential
+from tests.support.aio import run_async
 from tests.support.data_live import api, ok
 from tests.support.harness import Slipway
 
@@ -189,7 +190,7 @@ async def _execute(url: str, headers: dict, code: str, until: str, timeout: floa
 def execute(url: str, code: str, *, headers: dict | None = None, until: str = "idle",
             timeout: float = 60) -> list[dict]:
     """Run ``code`` in the kernel whose channels WebSocket is ``url`` (ws://...)."""
-    return asyncio.run(_execute(url, headers or {}, code, until, timeout))
+    return run_async(_execute(url, headers or {}, code, until, timeout))
 
 
 def result_text(messages: list[dict]) -> str | None:
@@ -210,7 +211,7 @@ async def _handshake(url: str, headers: dict) -> tuple[int, str]:
 
 
 def handshake(url: str, headers: dict | None = None) -> int:
-    return asyncio.run(_handshake(url, headers or {}))[0]
+    return run_async(_handshake(url, headers or {}))[0]
 
 
 def raw_handshake(url: str, cookie: str | None = None) -> requests.Response:

@@ -18,6 +18,7 @@ from yarl import URL
 from portal.workspaces.gateway.auth import session_user_id
 from portal.workspaces.gateway.proxy import NotRunning, Target, make_gateway_app
 from portal.workspaces.gateway.server import ThreadedServer
+from tests.support.aio import run_async
 
 TOKEN = "jupyter-credential-0123456789abcdef"
 GOOD = "signed-session-of-alice"
@@ -171,7 +172,7 @@ def world():
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 async def _get(url, **kw):
