@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from ..data.names import check_rel_path
 from .context import Ctx, call, pass_ctx
 from .data_common import print_sorted_json, save_stream
 from .local import source
-from .output import fail, print_table, row, say, table, usd, when
+from .output import fail, print_fields, print_table, row, say, table, usd, when
 
 
 @click.group()
@@ -82,12 +81,7 @@ def job_show(ctx: Ctx, job_id, as_json):
                                                      if j.get("output_bytes") is not None else "")
          + (f" (continues job {j['continue_from']})" if j.get("continue_from") else "")),
     ]
-    t = Table(show_header=False, title=f"Job {job_id}", title_justify="left")
-    t.add_column("field", style="bold", no_wrap=True)
-    t.add_column("value", overflow="fold")
-    for k, v in fields:
-        row(t, k, v)
-    print_table(t)
+    print_fields(f"Job {job_id}", fields)
 
 
 @job.command("log")

@@ -56,6 +56,16 @@ def print_table(t: Table) -> None:
     Console(highlight=False, width=max(width, 20)).print(t)
 
 
+def print_fields(title: str, fields) -> None:
+    """One object as a two-column table: ``fields`` is [(name, value)] in order."""
+    t = Table(show_header=False, title=title, title_justify="left")
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    for k, v in fields:
+        row(t, k, v)
+    print_table(t)
+
+
 def print_json(value) -> None:
     """``--json``: full values, stable keys (the API's shapes where the API has the object)."""
     click.echo(json.dumps(value, indent=1, ensure_ascii=False))

@@ -6,13 +6,12 @@ from __future__ import annotations
 import time as time_mod
 
 import click
-from rich.table import Table
 
 from ..jobs import states
 from .context import Ctx, pass_ctx, split_ref
 from .local import source
 from .data_common import print_sorted_json as print_json
-from .output import fail, print_table, row, table, usd
+from .output import fail, print_fields, print_table, row, table, usd
 
 
 @click.group()
@@ -132,12 +131,7 @@ def ws_show(ctx: Ctx, job_id, as_json):
                                                      if d.get("continue_from") else "")),
         ("JupyterLab", d["url"] or ""), ("page", src.workspace_page(d["page"])),
     ]
-    t = Table(show_header=False, title=f"Workspace {job_id}", title_justify="left")
-    t.add_column("field", style="bold", no_wrap=True)
-    t.add_column("value", overflow="fold")
-    for k, v in fields:
-        row(t, k, v)
-    print_table(t)
+    print_fields(f"Workspace {job_id}", fields)
 
 
 @workspace.command("stop")
