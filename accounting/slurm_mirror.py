@@ -13,7 +13,8 @@ Mapping (documented, conservative):
 * The same GPU costs ``d_t = rate_t / 60`` dollars per minute, so a balance ``B`` buys
   ``B * u_t / d_t = B * 60 * u_t / rate_t`` billing-minutes if spent on type ``t`` only.
 * The limit left is the *minimum* over priced types, so whatever mix the team runs, Slurm never
-  allows more GPU time than the dollars pay for. CPU billing the dollars do not charge makes
+  allows more GPU time than the dollars pay for. CPU-only jobs' cores (``cpu_hourly``, weight
+  ``cpu``) are one more such type. CPU billing the dollars do not charge makes
   Slurm only stricter, never looser. Free types (rate 0) are ignored; a priced type with no
   weight cannot be enforced by Slurm and raises :class:`MirrorError`.
 * ``GrpTRESMins`` is compared with the association's accumulated usage, so the limit to set is
@@ -84,6 +85,11 @@ def grp_tres_billing_minutes(balance: Decimal, rates: Rates, weights: Mapping[st
                 f"entry (add GRES/gpu:{gpu_type}=N), so Slurm could not enforce the balance"
             )
         remaining.append((balance * 60 * units) // rate)  # exact floor
+    cpu_rate = getattr(rates, "cpu_hourly", Decimal(0)) or Decimal(0)
+    cpu_units = weights.get("cpu", Decimal(0))
+    if cpu_rate > 0 and cpu_units > 0:
+        # a CPU-only job's core: cpu_hourly dollars and w[cpu] billing-minutes per hour
+        remaining.append((balance * 60 * cpu_units) // cpu_rate)
     if not remaining:
         raise MirrorError("no priced GPU type: nothing for GrpTRESMins to limit")
     left = max(0, int(min(remaining)))

@@ -76,7 +76,7 @@ class Config:
     mem_limit_mb: int = 65536
     min_start_balance: Decimal = Decimal("1.00")
     container_runtime: str = "charliecloud"
-    partition: str = "gpu"
+    partition: str = "train"
     cluster_name: str = "slipway"
     reconcile_interval: float = 5.0
     reconcile_busy_interval: float = 1.0
@@ -92,6 +92,13 @@ class Config:
     lost_after: float = 600.0
     account_sync_interval: float = 60.0
     slurm_account_prefix: str = "team-"
+    # the partitions' TRESBillingWeights (slurm_conf templates): the team balance is mirrored
+    # into GrpTRESMins=billing with them (policy/budget.py); "" switches the mirror off
+    slurm_billing_weights: str = "CPU=1.0,GRES/gpu:a4000=10.0,GRES/gpu:a6000=20.0,GRES/shard=2.5"
+    # turn-taking between teams (policy/turns.py): a pending job's nice is its rank among its
+    # team's pending jobs (at most turn_rank_cap) x turn_nice_step; 0 switches turns off
+    turn_nice_step: int = 10000
+    turn_rank_cap: int = 10
     accounting_slack: float = 300.0
     node_python: str = field(default_factory=lambda: _default_node_python())
     default_image: str = "python"
@@ -150,6 +157,8 @@ class Config:
             raise ConfigError(f"cpu_rate must be a US$ amount >= 0, not {self.cpu_rate}")
         if not 1 <= self.cpu_limit <= 1024:
             raise ConfigError(f"cpu_limit must be between 1 and 1024 cores, not {self.cpu_limit}")
+        if not 0 <= self.turn_nice_step <= 1_000_000 or not 1 <= self.turn_rank_cap <= 1000:
+            raise ConfigError("turn_nice_step must be 0..1000000 and turn_rank_cap 1..1000")
         if self.mem_limit_mb < 1:
             raise ConfigError(f"mem_limit_mb must be at least 1, not {self.mem_limit_mb}")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", self.slurm_account_prefix):

@@ -30,7 +30,7 @@ min_start_balance           a job starts only when balance >= this      1.00
 container_runtime           ``charliecloud`` (local) | ``apptainer``    charliecloud
 images_root                 where container images live (SIFs for       container_images'
                             apptainer; ch-run directory images)         default cache
-partition                   Slurm partition ("" = cluster default)      gpu
+partition                   Slurm partition ("" = cluster default)      train
 cluster_name                name of the Slurm cluster                   slipway
 reconcile_interval          seconds between reconciler ticks            5
 reconcile_busy_interval     seconds between ticks while a job is ending 1
@@ -68,6 +68,12 @@ slurm_account_prefix        Slurm accounts named <prefix><team> are     team-
                             this Slipway's: it creates, updates and
                             removes only those (one prefix per
                             Slipway sharing a Slurm database)
+slurm_billing_weights       the partitions' TRESBillingWeights: the      CPU=1.0,GRES/gpu:a4000=10.0,
+                            team balance is mirrored into Slurm's       GRES/gpu:a6000=20.0,
+                            GrpTRESMins=billing with them ("" = off)    GRES/shard=2.5
+turn_nice_step              nice per place in a team's own queue         10000
+                            (turn-taking between teams; 0 = off)
+turn_rank_cap               places counted for turn-taking               10
 accounting_slack            seconds subtracted from the oldest submit   300
                             time for the bounded ``sacct -S`` window
 node_python                 python on the compute nodes that runs       /usr/bin/python3

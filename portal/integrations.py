@@ -82,7 +82,7 @@ def parse_gpus(text: str, limits: Mapping[str, int] | None = None) -> tuple[str,
 def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_count: int,
                 time_limit_min: int, workdir: str, output: str, command: Sequence[str],
                 env: Mapping[str, str], partition: str | None, cpus: int | None = None,
-                mem_mb: int | None = None) -> JobRequest:
+                mem_mb: int | None = None, qos: str = "normal", nice: int = 0) -> JobRequest:
     """A Slipway job's Slurm request. ``gpu_type`` ``cpu`` is a CPU-only job: no GPU (no
     ``--gres``), ``gpu_count`` cores; else ``cpus`` cores (default 1) beside the GPUs.
     ``mem_mb``: ``--mem`` (None: Slurm's default)."""
@@ -91,7 +91,8 @@ def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_coun
         name=slurm_job_name(job_id),
         user=user,
         account=account,
-        qos="normal",
+        qos=qos or "normal",
+        **({"nice": nice} if nice else {}),
         partition=partition or None,
         gpus=None if cpu_only else GpuRequest(gpu_type, gpu_count),
         cpus=gpu_count if cpu_only else (cpus or 1),

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from . import ledger as billing
 from .. import integrations as ig
 from ..db import Membership, Team, from_micros, to_micros
-from ..db.models import FUND_REQUEST_STATES, FundRequest
+from ..db.funds_models import FUND_REQUEST_STATES, FundRequest
 from ..services import Services
 from ..teams.access import ROLE_ADMIN, ROLE_ANY, Actor, Forbidden, NotFound, OpError, team_access
 

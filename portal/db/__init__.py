@@ -57,6 +57,14 @@ from .data_models import (  # noqa: F401  (re-exported)
     WorkspacePolicy,
 )
 
+from .funds_models import FUND_REQUEST_STATES, FundRequest  # noqa: F401,E402  (re-exported)
+from .policy_models import (  # noqa: F401,E402  (re-exported)
+    ComputeType,
+    EmergencyGrant,
+    PolicyEvent,
+    Quota,
+)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # PostgreSQL: the advisory lock key serialising Database.transaction() ("slipwrit"), and its wait.

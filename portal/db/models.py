@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -120,6 +121,10 @@ class Team(Base):
     ldap_group: Mapped[str | None] = mapped_column(String(512), nullable=True, default=None)
     # Fair-share weight of the team's Slurm account.
     fairshare: Mapped[int] = mapped_column(Integer, default=100)
+    # what sshare said at the last account sync (0009): Slurm's fair-share factor, usage
+    fairshare_factor: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    usage_share: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    shares_sampled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     # Data repositories + kept job outputs may use this many bytes (None: no quota; 0007).
     storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
@@ -161,6 +166,8 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # default input bindings, JSON {"input0": "vision/cifar-100:latest", ...} (0007)
     inputs: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    # the default compute type of its jobs (0009; None: gpu_type/gpu_count above)
+    compute_type: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
     team: Mapped[Team] = relationship(back_populates="projects")
     jobs: Mapped[list[Job]] = relationship(back_populates="project", cascade="all, delete-orphan",
@@ -265,6 +272,16 @@ class Job(Base):
     mem_mb: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    # policy (0009, docs/POLICY.md): the compute type, what was asked when the request was
+    # adjusted down ("a4000 x8"), QOS and partition submitted with, Slurm's priority and
+    # expected start while pending, how often an emergency job preempted it
+    compute_type: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    asked: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    qos: Mapped[str] = mapped_column(String(64), default="normal", server_default="normal")
+    partition: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    priority: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    expected_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    preempted_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     project: Mapped[Project] = relationship(back_populates="jobs")
     pusher: Mapped[User | None] = relationship()
@@ -349,39 +366,3 @@ class ReconcilerState(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-
-FUND_REQUEST_STATES = ("pending", "approved", "declined", "cancelled")
-
-
-class FundRequest(Base):
-    """A team's request for funds (migration 0006). Money enters the ledger only through cluster
-    administrators (or a payment provider): team administrators and owners ask here, a cluster
-    administrator approves (one deposit, ``ledger_entry_id``) or declines it, the requesting
-    team may cancel it while it is pending. ``state`` changes once, from ``pending``, by one
-    conditional UPDATE (``portal.billing.funds``)."""
-
-    __tablename__ = "fund_requests"
-    __table_args__ = (
-        CheckConstraint("state IN ('pending', 'approved', 'declined', 'cancelled')", name="state"),
-        CheckConstraint("amount_micros > 0", name="amount"),
-        Index("ix_fund_requests_team_id_id", "team_id", "id"),
-        Index("ix_fund_requests_state_id", "state", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
-    amount_micros: Mapped[int] = mapped_column(BigInteger)
-    note: Mapped[str] = mapped_column(Text, default="")
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    requested_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # the approval's deposit (no FK: the ledger is the record; both go with the team)
-    ledger_entry_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-    @property
-    def amount(self) -> Decimal:
-        return from_micros(self.amount_micros)

@@ -51,7 +51,8 @@ from ..db import Job, User
 from ..services import Services
 from . import job_data, states
 from .lookups import active_job, busy_message, find_project, is_member
-from .push_options import effective_settings, parse_push_options, settings_problems
+from ..policy.admission import admit, record_job
+from .push_options import parse_push_options
 from .submit import submit_job
 
 ZERO_SHA = "0" * 40
@@ -189,9 +190,11 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
         if overrides.pop("run", True) is False and not opt_problems:
             return HookReply(True, ["slipway: branch updated; no job started (run=no)"])
         problems += opt_problems
-        settings = effective_settings(project, overrides)
+        admission = None
         if not opt_problems:
-            problems += settings_problems(svc, settings)
+            admission = admit(svc, s, team=team, user_id=user.id, project=project,
+                              overrides=overrides)
+            problems += admission.problems
             data_plan, data_problems = job_data.plan(s, project, team, overrides)
             problems += data_problems
 
@@ -214,7 +217,7 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
                 problems.append(busy_message(busy))
         if problems:
             return _refuse(problems)
-        project_id, user_id = project.id, user.id
+        project_id, user_id, pusher_name = project.id, user.id, user.name
 
     # Reserve: one transaction for all branches of this push.
     try:
@@ -224,18 +227,19 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
                 if busy is not None:
                     raise _Busy(busy_message(busy))
                 job = Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
-                          state=states.QUEUED, **settings.row_fields(),
+                          state=states.QUEUED, **admission.row_fields(),
                           created_at=now, state_changed_at=now)
                 s.add(job)
                 s.flush()  # the partial unique index fires here on PostgreSQL races
                 job_data.apply(s, job.id, data_plan)
+                record_job(s, job, admission, pusher_name)
     except _Busy as exc:
         return _refuse([str(exc)])
     except IntegrityError:
         with svc.db.session() as s:
             msgs = [busy_message(j) for u in updates if (j := active_job(s, project_id, u.branch))]
         return _refuse(msgs or ["slipway: another push to this branch started a job just now"])
-    return HookReply(True)
+    return HookReply(True, list(admission.notes))
 
 
 class _Busy(Exception):

@@ -32,10 +32,13 @@ from ..teams.access import OpError
 from ..db import Project
 from ..services import Services
 
-PUSH_OPTIONS_HELP = ("gpus=TYPE:COUNT (e.g. gpus=a6000:1) or gpus=none (CPU only), cpus=N, mem=16G, "
+PUSH_OPTIONS_HELP = ("compute=NAME (a compute type), "
+                     "gpus=TYPE:COUNT (e.g. gpus=a6000:1) or gpus=none (CPU only), cpus=N, mem=16G, "
                      "time=30m|2h|90 (minutes), image=NAME, "
                      "input0..input4=TEAM/DATA:VERSION|job:N (read-only inputs), continue=JOB "
-                     "(start from that job's /output), run=no (update the branch without starting a job)")
+                     "(start from that job's /output), strict=yes (refuse instead of adjusting a request "
+                     "down to what is allowed), emergency=yes (holders of the emergency right), "
+                     "run=no (update the branch without starting a job)")
 _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
 
 
@@ -149,6 +152,19 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
             else:
                 problems.append(f"slipway: push option continue: write continue=JOB (a job number), "
                                 f"not {value[:40]!r}")
+        elif key == "compute":
+            if re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", value):
+                overrides["compute"] = value
+            else:
+                problems.append(f"slipway: push option compute: {value[:70]!r} is not a compute type "
+                                f"name (see: slipway compute list)")
+        elif key in ("strict", "emergency"):
+            flag = _yes_no(value)
+            if flag is None:
+                problems.append(f"slipway: push option {key}: write {key}=yes or {key}=no, not "
+                                f"{value[:40]!r}")
+            else:
+                overrides[key] = flag
         elif key == "run":
             if value.lower() in ("no", "false", "0"):
                 overrides["run"] = False
@@ -157,6 +173,12 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
         else:
             problems.append(f"slipway: unknown push option {opt!r}; known options: {PUSH_OPTIONS_HELP}")
     return overrides, problems
+
+
+def _yes_no(value: str) -> bool | None:
+    v = value.strip().lower()
+    return True if v in ("yes", "true", "1", "on") else False if v in ("no", "false", "0", "off") \
+        else None
 
 
 def effective_settings(project: Project, overrides: Mapping[str, Any]) -> JobSettings:

@@ -30,6 +30,7 @@ from ..billing import ledger as billing
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log
+from ..policy.admission import admit, record_job
 from . import job_data, lookups, push_options, recovery, states, submit
 
 
@@ -52,8 +53,8 @@ def _plain(message: str) -> str:
     return message[len("slipway: "):] if message.startswith("slipway: ") else message
 
 
-def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool = False
-              ) -> tuple[int, str]:
+def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool = False,
+              emergency: bool = False) -> tuple[int, str]:
     """Reserve and submit a new job like ``job_id`` (same GPUs, time, image and input
     bindings) at its branch's current tip -- or, with ``continue_output``, at the SAME commit
     with a /output that starts as a copy of ``job_id``'s kept /output (``slipway job continue``).
@@ -82,7 +83,11 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
         settings = push_options.JobSettings(gpu_type=old.gpu_type, gpu_count=old.gpu_count,
                                             time_limit_min=old.time_limit_min, image=old.image,
                                             cpus=old.cpus, mem_mb=old.mem_mb)
-        problems = [_plain(p) for p in push_options.settings_problems(svc, settings)]
+        # today's limits and quotas hold for a re-run too; emergency only with the right
+        admission = admit(svc, s, team=team, user_id=pusher_id, project=project,
+                          overrides={"emergency": emergency}, base=settings,
+                          base_compute_type=old.compute_type, base_partition=old.partition)
+        problems = [_plain(p) for p in admission.problems]
         decision = ig.can_start(billing.balance(s, team.id), team.name, cfg.min_start_balance)
         if not decision.ok:
             problems.append(decision.message)
@@ -115,11 +120,12 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
             if busy is not None:
                 raise RerunError(_plain(lookups.busy_message(busy)))
             new = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,
-                      kind=kind, state=states.QUEUED, **settings.row_fields(),
+                      kind=kind, state=states.QUEUED, **admission.row_fields(),
                       created_at=now, state_changed_at=now)
             s.add(new)
             s.flush()
             new_id = new.id
+            record_job(s, new, admission, actor.name)
             job_data.apply(s, new_id, data_plan)
     except IntegrityError:  # a push reserved the branch between the check and the insert
         with svc.db.session() as s:
@@ -129,6 +135,8 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
     how = "continued" if continue_output else "run again"
     log.info("job %s: %s by %s as job %s at %s", job_id, how, actor.name, new_id, commit[:12])
     _ok, message = submit.submit_job(svc, new_id)
+    if admission.notes:
+        message = "; ".join([_plain(n) for n in admission.notes] + [message])
     if continue_output:
         return new_id, (f"job {job_id} continues as job {new_id} at {commit[:12]} with its /output: "
                         f"{_plain(message)}")

@@ -25,6 +25,7 @@ from slurm_bridge.request import GpuRequest, JobRequest
 from .. import integrations as ig
 from ..db import Job
 from ..services import Services, log
+from ..policy import turns
 from ..teams import slurm_accounts
 from . import states
 from .push_options import job_compute
@@ -144,6 +145,8 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
             time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
             kind=job.kind, cpus=job_compute(job)[0], mem_mb=job_compute(job)[1],
         )
+        qos, partition = job.qos or "normal", job.partition or cfg.partition
+        nice = turns.initial_nice(s, svc, job)
     try:
         if not snap.unix_user:
             raise ValueError("the pusher has no Unix user")
@@ -154,7 +157,8 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
                              output=str(log_path(svc, job_id)), command=command,
                              env={"PORT": str(snap.port), "SLIPWAY_JOB_ID": str(job_id),
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
-                             partition=cfg.partition, cpus=snap.cpus, mem_mb=snap.mem_mb)
+                             partition=partition, cpus=snap.cpus, mem_mb=snap.mem_mb,
+                             qos=qos, nice=nice)
         slurm_id = _submit(svc, req)
     except ig.ControllerUnavailable as exc:
         # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).

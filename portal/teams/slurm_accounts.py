@@ -15,12 +15,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+from decimal import Decimal
 from pathlib import Path
 
-from slurm_bridge.sync import AccountSpec, DesiredState, QosSpec, UserSpec
+from slurm_bridge.sync import AccountSpec, DesiredState, Limits, QosSpec, UserSpec
 from sqlalchemy import select
 
+from ..billing.ledger import balances as balances_by_team
 from ..db.models import Membership, Team, User
+from ..policy import budget, grants, quotas
 from ..private_files import opener as private_opener
 from ..services import Services
 
@@ -32,14 +35,26 @@ EMERGENCY_QOS = "emergency"
 _lock = threading.Lock()
 
 
-def desired_state(svc: Services) -> DesiredState:
-    """The accounts, users and QOS the database says Slurm should have."""
-    cfg = svc.config
+def desired_state(svc: Services, *, with_budget: bool = True) -> DesiredState:
+    """The accounts, users, QOS and limits the database says Slurm should have: every team's
+    account with its shares, its quotas (GrpTRES, GrpJobs) and its balance mirrored into
+    GrpTRESMins; every member's association with the QOS the policy allows (``emergency`` only
+    for holders of an emergency grant) and the member's own quotas."""
+    cfg, now = svc.config, svc.now()
     accounts, users = [], {}
     with svc.db.session() as s:
-        for team in s.scalars(select(Team).order_by(Team.name)):
-            accounts.append(AccountSpec(name=cfg.slurm_account(team.name), fairshare=team_shares(team),
-                                        description=f"slipway team {team.name}"))
+        team_limits, user_limits = quotas.limits_for_sync(s, cfg)
+        grant_users, grant_teams = grants.holders(s, now)
+        teams = list(s.scalars(select(Team).order_by(Team.name)))
+        balances = balances_by_team(s) if with_budget else {}
+        mirror = budget.limits(svc, {cfg.slurm_account(t.name): balances.get(t.id, Decimal(0))
+                                     for t in teams}) if with_budget else {}
+        for team in teams:
+            account = cfg.slurm_account(team.name)
+            accounts.append(AccountSpec(name=account, fairshare=team_shares(team),
+                                        description=f"slipway team {team.name}",
+                                        grp_tres_mins=mirror.get(account),
+                                        limits=team_limits.get(account, Limits())))
         # Inactive users (gone from LDAP, or switched off) are left out: the convergence then
         # removes their associations, so they cannot run jobs on the teams' accounts.
         rows = s.execute(select(Membership, Team, User).join(Team, Membership.team_id == Team.id)
@@ -50,11 +65,15 @@ def desired_state(svc: Services) -> DesiredState:
             if not unix:
                 continue
             account = cfg.slurm_account(team.name)
-            entry = users.setdefault(unix, {"default": account, "accounts": {}})
-            entry["accounts"][account] = BASE_QOS
+            entry = users.setdefault(unix, {"default": account, "accounts": {}, "limits": {}})
+            emergency = user.id in grant_users or team.id in grant_teams
+            entry["accounts"][account] = BASE_QOS + ((EMERGENCY_QOS,) if emergency else ())
+            if (unix, account) in user_limits:
+                entry["limits"][account] = user_limits[(unix, account)]
     return DesiredState(
         accounts=tuple(accounts),
-        users=tuple(UserSpec(name=u, default_account=v["default"], accounts=v["accounts"])
+        users=tuple(UserSpec(name=u, default_account=v["default"], accounts=v["accounts"],
+                             limits=v["limits"])
                     for u, v in sorted(users.items())),
         qos=(QosSpec("normal", priority=0),
              QosSpec(EMERGENCY_QOS, priority=1000, preempt=("normal",), preempt_mode="requeue")),

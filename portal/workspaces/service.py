@@ -4,7 +4,6 @@
 workspace policy and an image with JupyterLab."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -15,6 +14,8 @@ from ..billing import ledger as billing
 from ..db import Job, Project, Team, User
 from ..jobs import job_data, lookups, push_options, recovery, rerun, service as jobs_service, states
 from ..jobs.submit import submit_job
+from ..policy.admission import admit, record_job
+from ..policy.quotas import workspace_quota_problems
 from ..services import Services, log
 from ..teams.access import Actor, NotFound, OpError, job_access, project_access
 from . import credential, policy
@@ -65,11 +66,12 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
         user_id = actor.id if s.get(User, actor.id) is not None else None
         if user_id is None:
             raise OpError("a workspace runs as a user: act as one (--as USER)")
-        settings = push_options.effective_settings(proj, overrides)
         if time in (None, ""):
-            settings = dataclasses.replace(settings, time_limit_min=DEFAULT_TIME_MIN)
+            overrides["time_limit_min"] = DEFAULT_TIME_MIN
+        admission = admit(svc, s, team=t, user_id=user_id, project=proj, overrides=overrides)
+        settings = admission.settings
         if not problems:
-            problems += push_options.settings_problems(svc, settings)
+            problems += admission.problems
         if settings.image in svc.catalog.names and not svc.catalog.has_jupyter(settings.image):
             problems.append(f"slipway: image {settings.image!r} has no JupyterLab; choose one that "
                             f"has (e.g. python)")
@@ -82,6 +84,7 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
         if mine >= pol.max_per_user:
             problems.append(f"slipway: {actor.name} has {mine} open workspace(s), the most allowed "
                             f"is {pol.max_per_user}; stop one first")
+        problems += workspace_quota_problems(s, t, user_id, actor.name)
         decision = ig.can_start(billing.balance(s, t.id), t.name, svc.config.min_start_balance)
         if not decision.ok:
             problems.append(f"slipway: {decision.message}")
@@ -103,17 +106,19 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
             if lookups.active_job(s, project_id, branch) is not None:
                 raise OpError(f"branch {branch} got a job just now", 409)
             job = Job(project_id=project_id, branch=branch, commit_sha=tip, pusher_id=user_id,
-                      kind=KIND, state=states.QUEUED, **settings.row_fields(),
+                      kind=KIND, state=states.QUEUED, **admission.row_fields(),
                       created_at=now, state_changed_at=now)
             s.add(job)
             s.flush()
             job_data.apply(s, job.id, data_plan)
+            record_job(s, job, admission, actor.name)
             job_id = job.id
     except IntegrityError:
         raise OpError(f"branch {branch} got a job just now", 409) from None
     log.info("workspace %s: opened by %s on %s/%s %s", job_id, actor.name, team_name,
              project_name, branch)
     _ok, message = submit_job(svc, job_id)
+    message = "; ".join([n.removeprefix("slipway: ") for n in admission.notes] + [message])
     return job_id, message.removeprefix("slipway: ").replace(f"job {job_id}", f"workspace {job_id}", 1)
 
 

@@ -52,5 +52,15 @@ def test_unenforceable_configurations():
     with pytest.raises(MirrorError, match="h100"):
         grp_tres_billing_minutes(Decimal("1"), Rates({"h100": Decimal("4")}), WEIGHTS)
     with pytest.raises(MirrorError, match="no priced"):
-        grp_tres_billing_minutes(Decimal("1"), Rates({"a4000": Decimal("0")}), WEIGHTS)
+        grp_tres_billing_minutes(Decimal("1"), Rates({"a4000": Decimal("0")}, cpu_hourly="0"), WEIGHTS)
+
+
+def test_cpu_only_cores_are_one_more_priced_type():
+    # $1 at $0.02 per core-hour with CPU=1.0 buys 3000 core-minutes; a4000 is free here
+    w = {**WEIGHTS, "cpu": Decimal("1.0")}
+    assert grp_tres_billing_minutes(Decimal("1"), Rates({"a4000": Decimal("0")}, cpu_hourly="0.02"),
+                                    w) == 3000
+    # the tighter of the GPU and the core mirror holds
+    assert grp_tres_billing_minutes(Decimal("1"), Rates({"a4000": Decimal("0.50")}, cpu_hourly="0.02"),
+                                    w) == min(3000, int(Decimal(1) * 60 * (w["gres/gpu:a4000"] + w.get("gres/gpu", 0)) / Decimal("0.50")))
     assert sacctmgr_limit(4800) == "GrpTRESMins=billing=4800"

@@ -220,12 +220,31 @@ def test_push_gpus_none_cpus_4_queues_a_cpu_only_job(env):
     assert "--cpus-per-task=4" in opts and not any(o.startswith("--gres") for o in opts)
 
 
-@pytest.mark.parametrize("options,needle", [
-    (["gpus=none", "cpus=17"], "1 to 16 cores"),
-    (["gpus=a4000:1", "cpus=99"], "1 to 16 cores"),
-    (["gpus=none", "mem=128G"], "at most 65536M"),
+@pytest.mark.parametrize("options,note,got", [
+    (["gpus=none", "cpus=17"], "asked 17 cores; a job may have at most 16 cores — running with 16 cores",
+     ("cpu", 16, 16, None)),
+    (["gpus=a4000:1", "cpus=99"], "asked 99 cores; a job may have at most 16 cores — running with 16 cores",
+     ("a4000", 1, 16, None)),
+    (["gpus=none", "mem=128G"], "asked 131072M of memory; a job may have at most 65536M — running with 65536M",
+     ("cpu", 1, 1, 65536)),
 ])
-def test_cpu_requests_over_the_limits_are_refused_and_nothing_is_reserved(env, options, needle):
+def test_cpu_requests_over_the_limits_are_adjusted_down_and_the_push_says_so(env, options, note, got):
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, {"slipway-entrypoint.sh": "echo hi\n"})
+    r = _pre(svc, sha, options)
+    assert r.ok and r.messages == [f"slipway: {note}"], r.messages
+    [job] = _jobs(svc)
+    assert (job.gpu_type, job.gpu_count, job.cpus, job.mem_mb) == got
+    assert job.asked     # what was asked is kept beside what it got
+
+
+@pytest.mark.parametrize("options,needle", [
+    (["gpus=none", "cpus=17", "strict=yes"], "asked 17 cores; a job may have at most 16 cores (strict=yes: refused)"),
+    (["gpus=a4000:1", "cpus=99", "strict=yes"], "a job may have at most 16 cores (strict=yes"),
+    (["gpus=none", "mem=128G", "strict=yes"], "a job may have at most 65536M (strict=yes"),
+    (["gpus=none", "cpus=0"], "at least 1"),
+])
+def test_strict_over_requests_are_refused_and_nothing_is_reserved(env, options, needle):
     svc, backend, bare, work = env
     sha = commit_to_bare(bare, work, {"slipway-entrypoint.sh": "echo hi\n"})
     r = _pre(svc, sha, options)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from portal.billing import ledger as billing, funds, payments
 from portal.app import create_app
 from portal.db import LedgerEntry, Membership, Team, User
-from portal.db.models import FundRequest
+from portal.db.funds_models import FundRequest
 from tests.support.fakes import FakeBackend, make_services
 from portal.billing import queries as billing_q
 from portal.teams import access

@@ -86,7 +86,10 @@ def test_parse_time(text, minutes):
 
 @pytest.mark.parametrize("options,needle", [
     (["colour=blue"], "unknown push option 'colour=blue'"),
-    (["gpus=a4000:9"], "a4000 allows at most 4 GPUs per job"),
+    (["gpus=a4000:9", "strict=yes"], "asked a4000 x9; nodes have at most 4 (strict=yes: refused)"),
+    (["strict=maybe"], "write strict=yes or strict=no"),
+    (["emergency=yes"], "emergency=yes needs the emergency right"),
+    (["compute=nope"], "unknown compute type 'nope'; no compute types are defined yet"),
     (["gpus=h100:1"], "unknown GPU type 'h100'"),
     (["gpus=lots"], "unknown GPU type 'lots'"),
     (["gpus=a4000:two"], "cannot read GPU request"),

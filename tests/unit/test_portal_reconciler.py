@@ -50,7 +50,7 @@ def test_queue_states_are_mapped(env):
     jid = make_job(svc, 11)
     backend.set_queue(11, "PENDING", reason="Resources")
     Reconciler(svc).tick()
-    assert job(svc, jid).state == "pending" and job(svc, jid).reason == "waiting in the queue: Resources"
+    assert job(svc, jid).state == "pending" and job(svc, jid).reason == "waiting: no node has the GPUs, cores or memory it needs free yet"
     start = clock.advance(seconds=30)
     backend.set_queue(11, "RUNNING", start=start, node="a4k-2")
     rep = Reconciler(svc).tick()
@@ -669,7 +669,7 @@ def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
     backend.set_queue(slurm_id, "PENDING", reason="Resources", name=req.name)
     clock.advance(seconds=5)
     Reconciler(svc).tick()
-    assert job(svc, jid).reason == f"{recovery.RECOVERED_NOTE}; waiting in the queue: Resources"
+    assert job(svc, jid).reason == f"{recovery.RECOVERED_NOTE}; waiting: no node has the GPUs, cores or memory it needs free yet"
     backend.set_queue(slurm_id, "RUNNING", start=clock(), name=req.name)
     clock.advance(seconds=5)
     Reconciler(svc).tick()

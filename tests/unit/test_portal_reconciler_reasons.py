@@ -59,7 +59,7 @@ def test_a_queue_reason_is_cleared_but_a_failure_reason_is_kept(env):
     backend.set_queue(11, "PENDING", reason="Resources")
     backend.set_queue(12, "PENDING", reason="Resources")
     Reconciler(svc).tick()
-    assert job(svc, ok).reason == "waiting in the queue: Resources"
+    assert job(svc, ok).reason == "waiting: no node has the GPUs, cores or memory it needs free yet"
     start = clock()
     backend.finish(11, "COMPLETED", start=start, end=start + timedelta(seconds=30))
     backend.finish(12, "TIMEOUT", start=start, end=start + timedelta(seconds=30), exit_code=0)

@@ -97,7 +97,7 @@ def test_the_servers_operator_reruns_as_the_old_pusher(world):
     ("branch gone", "branch exp-0 no longer exists"),
     ("no entrypoint", "slipway-entrypoint.sh"),
     ("image gone", "nope"),
-    ("gpus", "a4000"),
+    ("gpus", "unknown GPU type 'h100'"),
     ("balance", "$1.00"),
 ])
 def test_rerun_refusals_reserve_nothing(world, case, expect):
@@ -118,7 +118,7 @@ def test_rerun_refusals_reserve_nothing(world, case, expect):
             if case == "image gone":
                 old.image = "nope"
             else:
-                old.gpu_count = 9
+                old.gpu_type = "h100"   # a type the cluster no longer has
     elif case == "balance":
         with svc.db.transaction() as s:
             s.add(LedgerEntry(team_id=ids["nlp"], kind="adjustment", amount_micros=-24_000_000,

@@ -19,7 +19,7 @@ from portal.billing import ledger as billing, funds
 from portal.app import create_app
 from portal.db import (AccessToken, DataRepo, DataShare, DataUpload, DataVersion, Job, Membership,
                        Project, Team, User)
-from portal.db.models import FundRequest
+from portal.db.funds_models import FundRequest
 from portal.teams import access
 from tests.support.fakes import FakeBackend, make_services
 from tests.support.web import csrf_token, login, make_world

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...billing import ledger as billing
 from ... import integrations as ig
+from ...policy import turns
 from ...private_files import opener as private_opener
 from ...services import Services, log
 from .. import unknown
@@ -47,6 +48,7 @@ class Reconciler:
             money.bill(svc, self.biller, live_records + final_records, now, report)
             ended.apply_finals(svc, finals, now, report)
             unknown.cancel_adopted(svc, list(report.adopted), report)  # cancelled meanwhile
+            turns.keep_turns(svc, live, report.errors)   # teams' pending jobs take turns
         data.keep_outputs(svc, report)   # ended jobs' /output: sealed read-only, kept
         # every charge of this tick (GPU and storage) is in before the balance rules read it
         money.storage(svc, self.biller, now, report)

@@ -18,7 +18,8 @@ from ...db import Job
 from ...services import Services, log
 from .. import states
 from ..recovery import RECOVERED_NOTE
-from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, Ended, TickReport, move
+from ...policy import preemption, reasons
+from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, WAITING, Ended, TickReport, move
 
 
 def mark_unknown(svc: Services, now: datetime, exc: Exception, report: TickReport) -> None:
@@ -84,19 +85,25 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                 target = base
             if base == states.FINISHING and target == states.RUNNING:
                 target = states.FINISHING
+            requeued = base in (states.RUNNING, states.FINISHING) and target == states.PENDING
             move(job, target, now, report)
+            if requeued:   # preempted by an emergency job, or a node failed: it resumes
+                job.reason = preemption.requeue_note(s, job, now)
             if job.state != states.PENDING and job.balance_hold_at is not None:
                 job.balance_hold_at = None  # it left the queue (released by hand, or ended)
             # a job submitted for a lost post-receive keeps saying so (recovery.RECOVERED_NOTE)
-            note = RECOVERED_NOTE if (job.reason or "").startswith(RECOVERED_NOTE) \
-                else None
+            note = _kept_note(job.reason)
             if job.state == states.PENDING:
-                r = (rec.reason or "").strip()
+                job.priority = getattr(rec, "priority", None)
+                job.expected_start_at = getattr(rec, "expected_start", None)
                 if job.balance_hold_at is None:  # else: the hold reason stays (_balance_holds)
-                    waiting = None if r in ("", "None") else f"waiting in the queue: {r}"
+                    code = rec.reason or ""
+                    words = None if note and code == "BeginTime" else reasons.explain(s, job, code)
+                    waiting = f"{WAITING}{words}" if words else None
                     job.reason = "; ".join(x for x in (note, waiting) if x) or None
             elif job.state in (states.RUNNING, states.FINISHING):
-                if note is not None:
+                job.priority = job.expected_start_at = None
+                if note is not None and note.startswith(RECOVERED_NOTE):
                     job.reason = note
                 elif job.reason and job.reason.startswith(STALE_REASONS):
                     job.reason = None
@@ -110,3 +117,11 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                         gpus=dict(rec.gpus) or {job.gpu_type: job.gpu_count}, team=team))
     return live_records, ended
 
+
+def _kept_note(reason: str | None) -> str | None:
+    """The part of a pending job's reason that outlives a tick: it was submitted by the
+    reconciler (RECOVERED_NOTE), or requeued (preempted, node failure)."""
+    first = (reason or "").split("; ", 1)[0]
+    if first.startswith((RECOVERED_NOTE, preemption.PREEMPTED_NOTE, preemption.REQUEUED_NOTE)):
+        return first
+    return None

@@ -8,6 +8,7 @@ from ...db import Job
 from ...services import log
 from .. import states
 from ..submit import UNKNOWN_REASON
+from ...policy.preemption import PREEMPTED_NOTE, REQUEUED_NOTE
 
 
 @dataclass
@@ -53,8 +54,9 @@ ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its
 POLL_FAILED = "Slurm is not answering"
 # Reasons that describe a moment of the job's life (a failed poll, the queue, a hold, a pending
 # lookup), never why it ended: cleared when the job reaches a terminal state without a reason.
-STALE_REASONS = ("waiting in the queue", POLL_FAILED, HOLD_PREFIX, ACCOUNTING_DOWN,
-                 UNKNOWN_REASON.split("(", 1)[0])
+WAITING = "waiting: "          # + the pending reason in words (policy/reasons.py)
+STALE_REASONS = ("waiting in the queue", WAITING, POLL_FAILED, HOLD_PREFIX, ACCOUNTING_DOWN,
+                 UNKNOWN_REASON.split("(", 1)[0], PREEMPTED_NOTE, REQUEUED_NOTE)
 
 
 def move(job: Job, new: str, now: datetime, report: TickReport, reason: str | None = None) -> None:

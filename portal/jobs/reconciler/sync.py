@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ...identity import team_sync
+from ...policy import resources, shares
 from ...services import Services
 from ...teams import slurm_accounts
 from .report import TickReport
@@ -32,4 +33,10 @@ def sync_slurm_accounts(svc: Services, last: datetime | None, now: datetime,
     except Exception as exc:  # noqa: BLE001 — retried next tick
         report.errors.append(f"Slurm account sync failed: {exc}")
         return last
+    # what Slurm made of the policy, for pages that never ask Slurm: fair-share, partitions
+    for what, step in (("fair-share", shares.sample), ("partitions", resources.sample)):
+        try:
+            step(svc, now)
+        except Exception as exc:  # noqa: BLE001 — sampled again at the next sync
+            report.errors.append(f"sampling {what} failed: {exc}")
     return now

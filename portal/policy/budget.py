@@ -1,0 +1,48 @@
+"""The team balance mirrored into Slurm (accounting/slurm_mirror.py): each team account's
+``GrpTRESMins=billing=N`` is set, at every account sync, to the billing-minutes it has used
+(``scontrol show assoc_mgr``) plus what its balance buys, so with
+``AccountingStorageEnforce=safe`` Slurm itself refuses to start a job the team cannot pay for
+to its time limit -- also while Slipway is down, and for jobs submitted outside Slipway.
+
+Usage decays with ``PriorityDecayHalfLife`` (7 days): between two syncs that frees a sliver
+(0.4 % of the used minutes per hour Slipway is down), which the $1.00 start rule covers."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Mapping
+
+from accounting.rates import Rates
+from accounting.slurm_mirror import MirrorError, grp_tres_billing_minutes, parse_tres_billing_weights
+
+from .. import integrations as ig
+from ..services import Services, log
+
+
+def weights(svc: Services) -> dict[str, Decimal]:
+    return parse_tres_billing_weights(svc.config.slurm_billing_weights)
+
+
+def limits(svc: Services, balances: Mapping[str, Decimal]) -> dict[str, dict[str, int]]:
+    """account -> ``{"billing": N}`` for every team account in ``balances`` (account -> US$).
+    Empty when the mirror is switched off (``slurm_billing_weights`` empty) or cannot be
+    computed (logged; Slipway's own gates still hold)."""
+    if not svc.config.slurm_billing_weights:
+        return {}
+    try:
+        w = weights(svc)
+        used = svc.backend.assoc_usage()
+    except (MirrorError, ig.SlurmBridgeError) as exc:
+        log.warning("budget mirror skipped: %s", exc)
+        return {}
+    rates: Rates = ig.rates(svc.config)
+    used_l = {k.lower(): v for k, v in used.items()}
+    out = {}
+    for account, balance in balances.items():
+        try:
+            minutes = grp_tres_billing_minutes(max(balance, Decimal(0)), rates, w,
+                                               used_billing_minutes=int(used_l.get(account.lower(), 0)))
+        except MirrorError as exc:
+            log.warning("budget mirror skipped: %s", exc)
+            return {}
+        out[account] = {"billing": minutes}
+    return out
