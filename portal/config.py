@@ -97,6 +97,8 @@ class Config:
     slurm_billing_weights: str = "CPU=1.0,GRES/gpu:a4000=10.0,GRES/gpu:a6000=20.0,GRES/shard=2.5"
     # turn-taking between teams (policy/turns.py): a pending job's nice is its rank among its
     # team's pending jobs (at most turn_rank_cap) x turn_nice_step; 0 switches turns off
+    # Slurm's DefMemPerCPU (slurm_conf templates): a job without mem= gets this per core
+    default_mem_per_cpu_mb: int = 1000
     turn_nice_step: int = 10000
     turn_rank_cap: int = 10
     accounting_slack: float = 300.0

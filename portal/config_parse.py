@@ -71,6 +71,8 @@ slurm_account_prefix        Slurm accounts named <prefix><team> are     team-
 slurm_billing_weights       the partitions' TRESBillingWeights: the      CPU=1.0,GRES/gpu:a4000=10.0,
                             team balance is mirrored into Slurm's       GRES/gpu:a6000=20.0,
                             GrpTRESMins=billing with them ("" = off)    GRES/shard=2.5
+default_mem_per_cpu_mb      Slurm's DefMemPerCPU (what a job without     1000
+                            mem= gets per core; said when it runs out)
 turn_nice_step              nice per place in a team's own queue         10000
                             (turn-taking between teams; 0 = off)
 turn_rank_cap               places counted for turn-taking               10

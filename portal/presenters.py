@@ -31,6 +31,12 @@ def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | 
             "branch_updated": j.branch_updated, "log": log, "url": f"/jobs/{j.id}",
             "output_state": j.output_state, "output_bytes": j.output_bytes,
             "continue_from": j.continue_from,
+            # policy (docs/POLICY.md): compute type, what was asked when adjusted down, QOS,
+            # partition, Slurm's priority and expected start while pending, preemptions
+            "compute_type": j.compute_type, "asked": j.asked, "qos": j.qos or "normal",
+            "emergency": (j.qos or "") == "emergency", "partition": j.partition,
+            "priority": j.priority, "expected_start_at": iso(j.expected_start_at),
+            "preempted_count": j.preempted_count or 0,
             "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
 
 
@@ -43,7 +49,8 @@ def _inputs(p) -> dict:
 def project_dict(p: Project, team_name: str, remote_url: str, stats: dict | None = None) -> dict:
     d = {"team": team_name, "name": p.name, "gpu_type": p.gpu_type, "gpu_count": p.gpu_count,
          "image": p.image, "time_limit_min": p.time_limit_min, "remote_url": remote_url,
-         "created_at": iso(p.created_at), "inputs": _inputs(p)}
+         "created_at": iso(p.created_at), "inputs": _inputs(p),
+         "compute_type": getattr(p, "compute_type", None)}
     if stats is not None:
         d.update(jobs=stats.get("jobs", 0), active_jobs=stats.get("active", 0))
     return d

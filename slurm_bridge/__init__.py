@@ -3,6 +3,7 @@
 Typed requests in (JobRequest), typed records out (QueueRecord, SacctRecord, NodeRecord),
 typed errors (InvalidRequest, SlurmRejected, ControllerUnavailable, JobNotFound).
 """
+from .admin_records import PartitionRecord, ShareRecord
 from .backend import SlurmBackend
 from .cli import CliBackend
 from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
@@ -18,4 +19,5 @@ __all__ = [
     "SlurmBridgeError", "SlurmRejected", "GpuCount", "NodeRecord", "QueueRecord", "SacctRecord",
     "GpuLimits", "GpuRequest", "JobRequest", "validate", "validate_gpus", "CommandResult",
     "CommandRunner", "FakeRunner", "SubprocessRunner", "render_script", "sbatch_options",
+    "PartitionRecord", "ShareRecord",
 ]

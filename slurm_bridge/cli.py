@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import records
+from .admin import AdminCommands
 from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
                      SlurmBridgeError, SlurmRejected, is_gres_refusal, is_not_found,
                      is_unavailable, slurm_text)
@@ -93,8 +94,10 @@ def slurm_time(when: datetime) -> str:
     return when.strftime(SLURM_TIME)
 
 
-class CliBackend:
-    """SlurmBackend over sbatch/squeue/sacct/scancel/scontrol/sinfo (and sacctmgr for sync).
+class CliBackend(AdminCommands):
+    """SlurmBackend over sbatch/squeue/sacct/scancel/scontrol/sinfo (and sacctmgr for sync);
+    the administrator's commands (nice, priority, top, drain/resume, sshare, assoc_mgr,
+    partitions) come from ``AdminCommands`` (slurm_bridge.admin).
 
     ``env``: the environment every Slurm command runs with (needs SLURM_CONF unless slurm.conf
     is in its default place); default: PATH and SLURM_CONF of this process.

@@ -39,6 +39,7 @@ MAX_VALUE_CHARS = 65_536          # one env value or one command word
 MAX_SCRIPT_CHARS = 1_000_000      # Slurm's default max_script_size is 4 MB
 MAX_TIME_LIMIT_MIN = 60 * 24 * 14
 MAX_CPUS = 1024
+MAX_NICE = 10_000
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class JobRequest:
     comment: str = "slipway"
     signal: str | None = None   # sbatch --signal, e.g. "B:USR1@120"
     hold: bool = False           # submit held (sbatch --hold)
+    nice: int = 0                # sbatch --nice: lowers the job's priority by this much
 
     def __post_init__(self) -> None:
         # Freeze the mutable inputs so a request cannot change after validation.
@@ -184,6 +186,7 @@ def validate(req: JobRequest, limits: GpuLimits) -> JobRequest:
     _check_path("output path", req.output)
     _check_int("cpus", req.cpus, 1, MAX_CPUS)
     _check_int("time limit (minutes)", req.time_limit_min, 1, MAX_TIME_LIMIT_MIN)
+    _check_int("nice", req.nice, 0, MAX_NICE)
     if req.mem_mb is not None:
         _check_int("memory (MB)", req.mem_mb, 1, 16 * 1024 * 1024)
     if req.gpus is not None:

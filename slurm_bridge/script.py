@@ -48,4 +48,6 @@ def sbatch_options(req: JobRequest) -> list[str]:
         opts.append(f"--signal={req.signal}")
     if req.hold:
         opts.append("--hold")
+    if req.nice > 0:
+        opts.append(f"--nice={req.nice}")
     return opts

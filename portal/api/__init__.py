@@ -10,7 +10,8 @@ Same operations and permission rules as the pages (the service layer, ``portal.t
 """
 from __future__ import annotations
 
-from . import data, data_output, jobs, projects, teams, tokens, workspaces  # noqa: F401  (their routes register on the blueprint)
+from . import data, data_output, jobs, policy, projects, teams, tokens, workspaces  # noqa: F401  (their routes register on the blueprint)
+from . import submit  # noqa: F401  (POST /api/submit: slipway submit)
 from .core import api
 
 __all__ = ["api"]

@@ -31,6 +31,20 @@ def _inputs_kw(body: dict) -> dict:
     return {"inputs": value}
 
 
+def _compute_kw(body: dict) -> dict:
+    """``{"compute_type": "a4000x2"}`` of a body for the service: a defined compute type's
+    name, "" or null to clear it; absent: keep the project's."""
+    if "compute_type" not in body:
+        return {}
+    value = body["compute_type"]
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ApiError(400, 'compute_type must be a compute type\'s name such as "a4000x2" '
+                            '(or "" to clear it)')
+    return {"compute_type": value}
+
+
 @api.get("/teams/<team>/projects")
 def projects(team: str):
     s = db()
@@ -53,7 +67,8 @@ def create_project(team: str):
                                       from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
-    name = projects_svc.create_project(svc(), actor(), team, _text(body, "name"), st, **_inputs_kw(body))
+    name = projects_svc.create_project(svc(), actor(), team, _text(body, "name"), st, **_inputs_kw(body),
+                                       **_compute_kw(body))
     s = fresh_db()
     p, _ = access.project_access(s, actor(), team, name)
     return jsonify({"ok": True, "project": project_json(p, team)}), 201
@@ -95,7 +110,8 @@ def update_project(team: str, project: str):
                                       from_json=request.is_json)
     if problems:
         raise ApiError(400, "; ".join(problems))
-    projects_svc.update_settings(svc(), actor(), team, project, st, **_inputs_kw(body))
+    projects_svc.update_settings(svc(), actor(), team, project, st, **_inputs_kw(body),
+                                 **_compute_kw(body))
     s = fresh_db()
     p, _ = access.project_access(s, actor(), team, project)
     return jsonify({"ok": True, "project": project_json(p, team)})

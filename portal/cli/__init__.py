@@ -29,7 +29,8 @@ import click
 from click.core import ParameterSource
 
 from ..private_files import set_process_umask
-from . import data, funds, jobs, ldap, projects, serve, teams, tokens, users, workspaces
+from . import data, funds, jobs, ldap, policy, policy_queue, projects, serve, teams, tokens, users, workspaces
+from .submit import submit as submit_command
 from .context import OPERATOR, Ctx
 from .local import LocalSource
 from .output import fail
@@ -73,3 +74,9 @@ main.add_command(serve.reconcile)
 for _group in (users.user, tokens.token, teams.team, funds.funds_group, projects.project, jobs.job,
                ldap.ldap, data.data, workspaces.workspace):
     main.add_command(_group)
+for _command in (policy.compute_group, policy.quota_group, policy.emergency_group,
+                 policy.policy_group, policy.completion, policy_queue.queue_group, policy_queue.hold,
+                 policy_queue.release, policy_queue.requeue, policy_queue.node_group,
+                 policy_queue.resources):
+    main.add_command(_command)
+main.add_command(submit_command)

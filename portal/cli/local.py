@@ -222,7 +222,8 @@ class LocalSource:
         return call(data_quota.set_quota, self.svc, self._me(), team_name, size)
 
     def update_project(self, team_name: str, name: str, gpus: str | None, image: str | None,
-                       time_text: str | None, inputs: dict[str, str] | None) -> dict:
+                       time_text: str | None, inputs: dict[str, str] | None, *,
+                       compute_type: str | None = None) -> dict:
         me = self._me()
         with self.svc.db.session() as s:
             p, _ = call(access.project_access, s, me, team_name, name)
@@ -232,6 +233,8 @@ class LocalSource:
         if problems:
             fail("; ".join(problems))
         kw = {} if inputs is None else {"inputs": inputs}
+        if compute_type is not None:
+            kw["compute_type"] = compute_type
         call(projects_svc.update_settings, self.svc, me, team_name, name, st, **kw)
         return self.project(team_name, name)
 

@@ -64,6 +64,8 @@ def project_show(ctx: Ctx, ref, as_json):
     click.echo(f"project {p['team']}/{p['name']}\n  gpus   {p['gpu_type']} x{p['gpu_count']}\n"
                f"  image  {p['image']}\n  time   {p['time_limit_min']} min\n  remote {p['remote_url']}\n"
                f"  jobs   {p['jobs']} ({p['active_jobs']} active)")
+    if p.get("compute_type"):
+        click.echo(f"  compute {p['compute_type']}")
     for slot, ref_text in (p.get("inputs") or {}).items():
         click.echo(f"  {slot} {ref_text}")
 
@@ -89,23 +91,26 @@ def _input_changes(pairs: tuple[str, ...], current: dict[str, str]) -> dict[str,
 @click.option("--input", "inputs", multiple=True, metavar="SLOT=REF",
               help="a default input binding, e.g. input0=vision/cifar-100:latest or input1=job:42; "
                    "input0= removes it (repeatable)")
+@click.option("--compute", "compute", default=None, metavar="NAME",
+              help="the default compute type of new jobs (slipway compute list); --compute '' clears it")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's project shape)")
 @pass_ctx
-def project_set(ctx: Ctx, ref, gpus, image, time_, inputs, as_json):
+def project_set(ctx: Ctx, ref, gpus, image, time_, inputs, compute, as_json):
     """Change a project's settings: the GPUs, image and time limit new jobs get by default, and
     the data its jobs see at /input0-4 unless a push says otherwise (-o input0=...)."""
     team_name, name = split_ref(ref)
     src = source(ctx)
-    if not (gpus or image or time_ or inputs):
-        fail("nothing to change: give --gpus, --image, --time or --input SLOT=REF")
+    if not (gpus or image or time_ or inputs or compute is not None):
+        fail("nothing to change: give --gpus, --image, --time, --compute or --input SLOT=REF")
     changes = _input_changes(inputs, src.project(team_name, name).get("inputs") or {}) if inputs else None
-    p = src.update_project(team_name, name, gpus, image, time_, changes)
+    p = src.update_project(team_name, name, gpus, image, time_, changes, compute_type=compute)
     if as_json:
         print_json({k: v for k, v in p.items() if k not in ("storage_bytes", "recent_jobs")})
         return
     bound = ", ".join(f"{k}={v}" for k, v in (p.get("inputs") or {}).items()) or "none"
     click.echo(f"project {p['team']}/{p['name']}: {p['gpu_type']} x{p['gpu_count']}, image {p['image']}, "
-               f"{p['time_limit_min']} min; inputs: {bound}")
+               f"{p['time_limit_min']} min; compute type: {p.get('compute_type') or 'none'}; "
+               f"inputs: {bound}")
 
 
 @project.command("delete")

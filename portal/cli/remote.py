@@ -268,8 +268,9 @@ class RemoteSource:
     def set_quota(self, team_name, quota):
         return self.request("PUT", f"/api/teams/{self._seg(team_name)}/storage", body={"quota": quota})
 
-    def update_project(self, team_name, name, gpus, image, time_text, inputs):
-        body = {"gpus": gpus, "image": image, "time": time_text, "inputs": inputs}
+    def update_project(self, team_name, name, gpus, image, time_text, inputs, *, compute_type=None):
+        body = {"gpus": gpus, "image": image, "time": time_text, "inputs": inputs,
+                "compute_type": compute_type}
         self.request("PATCH", f"/api/projects/{self._seg(team_name)}/{self._seg(name)}",
                      body={k: v for k, v in body.items() if v is not None})
         return self.project(team_name, name)

@@ -15,6 +15,8 @@ from ..teams import service as teams_svc
 from .context import Ctx, actor, call, pass_ctx, require_cluster_admin, sync_slurm
 from .local import source
 from .output import print_json, print_table, row, say, table, usd, when
+from .policy import print_warning
+from .policy_source import policy_source
 
 
 @click.group()
@@ -196,3 +198,27 @@ def _size(n: int) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} B"
+
+
+@team.command("shares")
+@click.argument("team_name", metavar="TEAM")
+@click.argument("shares", metavar="N", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (the API's shape)")
+@pass_ctx
+def team_shares(ctx: Ctx, team_name, shares, as_json):
+    """TEAM's fair-share: its shares, its part of the cluster, Slurm's fair-share factor and its
+    share of recent usage; with N, set its shares (cluster administrators)."""
+    src = policy_source(ctx)
+    warning = None
+    if shares is not None:
+        d, warning = src.set_shares(team_name, shares)
+    else:
+        d = src.shares(team_name)
+    if as_json:
+        print_json(json.loads(json.dumps(d, sort_keys=True)))
+    else:
+        factor = "not sampled yet" if d["fairshare_factor"] is None else f"{d['fairshare_factor']:.3f}"
+        usage = "not sampled yet" if d["usage_share"] is None else f"{d['usage_share']:.1%}"
+        click.echo(f"team {d['team']}: {d['shares']} shares ({d['share_of_cluster']:.1%} of the "
+                   f"cluster); fair-share factor {factor}; share of recent usage {usage}")
+    print_warning(warning)

@@ -14,7 +14,7 @@ from .common import require_cluster_admin
 MAX_EVENTS = 5000
 
 
-def _member_or_admin(svc: Services, actor: Actor, team: str, what: str) -> None:
+def member_or_admin(svc: Services, actor: Actor, team: str, what: str) -> None:
     if actor.is_cluster_admin:
         return
     with svc.db.session() as s:
@@ -23,13 +23,13 @@ def _member_or_admin(svc: Services, actor: Actor, team: str, what: str) -> None:
 
 def team_quotas(svc: Services, actor: Actor, team: str) -> list[dict]:
     """The team's quotas and its members' (``user`` None: the team's own)."""
-    _member_or_admin(svc, actor, team, "see the quotas")
+    member_or_admin(svc, actor, team, "see the quotas")
     return [dict(asdict(q), text=quotas.describe(q.resource, q.value))
             for q in quotas.quotas_of_team(svc, team)]
 
 
 def team_shares(svc: Services, actor: Actor, team: str) -> dict:
-    _member_or_admin(svc, actor, team, "see the fair-share")
+    member_or_admin(svc, actor, team, "see the fair-share")
     return shares.team_shares(svc, team)
 
 

@@ -13,6 +13,7 @@ from ..db import Job, Project, Team
 from ..data import outputs as data_outputs
 from ..jobs import push_options, runner_spec, states
 from ..services import Services
+from .settings import check_compute_type
 from ..teams.access import (
     ROLE_ADMIN,
     ROLE_ANY,
@@ -24,7 +25,7 @@ from ..teams.access import (
 
 # What the team page and the API show of a project: plain columns, no ORM entity.
 PROJECT_ROW_COLUMNS = (Project.id, Project.team_id, Project.name, Project.gpu_type, Project.gpu_count,
-                       Project.image, Project.time_limit_min, Project.created_at)
+                       Project.image, Project.time_limit_min, Project.created_at, Project.compute_type)
 
 
 def like_contains(text: str) -> str:
@@ -143,8 +144,10 @@ def _inputs_json(s, team: Team, inputs) -> str | None:
 
 
 def create_project(svc: Services, actor: Actor, team_name: str, name: str,
-                   settings: push_options.JobSettings, *, inputs: dict | None = None) -> str:
-    """Create a project row and its bare repository (like ``slipway project create``)."""
+                   settings: push_options.JobSettings, *, inputs: dict | None = None,
+                   compute_type: str | None = None) -> str:
+    """Create a project row and its bare repository (like ``slipway project create``);
+    ``compute_type``: its default compute type (a defined one's name; None or "": none)."""
     try:
         name = ig.validate_name((name or "").strip(), "project")
     except ValueError as exc:
@@ -155,19 +158,24 @@ def create_project(svc: Services, actor: Actor, team_name: str, name: str,
             raise OpError(f"project {team.name}/{name} exists already", 409)
         s.add(Project(team_id=team.id, name=name, gpu_type=settings.gpu_type, gpu_count=settings.gpu_count,
                       image=settings.image, time_limit_min=settings.time_limit_min, created_at=svc.now(),
-                      inputs=_inputs_json(s, team, inputs) if inputs else None))
+                      inputs=_inputs_json(s, team, inputs) if inputs else None,
+                      compute_type=check_compute_type(s, compute_type) if compute_type else None))
         svc.git.create_repo(team.name, name)
     return name
 
 
 def update_settings(svc: Services, actor: Actor, team_name: str, project_name: str,
-                    settings: push_options.JobSettings, *, inputs: dict | None = None) -> None:
+                    settings: push_options.JobSettings, *, inputs: dict | None = None,
+                    compute_type: str | None = None) -> None:
     """``inputs``: the default bindings {"input0": "vision/cifar-100:latest", ...} (an empty
-    text drops a slot; ``{}`` drops them all); None keeps them."""
+    text drops a slot; ``{}`` drops them all); None keeps them. ``compute_type``: the default
+    compute type's name (it must be defined), "" clears it, None keeps it."""
     with svc.db.transaction() as s:
         p, _ = project_access(s, actor, team_name, project_name, ROLE_ANY, "change project settings")
         if inputs is not None:
             p.inputs = _inputs_json(s, p.team, inputs)
+        if compute_type is not None:
+            p.compute_type = check_compute_type(s, compute_type)
         p.gpu_type, p.gpu_count = settings.gpu_type, settings.gpu_count
         p.image, p.time_limit_min = settings.image, settings.time_limit_min
 

@@ -9,7 +9,9 @@ import re
 from .. import integrations as ig
 from ..inputs import _json_type_problems
 from ..jobs import push_options
+from ..policy import compute
 from ..services import Services
+from ..teams.access import OpError
 
 _DIGITS = re.compile(r"[0-9]{1,6}")
 
@@ -71,3 +73,17 @@ def parse_settings(svc: Services, *, gpus: str | None = None, gpu_type: str | No
     st = push_options.JobSettings(g_type, g_count, minutes, img)
     problems = [p.removeprefix("slipway: ") for p in push_options.settings_problems(svc, st)]
     return (None, problems) if problems else (st, [])
+
+
+def check_compute_type(s, value) -> str | None:
+    """A project's default compute type as typed: a defined compute type's name
+    (``policy.compute.get``), or empty text to clear it (None is returned then).
+    An unknown name is refused with the names that are known."""
+    if not isinstance(value, str):
+        raise OpError(f"compute type must be a name (text), not {value!r:.40}")
+    name = value.strip()
+    if not name:
+        return None
+    if len(name) > 64 or compute.get(s, name) is None:
+        raise OpError(compute.unknown_message(s, name))
+    return name

@@ -10,6 +10,8 @@ from ..data import outputs as outputs_svc
 from ..jobs import continuing, states
 from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
+from ..jobs import rerun as job_rerun
+from ..policy import grants, queue_admin
 from ..teams import access
 from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
 from ..http.downloads import send_archive, send_path
@@ -63,12 +65,16 @@ def show(job_id: int):
         except access.OpError as exc:
             output_error = str(exc)
     terminal = job.state in states.TERMINAL
+    can_rerun = terminal and access.can_cancel(me, job, role)
     return render_template(
         "job.html", job=job, project=project, team=team, pusher=pusher,
         active=job.state in states.ACTIVE, terminal=terminal,
         can_cancel=job.state in states.ACTIVE and access.can_cancel(me, job, role),
         can_delete=job_actions.can_delete_job(me, job, role),
-        can_rerun=terminal and access.can_cancel(me, job, role),
+        can_rerun=can_rerun,
+        # the emergency checkbox: only for those holding the right (a user's or their team's grant)
+        can_emergency=can_rerun and grants.holds_right(db(), me.id, team.id, now),
+        position=queue_admin.position(svc(), job), got=_compute_text(job.gpu_type, job.gpu_count),
         inputs=inputs, output=output, output_error=output_error,
         can_admin=me.is_cluster_admin or role in access.ROLE_ADMIN,
         my_teams=access.my_team_names(db(), me),
@@ -88,12 +94,25 @@ def cancel(job_id: int):
     return back("jobs.show", r.message, job_id=job_id)
 
 
+def _compute_text(gpu_type: str, gpu_count: int) -> str:
+    """What a job got, written as ``jobs.asked`` writes what it asked: ``a4000 x4``, ``cpu x2``."""
+    return f"{gpu_type} x{gpu_count}"
+
+
 @bp.post("/jobs/<int:job_id>/rerun")
 @login_required
 def rerun(job_id: int):
-    """Run an ended job again at its branch's current tip (``jobs.rerun``)."""
+    """Run an ended job again at its branch's current tip (``jobs.rerun``); the ``emergency``
+    checkbox runs it as an emergency job (refused without the emergency right)."""
+    emergency = request.form.get("emergency", "") in ("1", "on", "yes", "true")
     try:
-        new_id, message = job_actions.rerun_job(svc(), actor(), job_id)
+        if emergency:
+            try:
+                new_id, message = job_rerun.rerun_job(svc(), actor(), job_id, emergency=True)
+            except job_rerun.RerunError as exc:
+                raise access.OpError(str(exc), exc.status) from None
+        else:
+            new_id, message = job_actions.rerun_job(svc(), actor(), job_id)
     except access.OpError as exc:
         if exc.status == 404:
             raise_http(exc)

@@ -8,6 +8,7 @@ from ..data import bindings
 from ..data.names import INPUT_SLOTS
 from ..jobs.push_options import PUSH_OPTIONS_HELP, JobSettings
 from ..jobs import queries as job_queries
+from ..policy import compute as compute_types
 from ..projects import service as projects_svc
 from ..projects import settings as project_settings
 from ..teams import access
@@ -34,6 +35,7 @@ def _render(team: str, project: str, *, problems=None, form=None, status=200):
         gpu_limits=cfg.gpu_limits, images=list(svc().catalog.names), problems=problems or [],
         form=form or {}, inputs=bindings.project_defaults(p), input_slots=range(INPUT_SLOTS),
         can_admin=actor().is_cluster_admin or role in access.ROLE_ADMIN,
+        compute_types=compute_types.list_types(svc()),
         push_options=PUSH_OPTIONS_HELP), status
 
 
@@ -55,8 +57,11 @@ def settings(team: str, project: str):
         return _render(team, project, problems=problems, form=dict(f), status=400)
     # default input bindings: input0..input4 -> text; an empty text drops that slot
     inputs = {f"input{i}": f.get(f"input{i}", "").strip() for i in range(INPUT_SLOTS)}
+    # the default compute type: a defined type's name, "" for none; a form without the field keeps it
+    compute = f.get("compute_type")
     try:
-        projects_svc.update_settings(svc(), actor(), team, project, st, inputs=inputs)
+        projects_svc.update_settings(svc(), actor(), team, project, st, inputs=inputs,
+                                     compute_type=compute.strip() if compute is not None else None)
     except access.OpError as exc:
         if exc.status in (403, 404):
             raise_http(exc)

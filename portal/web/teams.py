@@ -14,11 +14,14 @@ from .. import integrations as ig
 from ..db import from_micros
 from ..billing import queries as billing_q
 from ..jobs import queries as job_queries
+from ..policy import quotas as policy_quotas
+from ..policy import shares as policy_shares
 from ..projects import service as projects_svc
 from ..projects import settings as project_settings
 from ..teams import access
 from ..teams import service as teams_svc
 from .common import MAX_PAGE, actor, back, db, int_arg, raise_http, svc
+from .policy import slurm_now
 from .svg import spending_svg
 
 bp = Blueprint("teams", __name__)
@@ -44,7 +47,27 @@ def show(team: str):
                            can_own=actor().is_cluster_admin or role == "owner",
                            gpu_limits=svc().config.gpu_limits, images=list(svc().catalog.names),
                            default_image=svc().config.default_image,
-                           default_time=svc().config.default_time_limit, tab="overview")
+                           default_time=svc().config.default_time_limit, tab="overview",
+                           shares=policy_shares.team_shares(svc(), t.name),
+                           quotas=policy_quotas.quotas_of_team(svc(), t.name),
+                           describe_quota=policy_quotas.describe,
+                           can_set_shares=actor().is_cluster_admin)
+
+
+@bp.post("/teams/<team>/shares")
+@login_required
+def set_shares(team: str):
+    """Cluster administrators set the team's fair-share (``policy.shares``); Slurm gets it now,
+    or at the next account sync when it cannot be reached."""
+    _team(team)
+    try:
+        value = policy_shares.set_shares(svc(), actor(), team, request.form.get("shares", ""))
+    except access.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        return back("teams.show", str(exc), "error", team=team)
+    note, category = slurm_now()
+    return back("teams.show", f"Team {team} now has {value} shares; {note}.", category, team=team)
 
 
 @bp.post("/teams")

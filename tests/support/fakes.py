@@ -6,6 +6,7 @@ Used by tests/unit/test_portal_*.py; the lead's integration tests may reuse them
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
@@ -14,9 +15,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from slurm_bridge.errors import ControllerUnavailable
+from slurm_bridge.errors import ControllerUnavailable, InvalidRequest, JobNotFound
 from slurm_bridge.records import QueueRecord, SacctRecord
-from slurm_bridge.sync import CurrentAccount, CurrentAssoc, CurrentState, DesiredState, plan
+from slurm_bridge.sync import (CurrentAccount, CurrentAssoc, CurrentState, DesiredState, Limits,
+                               plan)
 
 from portal.bootstrap import bootstrap
 from portal.config import Config
@@ -58,6 +60,17 @@ class FakeBackend:
     accounting_calls: list = field(default_factory=list)
     name_lookups: list = field(default_factory=list)   # (start, end, names) of by-name lookups
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # administrator's commands, recorded; shares()/assoc_usage()/partitions() answer these
+    holds: list = field(default_factory=list)
+    releases: list = field(default_factory=list)
+    requeues: list = field(default_factory=list)
+    nice_calls: list = field(default_factory=list)       # (tuple of job ids, nice)
+    priority_calls: list = field(default_factory=list)   # (job id, priority)
+    tops: list = field(default_factory=list)             # (job id, priority given)
+    node_updates: list = field(default_factory=list)     # (name, state, reason)
+    share_records: list = field(default_factory=list)
+    usage: dict = field(default_factory=dict)
+    partition_records: list = field(default_factory=list)
 
     def submit(self, req) -> int:
         with self.lock:
@@ -76,9 +89,66 @@ class FakeBackend:
             raise ControllerUnavailable("slurmctld is down (fake)")
         self.cancels.append((job_id, signal, batch_only))
 
-    def hold(self, job_id): ...
-    def release(self, job_id): ...
-    def requeue(self, job_id): ...
+    def hold(self, job_id):
+        self.holds.append(job_id)
+
+    def release(self, job_id):
+        self.releases.append(job_id)
+
+    def requeue(self, job_id):
+        self.requeues.append(job_id)
+
+    def set_nice(self, job_ids, nice):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        ids = tuple(sorted(set(job_ids)))
+        if ids:
+            self.nice_calls.append((ids, nice))
+            for j in ids:
+                if j in self.queue:
+                    self.queue[j] = dataclasses.replace(self.queue[j], nice=nice)
+
+    def set_priority(self, job_id, priority):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        self.priority_calls.append((job_id, priority))
+        if job_id in self.queue:
+            self.queue[job_id] = dataclasses.replace(self.queue[job_id], priority=priority, nice=0)
+
+    def top(self, job_id):
+        """Like CliBackend.top: one above the highest other pending job in ``queue``."""
+        job = self.queue.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.state != "PENDING":
+            raise InvalidRequest(f"job {job_id} is {job.state}: only a pending job can go to the top")
+        priority = max((r.priority for r in self.queue.values()
+                        if r.state == "PENDING" and r.job_id != job_id), default=0) + 1
+        self.set_priority(job_id, priority)
+        self.tops.append((job_id, priority))
+        return priority
+
+    def update_node(self, name, state, reason=None):
+        if state not in ("drain", "resume"):
+            raise InvalidRequest(f"node state must be drain or resume, got {state!r}")
+        if state == "drain" and not (reason or "").strip():
+            raise InvalidRequest(f"say why node {name} is drained (a reason is required)")
+        self.node_updates.append((name, state, reason))
+
+    def shares(self):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return list(self.share_records)
+
+    def assoc_usage(self):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return dict(self.usage)
+
+    def partitions(self):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return list(self.partition_records)
 
     def jobs(self, comment="slipway"):
         self.jobs_calls += 1
@@ -102,12 +172,15 @@ class FakeBackend:
     # -- helpers to script Slurm ----------------------------------------------------------
     def set_queue(self, slurm_id: int, state: str, *, start: datetime | None = None,
                   node: str = "a4k-1", reason: str = "None", gpus: dict | None = None,
-                  restart_count: int = 0, name: str = "", account: str = "team-x"):
+                  restart_count: int = 0, name: str = "", account: str = "team-x",
+                  priority: int = 0, nice: int = 0, partition: str = "train",
+                  expected_start: datetime | None = None):
         self.queue[slurm_id] = QueueRecord(
             job_id=slurm_id, state=state, reason=reason, node=node if state != "PENDING" else "",
             start_time=start, submit_time=start, account=account, user="u", qos="normal",
-            name=name or f"job{slurm_id}", comment="slipway", restart_count=restart_count,
-            gpus=gpus or {})
+            name=name or f"job{slurm_id}", comment="slipway", partition=partition,
+            restart_count=restart_count, gpus=gpus or {}, priority=priority, nice=nice,
+            expected_start=expected_start if state == "PENDING" else None)
 
     def finish(self, slurm_id: int, state: str, *, start: datetime, end: datetime,
                exit_code: int | None = 0, gpus: dict | None = None, attempt: int = 0,
@@ -123,7 +196,8 @@ class FakeBackend:
 class InMemoryAccounts:
     """``SlurmAccounts`` in memory: Slurm's accounting database starts empty; ``converge``
     records the desired state, answers the changes sacctmgr would have made (slurm_bridge's
-    ``plan``; empty when in step) and then holds that state. ``error``: raised by the next
+    ``plan``; empty when in step) and then holds that state, association limits included
+    (``limits_of(account, user=None)`` reads them back). ``error``: raised by the next
     converge (sacctmgr/slurmdbd down)."""
 
     def __init__(self) -> None:
@@ -139,9 +213,11 @@ class InMemoryAccounts:
         changes = [str(c) for c in plan(desired, self.current)]
         self.desired = desired
         self.current = CurrentState(
-            accounts={a.name: CurrentAccount(a.name, a.parent, str(a.fairshare), a.grp_tres_mins)
+            accounts={a.name: CurrentAccount(a.name, a.parent, str(a.fairshare), a.grp_tres_mins,
+                                             a.limits)
                       for a in desired.accounts},
-            assocs={(u.name, acct): CurrentAssoc(u.name, acct, tuple(sorted(qos)), qos[0])
+            assocs={(u.name, acct): CurrentAssoc(u.name, acct, tuple(sorted(qos)), qos[0],
+                                                 u.limits_in(acct))
                     for u in desired.users for acct, qos in u.accounts},
             default_accounts={u.name: u.default_account for u in desired.users},
             qos={q.name: q for q in desired.qos})
@@ -149,6 +225,12 @@ class InMemoryAccounts:
 
     def account_names(self) -> list[str]:
         return sorted(self.current.accounts)
+
+    def limits_of(self, account: str, user: str | None = None) -> Limits:
+        """The limits Slurm holds for the account (or the user's association in it)."""
+        if user is None:
+            return self.current.accounts[account].limits
+        return self.current.assocs[(user, account)].limits
 
 
 class InMemoryGit:

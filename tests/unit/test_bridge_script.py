@@ -96,12 +96,12 @@ def test_script_shape():
 
 
 def test_sbatch_options_are_separate_argv_items():
-    req = make(name="t/p:b", gpus=GpuRequest("a4000", 2), partition="gpu", qos="emergency",
+    req = make(name="t/p:b", gpus=GpuRequest("a4000", 2), partition="train", qos="emergency",
                mem_mb=512, time_limit_min=30, signal="B:USR1@60", requeue=False, hold=True,
                workdir="/tmp/a b", output="/tmp/a b/%j.out", comment="slipway:42")
     opts = sbatch_options(req)
     for expected in ["--job-name=t/p:b", "--account=team-nlp", "--qos=emergency", "--time=30",
-                     "--gres=gpu:a4000:2", "--partition=gpu", "--mem=512M", "--signal=B:USR1@60",
+                     "--gres=gpu:a4000:2", "--partition=train", "--mem=512M", "--signal=B:USR1@60",
                      "--no-requeue", "--hold", "--chdir=/tmp/a b", "--output=/tmp/a b/%j.out",
                      "--comment=slipway:42"]:
         assert expected in opts

@@ -17,7 +17,7 @@ from slurm_bridge.errors import InvalidRequest, SlurmRejected
 from slurm_bridge.runner import FakeRunner, result
 from slurm_bridge.cli import CliBackend
 from slurm_bridge.sync import (ASSOC_FORMAT, QOS_FORMAT, USER_FORMAT, AccountSpec, Change,
-                               CurrentAccount, CurrentAssoc, CurrentState, DesiredState, QosSpec, UserSpec, apply,
+                               CurrentAccount, CurrentAssoc, CurrentState, DesiredState, Limits, QosSpec, UserSpec, apply,
                                parse_current, plan, read_current, sync)
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
@@ -224,6 +224,15 @@ def _tres(text, have=()):
     return tuple(sorted(out.items()))
 
 
+def _limits(s, have=Limits()):
+    """GrpTRES / GrpJobs settings applied to ``have`` (-1 clears), as sacctmgr does."""
+    tres = dict(_tres(s["GrpTRES"], have.grp_tres.items())) if "GrpTRES" in s else dict(have.grp_tres)
+    jobs = have.grp_jobs
+    if "GrpJobs" in s:
+        jobs = None if s["GrpJobs"] == "-1" else int(s["GrpJobs"])
+    return Limits(tres, jobs)
+
+
 def apply_to_model(state: CurrentState, changes) -> CurrentState:
     """What ``sacctmgr -i ARGS`` does to the state, as measured on the local cluster (22.05):
     the first add of a user sets its default account; deleting the default account's
@@ -255,13 +264,14 @@ def apply_to_model(state: CurrentState, changes) -> CurrentState:
                 s = _settings(rest[1:])
                 assert rest[0] not in accounts and s["Parent"] in accounts, c
                 accounts[rest[0]] = CurrentAccount(rest[0], s["Parent"], s["Fairshare"],
-                                                   _tres(s.get("GrpTRESMins", "")))
+                                                   _tres(s.get("GrpTRESMins", "")), _limits(s))
             elif verb == "modify":
                 w, s = _where_set(c.args)
                 a = accounts[w["name"]]
                 accounts[a.name] = CurrentAccount(a.name, s.get("Parent", a.parent),
                                                   s.get("Fairshare", a.fairshare),
-                                                  _tres(s.get("GrpTRESMins", ""), a.grp_tres_mins))
+                                                  _tres(s.get("GrpTRESMins", ""), a.grp_tres_mins),
+                                                  _limits(s, a.limits))
             else:
                 gone = {_where_set(c.args)[0]["name"]}
                 while True:
@@ -278,15 +288,17 @@ def apply_to_model(state: CurrentState, changes) -> CurrentState:
                 user, acct = rest[0], s["Account"]
                 assert acct in accounts and (user, acct) not in assocs, c
                 assocs[(user, acct)] = CurrentAssoc(user, acct, tuple(sorted(s["QOS"].split(","))),
-                                                    s["DefaultQOS"])
+                                                    s["DefaultQOS"], _limits(s))
                 defaults.setdefault(user, s.get("DefaultAccount", acct))
             elif verb == "modify":
                 w, s = _where_set(c.args)
                 user = w["name"]
                 if "account" in w:
                     a = assocs[(user, w["account"])]
+                    qos_list = tuple(sorted(s["QOS"].split(","))) if "QOS" in s else a.qos
                     assocs[a.user, a.account] = CurrentAssoc(
-                        a.user, a.account, tuple(sorted(s["QOS"].split(","))), s["DefaultQOS"])
+                        a.user, a.account, qos_list, s.get("DefaultQOS", a.default_qos),
+                        _limits(s, a.limits))
                 else:
                     assert (user, s["DefaultAccount"]) in assocs, f"{c}: no such association"
                     defaults[user] = s["DefaultAccount"]

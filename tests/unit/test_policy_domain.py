@@ -4,7 +4,6 @@ from the policy (both ways), the budget mirror, worded pending reasons, turn-tak
 preemption note, the administrators' queue actions (docs/POLICY.md)."""
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from portal.db import Job, Membership, PolicyEvent, Team, User
 from portal.jobs import push, states
 from portal.jobs.reconciler import Reconciler
-from portal.policy import compute, grants, preemption, queue_admin, quotas, shares, turns
+from portal.policy import compute, grants, preemption, queue_admin, quotas, shares
 from portal.teams.access import Actor, Forbidden, NotFound, OpError
 from portal.teams.slurm_accounts import desired_state, sync_accounts
 from slurm_bridge.records import QueueRecord
@@ -255,7 +254,7 @@ def test_shares_are_set_and_sampled(env):
 def _pending(backend, slurm_id, reason, priority=100, nice=0):
     backend.queue[slurm_id] = QueueRecord(
         job_id=slurm_id, state="PENDING", reason=reason, node="", start_time=None, submit_time=None,
-        account="team-nlp", user="u", qos="normal", name=f"slipway-x", comment="slipway",
+        account="team-nlp", user="u", qos="normal", name="slipway-x", comment="slipway",
         restart_count=0, gpus={}, priority=priority, nice=nice)
 
 

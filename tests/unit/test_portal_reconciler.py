@@ -103,7 +103,10 @@ def test_ended_jobs_get_final_state_from_one_bounded_accounting_call(env):
     assert sorted(ids) == [11, 12, 13] and stop == clock() and (t0 - start).total_seconds() == 300
     assert (job(svc, ok).state, job(svc, ok).exit_code, job(svc, ok).ended_at) == ("succeeded", 0, end)
     assert (job(svc, bad).state, job(svc, bad).reason) == ("failed", "exit code 3")
-    assert (job(svc, oom).state, job(svc, oom).reason) == ("failed", "out of memory")
+    # no mem= asked: Slurm's DefMemPerCPU (1000M) x 1 core is the limit it hit
+    assert (job(svc, oom).state, job(svc, oom).reason) == (
+        "failed", "out of memory at 1.0 GiB (the job's memory limit); ask for more with -o mem=…, "
+                  "e.g. mem=2G")
 
 
 def test_cancelled_job_that_completed_reads_cancelled(env):

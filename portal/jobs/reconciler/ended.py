@@ -87,9 +87,19 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
                 job.node = node
             if final == states.CANCELLED:
                 reason = job.cancel_reason or "cancelled in Slurm"
+            if reason == states.SLURM_FAILURE_REASONS["OUT_OF_MEMORY"]:
+                reason = out_of_memory_reason(job, svc.config.default_mem_per_cpu_mb)
             if reason is None and (job.reason or "").startswith(STALE_REASONS):
                 job.reason = None  # a poll's or the queue's word, not why the job ended
             move(job, final, now, report, reason=reason)
             if job.state in states.TERMINAL and end is not None:
                 job.ended_at = end
 
+
+def out_of_memory_reason(job: Job, default_mem_per_cpu_mb: int) -> str:
+    """``out of memory at 4.0 GiB``: the limit the job had (``mem=``, its compute type's, or
+    Slurm's DefMemPerCPU x cores), and how to ask for more."""
+    cores = job.gpu_count if job.gpu_type == "cpu" else (job.cpus or 1)
+    mb = job.mem_mb or default_mem_per_cpu_mb * cores
+    return (f"out of memory at {mb / 1024:.1f} GiB (the job's memory limit); ask for more with "
+            f"-o mem=…, e.g. mem={max(2, -(-mb * 2 // 1024))}G")
