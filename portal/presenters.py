@@ -36,7 +36,7 @@ def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | 
             "compute_type": j.compute_type, "asked": j.asked, "qos": j.qos or "normal",
             "emergency": (j.qos or "") == "emergency", "partition": j.partition,
             "priority": j.priority, "expected_start_at": iso(j.expected_start_at),
-            "preempted_count": j.preempted_count or 0,
+            "preempted_count": j.preempted_count or 0, "attempt": j.attempt or 0,
             "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
 
 

@@ -17,7 +17,7 @@ from .runner import CommandResult
 if TYPE_CHECKING:  # the methods the mixin borrows from CliBackend
     from .records import NodeRecord, QueueRecord
 
-MAX_NICE = 10_000                  # |nice| Slipway sets (Slurm allows far more)
+MAX_NICE = 2_147_483_645           # |nice|, as sbatch --nice and scontrol allow
 MAX_PRIORITY = 4_294_967_293       # Slurm's largest settable job priority (NO_VAL - 2)
 NODE_STATES = ("drain", "resume")
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

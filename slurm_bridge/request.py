@@ -39,7 +39,7 @@ MAX_VALUE_CHARS = 65_536          # one env value or one command word
 MAX_SCRIPT_CHARS = 1_000_000      # Slurm's default max_script_size is 4 MB
 MAX_TIME_LIMIT_MIN = 60 * 24 * 14
 MAX_CPUS = 1024
-MAX_NICE = 10_000
+MAX_NICE = 2_147_483_645   # sbatch --nice: +/- 2147483645
 
 
 @dataclass(frozen=True)

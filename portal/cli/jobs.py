@@ -26,7 +26,8 @@ def _cli_job_json(d: dict) -> dict:
             "gpu_count", "image", "time_limit_min", "slurm_job_id", "node", "port", "exit_code",
             "submitted_at", "started_at", "ended_at", "cost", "cancel_requested", "cancel_reason",
             "results_ref", "results_sha", "branch_updated", "log", "inputs", "output_state",
-            "output_bytes", "continue_from")
+            "output_bytes", "continue_from", "compute_type", "asked", "qos", "partition",
+            "priority", "expected_start_at", "preempted_count", "attempt")
     return {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
 
 

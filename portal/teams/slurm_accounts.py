@@ -75,7 +75,9 @@ def desired_state(svc: Services, *, with_budget: bool = True) -> DesiredState:
         users=tuple(UserSpec(name=u, default_account=v["default"], accounts=v["accounts"],
                              limits=v["limits"])
                     for u, v in sorted(users.items())),
-        qos=(QosSpec("normal", priority=0),
+        # normal's QOS priority is a floor under every job's priority (0.1 x PriorityWeightQOS):
+        # the turn-taking nice (policy/turns.py) never drives a priority to Slurm's floor of 1
+        qos=(QosSpec("normal", priority=100),
              QosSpec(EMERGENCY_QOS, priority=1000, preempt=("normal",), preempt_mode="requeue")),
         account_prefix=cfg.slurm_account_prefix,
     )

@@ -211,10 +211,15 @@ def test_slurm_refuses_what_the_balance_cannot_pay_while_slipway_is_stopped(sw, 
         _wait("Slurm's refusal", lambda: _slurm(
             sw, "squeue", "-h", "-o", "%r", "-j", str(too_long)).strip() == "AssocGrpBillingMinutes",
             30)
-        state = _wait("the one that fits", lambda: _slurm(
-            sw, "sacct", "-nX", "-P", "-o", "State", "-j", str(fits)).strip() in ("RUNNING", "COMPLETED")
-            and True, 60)
-        assert state and reason
+        def started():
+            st = _slurm(sw, "squeue", "-h", "-o", "%T %r", "-j", str(fits)).strip()
+            return not st or st.startswith(("RUNNING", "COMPLETING")) or None
+        try:
+            _wait("the one that fits", started, 90)
+        except AssertionError:
+            raise AssertionError("the job that fits did not start: " + _slurm(
+                sw, "squeue", "-h", "-o", "%i %T %r %b %l", "-j", f"{fits},{too_long}")) from None
+        assert reason
     finally:
         subprocess.run(["scancel", str(too_long), str(fits)], env=sw.env, capture_output=True)
         sw.start()

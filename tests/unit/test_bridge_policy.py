@@ -225,7 +225,7 @@ def test_set_nice_is_one_scontrol_call():
         with pytest.raises(InvalidRequest):
             b.set_nice(bad, 1)
     with pytest.raises(InvalidRequest):
-        b.set_nice([1], 10_001)
+        b.set_nice([1], 2_147_483_646)
 
 
 def test_set_nice_names_the_missing_job():
@@ -297,6 +297,6 @@ def _req(**kw):
 def test_nice_in_sbatch_options_only_when_positive():
     assert not any(o.startswith("--nice") for o in sbatch_options(_req()))
     assert "--nice=250" in sbatch_options(_req(nice=250))
-    for bad in (-1, 10_001, 1.5, True):
+    for bad in (-1, 2_147_483_646, 1.5, True):
         with pytest.raises(InvalidRequest, match="nice"):
             validate(_req(nice=bad), {})

@@ -56,7 +56,7 @@ def test_inactive_users_are_left_out_and_their_associations_removed(tmp_path):
         "t-nlp|sw-bob|||1||normal|normal\nt-nlp|sw-carol|||1||normal|normal\n"
         "site|||root|1||normal|\nsite|sw-carol|||1||normal|normal\n",
         "sw-alice|t-nlp\nsw-bob|t-bob\nsw-carol|site\n",
-        "normal|0||cluster\nemergency|1000|normal|requeue\n")
+        "normal|100||cluster\nemergency|1000|normal|requeue\n")
     assert [c.summary for c in plan(d, cur)] == ["remove user sw-bob", "remove sw-carol from t-nlp"]
 
 
