@@ -230,7 +230,7 @@ def test_project_set_inputs(cli):
     p = json.loads(run("project", "show", "nlp/proj", "--json", actor="carol"))
     assert p["inputs"] == {"input0": "nlp/cifar:latest", "input2": f"job:{jid}"}
     out = run("project", "set", "nlp/proj", "--input", "input0=", "--time", "2h", actor="carol")
-    assert f"120 min; inputs: input2=job:{jid}" in out
+    assert f"120 min; compute type: none; inputs: input2=job:{jid}" in out
     assert "input7" in run("project", "set", "nlp/proj", "--input", "input7=a/b", actor="carol", ok=False)
     assert "SLOT=REF" in run("project", "set", "nlp/proj", "--input", "nonsense", actor="carol", ok=False)
     assert "nothing to change" in run("project", "set", "nlp/proj", actor="carol", ok=False)
