@@ -51,7 +51,8 @@ from ..db import Job, User
 from ..services import Services
 from . import job_data, states
 from .lookups import active_job, busy_message, find_project, is_member
-from ..policy.admission import admit, record_job
+from ..policy.admission import admit
+from .reserve import BranchBusy, reserve
 from .push_options import parse_push_options
 from .submit import submit_job
 
@@ -223,27 +224,15 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     try:
         with svc.db.transaction() as s:
             for u in updates:
-                busy = active_job(s, project_id, u.branch)
-                if busy is not None:
-                    raise _Busy(busy_message(busy))
-                job = Job(project_id=project_id, branch=u.branch, commit_sha=u.new, pusher_id=user_id,
-                          state=states.QUEUED, **admission.row_fields(),
-                          created_at=now, state_changed_at=now)
-                s.add(job)
-                s.flush()  # the partial unique index fires here on PostgreSQL races
-                job_data.apply(s, job.id, data_plan)
-                record_job(s, job, admission, pusher_name)
-    except _Busy as exc:
+                reserve(s, project_id=project_id, branch=u.branch, commit=u.new, pusher_id=user_id,
+                        admission=admission, data_plan=data_plan, by=pusher_name, now=now)
+    except BranchBusy as exc:
         return _refuse([str(exc)])
     except IntegrityError:
         with svc.db.session() as s:
             msgs = [busy_message(j) for u in updates if (j := active_job(s, project_id, u.branch))]
         return _refuse(msgs or ["slipway: another push to this branch started a job just now"])
     return HookReply(True, list(admission.notes))
-
-
-class _Busy(Exception):
-    pass
 
 
 # ----------------------------------------------------------------------------- post-receive

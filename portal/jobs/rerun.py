@@ -30,8 +30,9 @@ from ..billing import ledger as billing
 from .. import integrations as ig
 from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log
-from ..policy.admission import admit, record_job
-from . import job_data, lookups, push_options, recovery, states, submit
+from ..policy.admission import admit
+from .reserve import BranchBusy, reserve
+from . import job_data, lookups, push_options, recovery, submit
 
 
 class Actor(Protocol):
@@ -116,17 +117,11 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
     now = svc.now()
     try:
         with svc.db.transaction() as s:
-            busy = lookups.active_job(s, project_id, branch)
-            if busy is not None:
-                raise RerunError(_plain(lookups.busy_message(busy)))
-            new = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,
-                      kind=kind, state=states.QUEUED, **admission.row_fields(),
-                      created_at=now, state_changed_at=now)
-            s.add(new)
-            s.flush()
-            new_id = new.id
-            record_job(s, new, admission, actor.name)
-            job_data.apply(s, new_id, data_plan)
+            new_id = reserve(s, project_id=project_id, branch=branch, commit=commit,
+                             pusher_id=pusher_id, admission=admission, data_plan=data_plan,
+                             by=actor.name, now=now, kind=kind).id
+    except BranchBusy as exc:
+        raise RerunError(_plain(str(exc))) from None
     except IntegrityError:  # a push reserved the branch between the check and the insert
         with svc.db.session() as s:
             busy = lookups.active_job(s, project_id, branch)

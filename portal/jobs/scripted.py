@@ -29,12 +29,13 @@ from git_gateway.repos import repo_path
 from .. import integrations as ig
 from ..billing import ledger as billing
 from ..db import Job, Membership, Project, Team, User
-from ..policy.admission import admit, record_job
+from ..policy.admission import admit
+from .reserve import BranchBusy, reserve
 from ..projects import service as projects_svc
 from ..projects.settings import parse_settings
 from ..services import Services, log
 from ..teams.access import OpError
-from . import job_data, lookups, sbatch_flags, states, submit
+from . import job_data, sbatch_flags, submit
 
 DEFAULT_PROJECT = "submit"
 BRANCH_PREFIX = "submit/"
@@ -236,19 +237,12 @@ def _write_and_reserve(svc: Services, actor: Actor, script: str, req, admission,
         raise SubmitError(f"cannot write the script into {team}/{project}: {exc}", 500) from None
     try:
         with svc.db.transaction() as s:
-            if lookups.active_job(s, project_id, branch) is not None:
-                raise SubmitError(f"branch {branch} got a job just now; submit again", 409)
-            job = Job(project_id=project_id, branch=branch, commit_sha=sha, pusher_id=user_id,
-                      state=states.QUEUED, **admission.row_fields(), created_at=now,
-                      state_changed_at=now)
-            s.add(job)
-            s.flush()
-            job_id = job.id
-            record_job(s, job, admission, actor.name)
-            job_data.apply(s, job_id, data_plan)
+            job_id = reserve(s, project_id=project_id, branch=branch, commit=sha,
+                             pusher_id=user_id, admission=admission, data_plan=data_plan,
+                             by=actor.name, now=now).id
     except BaseException as exc:
         git_scripted.delete_branch(git_dir, branch, sha)
-        if isinstance(exc, IntegrityError):
+        if isinstance(exc, (BranchBusy, IntegrityError)):
             raise SubmitError(f"branch {branch} got a job just now; submit again", 409) from None
         raise
     log.info("submit: job %s as %s by %s on %s/%s %s at %s", job_id, user_name, actor.name,

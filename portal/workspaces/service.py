@@ -14,7 +14,8 @@ from ..billing import ledger as billing
 from ..db import Job, Project, Team, User
 from ..jobs import job_data, lookups, push_options, recovery, rerun, service as jobs_service, states
 from ..jobs.submit import submit_job
-from ..policy.admission import admit, record_job
+from ..policy.admission import admit
+from ..jobs.reserve import BranchBusy, reserve
 from ..policy.quotas import workspace_quota_problems
 from ..services import Services, log
 from ..teams.access import Actor, NotFound, OpError, job_access, project_access
@@ -103,17 +104,10 @@ def start_workspace(svc: Services, actor: Actor, team: str, project: str, *, bra
     now = svc.now()
     try:
         with svc.db.transaction() as s:
-            if lookups.active_job(s, project_id, branch) is not None:
-                raise OpError(f"branch {branch} got a job just now", 409)
-            job = Job(project_id=project_id, branch=branch, commit_sha=tip, pusher_id=user_id,
-                      kind=KIND, state=states.QUEUED, **admission.row_fields(),
-                      created_at=now, state_changed_at=now)
-            s.add(job)
-            s.flush()
-            job_data.apply(s, job.id, data_plan)
-            record_job(s, job, admission, actor.name)
-            job_id = job.id
-    except IntegrityError:
+            job_id = reserve(s, project_id=project_id, branch=branch, commit=tip, pusher_id=user_id,
+                             admission=admission, data_plan=data_plan, by=actor.name, now=now,
+                             kind=KIND).id
+    except (BranchBusy, IntegrityError):
         raise OpError(f"branch {branch} got a job just now", 409) from None
     log.info("workspace %s: opened by %s on %s/%s %s", job_id, actor.name, team_name,
              project_name, branch)
