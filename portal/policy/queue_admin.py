@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import integrations as ig
 from ..db import Job, Project, Team, User
@@ -156,6 +156,6 @@ def position(svc: Services, job: Job) -> int | None:
     if job.state != states.PENDING or job.priority is None:
         return None
     with svc.db.session() as s:
-        ahead = s.scalars(select(Job.id).where(Job.state == states.PENDING,
-                                               Job.priority > job.priority)).all()
-    return len(ahead) + 1
+        ahead = s.scalar(select(func.count(Job.id)).where(Job.state == states.PENDING,
+                                                          Job.priority > job.priority)) or 0
+    return ahead + 1

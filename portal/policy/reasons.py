@@ -61,17 +61,26 @@ def _who(s: Session, team: Team, user_id: int | None) -> str:
     return f"{name} (in team {team.name})"
 
 
-def explain(s: Session, job: Job, code: str) -> str | None:
-    """Words for ``code`` (None: not waiting). Quota codes name the tightest full quota."""
+QUOTA_CODES = frozenset({"AssocGrpGRES", "AssocMaxGRESPerJob", "AssocGrpGRESRunMinutes",
+                         "AssocGrpCpuLimit", "AssocGrpJobsLimit", "AssocMaxJobsLimit"})
+
+
+def explain(s: Session, job: Job, code: str, cache: dict | None = None) -> str | None:
+    """Words for ``code`` (None: not waiting). Quota codes name the tightest full quota; their
+    words are the same for every job of one pusher, team and GPU type, so a tick passes one
+    ``cache`` for all its pending jobs (a few queries per such group, not per job)."""
     code = (code or "").strip()
     if code in ("", "None"):
         return None
-    team = job.project.team
-    if code in ("AssocGrpGRES", "AssocMaxGRESPerJob", "AssocGrpGRESRunMinutes",
-                "AssocGrpCpuLimit", "AssocGrpJobsLimit", "AssocMaxJobsLimit"):
-        words = _quota_words(s, job, team, code)
-        if words:
-            return words
+    if code in QUOTA_CODES:
+        key = (job.project.team_id, job.pusher_id, job.gpu_type, code)
+        if cache is None or key not in cache:
+            words = _quota_words(s, job, job.project.team, code)
+            if cache is None:
+                return words or _SIMPLE.get(code, f"Slurm says {code}")
+            cache[key] = words
+        if cache[key]:
+            return cache[key]
     if code in _SIMPLE:
         return _SIMPLE[code]
     return f"Slurm says {code}"

@@ -58,6 +58,7 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                 move(job, states.PENDING, now, report)
         jobs = s.scalars(select(Job).where(Job.state.in_(states.ACTIVE - {states.QUEUED}),
                                            Job.slurm_job_id.is_not(None)))
+        reason_words: dict = {}   # pending reasons in words, shared by the jobs of this tick
         for job in jobs:
             team = job.project.team.name
             rec = queue.get(job.slurm_job_id)
@@ -98,7 +99,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                 job.expected_start_at = getattr(rec, "expected_start", None)
                 if job.balance_hold_at is None:  # else: the hold reason stays (_balance_holds)
                     code = rec.reason or ""
-                    words = None if note and code == "BeginTime" else reasons.explain(s, job, code)
+                    words = None if note and code == "BeginTime" \
+                        else reasons.explain(s, job, code, reason_words)
                     waiting = f"{WAITING}{words}" if words else None
                     job.reason = "; ".join(x for x in (note, waiting) if x) or None
             elif job.state in (states.RUNNING, states.FINISHING):
