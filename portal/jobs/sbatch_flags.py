@@ -20,6 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from slurm_bridge.admin_records import slurm_minutes
 from slurm_bridge.request import GpuRequest
 
 from .. import integrations as ig
@@ -41,17 +42,6 @@ ARRAYS_NOT_YET = ("job arrays are not available yet; submit one job per task (ar
 QOS_NAMES = ("normal", "emergency")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COMPUTE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_NUM = r"(\d{1,9})"
-# sbatch's --time forms -> (days, hours, minutes, seconds) groups present
-_TIME_FORMS = (
-    (re.compile(rf"^{_NUM}$"), ("m",)),
-    (re.compile(rf"^{_NUM}:{_NUM}$"), ("m", "s")),
-    (re.compile(rf"^{_NUM}:{_NUM}:{_NUM}$"), ("h", "m", "s")),
-    (re.compile(rf"^{_NUM}-{_NUM}$"), ("d", "h")),
-    (re.compile(rf"^{_NUM}-{_NUM}:{_NUM}$"), ("d", "h", "m")),
-    (re.compile(rf"^{_NUM}-{_NUM}:{_NUM}:{_NUM}$"), ("d", "h", "m", "s")),
-)
-_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _ARRAY_ITEM = re.compile(r"^(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?$")
 
 
@@ -74,18 +64,18 @@ def parse_time(text: str) -> int:
     if t.lower() in ("unlimited", "infinite", "-1"):
         raise ValueError(f"--time={t}: Slipway jobs need a time limit (at most "
                          f"{ig.MAX_TIME_LIMIT_MIN} minutes, {ig.MAX_TIME_LIMIT_MIN // 1440} days)")
-    for pattern, parts in _TIME_FORMS:
-        m = pattern.match(t)
-        if m:
-            seconds = sum(int(v) * _SECONDS[p] for p, v in zip(parts, m.groups()))
-            minutes = -(-seconds // 60)
-            if minutes < 1:
-                raise ValueError(f"--time={t}: a time limit must be at least 1 minute")
-            if minutes > ig.MAX_TIME_LIMIT_MIN:
-                raise ValueError(f"--time={t} is {minutes} minutes; a job may run at most "
-                                 f"{ig.MAX_TIME_LIMIT_MIN} minutes ({ig.MAX_TIME_LIMIT_MIN // 1440} "
-                                 f"days)")
-            return minutes
+    try:   # Slurm's own time forms, read as slurm_bridge reads Slurm's answers
+        minutes = slurm_minutes(t) if t[:1].isdigit() else None
+    except ValueError:
+        minutes = None
+    if minutes is not None:
+        if minutes < 1:
+            raise ValueError(f"--time={t}: a time limit must be at least 1 minute")
+        if minutes > ig.MAX_TIME_LIMIT_MIN:
+            raise ValueError(f"--time={t} is {minutes} minutes; a job may run at most "
+                             f"{ig.MAX_TIME_LIMIT_MIN} minutes ({ig.MAX_TIME_LIMIT_MIN // 1440} "
+                             f"days)")
+        return minutes
     raise ValueError(f"cannot read --time={t[:40]!r}; write minutes (90), MM:SS, HH:MM:SS, D-HH, "
                      f"D-HH:MM or D-HH:MM:SS (e.g. 2:00:00 or 1-12)")
 
