@@ -2,8 +2,9 @@
 
 With ``TRESBillingWeights="CPU=1.0,GRES/gpu:a4000=10.0,GRES/gpu:a6000=20.0"`` on the partition,
 a running job accrues, per minute, ``sum(weight * allocated count)`` *billing-minutes*; with
-``AccountingStorageEnforce=safe`` (plus ``limits``) Slurm starts a job only if the account's
-``GrpTRESMins=billing=N`` leaves room for its whole time limit.
+``AccountingStorageEnforce=limits`` Slurm starts no job of the account once its usage reaches
+``GrpTRESMins=billing=N``, and ends the running ones (with ``safe`` added it would also refuse
+any job the limit cannot carry to its whole time limit: stricter than Slipway's money rules).
 
 Mapping (documented, conservative):
 

@@ -8,7 +8,6 @@ from ..db import Job
 from ..http.context import actor, db, fresh_db, int_arg, svc
 from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
-from ..jobs import rerun as job_rerun
 from ..teams import access
 from ..teams import service as teams_svc
 from ..data import bindings
@@ -62,13 +61,7 @@ def rerun(job_id: int):
                      "false": False, "no": False, "0": False, "": False}.get(emergency.lower(), emergency)
     if not isinstance(emergency, bool):
         raise ApiError(400, "emergency must be true or false")
-    if emergency:
-        try:
-            new_id, message = job_rerun.rerun_job(svc(), actor(), job_id, emergency=True)
-        except job_rerun.RerunError as exc:
-            raise access.OpError(str(exc), exc.status) from None
-    else:
-        new_id, message = job_actions.rerun_job(svc(), actor(), job_id)
+    new_id, message = job_actions.rerun_job(svc(), actor(), job_id, emergency=emergency)
     new = fresh_db().get(Job, new_id)
     state = new.state if new is not None else None
     return jsonify({"ok": True, "job": new_id, "rerun_of": job_id, "state": state,

@@ -30,7 +30,8 @@ from . import ledger as billing
 from .. import integrations as ig
 from ..db import Membership, Team, from_micros, to_micros
 from ..db.funds_models import FUND_REQUEST_STATES, FundRequest
-from ..services import Services, log
+from ..services import Services
+from ..teams import slurm_accounts
 from ..teams.access import ROLE_ADMIN, ROLE_ANY, Actor, Forbidden, NotFound, OpError, team_access
 
 NOTE_MAX = 500
@@ -144,7 +145,7 @@ def add_funds(svc: Services, actor: Actor, team_name: str, amount, note: str = "
     value = parse_amount(amount)
     note = check_note(note)
     dep = billing.add_funds(svc.db, tname, str(value), by=actor.name, note=note, now=svc.now())
-    mirror_balance(svc)
+    slurm_accounts.request_sync(svc)   # Slurm's copy of the balance follows at the next tick
     return dep.amount
 
 
@@ -268,19 +269,8 @@ def _decide(svc: Services, actor: Actor, value, new_state: str, note) -> FundReq
 def approve(svc: Services, actor: Actor, value, note: str = "") -> FundRequestView:
     """Cluster administrators: credit the request's amount once (a deposit in the ledger)."""
     view = _decide(svc, actor, value, "approved", note)
-    mirror_balance(svc)
+    slurm_accounts.request_sync(svc)
     return view
-
-
-def mirror_balance(svc: Services) -> None:
-    """Money came in: Slurm's copy of the balance (GrpTRESMins, policy/budget.py) follows now,
-    not at the next account sync, so a job pushed right after a deposit is not held by Slurm.
-    A failure only delays it to that sync."""
-    from ..teams import slurm_accounts   # the account sync reads balances: imported late
-    try:
-        slurm_accounts.sync_accounts(svc)
-    except Exception as exc:  # noqa: BLE001 — retried by the reconciler's account sync
-        log.warning("balance not mirrored into Slurm yet: %s", exc)
 
 
 def decline(svc: Services, actor: Actor, value, note: str) -> FundRequestView:

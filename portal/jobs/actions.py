@@ -19,10 +19,12 @@ def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult
         raise OpError(str(exc), 409) from None
 
 
-def rerun_job(svc: Services, actor: Actor, job_id: int) -> tuple[int, str]:
-    """``jobs.rerun.rerun_job`` with its refusals as OpError (web, API and CLI)."""
+def rerun_job(svc: Services, actor: Actor, job_id: int, *, emergency: bool = False
+              ) -> tuple[int, str]:
+    """``jobs.rerun.rerun_job`` with its refusals as OpError (web, API and CLI); ``emergency``:
+    as an emergency job (refused without the emergency right)."""
     try:
-        return rerun.rerun_job(svc, actor, job_id)
+        return rerun.rerun_job(svc, actor, job_id, emergency=emergency)
     except rerun.RerunError as exc:
         raise OpError(str(exc), exc.status) from None
 

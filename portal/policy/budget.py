@@ -1,8 +1,10 @@
 """The team balance mirrored into Slurm (accounting/slurm_mirror.py): each team account's
 ``GrpTRESMins=billing=N`` is set, at every account sync, to the billing-minutes it has used
-(``scontrol show assoc_mgr``) plus what its balance buys, so with
-``AccountingStorageEnforce=safe`` Slurm itself refuses to start a job the team cannot pay for
-to its time limit -- also while Slipway is down, and for jobs submitted outside Slipway.
+(``scontrol show assoc_mgr``) plus what its balance buys. Slurm itself then starts no job of a
+team whose money is spent and ends its running ones (the $0 cut-off) -- also while Slipway is
+down, and for jobs submitted outside Slipway. (Not ``AccountingStorageEnforce=safe``: that
+refuses any job the balance cannot pay to the end of its time limit, stricter than the money
+rules, where a job starts at $1.00 and is cut off at $0.)
 
 Usage decays with ``PriorityDecayHalfLife`` (7 days): between two syncs that frees a sliver
 (0.4 % of the used minutes per hour Slipway is down), which the $1.00 start rule covers."""

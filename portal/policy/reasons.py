@@ -30,9 +30,9 @@ _SIMPLE = {
     "QOSMaxGRESPerUser": "the user uses every GPU the QOS allows",
     "InvalidAccount": "its team's account is not in Slurm yet (Slipway is creating it)",
     "InvalidQOS": "its QOS is not allowed for this user any more",
-    "AssocGrpBillingMinutes": ("the team's balance, mirrored into Slurm, does not cover this job "
-                               "to its time limit"),
-    "AssocGrpBilling": "the team's balance, mirrored into Slurm, does not cover this job",
+    "AssocGrpBillingMinutes": ("the team's balance is spent (Slurm holds a copy of it and starts "
+                               "nothing more); add funds"),
+    "AssocGrpBilling": "the team's balance is spent (Slurm holds a copy of it); add funds",
 }
 
 

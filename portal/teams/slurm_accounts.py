@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from slurm_bridge.sync import AccountSpec, DesiredState, Limits, QosSpec, UserSp
 from sqlalchemy import select
 
 from ..billing.ledger import balances as balances_by_team
-from ..db.models import Membership, Team, User
+from ..db.models import Membership, ReconcilerState, Team, User
 from ..policy import budget, grants, quotas
 from ..private_files import opener as private_opener
 from ..services import Services
@@ -81,6 +82,29 @@ def desired_state(svc: Services, *, with_budget: bool = True) -> DesiredState:
              QosSpec(EMERGENCY_QOS, priority=1000, preempt=("normal",), preempt_mode="requeue")),
         account_prefix=cfg.slurm_account_prefix,
     )
+
+
+REQUESTED_KEY = "slurm_accounts.requested_at"
+
+
+def request_sync(svc: Services) -> None:
+    """Ask the reconciler for an account sync at its next tick (money came in: Slurm's copy of
+    the balance should follow now, not within ``account_sync_interval``). A row in the database,
+    so a CLI process asks the server's reconciler too; the web never waits on sacctmgr."""
+    now = svc.now().isoformat()
+    with svc.db.transaction() as s:
+        row = s.get(ReconcilerState, REQUESTED_KEY)
+        if row is None:
+            s.add(ReconcilerState(key=REQUESTED_KEY, value=now))
+        else:
+            row.value = now
+    svc.wake.set()
+
+
+def requested_since(svc: Services, last: datetime) -> bool:
+    with svc.db.session() as s:
+        row = s.get(ReconcilerState, REQUESTED_KEY)
+    return row is not None and datetime.fromisoformat(row.value) >= last
 
 
 def team_shares(team: Team) -> int:

@@ -10,7 +10,6 @@ from ..data import outputs as outputs_svc
 from ..jobs import continuing, states
 from ..jobs import actions as job_actions
 from ..jobs import queries as job_queries
-from ..jobs import rerun as job_rerun
 from ..policy import grants, queue_admin
 from ..teams import access
 from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
@@ -106,13 +105,7 @@ def rerun(job_id: int):
     checkbox runs it as an emergency job (refused without the emergency right)."""
     emergency = request.form.get("emergency", "") in ("1", "on", "yes", "true")
     try:
-        if emergency:
-            try:
-                new_id, message = job_rerun.rerun_job(svc(), actor(), job_id, emergency=True)
-            except job_rerun.RerunError as exc:
-                raise access.OpError(str(exc), exc.status) from None
-        else:
-            new_id, message = job_actions.rerun_job(svc(), actor(), job_id)
+        new_id, message = job_actions.rerun_job(svc(), actor(), job_id, emergency=emergency)
     except access.OpError as exc:
         if exc.status == 404:
             raise_http(exc)

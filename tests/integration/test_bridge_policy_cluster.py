@@ -4,8 +4,6 @@ assoc_mgr, partitions, and memory enforcement (OUT_OF_MEMORY)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from slurm_bridge.cli import CliBackend
+from tests.integration.test_bridge_cluster import jobdir, submitted, wait_for  # noqa: F401
 from slurm_bridge.request import GpuRequest, JobRequest
 from slurm_bridge.sync import (AccountSpec, DesiredState, Limits, QosSpec, UserSpec, plan,
                                read_current, sync)
@@ -58,37 +57,7 @@ def team(bridge):
                               managed_accounts={ACCOUNT}))
 
 
-@pytest.fixture
-def jobdir():
-    path = Path(tempfile.mkdtemp(prefix="bridge-pol-", dir="/tmp"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def submitted(bridge):
-    ids: list[int] = []
-    yield ids
-    for job_id in ids:
-        try:
-            bridge.cancel(job_id)
-        except Exception:
-            pass
-
-
-def wait_for(check, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def job(jobdir: Path, name: str, command, **kw) -> JobRequest:
+def job(jobdir: Path, name: str, command, **kw) -> JobRequest:  # noqa: F811
     kw.setdefault("account", ACCOUNT)
     kw.setdefault("user", "sw-alice")
     return JobRequest(name=f"bridge-pol/{name}", command=command, workdir=str(jobdir),
@@ -116,7 +85,7 @@ def test_limits_converge_read_back_and_replan_empty(bridge, team):
     assert not cur.accounts[team].limits and not cur.assocs[("sw-bob", team)].limits
 
 
-def test_job_over_the_accounts_gpu_limit_waits_for_assoc_grp_gres(bridge, team, jobdir, submitted):
+def test_job_over_the_accounts_gpu_limit_waits_for_assoc_grp_gres(bridge, team, jobdir, submitted):  # noqa: F811
     sync(bridge, desired(Limits({"gres/gpu:a4000": 2})))
     try:
         first = bridge.submit(job(jobdir, "lim-1", ["sleep", "120"], gpus=GpuRequest("a4000", 2)))
@@ -134,7 +103,7 @@ def test_job_over_the_accounts_gpu_limit_waits_for_assoc_grp_gres(bridge, team, 
         sync(bridge, desired(Limits()))
 
 
-def test_set_nice_and_top_change_the_queue(bridge, team, jobdir, submitted):
+def test_set_nice_and_top_change_the_queue(bridge, team, jobdir, submitted):  # noqa: F811
     # held jobs stay pending whatever the cluster's load
     ids = [bridge.submit(job(jobdir, f"nice-{i}", ["true"], hold=True)) for i in range(3)]
     submitted.extend(ids)
@@ -195,7 +164,7 @@ def test_shares_usage_and_partitions(bridge, team):
     assert dict(parts["dev"].gpus) == {"a6000": 2, "shard": 8} and parts["dev"].nodes == ("a6k-1",)
 
 
-def test_job_over_its_memory_ends_out_of_memory(bridge, team, jobdir, submitted, slurm_env):
+def test_job_over_its_memory_ends_out_of_memory(bridge, team, jobdir, submitted, slurm_env):  # noqa: F811
     conf_dir = Path(slurm_env["SLURM_CONF"]).parent
     if not (conf_dir / "cgroup.conf").exists():
         pytest.skip(f"{conf_dir}/cgroup.conf is missing: slurm_conf/cluster must render "

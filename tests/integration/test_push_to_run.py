@@ -96,10 +96,13 @@ def test_refused_pushes_say_what_to_fix_and_keep_the_branch(sw, clone):
     assert not sw.git("ls-remote", "origin", "refs/heads/no-entry", cwd=clone).stdout.strip()
 
     _commit_branch(sw, clone, "bad-opts")
-    for opt, words in [("gpus=a4000:5", "at most 4"), ("gpus=a6000:3", "at most 2"),
+    # an over-request is cut down unless strict=yes (tests/integration/test_policy_live.py)
+    for opt, words in [("gpus=a4000:5 strict=yes", "nodes have at most 4 (strict=yes: refused)"),
+                       ("gpus=a6000:3 strict=yes", "nodes have at most 2 (strict=yes: refused)"),
                        ("image=nope", "unknown image"), ("colour=red", "colour"),
                        ("image=pytorch", "no build for this cluster's container runtime")]:
-        out = sw.git("push", "-o", opt, "origin", "bad-opts", cwd=clone, check=False)
+        opts = [arg for o in opt.split() for arg in ("-o", o)]
+        out = sw.git("push", *opts, "origin", "bad-opts", cwd=clone, check=False)
         assert out.returncode != 0, (opt, out.stderr)
         assert words in out.stderr, (opt, out.stderr)
     assert not sw.git("ls-remote", "origin", "refs/heads/bad-opts", cwd=clone).stdout.strip()

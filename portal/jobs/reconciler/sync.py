@@ -18,7 +18,9 @@ def ldap(svc: Services, now: datetime, report: TickReport) -> None:
 
 
 def slurm_accounts_due(svc: Services, last: datetime | None, now: datetime) -> bool:
-    return last is None or (now - last).total_seconds() >= svc.config.account_sync_interval
+    """Every ``account_sync_interval``, and at once when asked (a deposit: request_sync)."""
+    return (last is None or (now - last).total_seconds() >= svc.config.account_sync_interval
+            or slurm_accounts.requested_since(svc, last))
 
 
 def sync_slurm_accounts(svc: Services, last: datetime | None, now: datetime,
