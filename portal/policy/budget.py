@@ -26,16 +26,19 @@ def weights(svc: Services) -> dict[str, Decimal]:
 
 def limits(svc: Services, balances: Mapping[str, Decimal]) -> dict[str, dict[str, int]]:
     """account -> ``{"billing": N}`` for every team account in ``balances`` (account -> US$).
-    Empty when the mirror is switched off (``slurm_billing_weights`` empty) or cannot be
-    computed (logged; Slipway's own gates still hold)."""
+    Empty when the mirror is switched off (``slurm_billing_weights`` empty) or the weights and
+    rates cannot be mirrored (logged; Slipway's own gates still hold). Raises
+    ``SlurmBridgeError`` when Slurm does not answer."""
     if not svc.config.slurm_billing_weights:
         return {}
     try:
         w = weights(svc)
-        used = svc.backend.assoc_usage()
-    except (MirrorError, ig.SlurmBridgeError) as exc:
-        log.warning("budget mirror skipped: %s", exc)
+    except MirrorError as exc:
+        log.warning("budget mirror off: %s", exc)
         return {}
+    # Slurm not answering fails this account sync (retried next tick): an empty mirror here
+    # would clear every team's limit
+    used = svc.backend.assoc_usage()
     rates: Rates = ig.rates(svc.config)
     used_l = {k.lower(): v for k, v in used.items()}
     out = {}

@@ -351,3 +351,14 @@ def test_admin_queue_actions_go_to_slurm_and_are_recorded(env):
     rows = queue_admin.queue(svc, ADMIN)
     assert [(r.job, r.state, r.team, r.position) for r in rows] == [(job.id, "pending", "nlp", 1)]
     assert [e[0] for e in _events(svc)][-3:] == ["top", "hold", "drain"]
+
+
+def test_slurm_not_answering_fails_the_sync_instead_of_clearing_the_budget(env):
+    svc, backend, ids, tmp = env
+    sync_accounts(svc)
+    assert dict(svc.accounts.current.accounts["team-nlp"].grp_tres_mins)["billing"] > 0
+    backend.down = True
+    from portal import integrations as ig
+    with pytest.raises(ig.SlurmBridgeError):
+        sync_accounts(svc)
+    assert dict(svc.accounts.current.accounts["team-nlp"].grp_tres_mins)["billing"] > 0
