@@ -15,7 +15,7 @@ from ..policy import apply, compute, grants, queue_admin, quotas, resources, sha
 from ..teams.access import Forbidden
 from .core import ApiError, _body, api
 
-COMPUTE_FIELDS = ("gpus", "cpus", "mem", "partition", "rate", "description")
+COMPUTE_FIELDS = ("gpus", "cpus", "mem", "partition", "description")
 JOB_ACTIONS = {"hold": queue_admin.hold, "release": queue_admin.release,
                "requeue": queue_admin.requeue, "top": queue_admin.top}
 
@@ -76,7 +76,7 @@ def define_compute_type(name: str):
     _admin_first()
     body = _body()
     _known(body, COMPUTE_FIELDS)
-    fields = {k: _opt(body, k, numbers=k in ("cpus", "rate")) for k in COMPUTE_FIELDS}
+    fields = {k: _opt(body, k, numbers=k == "cpus") for k in COMPUTE_FIELDS}
     if fields["gpus"] is None:
         raise ApiError(400, "gpus is required: TYPE:COUNT (e.g. a4000:2) or none (CPU only)")
     fields["description"] = fields["description"] or ""

@@ -53,13 +53,12 @@ def compute_list(ctx: Ctx, as_json):
 @click.option("--cpus", help="cores (CPU only: the cores billed)")
 @click.option("--mem", help="memory, e.g. 32G (default: Slurm's)")
 @click.option("--partition", help="the resource group (Slurm partition; default: the config's)")
-@click.option("--rate", help="dollars per hour (default: derived from the GPU or core rate)")
 @click.option("--description", default="", help="what it is for (shown to users)")
 @pass_ctx
-def compute_define(ctx: Ctx, name, gpus, cpus, mem, partition, rate, description):
+def compute_define(ctx: Ctx, name, gpus, cpus, mem, partition, description):
     """Create or change the compute type NAME (cluster administrators)."""
     d = policy_source(ctx).define_compute(name, {
-        "gpus": gpus, "cpus": cpus, "mem": mem, "partition": partition, "rate": rate,
+        "gpus": gpus, "cpus": cpus, "mem": mem, "partition": partition,
         "description": description})
     click.echo(f"compute type {d['name']}: {d['gpus']}, {d['cpus']} cores, mem {_mem(d['mem_mb'])}, "
         f"partition {d['partition'] or 'default'}, ${d['hourly_rate']}/h")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, \
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, \
     UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -16,8 +16,8 @@ QUOTA_SCOPES = ("team", "user")
 
 class ComputeType(Base):
     """A named shape of job an administrator offers: ``a4000x2`` = 2 a4000 GPUs, 8 cores, 32G
-    in ``train``. ``gpu_type`` "cpu": no GPU (``gpu_count`` is then the cores). ``rate_micros``:
-    the hourly price shown (None: derived from the GPU and core rates, which bill the job)."""
+    in ``train``. ``gpu_type`` "cpu": no GPU (``gpu_count`` is then the cores). Its hourly price
+    is that of its GPUs (or cores): the rates that bill the job (policy/compute.hourly_rate)."""
 
     __tablename__ = "compute_types"
     __table_args__ = (CheckConstraint("gpu_count >= 1", name="gpu_count"),
@@ -30,7 +30,6 @@ class ComputeType(Base):
     cpus: Mapped[int] = mapped_column(Integer, default=1)
     mem_mb: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     partition: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
-    rate_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)

@@ -10,10 +10,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounting.money import MoneyError, parse_amount
 
 from .. import integrations as ig
-from ..db import ComputeType, Project, from_micros, to_micros
+from ..db import ComputeType, Project
 from ..services import Services
 from ..teams.access import Actor, NotFound, OpError
 from . import events
@@ -45,9 +44,7 @@ def unknown_message(s: Session, name: str) -> str:
 
 
 def hourly_rate(svc: Services, ct: Any) -> Decimal:
-    """What one hour of this compute type costs: its own rate, else the GPUs' (or cores') rate."""
-    if getattr(ct, "rate_micros", None) is not None:
-        return from_micros(ct.rate_micros)
+    """What one hour of this compute type costs: its GPUs' (or cores') rate, which bill it."""
     if ct.gpu_type == ig.CPU:
         return svc.config.cpu_rate * ct.gpu_count
     return svc.config.gpu_rates.get(ct.gpu_type, Decimal(0)) * ct.gpu_count
@@ -60,7 +57,7 @@ def to_dict(svc: Services, ct: ComputeType) -> dict:
             "gpu_count": 0 if cpu_only else ct.gpu_count,
             "cpus": ct.gpu_count if cpu_only else ct.cpus, "mem_mb": ct.mem_mb,
             "partition": ct.partition or svc.config.partition or None,
-            "hourly_rate": str(hourly_rate(svc, ct)), "rate_set": ct.rate_micros is not None,
+            "hourly_rate": str(hourly_rate(svc, ct)),
             "billed_per": "core-hour" if cpu_only else "GPU-hour",
             "description": ct.description}
 
@@ -70,7 +67,7 @@ def list_types(svc: Services) -> list[dict]:
         return [to_dict(svc, ct) for ct in s.scalars(select(ComputeType).order_by(ComputeType.name))]
 
 
-def _fields(svc: Services, gpus: str, cpus: Any, mem: Any, partition: Any, rate: Any) -> dict:
+def _fields(svc: Services, gpus: str, cpus: Any, mem: Any, partition: Any) -> dict:
     cfg = svc.config
     try:
         gpu_type, count = ig.parse_gpus(str(gpus), cfg.gpu_limits)
@@ -100,24 +97,18 @@ def _fields(svc: Services, gpus: str, cpus: Any, mem: Any, partition: Any, rate:
         if not isinstance(partition, str) or not _PARTITION.match(partition):
             raise OpError(f"partition {str(partition)[:70]!r} is not a valid Slurm partition name")
         part = partition
-    rate_micros = None
-    if rate not in (None, ""):
-        try:
-            rate_micros = to_micros(parse_amount(rate, what="rate", max_places=6, allow_zero=True))
-        except MoneyError as exc:
-            raise OpError(str(exc)) from None
     return {"gpu_type": gpu_type, "gpu_count": count, "cpus": cores, "mem_mb": mem_mb,
-            "partition": part, "rate_micros": rate_micros}
+            "partition": part}
 
 
 def define(svc: Services, actor: Actor, name: str, *, gpus: str, cpus: Any = None, mem: Any = None,
-           partition: str | None = None, rate: Any = None, description: str = "") -> dict:
+           partition: str | None = None, description: str = "") -> dict:
     """Create or replace the compute type ``name`` (cluster administrators)."""
     require_cluster_admin(actor)
     check_name(name)
     if not isinstance(description, str) or len(description) > 500:
         raise OpError("description must be text of at most 500 characters")
-    fields = _fields(svc, gpus, cpus, mem, partition, rate)
+    fields = _fields(svc, gpus, cpus, mem, partition)
     with svc.db.transaction() as s:
         ct = get(s, name)
         created = ct is None

@@ -92,7 +92,7 @@ def define_compute_type():
     try:
         ct = compute.define(svc(), me, name, gpus=f.get("gpus", "").strip(),
                             cpus=f.get("cpus", "").strip() or None, mem=f.get("mem", "").strip(),
-                            partition=f.get("partition", "").strip(), rate=f.get("rate", "").strip(),
+                            partition=f.get("partition", "").strip(),
                             description=f.get("description", "").strip())
     except access.OpError as exc:
         return _refused(exc, "compute-type")

@@ -133,7 +133,7 @@ def test_compute_type_forms(world):
     c, tok = client(app, "dave")
     r = c.post("/admin/policy/compute-types", data={
         "csrf_token": tok, "name": "cpu4", "gpus": "none", "cpus": "4", "mem": "8G",
-        "partition": "", "rate": "", "description": "CPU only"})
+        "partition": "", "description": "CPU only"})
     assert r.status_code == 302
     page = text(c.get(r.headers["Location"]))
     assert "Compute type cpu4 saved" in page and 'data-compute-type="cpu4"' in page

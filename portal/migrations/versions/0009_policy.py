@@ -26,7 +26,6 @@ def upgrade() -> None:
         sa.Column('cpus', sa.Integer(), nullable=False),
         sa.Column('mem_mb', sa.Integer(), nullable=True),
         sa.Column('partition', sa.String(length=64), nullable=True),
-        sa.Column('rate_micros', sa.BigInteger(), nullable=True),
         sa.Column('description', sa.Text(), nullable=False),
         sa.Column('created_at', sa.DateTime(), nullable=False),
         sa.Column('updated_by', sa.String(length=128), nullable=True),
