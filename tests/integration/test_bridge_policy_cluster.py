@@ -3,40 +3,20 @@ association limits converge and hold jobs back, nice/top, node drain/resume, ssh
 assoc_mgr, partitions, and memory enforcement (OUT_OF_MEMORY)."""
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from slurm_bridge.cli import CliBackend
-from tests.integration.test_bridge_cluster import jobdir, submitted, wait_for  # noqa: F401
+from tests.integration.test_bridge_cluster import (bridge, jobdir, slurm_env, submitted,  # noqa: F401
+                                                   wait_for)
 from slurm_bridge.request import GpuRequest, JobRequest
 from slurm_bridge.sync import (AccountSpec, DesiredState, Limits, QosSpec, UserSpec, plan,
                                read_current, sync)
 
 pytestmark = pytest.mark.cluster
-LIMITS = {"a4000": 4, "a6000": 2, "shard": 8}
 ACCOUNT = "team-pol"
-
-
-@pytest.fixture(scope="module")
-def slurm_env(request) -> dict[str, str]:
-    try:
-        cluster = request.getfixturevalue("slurm_cluster")
-        env = dict(cluster.env)
-    except pytest.FixtureLookupError:
-        if not os.environ.get("SLURM_CONF"):
-            pytest.skip("no slurm_cluster fixture and no SLURM_CONF")
-        env = {"SLURM_CONF": os.environ["SLURM_CONF"]}
-    env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
-    return env
-
-
-@pytest.fixture(scope="module")
-def bridge(slurm_env) -> CliBackend:
-    return CliBackend(env=slurm_env, gpu_limits=LIMITS)
 
 
 def desired(account_limits: Limits, bob: Limits = Limits()) -> DesiredState:
@@ -49,7 +29,7 @@ def desired(account_limits: Limits, bob: Limits = Limits()) -> DesiredState:
 
 
 @pytest.fixture(scope="module")
-def team(bridge):
+def team(bridge):  # noqa: F811
     """Account team-pol (sw-alice, sw-bob); removed at the end."""
     sync(bridge, desired(Limits()))
     yield ACCOUNT
@@ -64,7 +44,7 @@ def job(jobdir: Path, name: str, command, **kw) -> JobRequest:  # noqa: F811
                       output=str(jobdir / f"{name}-%j.out"), time_limit_min=5, **kw)
 
 
-def test_limits_converge_read_back_and_replan_empty(bridge, team):
+def test_limits_converge_read_back_and_replan_empty(bridge, team):  # noqa: F811
     want = desired(Limits({"gres/gpu:a4000": 2, "cpu": 16, "mem": 4000}, 5),
                    Limits({"gres/gpu:a4000": 1}, 2))
     assert sync(bridge, want)
@@ -133,7 +113,7 @@ def test_set_nice_and_top_change_the_queue(bridge, team, jobdir, submitted):  # 
     assert queue[waiting[0]].expected_start is not None or queue[waiting[0]].reason != "Resources"
 
 
-def test_drain_and_resume_a_node(bridge):
+def test_drain_and_resume_a_node(bridge):  # noqa: F811
     try:
         bridge.update_node("a6k-1", "drain", "bridge-pol maintenance")
         node = {n.name: n for n in bridge.nodes()}["a6k-1"]
@@ -146,7 +126,7 @@ def test_drain_and_resume_a_node(bridge):
     assert "DRAIN" not in node.flags and node.reason == ""
 
 
-def test_shares_usage_and_partitions(bridge, team):
+def test_shares_usage_and_partitions(bridge, team):  # noqa: F811
     shares = bridge.shares()
     accounts = {r.account for r in shares if r.user == ""}
     assert {"root", team, "slipway-test"} <= accounts
