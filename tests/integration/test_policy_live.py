@@ -237,3 +237,31 @@ def test_slurm_stops_a_team_whose_mirrored_balance_is_spent_while_slipway_is_sto
         if spent is not None:
             subprocess.run(["scancel", str(spent)], env=sw.env, capture_output=True)
         sw.start()
+
+
+def test_slipway_submit_runs_a_script_as_the_user_and_the_admin_queue_shows_it(sw, tmp_path):
+    """sbatch's flags and a script, through Slipway: a container job as alice, billed to her
+    team, its files pushed to the new branch submit/N; `slipway queue`, hold and release."""
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --time=5\necho \"as $(id -un) gpus=$CUDA_VISIBLE_DEVICES "
+                      "cpus=$(nproc)\" > submitted.txt\nsleep 20\n")
+    bad = sw.cli("submit", "--gres=gpu:a4000:1", "-u", "alice", "-A", "alice", "--array=5-1",
+                 str(script), check=False)
+    assert bad.returncode != 0 and "--array" in (bad.stderr + bad.stdout), bad
+    unknown = sw.cli("submit", "--frobnicate", "-u", "alice", "-A", "alice", str(script), check=False)
+    assert unknown.returncode != 0 and "--frobnicate" in unknown.stderr + unknown.stdout, unknown
+    out = sw.cli("submit", "--gres=gpu:a4000:1", "-c", "2", "--mem=2G", "-u", "alice", "-A", "alice",
+                 str(script))
+    job_id = job_id_from_push(out.stdout)
+    branch = re.search(r"branch (submit/\d+)", out.stdout).group(1)
+    job = _wait("the submitted job running", lambda: (j := sw.job(job_id))["state"] == "running" and j, 90)
+    assert (job["gpu_type"], job["gpu_count"], job["pusher"]) == ("a4000", 1, "alice")
+    queue = sw.cli("queue", "--team", "alice").stdout
+    assert str(job_id) in queue and "running" in queue and "alice" in queue, queue
+    done = sw.wait_results(job_id, timeout=120)
+    assert done["state"] == "succeeded" and done["branch_updated"], done
+    work = tmp_path / "submitted"
+    sw.git("clone", "-q", "-b", branch, sw.remote("alice", "alice", "submit"), str(work))
+    text = (work / "submitted.txt").read_text()
+    assert text.startswith("as sw-alice gpus=") and "cpus=2" in text, text
+    assert float(done["cost"]) > 0
