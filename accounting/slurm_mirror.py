@@ -64,7 +64,7 @@ def parse_tres_billing_weights(text: str) -> dict[str, Decimal]:
 def billing_units_per_gpu_minute(gpu_type: str, weights: Mapping[str, Decimal],
                                  cpus_per_gpu: int = 0) -> Decimal:
     """Billing-minutes one GPU of ``gpu_type`` accrues per minute under ``weights``."""
-    if gpu_type == "shard":
+    if gpu_type == "shard" or gpu_type.endswith("-shard"):   # a share of a GPU (a6000-shard)
         units = weights.get("gres/shard", Decimal(0))
     else:
         units = weights.get(f"gres/gpu:{gpu_type}", Decimal(0)) + weights.get("gres/gpu", Decimal(0))

@@ -25,6 +25,8 @@ ENV_PREFIX = "SLIPWAY_"
 
 DEFAULT_GPU_LIMITS = {"a4000": 4, "a6000": 2}
 DEFAULT_GPU_RATES = {"a4000": Decimal("0.50"), "a6000": Decimal("1.00")}
+DEFAULT_GPU_SHARDS = {"a6000": 8}
+SHARD_SUFFIX = "-shard"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 SERVED_URL_FILE = "served_base_url"
 
@@ -70,6 +72,11 @@ class Config:
     gpu_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GPU_LIMITS))
     gpu_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
     node_addresses: dict[str, str] = field(default_factory=dict)
+    # shared GPU types and shards per GPU (docs/SHARING.md; must match the cluster's gres.conf):
+    # each gives a job GPU type "<type>-shard" (limit: one GPU's shards, rate: the GPU's / shards)
+    gpu_shards: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GPU_SHARDS))
+    max_sweep_tasks: int = 100
+    max_nodes: int = 2            # nodes per job when no node inventory was sampled yet
     storage_rate: Decimal = Decimal("0.10")
     cpu_rate: Decimal = Decimal("0.02")
     cpu_limit: int = 16
@@ -145,6 +152,9 @@ class Config:
             raise ConfigError(
                 f"container_runtime must be 'charliecloud' or 'apptainer', not {self.container_runtime!r}"
             )
+        self._derive_shard_types()
+        if not 1 <= self.max_sweep_tasks <= 100_000 or not 1 <= self.max_nodes <= 64:
+            raise ConfigError("max_sweep_tasks must be 1..100000 and max_nodes 1..64")
         for gpu_type in self.gpu_limits:
             if gpu_type not in self.gpu_rates:
                 raise ConfigError(f"gpu_rates has no hourly rate for GPU type {gpu_type!r}")
@@ -173,6 +183,32 @@ class Config:
                 raise ConfigError("ldap_url is set but ldap_user_base is not (where are the users?)")
             if "{username}" not in self.ldap_user_filter:
                 raise ConfigError("ldap_user_filter must contain {username}")
+
+    def _derive_shard_types(self) -> None:
+        """``gpu_shards {"a6000": 8}`` → job GPU type ``a6000-shard``: at most 8 per job (one
+        GPU's shards), billed at the a6000's rate / 8 per shard-hour (docs/SHARING.md)."""
+        self.gpu_limits, self.gpu_rates = dict(self.gpu_limits), dict(self.gpu_rates)
+        self.gpu_shards = dict(self.gpu_shards)
+        for gpu_type, shards in list(self.gpu_shards.items()):
+            if gpu_type not in self.gpu_limits:   # a site without that type: nothing to share
+                del self.gpu_shards[gpu_type]
+                continue
+            if gpu_type not in self.gpu_rates:
+                raise ConfigError(f"gpu_shards names {gpu_type!r}, which gpu_rates has no rate "
+                                  "for: only a priced GPU type can be shared")
+            if not isinstance(shards, int) or not 2 <= shards <= 128:
+                raise ConfigError(f"gpu_shards: {gpu_type} must be shared into 2 to 128 shards, "
+                                  f"not {shards!r}")
+            name = gpu_type + SHARD_SUFFIX
+            self.gpu_limits.setdefault(name, shards)
+            self.gpu_rates.setdefault(name, Decimal(self.gpu_rates[gpu_type]) / shards)
+
+    def shards_of(self, gpu_type: str) -> tuple[str, int] | None:
+        """``a6000-shard`` → ("a6000", 8); None for a type that is not a share of a GPU."""
+        if gpu_type.endswith(SHARD_SUFFIX) and gpu_type[:-len(SHARD_SUFFIX)] in self.gpu_shards:
+            base = gpu_type[:-len(SHARD_SUFFIX)]
+            return base, self.gpu_shards[base]
+        return None
 
     # -- derived ----------------------------------------------------------------------------
     @property

@@ -25,6 +25,14 @@ hook_secret                 shared secret git hooks send back           generate
                                                                         <data_dir>/hook_secret
 gpu_limits                  max GPUs per job per type                   a4000:4,a6000:2
 gpu_rates                   US$ per GPU-hour per type                   a4000:0.50,a6000:1.00
+gpu_shards                  shared GPU types: shards per GPU (must      a6000:8 ("none":
+                            match gres.conf; "none": none shared)       no sharing)
+                            match gres.conf); each adds job type
+                            TYPE-shard (limit = shards, rate = GPU's
+                            rate / shards): docs/SHARING.md
+max_sweep_tasks             most tasks one sweep (-o sweep=) may have   100
+max_nodes                   most nodes per job before a node inventory  2
+                            was sampled (then: nodes with the type)
 storage_rate                US$ per GB-month of storage                 0.10
 min_start_balance           a job starts only when balance >= this      1.00
 container_runtime           ``charliecloud`` (local) | ``apptainer``    charliecloud
@@ -157,6 +165,8 @@ def convert(key: str, raw: Any, field_type: Any) -> Any:
     """``raw`` (text from env/INI, or a TOML value) -> the value of ``key`` (its dataclass type)."""
     if key == "gpu_limits":
         return parse_map(raw, int, key)
+    if key == "gpu_shards":   # "none": no GPU type is shared
+        return {} if str(raw).strip().lower() == "none" else parse_map(raw, int, key)
     if key == "node_addresses":
         return parse_map(raw, str, key)
     if key == "gpu_rates":

@@ -82,7 +82,8 @@ def parse_gpus(text: str, limits: Mapping[str, int] | None = None) -> tuple[str,
 def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_count: int,
                 time_limit_min: int, workdir: str, output: str, command: Sequence[str],
                 env: Mapping[str, str], partition: str | None, cpus: int | None = None,
-                mem_mb: int | None = None, qos: str = "normal", nice: int = 0) -> JobRequest:
+                mem_mb: int | None = None, qos: str = "normal", nice: int = 0,
+                array: str | None = None, nodes: int = 1) -> JobRequest:
     """A Slipway job's Slurm request. ``gpu_type`` ``cpu`` is a CPU-only job: no GPU (no
     ``--gres``), ``gpu_count`` cores; else ``cpus`` cores (default 1) beside the GPUs.
     ``mem_mb``: ``--mem`` (None: Slurm's default)."""
@@ -104,6 +105,8 @@ def job_request(*, job_id: int, user: str, account: str, gpu_type: str, gpu_coun
         command=list(command),
         requeue=True,
         comment="slipway",
+        **({"array": array} if array else {}),
+        **({"nodes": nodes} if nodes > 1 else {}),
     )
 
 
@@ -302,9 +305,10 @@ def cut_off_message(balance: Decimal, team: str) -> str:
 
 def attempt_record(*, job_id: int, attempt: int, state: str, start: datetime | None,
                    end: datetime | None, elapsed_s: int | None, gpus: Mapping[str, int],
-                   team: str, cpus: int = 0) -> AttemptRecord:
+                   team: str, cpus: int = 0, task: int | None = None) -> AttemptRecord:
     """A billing record for one attempt of a Slipway job, keyed by the *Slipway* job id
-    (Slurm ids restart when a cluster's state is wiped; ours never repeat).
+    (Slurm ids restart when a cluster's state is wiped; ours never repeat); a sweep's task
+    ``task`` is billed as ``<job>_<task>`` (docs/SHARING.md).
 
     A CPU-only job's ``gpus`` is ``{"cpu": cores}`` (its row, when Slurm's record has no GPU);
     ``cpus`` > 0 (AllocTRES ``cpu=``) replaces those cores with the ones Slurm allocated. Cores
@@ -312,8 +316,20 @@ def attempt_record(*, job_id: int, attempt: int, state: str, start: datetime | N
     gpus = {k: v for k, v in gpus.items() if v}
     if set(gpus) <= {CPU} and cpus > 0:
         gpus = {CPU: cpus}
-    return AttemptRecord(job_id=str(job_id), attempt=attempt, state=state, start=start, end=end,
+    key = str(job_id) if task is None else f"{job_id}_{task}"   # a sweep's task: <job>_<task>
+    return AttemptRecord(job_id=key, attempt=attempt, state=state, start=start, end=end,
                          elapsed_s=elapsed_s, gpus=gpus, account=team)
+
+
+def billed_gpus(gpus: Mapping[str, int], shards: int, job_gpus: Mapping[str, int]) -> dict[str, int]:
+    """What an attempt is billed for: Slurm's GPUs, its shards under the job's shared type
+    (``a6000-shard``: Slurm counts every shard as ``gres/shard``), else the job's own row."""
+    out = {k: v for k, v in gpus.items() if v and k != "shard"}
+    shards = shards or gpus.get("shard", 0)
+    if shards:
+        name = next((k for k in job_gpus if k.endswith("-shard")), "shard")
+        out[name] = shards
+    return out or dict(job_gpus)
 
 
 def make_biller(store, config: Config) -> Biller:

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Mapping, Protocol, runtime_checkable
 
+from git_gateway.sweep_merge import MergeResult
 from slurm_bridge.backend import SlurmBackend
 from slurm_bridge.sync import DesiredState
 
@@ -66,6 +67,14 @@ class Git(Protocol):
 
     def delete_ref(self, team: str, project: str, ref: str) -> bool:
         """Delete ``ref``; False when it did not exist."""
+
+    def merge_sweep(self, team: str, project: str, *, branch: str, base: str,
+                    tasks: Mapping[int, str], job_id: int) -> MergeResult:
+        """ONE commit on ``branch`` with every task's results (``tasks``: task index -> its
+        results commit; tasks without results absent) under ``sweep-<job_id>/task-<i>/``,
+        relative to ``base`` (the pushed commit); moved by compare-and-swap, idempotent per job
+        (git_gateway.sweep_merge.merge_tasks). ``sha`` None when ``tasks`` is empty; ValueError
+        for bad input; git_gateway.sweep_merge.MergeError when it cannot be made."""
 
 
 # ------------------------------------------------------------------------- containers

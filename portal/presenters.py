@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from .db import Job, LedgerEntry, Project
+from .jobs.job_shape import ShardsOf, shape_of
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -18,7 +19,11 @@ def iso(t):
     return t.isoformat() if t else None
 
 
-def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | None) -> dict:
+def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | None,
+             shards_of: ShardsOf | None = None) -> dict:
+    """A job; ``shape`` says whether it is a sweep or runs on several nodes and its compute in
+    words (``shards_of``: ``Config.shards_of``, for "2/8 of an a6000" rather than "2 shards of
+    an a6000"). A job's own page adds its tasks and nodes (``jobs.part_queries``)."""
     return {"id": j.id, "team": team, "project": project, "branch": j.branch, "commit": j.commit_sha,
             "pusher": pusher, "state": j.state, "previous_state": j.previous_state, "reason": j.reason,
             "gpu_type": j.gpu_type, "gpu_count": j.gpu_count, "image": j.image,
@@ -37,7 +42,9 @@ def job_dict(j: Job, project: str, team: str, *, pusher: str | None, log: str | 
             "emergency": (j.qos or "") == "emergency", "partition": j.partition,
             "priority": j.priority, "expected_start_at": iso(j.expected_start_at),
             "preempted_count": j.preempted_count or 0, "attempt": j.attempt or 0,
-            "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None}
+            "proxy_url": f"/jobs/{j.id}/proxy/" if j.state == "running" and j.port else None,
+            # shapes (docs/SHARING.md): single, sweep or multi-node, and the compute in words
+            "shape": shape_of(j, shards_of)}
 
 
 def _inputs(p) -> dict:

@@ -21,6 +21,10 @@ class SlurmBackend(Protocol):
     def cancel(self, job_id: int, signal: str | None = None, batch_only: bool = False) -> None:
         """End the job; with ``signal`` (e.g. "TERM") only send that signal."""
 
+    def cancel_task(self, array_job_id: int, task_id: int, signal: str | None = None) -> None:
+        """End one task of a job array (``scancel 123_4``); the other tasks go on. With
+        ``signal`` only send that signal to the task."""
+
     def hold(self, job_id: int) -> None: ...
 
     def release(self, job_id: int) -> None: ...
@@ -28,12 +32,15 @@ class SlurmBackend(Protocol):
     def requeue(self, job_id: int) -> None: ...
 
     def jobs(self, comment: str | None = "slipway") -> dict[int, QueueRecord]:
-        """All jobs in the controller's queue (one call), filtered by comment."""
+        """All jobs in the controller's queue (one call), filtered by comment, each under its own
+        job id: an array's tasks and its still-pending tasks are separate records (group them
+        by ``array_job_id``)."""
 
     def accounting(self, start: datetime, end: datetime,
                    job_ids: Iterable[int] | None = None,
                    names: Iterable[str] | None = None) -> list[SacctRecord]:
         """Accounting records (every attempt) of jobs active in [start, end]; ``names``: only
-        jobs with one of these job names."""
+        jobs with one of these job names. An array's id in ``job_ids`` gives every task's
+        records (``array_job_id``/``array_task_id``; attempts counted per task)."""
 
     def nodes(self) -> list[NodeRecord]: ...

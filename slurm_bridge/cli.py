@@ -19,8 +19,9 @@ from .admin import AdminCommands
 from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
                      SlurmBridgeError, SlurmRejected, is_gres_refusal, is_not_found,
                      is_unavailable, slurm_text)
+from .gres_refusal import GresInventory, gres_inventory, gres_refusal_message
 from .records import NodeRecord, QueueRecord, SacctRecord
-from .request import SHARD, GpuLimits, GpuRequest, JobRequest, validate
+from .request import MAX_ARRAY_INDEX, GpuLimits, JobRequest, validate
 from .runner import CommandResult, CommandRunner, SubprocessRunner
 from .script import render_script, sbatch_options
 
@@ -38,46 +39,6 @@ def _slurm_env_from_os() -> dict[str, str]:
     if "SLURM_CONF" in os.environ:
         env["SLURM_CONF"] = os.environ["SLURM_CONF"]
     return env
-
-
-GresInventory = Mapping[str, int]
-"""GPU type (or "shard") -> the most units one node has, e.g. {"a4000": 4, "a6000": 2, "shard": 8}."""
-
-
-def gres_inventory(nodes: Iterable[NodeRecord]) -> dict[str, int]:
-    """The most of each GPU type (and shards) one node has, from ``nodes()``."""
-    out: dict[str, int] = {}
-    for node in nodes:
-        for gpu_type, count in node.gpus.items():
-            out[gpu_type] = max(out.get(gpu_type, 0), count.total)
-    return out
-
-
-def _units(gpu_type: str, n: int) -> str:
-    unit = "shard" if gpu_type == SHARD else "GPU"
-    return f"{n} {unit}" + ("" if n == 1 else "s")
-
-
-def gres_refusal_message(gpus: GpuRequest, offered: GresInventory | None,
-                         slurm_message: str) -> str:
-    """What to tell a user whose GPU request Slurm could not place.
-
-    ``offered``: GPU type -> most units per node (None or empty: unknown, Slurm's text only).
-    """
-    asked = f"--gres={gpus.gres}"
-    if offered:
-        menu = ", ".join(f"{t} (at most {_units(t, n)} per node)" for t, n in sorted(offered.items()))
-        if gpus.type not in offered:
-            head = (f"no node has {gpus.type} GPUs" if gpus.type != SHARD else "no node has shards")
-            why = f"{head} (you asked for {gpus}, {asked})"
-        elif gpus.count > offered[gpus.type]:
-            why = (f"no node has {_units(gpus.type, gpus.count)} of type {gpus.type}: the most one "
-                   f"node has is {offered[gpus.type]} (you asked for {gpus}, {asked})")
-        else:  # the GPUs exist: CPUs, memory or the partition cannot be met with them
-            why = (f"no node can run {asked} together with the CPUs and memory asked for")
-        return f"Slurm refused the job: {why}. This cluster offers {menu}. (Slurm: {slurm_message})"
-    return (f"Slurm refused the job's GPU request {asked} ({gpus}): {slurm_message}; "
-            "ask for a GPU type and count one node of the cluster has")
 
 
 def _user_ids(user: str) -> pwd.struct_passwd:
@@ -232,6 +193,23 @@ class CliBackend(AdminCommands):
         argv.append(str(job_id))
         self._job_command(argv, job_id, ok_if=("already completing or completed",))
 
+    def cancel_task(self, array_job_id: int, task_id: int, signal: str | None = None) -> None:
+        """Cancel one task of a job array (``scancel 123_4``); with ``signal`` only send it to
+        every process of that task. The rest of the array goes on. A task that already ended
+        is a no-op, as with :meth:`cancel`."""
+        array_job_id = _job_id(array_job_id)
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or not (
+                0 <= task_id <= MAX_ARRAY_INDEX):
+            raise InvalidRequest(
+                f"task id must be a whole number from 0 to {MAX_ARRAY_INDEX}, got {task_id!r}")
+        argv = ["scancel"]
+        if signal is not None:
+            if not signal.isalnum():
+                raise InvalidRequest(f"signal {signal!r} is not a signal name")
+            argv += [f"--signal={signal}", "--full"]
+        argv.append(f"{array_job_id}_{task_id}")
+        self._job_command(argv, array_job_id, ok_if=("already completing or completed",))
+
     def hold(self, job_id: int) -> None:
         self._job_command(["scontrol", "hold", str(_job_id(job_id))], job_id)
 
@@ -247,6 +225,12 @@ class CliBackend(AdminCommands):
 
         ``comment``: keep jobs whose comment is ``comment`` or starts with ``comment:``;
         None keeps all jobs.
+
+        Job arrays: every record is kept under its OWN job id, a task's (``array_task_id``) as
+        well as the one record of an array's still-pending tasks (``array_tasks``, keyed by the
+        array's id). Slurm 22.05 gives each record of one answer its own id (the pending-tasks
+        record turns into the last task and keeps the array's id), so no task is lost to a key
+        collision; group by ``array_job_id`` to see an array whole.
         """
         data = self._json(["squeue", "--json"])
         out: dict[int, QueueRecord] = {}
@@ -324,6 +308,11 @@ class CliBackend(AdminCommands):
         first record in the window was submitted before ``start`` (plus a margin) may have
         earlier attempts outside it: a second call (``-j`` those jobs only, window opened
         ``attempt_lookback`` earlier) finds them so numbers stay stable.
+
+        Job arrays: ``job_ids`` may hold an array's id: ``sacct -j 123`` answers every task of
+        array 123 (each task's own id in ``job_id``, ``array_job_id`` 123, ``array_task_id``);
+        attempts are numbered per task, and the lookback asks for the array by its id. Tasks
+        that never started have no record (see ``records.parse_sacct``).
         """
         if end < start:
             raise InvalidRequest("accounting window ends before it starts")
@@ -341,23 +330,24 @@ class CliBackend(AdminCommands):
         if not found:
             return []
         horizon = start + LOOKBACK_MARGIN
-        first_submit: dict[int, datetime | None] = {}
+        first_submit: dict[tuple[int, int], datetime | None] = {}
         for r in found:
             if r.attempt == 0:
-                first_submit[r.job_id] = r.submit
-        older = {j for j, s in first_submit.items() if s is None or s < horizon}
+                first_submit[_attempts_of(r)] = r.submit
+        older = {k for k, s in first_submit.items() if s is None or s < horizon}
         if not older:
             return found
-        wide: dict[int, list[SacctRecord]] = {}
-        for r in self._sacct(start - self.attempt_lookback, end, older):
-            wide.setdefault(r.job_id, []).append(r)
+        wide: dict[tuple[int, int], list[SacctRecord]] = {}
+        # a task is asked for by its array's id (which answers every task of the array)
+        for r in self._sacct(start - self.attempt_lookback, end, {k[0] for k in older}):
+            wide.setdefault(_attempts_of(r), []).append(r)
         out: list[SacctRecord] = []
-        by_job: dict[int, list[SacctRecord]] = {}
+        by_job: dict[tuple[int, int], list[SacctRecord]] = {}
         for r in found:
-            by_job.setdefault(r.job_id, []).append(r)
-        for job_id, recs in by_job.items():
-            if job_id in older:
-                numbered = {_attempt_key(w): w for w in wide.get(job_id, ())}
+            by_job.setdefault(_attempts_of(r), []).append(r)
+        for key, recs in by_job.items():
+            if key in older:
+                numbered = {_attempt_key(w): w for w in wide.get(key, ())}
                 if all(_attempt_key(r) in numbered for r in recs):
                     recs = [numbered[_attempt_key(r)] for r in recs]
             out += recs
@@ -369,8 +359,16 @@ class CliBackend(AdminCommands):
         return records.parse_nodes(self._json(["sinfo", "--json"]))
 
 
+def _attempts_of(rec: SacctRecord) -> tuple[int, int]:
+    """Whose attempts ``rec`` is: (job id, -1), or (array job id, task id) for an array task."""
+    if rec.array_task_id is not None:
+        return (rec.array_job_id, rec.array_task_id)
+    return (rec.job_id, -1)
+
+
 def _attempt_key(rec: SacctRecord) -> tuple:
-    return (rec.job_id, rec.submit)  # a requeued attempt gets a new submission time
+    # a requeued attempt gets a new submission time
+    return (rec.job_id, rec.array_task_id, rec.submit)
 
 
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")

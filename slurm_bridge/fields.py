@@ -26,6 +26,22 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+NO_VAL = (0xFFFFFFFE, 0xFFFFFFFF)  # Slurm's "not set" numbers (NO_VAL, INFINITE) as uint32
+
+
+def _opt_int(value: Any) -> int | None:
+    """A number that may be unset: None, ``{"set": false}`` or NO_VAL -> None."""
+    if isinstance(value, dict):
+        value = value.get("number") if value.get("set", True) else None
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number in NO_VAL else number
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .fields import _frozen, _int, _text, _time, parse_gres, parse_tres_str, tres_cpus
+from .fields import (_frozen, _int, _opt_int, _text, _time, parse_gres, parse_tres_str,
+                     tres_cpus)
 
 __all__ = ["TERMINAL_STATES", "UNSETTLED_QOS", "QueueRecord", "SacctRecord", "GpuCount",
            "NodeRecord", "SACCT_FIELDS", "parse_squeue", "parse_sacct", "parse_nodes",
@@ -51,13 +52,34 @@ class QueueRecord:
     priority: int = 0           # the job's priority now (0 while held)
     nice: int = 0               # its nice value (squeue --json leaves 0 out)
     expected_start: datetime | None = None  # a pending job: Slurm's expected start, if known
+    array_job_id: int = 0               # the job array this record belongs to (0: not an array)
+    array_task_id: int | None = None    # the task it is (None: not a task, or pending tasks)
+    array_tasks: str = ""               # stands for still-pending tasks: their indexes, "2-5%2"
+    node_count: int = 1                 # nodes asked for (a multi-node job: more than 1)
 
     @property
     def held(self) -> bool:
         return self.reason.startswith("JobHeld")
 
+    @property
+    def pending_tasks(self) -> bool:
+        """This record is an array's still-pending tasks (``array_tasks``), not one job or task."""
+        return bool(self.array_tasks)
+
 
 def parse_squeue(data: Mapping[str, Any]) -> list[QueueRecord]:
+    """One record per job record of the controller, in squeue's order.
+
+    A job array (Slurm 22.05, recorded in tests/fixtures/slurm/squeue_array*.json) is one record
+    per task that has started or was requeued (its own ``job_id``, ``array_job_id`` and
+    ``array_task_id``) plus, while two or more tasks have not started, ONE record for them all
+    (``array_tasks`` "2-5%2", ``array_task_id`` None, state PENDING, reason e.g.
+    JobArrayTaskLimit) whose ``job_id`` is the array's id. That record turns into the last
+    task: with one task left it reads ``array_task_id`` 5, ``array_tasks`` "", and keeps the
+    array's id as its ``job_id`` when it runs. So ``job_id`` is unique within one answer.
+    A multi-node job is one record: ``node`` is the node list ("a4k-[1-2]"), ``gpus`` the
+    total over its nodes (``tres_req_str``), ``node_count`` its nodes.
+    """
     out = []
     for j in data.get("jobs") or []:
         gpus = parse_tres_str(j.get("tres_req_str")) or parse_gres(j.get("tres_per_node"))
@@ -82,6 +104,10 @@ def parse_squeue(data: Mapping[str, Any]) -> list[QueueRecord]:
             # a pending job's start_time is the scheduler's estimate (0: none yet, e.g. held)
             expected_start=(_time(j.get("start_time"))
                             if _text(j.get("job_state")) == "PENDING" else None),
+            array_job_id=_int(j.get("array_job_id")),
+            array_task_id=_opt_int(j.get("array_task_id")),
+            array_tasks=_text(j.get("array_task_string")),
+            node_count=_int(j.get("node_count"), 1) or 1,
         ))
     return out
 
@@ -91,7 +117,9 @@ def parse_squeue(data: Mapping[str, Any]) -> list[QueueRecord]:
 class SacctRecord:
     """One attempt of a job in accounting (``sacct -X -D``: requeued attempts repeat the id).
 
-    ``attempt`` counts from 0 in submit order among the records of that job in one answer.
+    ``attempt`` counts from 0 in submit order among the records of that job in one answer
+    (of that task, for a task of a job array: ``array_job_id``/``array_task_id``, read from
+    sacct's JobID ``123_4``; ``job_id`` is then the task's own id, JobIDRaw).
     ``settled`` is False while Slurm is still filling in fields of a finished attempt
     (QOS reads ``Unknown`` and AllocTRES is empty for the first seconds): wait for it.
     """
@@ -121,6 +149,8 @@ class SacctRecord:
 
     alloc_tres_recorded: bool = True  # AllocTRES held anything at all (cpu=...)
     cpus: int = 0                      # cores allocated (AllocTRES cpu=N; 0 when not recorded)
+    array_job_id: int = 0              # the job array of this task (0: not an array task)
+    array_task_id: int | None = None   # its task index (None: not an array task)
 
     @property
     def settled(self) -> bool:
@@ -146,7 +176,9 @@ class SacctRecord:
 # may hold the delimiter or newlines) and is whatever follows the other fields on the line.
 # Comment is not asked for: slurmdbd stores it only with AccountingStoreFlags=job_comment, and it
 # is free text too (only one free-text field can be parsed safely, the last one).
-SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Submit", "Start", "End", "ElapsedRaw",
+# JobID (second) names array tasks: "123_4" (JobIDRaw is the task's own id), "123_[2-5%2]" for
+# tasks that have not started. Lines without it (JobIDRaw then State) are read as well.
+SACCT_FIELDS = ("JobIDRaw", "JobID", "State", "ExitCode", "Submit", "Start", "End", "ElapsedRaw",
                 "NodeList", "AllocTRES", "Account", "QOS", "User", "JobName")
 _NFIELDS = len(SACCT_FIELDS)
 _UNSET_TIMES = frozenset({"", "Unknown", "None", "0"})
@@ -181,7 +213,14 @@ def parse_sacct(text: str, delimiter: str = "|") -> list[SacctRecord]:
 
     ``attempt`` numbers each job's records in submit order: sacct has no restart count, and a
     requeued attempt is a new record whose submission time is the requeue time. Numbering is
-    right when every attempt of the job is in ``text``.
+    right when every attempt of the job is in ``text``. An array task's attempts are numbered
+    per (array job, task).
+
+    Job arrays (recorded: tests/fixtures/slurm/sacct_array*.txt): each task that started is a
+    line with JobID ``123_4``; tasks that have not started yet share ONE line, JobID
+    ``123_[2-5%2]`` (state PENDING, or CANCELLED when the array was cancelled before they
+    ran). Such a line is skipped: it is no attempt of any task (nothing ran, nothing to bill).
+    Lines of the older format without the JobID column (JobIDRaw, then State) are read too.
 
     Each line is split at most ``len(SACCT_FIELDS) - 1`` times, so a job name holding the
     delimiter stays whole. A job name may also hold newlines (sacct prints them as is): a line
@@ -208,12 +247,25 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
     tres_cache: dict = {}
     last = _NFIELDS - 1
     terminal = TERMINAL_STATES
+    named: list | None = None  # the row a line holding no record continues (its job name)
     for line in lines:
         f = line.split(delimiter, last)
-        if len(f) != _NFIELDS or not f[0].isdigit():
-            if rows:  # a newline inside the previous job's name
-                rows[-1][1] += "\n" + line
+        if len(f) > 1 and f[1][:1].isdigit():  # JobID after JobIDRaw (a State never is digits)
+            job_text = f.pop(1)
+        else:  # the format without JobID: one field fewer
+            f = line.split(delimiter, last - 1)
+            job_text = ""
+        if len(f) != _NFIELDS - 1 or not f[0].isdigit():
+            if named is not None:  # a newline inside the previous job's name
+                named[1] += "\n" + line
             continue
+        array_job_id, task_id = 0, None
+        if "_" in job_text:
+            array_text, _, task_text = job_text.partition("_")
+            if not task_text.isdigit() or not array_text.isdigit():
+                named = None  # "123_[2-5%2]": tasks that have not started (no attempt)
+                continue
+            array_job_id, task_id = int(array_text), int(task_text)
         state = f[1]
         if " " in state:  # "CANCELLED by 0"
             state = state.split(" ", 1)[0]
@@ -245,29 +297,33 @@ def _parse_sacct_lines(lines: list[str], delimiter: str) -> list[SacctRecord]:
         end = tget(f[5], _MISSING)
         if end is _MISSING:
             end = _sacct_time(f[5], times)
-        rows.append([int(f[0]), f[12], f[11], f[9], qos, state, exit_code, signal, submit, start,
+        job_id = int(f[0])
+        rows.append([job_id, f[12], f[11], f[9], qos, state, exit_code, signal, submit, start,
                      end, int(elapsed) if elapsed.isdigit() else None, node, alloc[0], alloc[1],
-                     bool(tres), alloc[2]])
-    rows.sort(key=_job_of)  # stable: a job's records keep sacct's order until sorted below
+                     bool(tres), alloc[2], array_job_id, task_id,
+                     (array_job_id, task_id) if task_id is not None else (job_id, -1)])
+        named = rows[-1]
+    rows.sort(key=_attempts_of)  # stable: a job's records keep sacct's order until sorted below
     out: list[SacctRecord] = []
     append = out.append
     i, n = 0, len(rows)
     while i < n:
-        job_id = rows[i][0]
+        key = rows[i][19]
         j = i + 1
-        while j < n and rows[j][0] == job_id:
+        while j < n and rows[j][19] == key:
             j += 1
         group = rows[i:j] if j - i == 1 else sorted(rows[i:j], key=_attempt_order)
-        for attempt, (_, name, user, account, qos, state, exit_code, signal, submit, start, end,
-                      elapsed_s, node, gpus, shards, recorded, cpus) in enumerate(group):
+        for attempt, (job_id, name, user, account, qos, state, exit_code, signal, submit, start,
+                      end, elapsed_s, node, gpus, shards, recorded, cpus, array_job_id, task_id,
+                      _) in enumerate(group):
             append(SacctRecord(job_id, attempt, name, user, account, qos, state, exit_code,
                                signal, submit, start, end, elapsed_s, node, gpus, shards, "",
-                               recorded, cpus))
+                               recorded, cpus, array_job_id, task_id))
         i = j
     return out
 
 
-_job_of = itemgetter(0)
+_attempts_of = itemgetter(19)  # (job id, -1), or (array job id, task id) for an array task
 
 
 def _attempt_order(row: list) -> tuple:

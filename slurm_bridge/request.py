@@ -13,9 +13,10 @@ from typing import Mapping, Sequence
 from .errors import InvalidRequest
 
 GpuLimits = Mapping[str, int]
-"""GPU type -> most units one job may ask for, e.g. {"a4000": 4, "a6000": 2, "shard": 8}."""
+"""GPU type -> most units one job may ask for, e.g. {"a4000": 4, "a6000": 2, "a6000-shard": 8}."""
 
 SHARD = "shard"
+SHARD_SUFFIX = "-shard"   # "a6000-shard": shards of one a6000 (a share of that GPU type)
 CPU = "cpu"          # not a GPU type: a CPU-only job's compute ("cpu x4" = 4 cores, no GPU)
 NO_GPU = "none"      # what a user writes for a CPU-only job (gpus=none)
 
@@ -40,32 +41,51 @@ MAX_SCRIPT_CHARS = 1_000_000      # Slurm's default max_script_size is 4 MB
 MAX_TIME_LIMIT_MIN = 60 * 24 * 14
 MAX_CPUS = 1024
 MAX_NICE = 2_147_483_645   # sbatch --nice: +/- 2147483645
+MAX_NODES = 64
+MAX_ARRAY_INDEX = 99_999   # slurm.conf MaxArraySize must be above it (the template: 100001)
+MAX_ARRAY_SPEC_CHARS = 4096
 
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """``type`` is a GPU type ("a4000", "a6000") or "shard"; ``count`` >= 1."""
+    """``type`` is a GPU type ("a4000", "a6000"), a share of one ("a6000-shard": shards of an
+    a6000) or plain "shard" (shards of whichever GPU has them); ``count`` >= 1."""
 
     type: str
     count: int
 
     @property
+    def is_shard(self) -> bool:
+        """Shards (a share of one GPU, no isolation between the jobs on it), not whole GPUs."""
+        return self.type == SHARD or (self.type.endswith(SHARD_SUFFIX)
+                                      and len(self.type) > len(SHARD_SUFFIX))
+
+    @property
+    def shared_type(self) -> str | None:
+        """The GPU type the shards are of ("a6000" for "a6000-shard"); None for whole GPUs and
+        for plain "shard" (any GPU that has shards)."""
+        if self.type != SHARD and self.is_shard:
+            return self.type[:-len(SHARD_SUFFIX)]
+        return None
+
+    @property
     def gres(self) -> str:
-        """The ``--gres`` value: ``gpu:a4000:2`` or ``shard:2``."""
-        if self.type == SHARD:
+        """The ``--gres`` value: ``gpu:a4000:2``, or ``shard:2`` for shards (of any type)."""
+        if self.is_shard:
             return f"{SHARD}:{self.count}"
         return f"gpu:{self.type}:{self.count}"
 
     @property
     def unit(self) -> str:
-        return "shard" if self.type == SHARD else "GPU"
+        return "shard" if self.is_shard else "GPU"
 
     def __str__(self) -> str:
         return f"{self.type} x{self.count}"
 
     @classmethod
     def parse(cls, text: str) -> "GpuRequest":
-        """Parse ``a4000:2``, ``gpu:a4000:2``, ``a4000`` (one GPU) or ``shard:2``."""
+        """Parse ``a4000:2``, ``gpu:a4000:2``, ``a4000`` (one GPU), ``a6000-shard:2`` or
+        ``shard:2``."""
         parts = text.strip().split(":")
         if parts and parts[0] == "gpu" and len(parts) > 1:
             parts = parts[1:]
@@ -99,11 +119,64 @@ class JobRequest:
     signal: str | None = None   # sbatch --signal, e.g. "B:USR1@120"
     hold: bool = False           # submit held (sbatch --hold)
     nice: int = 0                # sbatch --nice: lowers the job's priority by this much
+    array: str | None = None     # a job array (sbatch --array): "0-5", "0-5%2", "0,3,7", "1-9:2"
+    nodes: int = 1               # nodes, one task each; --gres and --cpus-per-task are per node
 
     def __post_init__(self) -> None:
         # Freeze the mutable inputs so a request cannot change after validation.
         object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+
+_ARRAY_PART = re.compile(r"^(\d{1,6})(?:-(\d{1,6})(?::(\d{1,6}))?)?$")
+
+
+def _array_bitmap(spec: object) -> tuple[bytearray, int | None]:
+    """The task indexes of an array spec as a bitmap, and its throttle (``%N``) or None."""
+    what = f"job array {spec!r}"
+    _check_text("job array", spec, max_chars=MAX_ARRAY_SPEC_CHARS, allow_newline=False)
+    text, sep, throttle_text = str(spec).partition("%")
+    throttle = None
+    if sep:
+        if not throttle_text.isdigit() or len(throttle_text) > 6 or int(throttle_text) < 1:
+            raise InvalidRequest(
+                f"{what}: the most tasks at once (after %) must be a whole number of at least 1")
+        throttle = int(throttle_text)
+    bits = bytearray(MAX_ARRAY_INDEX + 1)
+    for part in text.split(","):
+        m = _ARRAY_PART.match(part)
+        if not m:
+            raise InvalidRequest(
+                f"{what} is not allowed: write task indexes like 0-5, 0-5%2, 0,3,7 or 1-9:2")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        step = int(m.group(3)) if m.group(3) is not None else 1
+        if last > MAX_ARRAY_INDEX:
+            raise InvalidRequest(f"{what}: task indexes go from 0 to {MAX_ARRAY_INDEX}, "
+                                 f"not {last}")
+        if last < first:
+            raise InvalidRequest(f"{what}: the range {part} ends before it starts")
+        if step < 1:
+            raise InvalidRequest(f"{what}: the step in {part} must be at least 1")
+        bits[first:last + 1:step] = b"\x01" * ((last - first) // step + 1)
+    return bits, throttle
+
+
+def array_task_count(spec: str) -> int:
+    """How many tasks a job array spec makes: ``0-5%2`` -> 6, ``0,3,7`` -> 3, ``1-9:2`` -> 5
+    (an index named twice counts once, as in Slurm). Raises ``InvalidRequest`` for a bad spec."""
+    return _array_bitmap(spec)[0].count(1)
+
+
+def array_throttle(spec: str) -> int | None:
+    """The most tasks of the array that run at once (``0-5%2`` -> 2); None when not limited."""
+    return _array_bitmap(spec)[1]
+
+
+def validate_array(spec: object) -> str:
+    """Raise ``InvalidRequest`` unless ``spec`` is a job array spec sbatch takes; return it."""
+    _array_bitmap(spec)
+    return spec  # type: ignore[return-value]
 
 
 _MEM = re.compile(r"^(\d{1,9})\s*([mgt]i?b?|b)?$")
@@ -191,6 +264,9 @@ def validate(req: JobRequest, limits: GpuLimits) -> JobRequest:
         _check_int("memory (MB)", req.mem_mb, 1, 16 * 1024 * 1024)
     if req.gpus is not None:
         validate_gpus(req.gpus, limits)
+    _check_int("nodes", req.nodes, 1, MAX_NODES)
+    if req.array is not None:
+        validate_array(req.array)
 
     if not req.command:
         raise InvalidRequest("command is empty; give the program to run")

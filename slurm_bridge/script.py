@@ -23,25 +23,33 @@ def render_script(req: JobRequest) -> str:
 
 
 def sbatch_options(req: JobRequest) -> list[str]:
-    """sbatch options for ``req`` (without ``--parsable``/``--uid``), one argv item each."""
+    """sbatch options for ``req`` (without ``--parsable``/``--uid``), one argv item each.
+
+    ``nodes`` N > 1: ``--nodes=N --ntasks=N --ntasks-per-node=1`` (``--gres`` and
+    ``--cpus-per-task`` are per node, so the job holds N times them); ``array``: ``--array``.
+    """
     opts = [
         f"--job-name={req.name}",
         f"--account={req.account}",
         f"--qos={req.qos}",
         f"--time={req.time_limit_min}",
-        f"--cpus-per-task={req.cpus}",
-        "--ntasks=1",
-        "--nodes=1",
+        f"--cpus-per-task={req.cpus}",   # per task, so per node
+        f"--ntasks={req.nodes}",
+        f"--nodes={req.nodes}",
         f"--chdir={req.workdir}",
         f"--output={req.output}",
         f"--comment={req.comment}",
         "--requeue" if req.requeue else "--no-requeue",
         "--export=ALL",  # the environment sbatch runs with is a clean one (see CliBackend)
     ]
+    if req.nodes > 1:  # one task (one rank) per node: srun in the batch step starts one each
+        opts.append("--ntasks-per-node=1")
+    if req.array is not None:
+        opts.append(f"--array={req.array}")
     if req.partition:
         opts.append(f"--partition={req.partition}")
     if req.gpus is not None:
-        opts.append(f"--gres={req.gpus.gres}")
+        opts.append(f"--gres={req.gpus.gres}")  # per node
     if req.mem_mb is not None:
         opts.append(f"--mem={req.mem_mb}M")
     if req.signal:

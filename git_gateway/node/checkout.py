@@ -28,6 +28,17 @@ class JobCheckout:
         self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         self.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
 
+    @property
+    def results_ref(self) -> str:
+        """Where this job's (or sweep task's) results go: the spec's ``results_ref`` when given,
+        else ``refs/heads/results/<branch>/<job>``."""
+        return self.spec.results_ref or results.results_ref(self.spec.branch, self.spec.job_id)
+
+    @property
+    def label(self) -> str:
+        """``job 12``, or ``job 12 task 3``: how messages and commits name this job."""
+        return results.job_label(self.spec.job_id, self.spec.task_id)
+
     def _git(self, *args, timeout=600):
         return gitops.run_git(list(args), self.spec.workdir, self.env, timeout=timeout)
 
@@ -89,18 +100,22 @@ class JobCheckout:
         attempt's node and devices come from its record; its exit status and minutes are not
         known (it ended without committing), so they read ``unknown``."""
         spec = self.spec
+        gpu_count = spec.gpu_count
+        if gpu_count is not None and spec.nodes > 1:
+            gpu_count *= spec.nodes          # gpu_count is per node: every node's GPUs are billed
         if attempt is None or attempt == self.attempt:
             attempt, node, devices = self.attempt, self.node, self.devices
             elapsed = None if interrupted else max(0.0, time.time() - self.started)
         else:
             rec = self._attempt_record(attempt)
             node, devices, elapsed = rec.get("node"), rec.get("devices"), None
-        return trailers.format_trailers(trailers.result_trailers(
+        pairs = trailers.result_trailers(
             job_id=spec.job_id, commit=spec.commit, branch=spec.branch, attempt=attempt,
             image=spec.image, image_digest=spec.image_digest, gpu_type=spec.gpu_type,
-            gpu_count=spec.gpu_count, gpu_devices=devices, node=node, exit_code=exit_code,
+            gpu_count=gpu_count, gpu_devices=devices, node=node, exit_code=exit_code,
             signal=sig, interrupted=interrupted, elapsed_seconds=elapsed,
-            gpu_rate=spec.gpu_rate))
+            gpu_rate=spec.gpu_rate)
+        return trailers.format_trailers(shape_trailers(pairs, spec))
 
     def _have(self, sha: str) -> bool:
         return gitops.run_git(["cat-file", "-e", f"{sha}^{{commit}}"], self.spec.workdir,
@@ -126,7 +141,7 @@ class JobCheckout:
                                  "--ignore-submodules=all"], wd, self.env).stdout.strip()
         if dirty:
             committed, _lfs, notes = results.commit_all(
-                wd, self.env, message=f"slipway: job {spec.job_id} attempt {prev} (interrupted)",
+                wd, self.env, message=f"slipway: {self.label} attempt {prev} (interrupted)",
                 trailer=self.trailer(None, None, attempt=prev, interrupted=True),
                 lfs_threshold_bytes=spec.lfs_threshold_bytes,
                 author_name=spec.author_name, author_email=spec.author_email)
@@ -134,16 +149,16 @@ class JobCheckout:
                 say(n)
             if committed:
                 head = gitops.local_ref(wd, self.env, "HEAD")
-                say(f"job {spec.job_id}: saved the files of attempt {prev} as {head[:12]}")
+                say(f"{self.label}: saved the files of attempt {prev} as {head[:12]}")
         out = results.push_pending(
             wd, repo_url=spec.repo_url, username=spec.username, token=spec.token,
             branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
-            deadline=time.monotonic() + spec.requeue_push_seconds)
-        ref = results.results_ref(spec.branch, spec.job_id)[len("refs/heads/"):]
+            deadline=time.monotonic() + spec.requeue_push_seconds, ref=self.results_ref)
+        ref = self.results_ref[len("refs/heads/"):]
         if out is not None and out.ok:
-            say(f"job {spec.job_id}: pushed attempt {prev}'s work ({head[:12]}) to {ref}")
+            say(f"{self.label}: pushed attempt {prev}'s work ({head[:12]}) to {ref}")
         elif out is not None:
-            say(f"job {spec.job_id}: could not push attempt {prev}'s work ({head[:12]}) to {ref} "
+            say(f"{self.label}: could not push attempt {prev}'s work ({head[:12]}) to {ref} "
                 f"({pushing._reason(out)}); this attempt builds on it and pushes it at the end")
         if head != spec.commit and gitops.run_git(
                 ["merge-base", "--is-ancestor", spec.commit, head], wd, self.env,
@@ -163,7 +178,22 @@ class JobCheckout:
             branch=spec.branch, job_id=spec.job_id, pushed_sha=spec.commit,
             exit_code=status, signal=sig, lfs_threshold_bytes=spec.lfs_threshold_bytes,
             author_name=spec.author_name, author_email=spec.author_email, deadline=deadline,
-            lease_sha=lease or spec.commit, trailer=self.trailer(status, sig))
+            lease_sha=lease or spec.commit, trailer=self.trailer(status, sig),
+            ref=self.results_ref, task_id=spec.task_id, push_branch=spec.push_branch)
+
+
+def shape_trailers(pairs: list, spec: RunnerSpec) -> list:
+    """``pairs`` (trailers.result_trailers) with a sweep task's ``Slipway-Task`` after
+    ``Slipway-Job`` and a multi-node job's ``Slipway-Nodes`` after ``Slipway-GPUs`` (whose count
+    is then every node's: ``gpu_count`` x nodes)."""
+    out = []
+    for key, value in pairs:
+        out.append((key, value))
+        if key == "Slipway-Job" and spec.task_id is not None:
+            out.append(("Slipway-Task", str(spec.task_id)))
+        if key == "Slipway-GPUs" and spec.nodes > 1:
+            out.append(("Slipway-Nodes", str(spec.nodes)))
+    return out
 
 
 def attempt_start(environ=None, now=None) -> float:

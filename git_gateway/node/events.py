@@ -1,5 +1,6 @@
 """What the runner says: lines on stderr (Slurm's output file) and the events it POSTs to the
-portal's callback URL (docs/ARCHITECTURE.md). Callback failures are logged, never fatal."""
+portal's callback URL (docs/ARCHITECTURE.md). Callback failures are logged, never fatal.
+A sweep task's events carry ``"task": <i>`` (``with_task``; docs/SHARING.md)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,11 @@ def say(msg: str) -> None:
         sys.stderr.flush()
     except Exception:
         pass
+
+
+def with_task(event: dict, task_id: int | None) -> dict:
+    """``event`` with ``"task": task_id`` added when the job is a sweep task (a new dict)."""
+    return event if task_id is None else {**event, "task": task_id}
 
 
 def post_event(url: str | None, token: str, event: dict, timeout: float = 3.0) -> bool:

@@ -8,11 +8,13 @@ Runs on the compute node, in the job's checkout (a detached HEAD at exactly the 
     2. ``git add -A`` (``.gitignore`` is honoured), commit "slipway: results of job 42 (exit 0)"
        with the git trailers of ``trailers`` (job, commit, image and digest, GPUs, node, cost).
     3. Push to ``refs/heads/results/<branch>/<job>`` — always, forced (a requeued attempt
-       replaces the previous attempt's results ref; the ref belongs to the job).
+       replaces the previous attempt's results ref; the ref belongs to the job). A sweep task
+       pushes to its own ref instead (``ref``: ``refs/heads/results/<branch>/<job>/<task>``).
     4. Push to ``refs/heads/<branch>`` with ``--force-with-lease=refs/heads/<branch>:<pushed>``:
        if the user pushed meanwhile this is refused and the results ref keeps the work.
        The two pushes are independent: each is tried whatever the other's outcome, and the
-       result (and its message) reports both.
+       result (and its message) reports both. A sweep task (``push_branch=False``) never
+       pushes the branch: Slipway merges every task's results when the sweep ends.
 
 Pushes that fail without a definite answer from the server (connection refused, reset, 5xx,
 timeout, a hook that could not reach Slipway) are retried with exponential backoff (0.5 s,
@@ -63,6 +65,8 @@ log = logging.getLogger(__name__)
 LOCAL_RESULTS_REF = "refs/slipway/results"
 LOCAL_PUSHED_REF = "refs/slipway/pushed"
 LOCAL_BRANCH_REF = "refs/slipway/branch"
+RESULTS_PREFIX = "refs/heads/results/"
+SWEEP_TASK_NOTE = "branch left to Slipway (sweep task)"
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,26 @@ def results_ref(branch: str, job_id: int | str) -> str:
     return f"refs/heads/results/{branch}/{job}"
 
 
-def commit_message(job_id, exit_code: int | None, signal: str | None = None) -> str:
+def checked_results_ref(ref: str) -> str:
+    """A results ref given in full (a sweep task's): under ``refs/heads/results/`` and a valid
+    ref name; returned unchanged."""
+    if not isinstance(ref, str) or not ref.startswith(RESULTS_PREFIX) or ref == RESULTS_PREFIX:
+        raise ValueError(f"results ref must be under {RESULTS_PREFIX}: {ref!r}")
+    validate_branch(ref[len("refs/heads/"):])
+    return ref
+
+
+def job_label(job_id, task_id: int | None = None) -> str:
+    """``job 12``, or ``job 12 task 3`` for a sweep task."""
+    return f"job {job_id}" if task_id is None else f"job {job_id} task {task_id}"
+
+
+def commit_message(job_id, exit_code: int | None, signal: str | None = None,
+                   task_id: int | None = None) -> str:
     status = f"exit {exit_code}" if exit_code is not None else "no exit status"
     if signal:
         status += f", signal {signal}"
-    return f"slipway: results of job {job_id} ({status})"
+    return f"slipway: results of {job_label(job_id, task_id)} ({status})"
 
 
 def commit_all(cwd: str, env: dict[str, str], *, message: str, trailer: str,
@@ -138,7 +157,8 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
                 push_attempts: int | None = None, deadline: float | None = None,
                 retry_seconds: float = DEFAULT_PUSH_RETRY_SECONDS,
                 lease_sha: str | None = None, sleep=time.sleep,
-                trailer: str | None = None) -> CommitBackResult:
+                trailer: str | None = None, ref: str | None = None,
+                task_id: int | None = None, push_branch: bool = True) -> CommitBackResult:
     """Commit the job's files and push them; see the module docstring. Never raises for push
     failures (they are in the result); raises InvalidBranch / GitFailed for local problems.
     ``trailer``: the commit's trailer block (``trailers.format_trailers``; the runner gives the
@@ -149,6 +169,9 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
     ``deadline`` (a time.monotonic() value; default: ``retry_seconds`` from now) or after
     ``push_attempts`` pushes. ``lease_sha``: where the branch must still be for the branch push
     (default ``pushed_sha``; an earlier attempt that updated the branch moves it).
+    ``ref``: the results ref in full (default ``results/<branch>/<job>``; a sweep task's own);
+    ``task_id`` names the task in the commit message; ``push_branch=False`` leaves the branch
+    alone (``branch_updated`` False, the message says so).
     """
     t0 = time.monotonic()
     validate_branch(branch)
@@ -157,12 +180,13 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
             raise ValueError(f"{what} must be a full commit id: {value!r}")
     if deadline is None:
         deadline = t0 + max(0.0, float(retry_seconds))
-    ref = results_ref(branch, job_id)
+    ref = results_ref(branch, job_id) if ref is None else checked_results_ref(ref)
+    job = job_label(job_id, task_id)
     cwd = os.fspath(workdir)
     env = git_env(repo_url, username, token, workdir=cwd)
     ensure_remote(cwd, env, repo_url)
 
-    msg = commit_message(job_id, exit_code, signal)
+    msg = commit_message(job_id, exit_code, signal, task_id)
     if trailer is None:
         trailer = trailers.basic_trailers(job_id, exit_code, signal)
     _committed, lfs_paths, notes = commit_all(
@@ -181,16 +205,28 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
         _mark(cwd, env, LOCAL_PUSHED_REF, sha)
     results_reason = "" if results_ok else _reason(res)
     if results_reason:
-        log.error("job %s: could not push %s: %s", job_id, short_branch, results_reason)
+        log.error("%s: could not push %s: %s", job, short_branch, results_reason)
 
     if not changed:
         if results_ok:
-            message = (f"slipway: job {job_id} changed no files; {short_branch} points at the "
+            message = (f"slipway: {job} changed no files; {short_branch} points at the "
                        f"pushed commit {pushed_sha[:12]} and {branch} was left as it was")
         else:
-            message = (f"slipway: could not push the results of job {job_id}: {results_reason} "
+            message = (f"slipway: could not push the results of {job}: {results_reason} "
                        f"(the job changed no files; {branch} was left as it was)")
         return CommitBackResult(ref, sha, False, results_ok, False, _join(message, notes),
+                                tuple(lfs_paths), time.monotonic() - t0)
+
+    kept = (f"the commit {sha[:12]} is kept in the job's checkout ({cwd}) and a requeued "
+            f"attempt pushes it")
+    if not push_branch:
+        if results_ok:
+            message = (f"slipway: results of {job} pushed to {short_branch} as {sha[:12]}; "
+                       f"{SWEEP_TASK_NOTE}")
+        else:
+            message = (f"slipway: could not push the results of {job} to {short_branch} "
+                       f"({results_reason}); {kept}; {SWEEP_TASK_NOTE}")
+        return CommitBackResult(ref, sha, True, results_ok, False, _join(message, notes),
                                 tuple(lfs_paths), time.monotonic() - t0)
 
     # 2. the branch, with a lease on the commit it had when the job started -- tried whatever
@@ -205,27 +241,25 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
     moved = (not updated and res.rejected
              and any(w in res.summary for w in ("stale", "fetch first", "non-fast-forward")))
 
-    kept = (f"the commit {sha[:12]} is kept in the job's checkout ({cwd}) and a requeued "
-            f"attempt pushes it")
     if results_ok and updated:
-        message = (f"slipway: results of job {job_id} pushed to {branch} as {sha[:12]} "
+        message = (f"slipway: results of {job} pushed to {branch} as {sha[:12]} "
                    f"(also kept at {short_branch})")
     elif results_ok and moved:
-        message = (f"slipway: {branch} moved since job {job_id} started (a newer push), so it "
+        message = (f"slipway: {branch} moved since {job} started (a newer push), so it "
                    f"was not updated; the results are on {short_branch} ({sha[:12]}): "
                    f"{shlex.join(['git', 'fetch', 'slipway', short_branch])} && git merge FETCH_HEAD")
     elif results_ok:
-        message = (f"slipway: could not update {branch} ({_reason(res)}); the results of job "
-                   f"{job_id} are on {short_branch} ({sha[:12]})")
+        message = (f"slipway: could not update {branch} ({_reason(res)}); the results of "
+                   f"{job} are on {short_branch} ({sha[:12]})")
     elif updated:
-        message = (f"slipway: results of job {job_id} pushed to {branch} as {sha[:12]}, but "
+        message = (f"slipway: results of {job} pushed to {branch} as {sha[:12]}, but "
                    f"{short_branch} could not be pushed ({results_reason})")
     elif moved:
-        message = (f"slipway: could not push the results of job {job_id} to {short_branch} "
+        message = (f"slipway: could not push the results of {job} to {short_branch} "
                    f"({results_reason}), and {branch} moved since the job started so it was not "
                    f"updated; {kept}")
     else:
-        message = (f"slipway: could not push the results of job {job_id} ({short_branch}: "
+        message = (f"slipway: could not push the results of {job} ({short_branch}: "
                    f"{results_reason}; {branch}: {_reason(res)}); {kept}")
     if not updated and not results_ok:
         log.error("%s", message)
@@ -235,17 +269,20 @@ def commit_back(workdir: str, *, repo_url: str, username: str, token: str, branc
 
 def push_pending(workdir: str, *, repo_url: str, username: str, token: str, branch: str,
                  job_id: int | str, pushed_sha: str, deadline: float | None = None,
-                 max_attempts: int | None = None, sleep=time.sleep) -> PushOutcome | None:
-    """Push HEAD of a job's checkout to its results ref if it holds work the server may not
-    have (a commit other than ``pushed_sha`` that is not known to be pushed). None: nothing to
-    push. Never raises for push failures; the commit stays where it is either way."""
+                 max_attempts: int | None = None, sleep=time.sleep,
+                 ref: str | None = None) -> PushOutcome | None:
+    """Push HEAD of a job's checkout to its results ref (``ref`` in full when given: a sweep
+    task's) if it holds work the server may not have (a commit other than ``pushed_sha`` that is
+    not known to be pushed). None: nothing to push. Never raises for push failures; the commit
+    stays where it is either way."""
     cwd = os.fspath(workdir)
     env = git_env(repo_url, username, token, workdir=cwd)
     head = local_ref(cwd, env, "HEAD")
     if head is None or head == pushed_sha or head == local_ref(cwd, env, LOCAL_PUSHED_REF):
         return None
     ensure_remote(cwd, env, repo_url)
-    ref = results_ref(validate_branch(branch), job_id)
+    validate_branch(branch)
+    ref = results_ref(branch, job_id) if ref is None else checked_results_ref(ref)
     out, _n = push_with_retry(cwd, env, f"+{head}:{ref}", deadline=deadline,
                               max_attempts=max_attempts, sleep=sleep,
                               what=f"push of {ref[len('refs/heads/'):]}")

@@ -26,7 +26,8 @@
        started through ``readonly`` (a new user+mount namespace where those paths are read-only
        mounts); Apptainer's argv carries ``:ro`` binds itself.
     4. SIGTERM/SIGINT/SIGUSR1 are forwarded to the child's process group. After TERM/INT the
-       child gets ``grace_seconds``, then SIGKILL (the whole group).
+       child gets ``grace_seconds``, then SIGKILL (the whole group). (A multi-node job: see
+       below.)
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
        Every commit the runner makes (results, "(interrupted)") carries the trailers of
        ``git_gateway.node.trailers``: job, attempt, pushed commit, branch, image and digest, GPUs and
@@ -37,13 +38,32 @@
        the normal case pushes at once.
     6. Exit with the entrypoint's status (128+N when it died of signal N).
 
+A sweep's batch command names ``.../task-{task}/spec.json``: ``{task}`` is replaced by
+``$SLURM_ARRAY_TASK_ID`` (digits only, else exit 2). A task's spec has ``task_id`` (every event
+carries ``"task": <i>``, its commits say "job 12 task 3" and carry ``Slipway-Task``),
+``results_ref`` (``results/<branch>/<job>/<task>``: its results and the requeue save go there,
+never to ``results/<branch>/<job>``) and ``push_branch: false`` (the branch is left to Slipway,
+which merges every task's results when the sweep ends).
+
+A multi-node job (``nodes`` > 1) checks out here (the batch step, on the first node), then runs
+``srun --nodes=N --ntasks=N --ntasks-per-node=1 --kill-on-bad-exit=1 <python> -m
+git_gateway.node.rank SPEC`` instead of the container (step 3): one container per node, each with
+RANK, WORLD_SIZE, MASTER_ADDR/PORT, ... (see ``rank``). srun gets this program's own environment
+(it needs SLURM_JOB_ID & co.); its exit status is the job's, and the results are committed
+once, here, after srun has ended. Signals (step 4): srun forwards USR1/USR2 to every rank, but
+answers TERM/HUP with SIGKILL to every rank and INT with a status line, so TERM/INT/HUP reach the
+ranks through Slurm instead (``scancel --signal=<SIG> $SLURM_JOB_ID``: every step of the job
+but this batch step; ``rank.signal_ranks``). After ``grace_seconds`` srun gets SIGTERM (its
+"forcing job termination": SIGKILL to every rank), and SIGKILL ``rank.SRUN_KILL_WAIT`` s later.
+
 The batch script should ``exec`` this program so Slurm's TERM reaches it directly. The workdir
 must hold nothing but the checkout: everything in it is committed (keep Slurm's output file and
 the spec outside it). The token is never passed to the container's environment.
 Callback failures are logged, never fatal. Standard library and this folder only: spec (the
 JSON spec), events (stderr and callbacks), checkout (the checkout across attempts, commit-back),
-container_env (the container's environment), ports (PORT), readonly (read-only inputs for
-ch-run), results (commit-back: gitops, pushing, lfs_track), trailers.
+container_env (the container's environment, command and binds), ports (PORT), readonly
+(read-only inputs for ch-run), rank (a multi-node job's srun and its ranks), results (commit-back:
+gitops, pushing, lfs_track), trailers.
 """
 from __future__ import annotations
 
@@ -54,24 +74,30 @@ import sys
 import threading
 import time
 
-from . import gitops, readonly
+from . import gitops, rank
 from .checkout import JobCheckout
-from .container_env import launch_env, runtime_of
-from .events import post_event, say
+from .container_env import bind_problem, container_command, launch_env
+from .events import post_event, say, with_task
 from .ports import ensure_free_port
-from .spec import RunnerSpec
+from .spec import RunnerSpec, SpecError, resolve_spec_path
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Runner(JobCheckout):
-    def __init__(self, spec: RunnerSpec, post=post_event):
+    def __init__(self, spec: RunnerSpec, post=post_event, spec_path: str | None = None):
         super().__init__(spec)
-        self.post = post
+        self._send = post
+        #: the spec's file (absolute): a multi-node job's ranks load it again on their node
+        self.spec_path = os.path.abspath(spec_path) if spec_path is not None else None
         self.child: subprocess.Popen | None = None
         self.stop_signal: str | None = None
         self.stop_at: float | None = None
+
+    def post(self, url: str | None, token: str, event: dict):
+        """POST one event (a sweep task's carries ``"task": <i>``)."""
+        return self._send(url, token, with_task(event, self.spec.task_id))
 
     # ----------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame) -> None:
@@ -81,11 +107,15 @@ class Runner(JobCheckout):
             self.stop_at = time.monotonic()
             say(f"received SIG{name}: stopping the job (grace {self.spec.grace_seconds:g} s)")
         child = self.child
-        if child is not None and child.returncode is None:
-            try:
-                os.killpg(child.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if child is None or child.returncode is not None:
+            return
+        if self.spec.nodes > 1 and signum in STOPPING:
+            # srun turns TERM/HUP into SIGKILL for every rank (and keeps INT): the ranks get
+            # the signal itself from Slurm (scancel), off this handler (it waits for slurmctld)
+            threading.Thread(target=rank.signal_ranks, args=(self.spec, signum, child.pid),
+                             daemon=True).start()
+        else:
+            _killpg(child.pid, signum)
 
     def install_signal_handlers(self) -> None:
         for s in FORWARDED:
@@ -105,34 +135,57 @@ class Runner(JobCheckout):
     def container_command(self) -> list[str]:
         """``container_argv``; for ch-run with read-only inputs, through the namespace wrapper
         (git_gateway.node.readonly: Apptainer's argv has its own ``:ro`` binds)."""
-        argv = list(self.spec.container_argv)
-        if self.spec.readonly_paths and runtime_of(self.spec) == "charliecloud":
-            return readonly.wrapper_argv(self.spec.readonly_paths, argv)
-        return argv
+        return container_command(self.spec)
+
+    def child_command(self) -> tuple[list[str], dict[str, str], str]:
+        """What runs as the job's entrypoint, its environment and working directory: the
+        container (one node), or srun starting ``git_gateway.node.rank`` on every node with
+        this program's own environment."""
+        spec = self.spec
+        if spec.nodes <= 1:
+            return self.container_command(), launch_env(spec), spec.workdir
+        if self.spec_path is None:
+            raise SpecError(f"a job on {spec.nodes} nodes needs its spec file for srun")
+        return (rank.srun_command(spec, self.spec_path),
+                rank.srun_env(os.environ, spec.env.get("PORT")),
+                rank.srun_cwd(spec, self.spec_path))
 
     def run_child(self) -> int:
         if self.stop_signal is not None:
             say("stopped before the entrypoint started")
             return 128 + signal.Signals["SIG" + self.stop_signal].value
+        argv, env, cwd = self.child_command()
         sys.stdout.flush()
         sys.stderr.flush()
-        self.child = subprocess.Popen(self.container_command(), cwd=self.spec.workdir,
-                                      env=launch_env(self.spec), start_new_session=True,
-                                      stdin=subprocess.DEVNULL)
+        self.child = subprocess.Popen(argv, cwd=cwd, env=env,
+                                      start_new_session=True, stdin=subprocess.DEVNULL)
         if self.stop_signal is not None:   # TERM raced with the start
             self._on_signal(signal.Signals["SIG" + self.stop_signal].value, None)
         killed = False
+        kill_at = None      # a multi-node job: when srun itself gets SIGKILL
         while True:
             try:
                 rc = self.child.wait(timeout=0.05)
                 break
             except subprocess.TimeoutExpired:
+                now = time.monotonic()
                 if (self.stop_at is not None and not killed
-                        and time.monotonic() - self.stop_at >= self.spec.grace_seconds):
-                    say(f"entrypoint still running {self.spec.grace_seconds:g} s after "
-                        f"SIG{self.stop_signal}: SIGKILL")
-                    _killpg(self.child.pid, signal.SIGKILL)
+                        and now - self.stop_at >= self.spec.grace_seconds):
                     killed = True
+                    if self.spec.nodes > 1:
+                        say(f"ranks still running {self.spec.grace_seconds:g} s after "
+                            f"SIG{self.stop_signal}: SIGTERM to srun (it ends every rank with "
+                            f"SIGKILL)")
+                        _killpg(self.child.pid, signal.SIGTERM)
+                        kill_at = now + rank.SRUN_KILL_WAIT
+                    else:
+                        say(f"entrypoint still running {self.spec.grace_seconds:g} s after "
+                            f"SIG{self.stop_signal}: SIGKILL")
+                        _killpg(self.child.pid, signal.SIGKILL)
+                elif kill_at is not None and now >= kill_at:
+                    say(f"srun still running {rank.SRUN_KILL_WAIT:g} s later: SIGKILL")
+                    _killpg(self.child.pid, signal.SIGKILL)
+                    kill_at = None
         # Leftover background processes of the entrypoint must not write during commit-back.
         _killpg(self.child.pid, signal.SIGKILL)
         return rc
@@ -145,23 +198,31 @@ class Runner(JobCheckout):
             self.checkout()
         except Exception as e:
             return self.fail_before_start(
-                f"slipway: could not check out {spec.commit[:12]} for job {spec.job_id}: {e}")
+                f"slipway: could not check out {spec.commit[:12]} for {self.label}: {e}")
         problem = bind_problem(spec)
+        if problem is None and spec.nodes > 1:
+            problem = rank.multinode_problem(spec, self.spec_path)
         if problem is not None:
-            return self.fail_before_start(f"slipway: job {spec.job_id} cannot start: {problem}")
+            return self.fail_before_start(f"slipway: {self.label} cannot start: {problem}")
         port = ensure_free_port(spec)
         self.post(spec.callback_url, spec.token,
                   {"event": "started", **({"port": port} if port is not None else {})})
-        say(f"job {spec.job_id}: running {spec.container_argv[0]} at {spec.commit[:12]}")
+        where = f" on {spec.nodes} nodes (srun)" if spec.nodes > 1 else ""
+        say(f"{self.label}: running {spec.container_argv[0]} at {spec.commit[:12]}{where}")
 
-        rc = self.run_child()
+        try:
+            rc = self.run_child()
+        except OSError as e:       # srun (or the container program) could not be started
+            say(f"{self.label}: could not start {spec.srun if spec.nodes > 1 else 'it'}: {e}")
+            rc = 127
         sig = self.stop_signal
         if rc < 0:
             sig = sig or signal.Signals(-rc).name[3:]
             status = 128 - rc
         else:
             status = rc
-        say(f"job {spec.job_id}: entrypoint exited with status {status}"
+        what = "srun" if spec.nodes > 1 else "entrypoint"
+        say(f"{self.label}: {what} exited with status {status}"
             + (f" (signal {sig})" if sig else ""))
 
         # From here on a late TERM must not kill our own git processes mid-push: ignored
@@ -183,7 +244,7 @@ class Runner(JobCheckout):
         except Exception as e:
             event = {"event": "results", "results_ref": None, "sha": None,
                      "branch_updated": False,
-                     "message": f"slipway: committing the results of job {spec.job_id} "
+                     "message": f"slipway: committing the results of {self.label} "
                                 f"failed: {e}"}
             say(event["message"])
         if self.stop_at is not None:
@@ -191,25 +252,6 @@ class Runner(JobCheckout):
         finishing.join(timeout=3)
         self.post(spec.callback_url, spec.token, event)
         return status
-
-
-def bind_problem(spec: RunnerSpec) -> str | None:
-    """Why the job's /output or inputs cannot be used on this node (None: they can): the output
-    directory must be a directory this user can write, each input readable."""
-    out = spec.output_dir
-    if out is not None:
-        if not os.path.isdir(out):
-            return (f"its /output directory {out} does not exist on this node" if not
-                    os.path.lexists(out) else f"its /output {out} is not a directory")
-        if not os.access(out, os.W_OK | os.X_OK):
-            return f"its /output directory {out} is not writable by this user (uid {os.getuid()})"
-    for path in spec.readonly_paths:
-        if not os.path.exists(path):
-            return f"its input {path} does not exist on this node"
-        need = os.R_OK | (os.X_OK if os.path.isdir(path) else 0)
-        if not os.access(path, need):
-            return f"its input {path} is not readable by this user (uid {os.getuid()})"
-    return None
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -225,11 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m git_gateway.node.runner SPEC.json", file=sys.stderr)
         return 2
     try:
-        spec = RunnerSpec.load(argv[0])
-    except (OSError, ValueError) as e:
-        say(f"bad spec {argv[0]}: {e}")
+        path = resolve_spec_path(argv[0])
+    except SpecError as e:
+        say(f"bad spec path {argv[0]}: {e}")
         return 2
-    return Runner(spec).run()
+    try:
+        spec = RunnerSpec.load(path)
+    except (OSError, ValueError) as e:
+        say(f"bad spec {path}: {e}")
+        return 2
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if path != argv[0] and spec.task_id is not None and str(spec.task_id) != str(int(task)):
+        say(f"warning: {path} is the spec of task {spec.task_id}, not of array task {task}")
+    return Runner(spec, spec_path=path).run()
 
 
 if __name__ == "__main__":

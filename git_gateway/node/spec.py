@@ -8,13 +8,25 @@ import re
 import stat
 from dataclasses import asdict, dataclass, field
 
-from . import lfs_track, pushing, trailers
+from . import gitops, lfs_track, pushing, trailers
 from .events import say
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Mirrors container_images.runtime.PASSTHROUGH_ENV (this program cannot import that package on
 #: the node; tests/unit/test_git_gateway_units.py checks the two agree).
 CONTAINER_PASSTHROUGH = ("CUDA_VISIBLE_DEVICES",)
+#: What a multi-node job's container gets from ``git_gateway.node.rank`` (one set per node): the
+#: portal adds these names to the container's pass-through list (docs/SHARING.md).
+RANK_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK",
+            "NNODES", "GPUS_PER_NODE")
+#: What a sweep task's container gets from Slurm's environment when present (passed through by
+#: ``container_env.launch_env``; the portal adds them to the pass-through list too).
+TASK_ENV = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID")
+#: The most nodes one job may span (``nodes``).
+MAX_NODES = 64
+#: The placeholder of a sweep's spec path, replaced by ``$SLURM_ARRAY_TASK_ID``.
+TASK_PLACEHOLDER = "{task}"
+RESULTS_PREFIX = "refs/heads/results/"
 CONTAINER_RUNTIMES = ("apptainer", "charliecloud")
 #: At most this many inputs (/input0../input4) are bound read-only into a job's container.
 MAX_READONLY_PATHS = 5
@@ -61,6 +73,17 @@ class RunnerSpec:
     # its writable /output (checked before the entrypoint starts). Both already in the argv.
     readonly_paths: tuple[str, ...] = ()
     output_dir: str | None = None
+    # a sweep's task (docs/SHARING.md, "Sweeps"): its index, the ref its results go to (instead
+    # of results/<branch>/<job>, everywhere), and whether the runner pushes the branch (a task
+    # never does: Slipway merges every task's results when the sweep ends)
+    task_id: int | None = None
+    results_ref: str | None = None
+    push_branch: bool = True
+    # a multi-node job ("Multi-node jobs"): how many nodes, the rendezvous port the portal
+    # picked (MASTER_PORT), and the srun that starts one container per node
+    nodes: int = 1
+    master_port: int | None = None
+    srun: str = "srun"
 
     @classmethod
     def from_dict(cls, d: dict) -> RunnerSpec:
@@ -108,6 +131,7 @@ class RunnerSpec:
                                 f"({ports['port_max']})")
             facts = _trailer_facts(d)
             binds = _bind_paths(d)
+            shape = _shape_fields(d)
             return cls(job_id=job_id, repo_url=str(d["repo_url"]), username=str(d["username"]),
                        token=str(d["token"]), commit=commit, branch=str(d["branch"]),
                        workdir=workdir, container_argv=tuple(argv),
@@ -118,7 +142,7 @@ class RunnerSpec:
                        author_name=str(d.get("author_name") or "Slipway"),
                        author_email=str(d.get("author_email") or "slipway@localhost"),
                        container_runtime=runtime, passthrough_env=tuple(passthrough), **times,
-                       **ports, **facts, **binds)
+                       **ports, **facts, **binds, **shape)
         except KeyError as e:
             raise SpecError(f"spec is missing {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -145,6 +169,59 @@ class RunnerSpec:
                 f"it holds a token and should be 0600")
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def _whole(d: dict, key: str, default, low: int, high: int) -> int | None:
+    raw = d.get(key, default)
+    if raw is None and default is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise SpecError(f"{key} must be a whole number, not {raw!r}")
+    if not low <= raw <= high:
+        raise SpecError(f"{key} must be between {low} and {high}, not {raw}")
+    return raw
+
+
+def _shape_fields(d: dict) -> dict:
+    """The sweep-task and multi-node fields (docs/SHARING.md), checked; absent: a plain job."""
+    task_id = _whole(d, "task_id", None, 0, 10**9)
+    ref = d.get("results_ref")
+    if ref is not None:
+        if not isinstance(ref, str) or not ref.startswith(RESULTS_PREFIX) \
+                or len(ref) == len(RESULTS_PREFIX):
+            raise SpecError(f"results_ref must be a full ref under {RESULTS_PREFIX}, "
+                            f"not {ref!r}")
+        try:
+            gitops.validate_branch(ref[len("refs/heads/"):])
+        except gitops.InvalidBranch:
+            raise SpecError(f"results_ref {ref!r} is not a valid ref name") from None
+    push_branch = d.get("push_branch", True)
+    if not isinstance(push_branch, bool):
+        raise SpecError(f"push_branch must be true or false, not {push_branch!r}")
+    nodes = _whole(d, "nodes", 1, 1, MAX_NODES)
+    master_port = _whole(d, "master_port", None, 1, 65535)
+    srun = d.get("srun", "srun")
+    if not isinstance(srun, str) or not srun.strip() or "\0" in srun:
+        raise SpecError(f"srun must be a program name or path, not {srun!r}")
+    if nodes > 1 and task_id is not None:
+        raise SpecError("a sweep task (task_id) runs on one node: nodes must be 1")
+    return {"task_id": task_id, "results_ref": ref, "push_branch": push_branch,
+            "nodes": nodes, "master_port": master_port, "srun": srun}
+
+
+def resolve_spec_path(path: str, environ=None) -> str:
+    """A sweep's spec path: ``{task}`` replaced by ``$SLURM_ARRAY_TASK_ID`` (digits only; a
+    SpecError says what is wrong). A path without ``{task}`` is returned unchanged."""
+    if TASK_PLACEHOLDER not in path:
+        return path
+    environ = os.environ if environ is None else environ
+    task = environ.get("SLURM_ARRAY_TASK_ID")
+    if task is None:
+        raise SpecError(f"the spec path {path} names {TASK_PLACEHOLDER} but "
+                        f"SLURM_ARRAY_TASK_ID is not set (not a Slurm array task)")
+    if not (task.isascii() and task.isdigit()):
+        raise SpecError(f"SLURM_ARRAY_TASK_ID must be digits, not {task!r}")
+    return path.replace(TASK_PLACEHOLDER, str(int(task)))
 
 
 def _trailer_facts(d: dict) -> dict:

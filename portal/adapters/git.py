@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from git_gateway import repos
+from git_gateway.sweep_merge import MergeResult, merge_tasks
 
 from ..config import Config
 from ..integrations import ENTRYPOINT
@@ -40,3 +42,9 @@ class GitRepos:
 
     def delete_ref(self, team: str, project: str, ref: str) -> bool:
         return repos.delete_ref(self.config.repos_root, team, project, ref)
+
+    def merge_sweep(self, team: str, project: str, *, branch: str, base: str,
+                    tasks: Mapping[int, str], job_id: int) -> MergeResult:
+        return merge_tasks(repos.repo_path(self.config.repos_root, team, project), branch=branch,
+                           base=base, tasks=tasks, folder=f"sweep-{job_id}",
+                           message=f"slipway: results of sweep job {job_id}", job_id=job_id)

@@ -109,7 +109,8 @@ def project_json(p: Project, team_name: str, stats: dict | None = None) -> dict:
 
 
 def job_json(j: Job, project: str, team: str, pusher: str | None = None) -> dict:
-    return serialize.job_dict(j, project, team, pusher=pusher, log=str(log_path(svc(), j.id)))
+    return serialize.job_dict(j, project, team, pusher=pusher, log=str(log_path(svc(), j.id)),
+                              shards_of=svc().config.shards_of)
 
 
 def jobs_json(s, rows) -> list[dict]:

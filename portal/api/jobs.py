@@ -1,4 +1,5 @@
-"""``/api/jobs``: list, show, cancel, run again, delete, follow the log."""
+"""``/api/jobs``: list, show (with a sweep's tasks and a multi-node job's nodes), cancel (the job,
+or one task of a sweep), run again, delete, follow the log (the job's, or one task's)."""
 from __future__ import annotations
 
 from flask import jsonify, request
@@ -7,11 +8,15 @@ from .. import integrations as ig
 from ..db import Job
 from ..http.context import actor, db, fresh_db, int_arg, svc
 from ..jobs import actions as job_actions
+from ..jobs import part_queries
 from ..jobs import queries as job_queries
 from ..teams import access
 from ..teams import service as teams_svc
 from ..data import bindings
+from .. import inputs
 from .core import ApiError, _body, api, job_json, jobs_json
+
+MAX_TASK = part_queries.MAX_TASK_INDEX
 
 
 # --------------------------------------------------------------------------------- jobs
@@ -42,13 +47,33 @@ def job(job_id: int):
     d = job_json(j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
     d["can_cancel"] = access.can_cancel(actor(), j, role) and j.state not in ("succeeded", "failed", "cancelled")
     d["inputs"] = bindings.inputs_of(s, j.id)
+    d.update(part_queries.detail_fields(svc(), s, j))   # shape; tasks, nodes when it has them
     return jsonify({"ok": True, "job": d})
+
+
+def task_number(value) -> int:
+    """The ``task`` of a cancel: a whole number ≥ 0 (a JSON number, or digits from a form);
+    anything else answers 400 (leaving ``task`` out cancels the whole job)."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TASK:
+        return value
+    shown = repr(value)[:40] if isinstance(value, (str, int, float)) and \
+        not isinstance(value, bool) else inputs.json_type(value)
+    raise ApiError(400, f"task must be a whole number from 0 (a task of the sweep), not {shown}; "
+                        "leave it out to cancel the whole job")
 
 
 @api.post("/jobs/<int:job_id>/cancel")
 def cancel(job_id: int):
-    r = job_actions.cancel_job(svc(), actor(), job_id)
-    return jsonify({"ok": True, "job": r.job_id, "state": r.state, "message": r.message})
+    """Cancel the job (a sweep: every task); ``{"task": i}`` cancels task i of a sweep only."""
+    body = _body()
+    task = task_number(body["task"]) if "task" in body else None
+    r = job_actions.cancel_job(svc(), actor(), job_id, task=task)
+    out = {"ok": True, "job": r.job_id, "state": r.state, "message": r.message}
+    if task is not None:
+        out["task"] = task
+    return jsonify(out)
 
 
 @api.post("/jobs/<int:job_id>/rerun")
@@ -87,6 +112,20 @@ def log(job_id: int):
     chunk.update(ok=True, state=j.state, terminal=j.state in ("succeeded", "failed", "cancelled"),
                  reason=j.reason, exit_code=j.exit_code, node=j.node, cost=str(j.cost),
                  cost_text=ig.format_usd(j.cost))
+    resp = jsonify(chunk)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@api.get("/jobs/<int:job_id>/tasks/<int(min=0, max=2147483647):index>/log")
+def task_log(job_id: int, index: int):
+    """Task ``index``'s log (same access as the job's log; 404 for a task the job does not
+    have); ``state``/``terminal`` are the task's, ``job_state`` the sweep's."""
+    s = db()
+    j, _p, _t, _ = access.job_access(s, actor(), job_id)
+    limit = max(1, min(int_arg("limit", 256 * 1024) or 256 * 1024, 1024 * 1024))
+    chunk = part_queries.task_log_chunk(svc(), s, j, index, int_arg("offset", 0) or 0, limit)
+    chunk["ok"] = True
     resp = jsonify(chunk)
     resp.headers["Cache-Control"] = "no-store"
     return resp

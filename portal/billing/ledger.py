@@ -68,6 +68,23 @@ def balance_mismatches(session: Session) -> dict[int, tuple[Decimal, Decimal]]:
             for tid in set(sums) | set(running) if running.get(tid, 0) != sums.get(tid, 0)}
 
 
+def job_of_resource(cluster_job_id: str) -> int | None:
+    """The Slipway job of a GPU charge: ``12`` → 12; a sweep task's ``12_3`` → 12."""
+    head, _, task = cluster_job_id.partition("_")
+    if head.isdigit() and (not task or task.isdigit()):
+        return int(head)
+    return None
+
+
+def task_cost_micros(session: Session, job_id: int) -> dict[str, int]:
+    """A sweep's cost per task: {"12_3": micros} (``resource`` keys its task's charges)."""
+    rows = session.execute(
+        select(LedgerEntry.resource, func.sum(LedgerEntry.amount_micros))
+        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind == KIND_GPU)
+        .group_by(LedgerEntry.resource)).all()
+    return {res: -int(total or 0) for res, total in rows if res}
+
+
 def job_cost_micros(session: Session, job_id: int) -> int:
     total = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0)).where(
@@ -86,7 +103,7 @@ def entry_row(entry, team_id: int) -> LedgerEntry:
         row.kind, row.created_by, row.note, row.created_at = KIND_ADJUSTMENT, entry.by, entry.reason, entry.at
     elif isinstance(entry, ig.GpuCharge):
         row.kind = KIND_GPU
-        row.job_id = int(entry.cluster_job_id) if entry.cluster_job_id.isdigit() else None
+        row.job_id = job_of_resource(entry.cluster_job_id)
         row.resource = entry.cluster_job_id
         row.attempt, row.from_minute, row.to_minute = entry.attempt, entry.from_minute, entry.to_minute
         row.gpu_type, row.gpu_count = entry.gpu_type, entry.gpu_count

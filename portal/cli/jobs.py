@@ -1,4 +1,6 @@
-"""``slipway job list|show|log|cancel|rerun|delete|output|continue`` (squeue/scancel-like)."""
+"""``slipway job list|show|log|cancel|rerun|delete|output|continue`` (squeue/scancel-like); a
+sweep's tasks (``show`` lists them, ``log --task I``, ``cancel --task I``) and a multi-node
+job's nodes (docs/SHARING.md)."""
 from __future__ import annotations
 
 import json
@@ -27,8 +29,19 @@ def _cli_job_json(d: dict) -> dict:
             "submitted_at", "started_at", "ended_at", "cost", "cancel_requested", "cancel_reason",
             "results_ref", "results_sha", "branch_updated", "log", "inputs", "output_state",
             "output_bytes", "continue_from", "compute_type", "asked", "qos", "partition",
-            "priority", "expected_start_at", "preempted_count", "attempt")
-    return {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
+            "priority", "expected_start_at", "preempted_count", "attempt", "shape")
+    out = {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
+    out.update({k: d[k] for k in ("tasks", "nodes") if k in d})   # a job's own: its parts
+    for k in ("shape", "tasks", "nodes"):   # keys sorted, as the API's JSON has them
+        if out.get(k) is not None:
+            out[k] = _sorted_keys(out[k])
+    return out
+
+
+def _sorted_keys(v):
+    if isinstance(v, dict):
+        return {k: _sorted_keys(v[k]) for k in sorted(v)}
+    return [_sorted_keys(x) for x in v] if isinstance(v, list) else v
 
 
 @job.command("list")
@@ -69,7 +82,8 @@ def job_show(ctx: Ctx, job_id, as_json):
         ("project", f"{j['team']}/{j['project']}"), ("branch", j["branch"]), ("commit", j["commit"]),
         ("pusher", j["pusher"] or ""),
         ("state", j["state"] + (f" (was {j['previous_state']})" if j["previous_state"] else "")),
-        ("reason", j["reason"] or ""), ("gpus", f"{j['gpu_type']} x{j['gpu_count']}"), ("image", j["image"]),
+        ("reason", j["reason"] or ""), ("gpus", f"{j['gpu_type']} x{j['gpu_count']}"),
+        *_compute_field(j), ("image", j["image"]),
         ("time limit", f"{j['time_limit_min']} min"), ("slurm job", str(j["slurm_job_id"] or "")),
         ("node", j["node"] or ""), ("port", str(j["port"] or "")),
         ("exit code", "" if j["exit_code"] is None else str(j["exit_code"])),
@@ -83,6 +97,32 @@ def job_show(ctx: Ctx, job_id, as_json):
          + (f" (continues job {j['continue_from']})" if j.get("continue_from") else "")),
     ]
     print_fields(f"Job {job_id}", fields)
+    _print_parts(job_id, j)
+
+
+def _compute_field(j: dict) -> list[tuple[str, str]]:
+    """``compute  2/8 of an a6000`` / ``2 nodes × 4 a4000`` / ``6 tasks (…), each …``."""
+    shape = j.get("shape") or {}
+    if shape.get("kind", "single") == "single" and not j["gpu_type"].endswith("-shard"):
+        return []
+    return [("compute", shape.get("compute") or "")]
+
+
+def _print_parts(job_id: int, j: dict) -> None:
+    if j.get("tasks") is not None:
+        t = table(f"Tasks of job {job_id}", "task", "state", "values", "node", "cost", "exit",
+                  "results", "reason")
+        for x in j["tasks"]:
+            results = x["results_ref"] + (f" {x['results_sha'][:10]}" if x["results_sha"] else "")
+            row(t, str(x["index"]), x["state"], x["values"], x["node"] or "", usd(x["cost"]),
+                "" if x["exit_code"] is None else str(x["exit_code"]), results,
+                (x["reason"] or "").replace("\n", " "))
+        print_table(t)
+    if j.get("nodes") is not None:
+        t = table(f"Nodes of job {job_id}", "rank", "node", "state")
+        for n in j["nodes"]:
+            row(t, str(n["rank"]), n["node"] or "", n["state"])
+        print_table(t)
 
 
 @job.command("log")
@@ -91,13 +131,16 @@ def job_show(ctx: Ctx, job_id, as_json):
               help="keep printing the live log until the job ends (--no-follow: what is there now)")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
               help="seconds between polls while following")
+@click.option("--task", type=click.IntRange(min=0), default=None,
+              help="a sweep's task: its own log (followed until that task has ended)")
 @pass_ctx
-def job_log(ctx: Ctx, job_id, follow, interval):
+def job_log(ctx: Ctx, job_id, follow, interval, task):
     """Print job JOB_ID's log; by default follow it until the job has ended."""
     src = source(ctx)
+    what = f"job {job_id}" if task is None else f"job {job_id} task {task}"
     pos = 0
     while True:
-        chunk = src.log_chunk(job_id, pos)
+        chunk = src.log_chunk(job_id, pos) if task is None else src.log_chunk(job_id, pos, task)
         if chunk["data"]:
             sys.stdout.write(chunk["data"])
             sys.stdout.flush()
@@ -107,9 +150,9 @@ def job_log(ctx: Ctx, job_id, follow, interval):
             continue
         if not chunk["exists"]:
             if not follow:
-                fail(f"job {job_id} has no log yet ({chunk['state']})")
+                fail(f"{what} has no log yet ({chunk['state']})")
             if chunk["terminal"]:
-                fail(f"job {job_id} ended ({chunk['state']}) without a log")
+                fail(f"{what} ended ({chunk['state']}) without a log")
         if not follow or chunk["terminal"]:
             return
         time.sleep(interval)
@@ -117,10 +160,14 @@ def job_log(ctx: Ctx, job_id, follow, interval):
 
 @job.command("cancel")
 @click.argument("job_id", type=int)
+@click.option("--task", type=click.IntRange(min=0), default=None,
+              help="cancel only this task of a sweep (the others go on)")
 @pass_ctx
-def job_cancel(ctx: Ctx, job_id):
-    """Cancel a job of one of your teams (a running job still pushes its files)."""
-    say(source(ctx).cancel(job_id))
+def job_cancel(ctx: Ctx, job_id, task):
+    """Cancel a job of one of your teams (a running job still pushes its files); a sweep: all
+    its tasks, or with --task I only task I."""
+    src = source(ctx)
+    say(src.cancel(job_id) if task is None else src.cancel(job_id, task))
 
 
 @job.command("rerun")

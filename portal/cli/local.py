@@ -17,7 +17,7 @@ from ..data import versions as data_versions
 from ..identity import user_tokens
 from ..jobs import actions as job_actions
 from ..jobs import continuing
-from ..jobs import runner_spec, states
+from ..jobs import part_queries, runner_spec, states
 from ..jobs import queries as job_queries
 from ..jobs.push_options import JobSettings
 from ..projects import service as projects_svc
@@ -47,7 +47,8 @@ class LocalSource:
 
     def _job_dict(self, j, project: str, team: str, pusher: str | None) -> dict:
         log = str(runner_spec.log_path(self.svc, j.id))
-        return presenters.job_dict(j, project, team, pusher=pusher, log=log)
+        return presenters.job_dict(j, project, team, pusher=pusher, log=log,
+                                   shards_of=self.svc.config.shards_of)
 
     def jobs(self, team_name: str | None, state: str | None, limit: int) -> list[dict]:
         me = self._me()
@@ -63,19 +64,22 @@ class LocalSource:
             j, p, t, _role = call(access.job_access, s, me, job_id)
             d = self._job_dict(j, p.name, t.name, teams_svc.user_names(s, {j.pusher_id}).get(j.pusher_id))
             d["inputs"] = bindings.inputs_of(s, j.id)
+            d.update(part_queries.detail_fields(self.svc, s, j))   # a sweep's tasks, nodes
             return d
 
-    def log_chunk(self, job_id: int, offset: int) -> dict:
+    def log_chunk(self, job_id: int, offset: int, task: int | None = None) -> dict:
         me = self._me()
         with self.svc.db.session() as s:  # the state first: a terminal job's log is complete
             j, _p, _t, _role = call(access.job_access, s, me, job_id)
+            if task is not None:   # one task of a sweep: its own log and state
+                return call(part_queries.task_log_chunk, self.svc, s, j, task, offset)
             state = j.state
         chunk = job_queries.job_log_chunk(self.svc, job_id, offset)
         chunk.update(state=state, terminal=state in states.TERMINAL)
         return chunk
 
-    def cancel(self, job_id: int) -> str:
-        return call(job_actions.cancel_job, self.svc, self._me(), job_id).message
+    def cancel(self, job_id: int, task: int | None = None) -> str:
+        return call(job_actions.cancel_job, self.svc, self._me(), job_id, task=task).message
 
     def rerun(self, job_id: int) -> str:
         return call(job_actions.rerun_job, self.svc, self._me(), job_id)[1]

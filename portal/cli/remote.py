@@ -86,11 +86,14 @@ class RemoteSource:
     def job(self, job_id):
         return self.request("GET", f"/api/jobs/{int(job_id)}")["job"]
 
-    def log_chunk(self, job_id, offset):
-        return self.request("GET", f"/api/jobs/{int(job_id)}/log", params={"offset": offset})
+    def log_chunk(self, job_id, offset, task=None):
+        path = f"/api/jobs/{int(job_id)}/log" if task is None \
+            else f"/api/jobs/{int(job_id)}/tasks/{int(task)}/log"
+        return self.request("GET", path, params={"offset": offset})
 
-    def cancel(self, job_id):
-        return self.request("POST", f"/api/jobs/{int(job_id)}/cancel", body={})["message"]
+    def cancel(self, job_id, task=None):
+        body = {} if task is None else {"task": int(task)}
+        return self.request("POST", f"/api/jobs/{int(job_id)}/cancel", body=body)["message"]
 
     def rerun(self, job_id):
         return self.request("POST", f"/api/jobs/{int(job_id)}/rerun", body={})["message"]

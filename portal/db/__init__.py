@@ -57,6 +57,7 @@ from .data_models import (  # noqa: F401  (re-exported)
     WorkspacePolicy,
 )
 
+from .parts_models import PART_KINDS, PART_STATES, JobPart  # noqa: F401,E402  (re-exported)
 from .funds_models import FUND_REQUEST_STATES, FundRequest  # noqa: F401,E402  (re-exported)
 from .policy_models import (  # noqa: F401,E402  (re-exported)
     ComputeType,

@@ -282,6 +282,13 @@ class Job(Base):
     priority: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
     expected_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     preempted_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # shapes (0010, docs/SHARING.md): a sweep's task count, its --array throttle and its values
+    # (JSON list, one object per task); a multi-node job's nodes and its rendezvous port
+    task_count: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    sweep: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    master_port: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
     project: Mapped[Project] = relationship(back_populates="jobs")
     pusher: Mapped[User | None] = relationship()
@@ -293,6 +300,10 @@ class Job(Base):
     @property
     def cost(self) -> Decimal:
         return from_micros(self.cost_micros)
+
+    @property
+    def is_sweep(self) -> bool:
+        return bool(self.task_count)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.state} slurm={self.slurm_job_id}>"

@@ -4,15 +4,24 @@ from __future__ import annotations
 from ..db import Job
 from ..services import Services
 from ..teams.access import ROLE_ADMIN, Actor, Forbidden, OpError, can_cancel, job_access
-from . import delete, rerun, service, states
+from . import delete, rerun, service, states, task_cancel
 
 
-def cancel_job(svc: Services, actor: Actor, job_id: int) -> service.CancelResult:
+def cancel_job(svc: Services, actor: Actor, job_id: int, *, task: int | None = None
+               ) -> service.CancelResult:
+    """Cancel a job (a sweep: all its tasks), or with ``task`` one task of a sweep."""
     with svc.db.session() as s:
         job, _p, team, role = job_access(s, actor, job_id)
         if not can_cancel(actor, job, role):
             raise Forbidden(f"{actor.name} may not cancel job {job_id} (only members of team "
                             f"{team.name} may)")
+        state = job.state
+    if task is not None:
+        try:
+            return service.CancelResult(job_id, state, task_cancel.cancel_task(
+                svc, job_id, task, by=actor.name))
+        except task_cancel.TaskCancelError as exc:
+            raise OpError(str(exc), 409) from None
     try:
         return service.request_cancel(svc, job_id, by=actor.name)
     except service.JobError as exc:

@@ -140,11 +140,15 @@ def _job_push(svc: Services, p: dict) -> HookReply:
         job = s.get(Job, int(raw)) if raw.isdigit() else None
         if job is None:
             return _refuse([f"slipway: {p['pusher']!r} is not a job of this Slipway"])
-        allowed = {f"{RESULTS_PREFIX}{job.branch}/{job.id}", HEADS + job.branch}
+        if job.task_count:   # a sweep: each task its own results ref, never the branch
+            allowed = {f"{RESULTS_PREFIX}{job.branch}/{job.id}/{i}" for i in range(job.task_count)}
+            may = f"results/{job.branch}/{job.id}/<task 0..{job.task_count - 1}>"
+        else:
+            allowed = {f"{RESULTS_PREFIX}{job.branch}/{job.id}", HEADS + job.branch}
+            may = f"results/{job.branch}/{job.id} and {job.branch}"
     bad = [u.ref for u in p["updates"] if u.ref not in allowed or u.new == ZERO_SHA]
     if bad:
-        return _refuse([f"slipway: job {raw} may push only to results/{job.branch}/{job.id} and "
-                        f"{job.branch} (not {', '.join(bad[:3])})"])
+        return _refuse([f"slipway: job {raw} may push only to {may} (not {', '.join(bad[:3])})"])
     return HookReply(True)
 
 

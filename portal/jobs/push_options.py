@@ -38,7 +38,9 @@ PUSH_OPTIONS_HELP = ("compute=NAME (a compute type), "
                      "input0..input4=TEAM/DATA:VERSION|job:N (read-only inputs), continue=JOB "
                      "(start from that job's /output), strict=yes (refuse instead of adjusting a request "
                      "down to what is allowed), emergency=yes (holders of the emergency right), "
-                     "run=no (update the branch without starting a job)")
+                     "run=no (update the branch without starting a job), "
+                     'sweep="lr=0.1,0.01;bs=32,64" (one task per combination), max-parallel=N, '
+                     "nodes=N (one job on N nodes), gpus=a6000-shard:2 (a share of one GPU)")
 _TIME_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m?)?$")
 
 
@@ -165,6 +167,15 @@ def parse_push_options(options: list[str], gpu_limits: Mapping[str, int] | None 
                                 f"{value[:40]!r}")
             else:
                 overrides[key] = flag
+        elif key == "sweep":
+            overrides["sweep"] = value   # read with the config's task limit (jobs.sweeps)
+        elif key in ("max-parallel", "max_parallel", "nodes"):
+            name = "max_parallel" if key != "nodes" else "nodes"
+            if value.isdigit() and 0 < len(value) <= 6 and 1 <= int(value) <= 100_000:
+                overrides[name] = int(value)
+            else:
+                problems.append(f"slipway: push option {key}: write {key}=N (a whole number, at "
+                                f"least 1), not {value[:40]!r}")
         elif key == "run":
             if value.lower() in ("no", "false", "0"):
                 overrides["run"] = False

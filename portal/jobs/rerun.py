@@ -32,7 +32,7 @@ from ..db import Job, Membership, Project, Team, User
 from ..services import Services, log
 from ..policy.admission import admit
 from .reserve import BranchBusy, reserve
-from . import job_data, lookups, push_options, recovery, submit
+from . import job_data, lookups, push_options, recovery, submit, sweeps
 
 
 class Actor(Protocol):
@@ -87,7 +87,10 @@ def rerun_job(svc: Services, actor: Actor, job_id: int, *, continue_output: bool
         # today's limits and quotas hold for a re-run too; emergency only with the right
         admission = admit(svc, s, team=team, user_id=pusher_id, project=project,
                           overrides={"emergency": emergency}, base=settings,
-                          base_compute_type=old.compute_type, base_partition=old.partition)
+                          base_compute_type=old.compute_type, base_partition=old.partition,
+                          base_shape=sweeps.Shape(
+                              tasks=tuple(sweeps.tasks_of(old.sweep, old.task_count)),
+                              max_parallel=old.max_parallel, nodes=old.nodes or 1))
         problems = [_plain(p) for p in admission.problems]
         decision = ig.can_start(billing.balance(s, team.id), team.name, cfg.min_start_balance)
         if not decision.ok:

@@ -8,7 +8,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from ..db import Job
+import json
+
+from ..db import Job, JobPart
 from ..policy.admission import Admission, record_job
 from . import job_data, lookups, states
 
@@ -30,6 +32,9 @@ def reserve(s: Session, *, project_id: int, branch: str, commit: str, pusher_id:
               created_at=now, state_changed_at=now)
     s.add(job)
     s.flush()  # the partial unique index fires here on PostgreSQL races
+    for i, params in enumerate(admission.shape.tasks):   # a sweep: one row per task
+        s.add(JobPart(job_id=job.id, kind="task", index=i, state="pending",
+                      params=json.dumps(params) if params else None))
     job_data.apply(s, job.id, data_plan)
     record_job(s, job, admission, by)
     return job

@@ -26,7 +26,7 @@ from .. import integrations as ig
 from ..db import ACTIVE_STATES, Job
 from ..private_files import PRIVATE_DIR, make_dir
 from ..services import Services
-from . import trailer_facts
+from . import shaped_spec, trailer_facts
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class JobSnapshot:
     cpus: int = 1                         # cores (a CPU-only job: gpus.count)
     mem_mb: int | None = None             # --mem (None: Slurm's default)
     kind: str = "task"                    # or "workspace": JupyterLab instead of the entrypoint
+    tasks: tuple = ()                     # a sweep: one dict of values per task (docs/SHARING.md)
+    nodes: int = 1                        # a multi-node job's nodes
+    master_port: int | None = None        # its ranks' rendezvous port
 
 
 def hash_token(token: str) -> str:
@@ -72,6 +75,15 @@ def job_dir(svc: Services, job_id: int) -> Path:
 
 def log_path(svc: Services, job_id: int) -> Path:
     return job_dir(svc, job_id) / "output.log"
+
+
+def task_log_pattern(svc: Services, job_id: int) -> Path:
+    """A sweep's Slurm output files: one per task (``%a`` = the task's index)."""
+    return job_dir(svc, job_id) / "task-%a.log"
+
+
+def task_log_path(svc: Services, job_id: int, index: int) -> Path:
+    return job_dir(svc, job_id) / f"task-{index}.log"
 
 
 def _should_chown(svc: Services) -> bool:
@@ -131,7 +143,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     env = {"SLIPWAY_JOB_ID": str(snap.job_id), "SLIPWAY_BRANCH": snap.branch,
            "SLIPWAY_COMMIT": snap.commit}
     spec_env = {"PORT": str(snap.port), **env}
-    passthrough, command = ("PORT",), ENTRYPOINT_COMMAND
+    passthrough, command = ("PORT", *shaped_spec.passthrough_for(snap.nodes)), ENTRYPOINT_COMMAND
     if snap.kind == "workspace":
         from ..workspaces import credential
         spec_env[credential.ENV_NAME] = credential.token(cfg.secret_key, snap.job_id)
@@ -160,10 +172,19 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
         author_email="slipway@localhost",
         # image, image_digest, gpu_type, gpu_count, gpu_rate
         **trailer_facts.spec_fields(svc, snap.image, snap.gpus),
+        **shaped_spec.multinode_fields(snap.nodes, snap.master_port),
     )
     spec_path = d / "spec.json"
-    write_spec(svc, spec_path, spec, snap.unix_user)
-    command = [cfg.node_python, "-m", ig.RUNNER_MODULE, str(spec_path)]
+    if snap.tasks:   # a sweep: one spec per task, the batch command names them by {task}
+        path_arg = shaped_spec.task_specs(
+            svc, d, spec, image=snap.image, binds=binds, passthrough=passthrough,
+            command=command, base_env=env, tasks=list(snap.tasks),
+            uid_gid=_ids(snap.unix_user) if _should_chown(svc) else None,
+            write=lambda path, sp: write_spec(svc, path, sp, snap.unix_user))
+    else:
+        write_spec(svc, spec_path, spec, snap.unix_user)
+        path_arg = str(spec_path)
+    command = [cfg.node_python, "-m", ig.RUNNER_MODULE, path_arg]
     return spec_path, spec, command
 
 

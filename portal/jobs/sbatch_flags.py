@@ -9,8 +9,10 @@ which ``policy.admission.admit`` turns into the job's compute. Who and where: ``
 ``team-NAME``), ``--project`` (Slipway's, default ``submit``).
 
 Refused with a clear message: unknown flags, a GPU request without a type, a time in none of
-sbatch's forms, ``--mem`` that is not a size, ``--qos`` other than normal/emergency, more than one
-node, and ``--array`` (a spec Slurm would reject says why; a valid one is "not available yet").
+sbatch's forms, ``--mem`` that is not a size, ``--qos`` other than normal/emergency, a node
+range, and ``--array`` other than ``0-N[%M]`` (a spec Slurm would reject says why).
+``--array=0-9%2`` → overrides ``array_tasks`` 10, ``max_parallel`` 2; ``--nodes=2`` → ``nodes``
+(docs/SHARING.md).
 No Flask, no database: plain values in, ``SbatchFlags`` out.
 """
 from __future__ import annotations
@@ -34,11 +36,12 @@ FLAGS: dict[str, str | None] = {
 SHORT = {short: long for long, short in FLAGS.items() if short}
 KNOWN_TEXT = ("--gres=gpu:TYPE:COUNT (or --gpus/-G TYPE:COUNT), --time/-t, --cpus-per-task/-c, "
               "--mem, --partition/-p, --qos/-q normal|emergency, --account/-A TEAM, --user/-u USER, "
-              "--job-name/-J, --nodes/-N 1, --array/-a, --image NAME, --compute NAME, "
+              "--job-name/-J, --nodes/-N N, --array/-a 0-N%M, --image NAME, --compute NAME, "
               "--project NAME")
 MAX_ARRAY_INDEX = 1000          # Slurm's default MaxArraySize is 1001: indexes 0..1000
-ARRAYS_NOT_YET = ("job arrays are not available yet; submit one job per task (arrays arrive "
-                  "with parameter sweeps, issue 14)")
+ARRAY_SHAPE = ("Slipway runs arrays as 0-N or 0-N%M (tasks 0..N, at most M at once; each task "
+               "reads its SLURM_ARRAY_TASK_ID); write e.g. --array=0-9%2")
+_ARRAY_FROM_0 = re.compile(r"^0(?:-(\d{1,9}))?(?:%(\d{1,9}))?$")
 QOS_NAMES = ("normal", "emergency")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COMPUTE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -159,16 +162,29 @@ def _single_line(value: str, flag: str, max_chars: int) -> str:
     return value
 
 
-def _nodes(value: str) -> None:
+def _nodes(value: str) -> int:
     m = re.match(r"^(\d{1,6})(?:-(\d{1,6}))?$", value.strip())
     if not m:
-        raise ValueError(f"cannot read --nodes={value[:30]!r}; write --nodes=1")
+        raise ValueError(f"cannot read --nodes={value[:30]!r}; write --nodes=N (e.g. --nodes=2)")
     lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
     if lo < 1 or hi < lo:
-        raise ValueError(f"--nodes={value}: write --nodes=1")
-    if hi > 1:
-        raise ValueError(f"--nodes={value}: multi-node jobs are not available yet; a Slipway "
-                         f"job runs on one node (--nodes=1)")
+        raise ValueError(f"--nodes={value}: write --nodes=N with N at least 1")
+    if hi != lo:
+        raise ValueError(f"--nodes={value}: Slipway runs a job on an exact number of nodes; "
+                         f"write --nodes={lo}")
+    return lo
+
+
+def _array(value: str) -> tuple[int, int | None]:
+    """``0-9%2`` → (10 tasks, at most 2 at once). Other valid sbatch specs are refused with the
+    shape Slipway runs (its tasks are 0..N: one row each, one results ref each)."""
+    bad = array_problem(value)
+    if bad:
+        raise ValueError(bad)
+    m = _ARRAY_FROM_0.match(value.strip())
+    if not m:
+        raise ValueError(f"--array={value.strip()[:60]}: {ARRAY_SHAPE}")
+    return int(m.group(1) or 0) + 1, int(m.group(2)) if m.group(2) else None
 
 
 def _apply(out: SbatchFlags, name: str, value: str, gpu_limits: Mapping[str, int]) -> None:
@@ -204,9 +220,14 @@ def _apply(out: SbatchFlags, name: str, value: str, gpu_limits: Mapping[str, int
     elif name == "job-name":
         out.job_name = _single_line(v, "--job-name", 200)
     elif name == "nodes":
-        _nodes(v)
+        ov["nodes"] = _nodes(v)
+        if ov["nodes"] == 1:
+            del ov["nodes"]
     elif name == "array":
-        raise ValueError(array_problem(v) or f"--array={v}: {ARRAYS_NOT_YET}")
+        ov["array_tasks"], limit = _array(v)
+        ov.pop("max_parallel", None)
+        if limit:
+            ov["max_parallel"] = limit
     elif name == "image":
         ov["image"] = _single_line(v, "--image", 128)
     elif name == "compute":

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from .. import integrations as ig
 from ..db import Job, Project, Team
 from ..services import Services, log
-from . import runner_spec, states, submit
+from . import runner_spec, states, submit, task_cancel, task_events
 
 
 class JobError(Exception):
@@ -62,7 +62,7 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
         if first:
             job.cancel_requested_at = now
             job.cancel_reason = reason
-        state, slurm_id = job.state, job.slurm_job_id
+        state, slurm_id, is_sweep = job.state, job.slurm_job_id, bool(job.task_count)
         if state == states.QUEUED and slurm_id is None:
             states.transition(job, states.CANCELLED, now=now, reason=reason)
             return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
@@ -75,6 +75,8 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
     if slurm_id is None:
         return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
     soft = state != states.PENDING
+    if is_sweep:   # its tasks that have not started go at once, the running ones stop gently
+        return CancelResult(job_id, state, task_cancel.cancel_sweep(svc, job_id, slurm_id))
     try:
         if not soft:
             svc.backend.cancel(slurm_id)
@@ -173,6 +175,11 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
         job = s.get(Job, job_id)
         if job is None:
             raise JobError(f"there is no job {job_id}")
+        if job.task_count:   # a sweep's task: its own row; the sweep follows its tasks
+            try:
+                return task_events.apply(s, job, kind, event, now, svc.wake)
+            except task_events.TaskEventError as exc:
+                raise JobError(str(exc)) from None
         target = None
         if kind == "started":
             target = states.RUNNING

@@ -29,7 +29,9 @@ from ..policy import turns
 from ..teams import slurm_accounts
 from . import states
 from .push_options import job_compute
-from .runner_spec import JobSnapshot, hash_token, log_path, pick_port, prepare_job
+from . import sweeps
+from .runner_spec import JobSnapshot, hash_token, log_path, pick_port, prepare_job, \
+    task_log_pattern
 
 _UNKNOWN_ACCOUNT = re.compile(r"Invalid account", re.IGNORECASE)
 
@@ -136,6 +138,8 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
     with svc.db.transaction() as s:
         job = s.get(Job, job_id)
         job.port = pick_port(s, svc)
+        if (job.nodes or 1) > 1 and job.master_port is None:
+            job.master_port = pick_port(s, svc)   # the ranks' rendezvous (MASTER_PORT)
         project, team = job.project, job.project.team
         snap = JobSnapshot(
             job_id=job.id, team=team.name, project=project.name, branch=job.branch,
@@ -144,7 +148,10 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
             account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
             time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
             kind=job.kind, cpus=job_compute(job)[0], mem_mb=job_compute(job)[1],
+            tasks=tuple(sweeps.tasks_of(job.sweep, job.task_count)), nodes=job.nodes or 1,
+            master_port=job.master_port,
         )
+        array = sweeps.array_spec(job.task_count, job.max_parallel) if job.task_count else None
         qos, partition = job.qos or "normal", job.partition or cfg.partition
         nice = turns.initial_nice(s, svc, job)
     try:
@@ -154,11 +161,12 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
         req = ig.job_request(job_id=job_id, user=snap.unix_user, account=snap.account,
                              gpu_type=snap.gpus.type, gpu_count=snap.gpus.count,
                              time_limit_min=snap.time_limit_min, workdir=str(spec_path.parent),
-                             output=str(log_path(svc, job_id)), command=command,
+                             output=str(task_log_pattern(svc, job_id) if array
+                                        else log_path(svc, job_id)), command=command,
                              env={"PORT": str(snap.port), "SLIPWAY_JOB_ID": str(job_id),
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
                              partition=partition, cpus=snap.cpus, mem_mb=snap.mem_mb,
-                             qos=qos, nice=nice)
+                             qos=qos, nice=nice, array=array, nodes=snap.nodes)
         slurm_id = _submit(svc, req)
     except ig.ControllerUnavailable as exc:
         # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).
@@ -208,7 +216,16 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
         if cancelled or job is None:
             return False, f"slipway: job {job_id} was cancelled before it started"
         return True, f"slipway: job {job_id} is being cancelled (the cancel came before Slurm's answer)"
-    return True, f"slipway: job {job_id} queued ({snap.gpus})"
+    return True, f"slipway: job {job_id} queued ({_what(snap, array)})"
+
+
+def _what(snap: JobSnapshot, array: str | None) -> str:
+    """``a4000 x1``, ``6 tasks (--array=0-5%2) of a4000 x1``, ``2 nodes × a4000 x4``."""
+    if array:
+        return f"{len(snap.tasks)} tasks (--array={array}) of {snap.gpus} each"
+    if snap.nodes > 1:
+        return f"{snap.nodes} nodes × {snap.gpus}"
+    return str(snap.gpus)
 
 
 def unknown_submission(job: Job) -> bool:

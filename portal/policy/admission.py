@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from .. import integrations as ig
 from ..db import Project, Team
 from ..jobs.push_options import JobSettings, effective_settings, settings_problems
+from ..jobs.sweeps import Shape, parse_sweep, shape_problems
+from ..teams.access import OpError
 from ..services import Services
 from . import compute, events, grants, resources
 from .quotas import describe, quota_value
@@ -33,6 +35,7 @@ class Admission:
     partition: str | None = None
     notes: tuple[str, ...] = ()       # said to the pusher: what was adjusted
     problems: tuple[str, ...] = ()    # refused: nothing may be reserved
+    shape: Shape = Shape()            # a sweep's tasks, nodes (docs/SHARING.md)
 
     @property
     def ok(self) -> bool:
@@ -44,7 +47,8 @@ class Admission:
 
     def row_fields(self) -> dict[str, Any]:
         return {**self.settings.row_fields(), "compute_type": self.compute_type,
-                "asked": self.asked, "qos": self.qos, "partition": self.partition}
+                "asked": self.asked, "qos": self.qos, "partition": self.partition,
+                **self.shape.row_fields()}
 
 
 def _from_compute_type(project: Project, ct, overrides: Mapping[str, Any]) -> JobSettings:
@@ -143,7 +147,8 @@ def _shape(st: JobSettings) -> str:
 
 def admit(svc: Services, s: Session, *, team: Team, user_id: int | None, project: Project,
           overrides: Mapping[str, Any], base: JobSettings | None = None,
-          base_compute_type: str | None = None, base_partition: str | None = None) -> Admission:
+          base_compute_type: str | None = None, base_partition: str | None = None,
+          base_shape: Shape | None = None) -> Admission:
     """Decide a new job's compute (see the module). ``base``: a re-run's settings (the old
     job's), re-checked against today's limits and quotas; else the project's defaults with the
     push's ``overrides``."""
@@ -189,9 +194,39 @@ def admit(svc: Services, s: Session, *, team: Team, user_id: int | None, project
         if known and partition not in known:
             problems.append(f"slipway: there is no partition {partition[:64]!r}; partitions: "
                             f"{', '.join(known)}")
+    shape, shape_msgs = _shape_of(svc, st, overrides, base_shape)
+    problems += shape_msgs
     return Admission(st, compute_type=ct_name, asked=asked, qos=qos,
                      partition=partition or cfg.partition or None, notes=tuple(adj.notes),
-                     problems=tuple(problems))
+                     problems=tuple(problems), shape=shape)
+
+
+def _shape_of(svc: Services, st: JobSettings, overrides: Mapping[str, Any],
+              base: Shape | None) -> tuple[Shape, list[str]]:
+    """The sweep and nodes asked for (a re-run keeps its job's), and what is wrong with them."""
+    cfg = svc.config
+    if base is not None:
+        shape = base
+    else:
+        tasks: tuple = ()
+        if overrides.get("sweep") is not None:
+            try:
+                tasks = tuple(parse_sweep(overrides["sweep"], cfg.max_sweep_tasks))
+            except OpError as exc:
+                return Shape(), [f"slipway: push option sweep: {exc}"]
+        elif overrides.get("array_tasks"):   # slipway submit --array: tasks without values
+            n = overrides["array_tasks"]
+            if n > cfg.max_sweep_tasks:
+                return Shape(), [f"slipway: the array has {n} tasks; at most "
+                                 f"{cfg.max_sweep_tasks} per job"]
+            tasks = tuple({} for _ in range(n))
+        shape = Shape(tasks=tasks, max_parallel=overrides.get("max_parallel"),
+                      nodes=overrides.get("nodes", 1))
+    nodes_with_type = resources.nodes_with(svc, st.gpu_type) if shape.nodes > 1 else None
+    return shape, shape_problems(shape, gpu_type=st.gpu_type,
+                                 shared=cfg.shards_of(st.gpu_type) is not None,
+                                 nodes_with_type=nodes_with_type, max_nodes=cfg.max_nodes,
+                                 kind=overrides.get("kind", "task"))
 
 
 def record_job(s: Session, job, admission: Admission, by: str) -> None:

@@ -128,7 +128,9 @@ def all_quotas(s: Session) -> list[QuotaRow]:
 def _limits(pairs: list[tuple[str, int]]) -> Limits:
     tres, jobs = {}, None
     for res, value in pairs:
-        if res.startswith("gpu:"):
+        if res.startswith("gpu:") and res.endswith("-shard"):
+            tres["gres/shard"] = value   # shards are one TRES in Slurm (docs/SHARING.md)
+        elif res.startswith("gpu:"):
             tres[f"gres/gpu:{res[4:]}"] = value
         elif res == "cpu":
             tres["cpu"] = value

@@ -89,3 +89,18 @@ def plan(svc: Services, actor: Actor) -> dict:
                                else "none"),
                 "state": p.get("state", ""), "quota": quota_text})
     return {"sampled_at": at, "rows": rows}
+
+
+def nodes_with(svc: Services, gpu_type: str) -> int | None:
+    """How many nodes one job of ``gpu_type`` may span, from the sampled partitions (None: none
+    sampled yet). A GPU type's nodes: its GPUs on the largest partition ÷ the most one node has
+    (``gpu_limits``); a CPU-only job: the largest partition's nodes."""
+    _at, parts = sampled(svc)
+    if not parts:
+        return None
+    if gpu_type == ig.CPU:
+        return max(len(p.get("nodes") or ()) for p in parts)
+    per_node = svc.config.gpu_limits.get(gpu_type) or 0
+    if per_node <= 0:
+        return 0
+    return max((int((p.get("gpus") or {}).get(gpu_type, 0)) // per_node for p in parts), default=0)

@@ -1,5 +1,7 @@
-"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS, inputs, kept /output),
-cancel, run again, continue; the /output's downloads, deletion and turning it into a data version."""
+"""Jobs: list (my teams, filters, keyset pages), job page (live log via JS, inputs, kept /output,
+a sweep's tasks and a multi-node job's nodes), cancel (the job, or one task of a sweep), a task's
+page (its live log), run again, continue; the /output's downloads, deletion and turning it into
+a data version."""
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request, url_for
@@ -9,6 +11,7 @@ from ..data import bindings
 from ..data import outputs as outputs_svc
 from ..jobs import continuing, states
 from ..jobs import actions as job_actions
+from ..jobs import part_queries
 from ..jobs import queries as job_queries
 from ..policy import grants, queue_admin
 from ..teams import access
@@ -65,10 +68,16 @@ def show(job_id: int):
             output_error = str(exc)
     terminal = job.state in states.TERMINAL
     can_rerun = terminal and access.can_cancel(me, job, role)
+    can_cancel = job.state in states.ACTIVE and access.can_cancel(me, job, role)
+    parts = part_queries.detail_fields(svc(), db(), job)
     return render_template(
         "job.html", job=job, project=project, team=team, pusher=pusher,
         active=job.state in states.ACTIVE, terminal=terminal,
-        can_cancel=job.state in states.ACTIVE and access.can_cancel(me, job, role),
+        can_cancel=can_cancel,
+        # shapes (docs/SHARING.md): "2/8 of an a6000", a sweep's tasks, a multi-node job's nodes
+        shape=parts["shape"], tasks=parts.get("tasks"), nodes=parts.get("nodes"),
+        show_compute=parts["shape"]["kind"] != "single" or job.gpu_type.endswith("-shard"),
+        can_cancel_tasks=can_cancel and not job.cancel_requested_at,
         can_delete=job_actions.can_delete_job(me, job, role),
         can_rerun=can_rerun,
         # the emergency checkbox: only for those holding the right (a user's or their team's grant)
@@ -90,6 +99,41 @@ def cancel(job_id: int):
         if exc.status in (403, 404):
             raise_http(exc)
         return back("jobs.show", str(exc), "error", job_id=job_id)
+    return back("jobs.show", r.message, job_id=job_id)
+
+
+@bp.get("/jobs/<int:job_id>/tasks/<int(min=0, max=2147483647):index>")
+@login_required
+def task(job_id: int, index: int):
+    """One task of a sweep: its values, state, cost, results ref and live log."""
+    me = actor()
+    try:
+        job, project, team, role = access.job_access(db(), me, job_id)
+        part = part_queries.task_part(db(), job, index)
+    except access.OpError as exc:
+        raise_http(exc)
+    t = part_queries.task_dict(job, part)
+    return render_template(
+        "job_task.html", job=job, project=project, team=team, task=t,
+        can_cancel=t["active"] and job.state in states.ACTIVE and not job.cancel_requested_at
+        and access.can_cancel(me, job, role))
+
+
+@bp.post("/jobs/<int:job_id>/tasks/<int(min=0, max=2147483647):index>/cancel")
+@login_required
+def cancel_task(job_id: int, index: int):
+    """Cancel one task of a sweep (the others go on); back to the page it was asked from."""
+    to_task = request.form.get("next") == "task"
+    try:
+        r = job_actions.cancel_job(svc(), actor(), job_id, task=index)
+    except access.OpError as exc:
+        if exc.status in (403, 404):
+            raise_http(exc)
+        if to_task:
+            return back("jobs.task", str(exc), "error", job_id=job_id, index=index)
+        return back("jobs.show", str(exc), "error", job_id=job_id)
+    if to_task:
+        return back("jobs.task", r.message, job_id=job_id, index=index)
     return back("jobs.show", r.message, job_id=job_id)
 
 

@@ -216,9 +216,9 @@ def test_gres_refusal_says_what_the_cluster_offers(slurm_env, jobdir):
     with pytest.raises(GresUnavailable) as info:
         raw.submit(job(jobdir, "h100", ["true"], gpus=GpuRequest("h100", 1)))
     assert "no node has h100 GPUs" in str(info.value)
-    assert "a4000 (at most 4 GPUs per node), a6000 (at most 2 GPUs per node), shard (at most 8 shards" \
+    assert "a4000 (at most 4 GPUs per node), a6000 (at most 2 GPUs per node), shard (at most 16 shards" \
         in str(info.value)
-    assert info.value.offered == {"a4000": 4, "a6000": 2, "shard": 8}
+    assert info.value.offered == {"a4000": 4, "a6000": 2, "shard": 16}  # 2 a6000 x 8 shards
     with pytest.raises(GresUnavailable, match="the most one node has is 2"):
         raw.submit(job(jobdir, "a6k3", ["true"], gpus=GpuRequest("a6000", 3)))
 
@@ -262,7 +262,7 @@ def test_nodes_report_gpus(bridge):
     nodes = {n.name: n for n in bridge.nodes()}
     assert set(nodes) >= {"a4k-1", "a4k-2", "a6k-1"}
     assert nodes["a4k-1"].gpus["a4000"].total == 4
-    assert nodes["a6k-1"].gpus["a6000"].total == 2 and nodes["a6k-1"].gpus["shard"].total == 8
+    assert nodes["a6k-1"].gpus["a6000"].total == 2 and nodes["a6k-1"].gpus["shard"].total == 16
     assert all(n.gpus[t].free <= n.gpus[t].total for n in nodes.values() for t in n.gpus)
 
 

@@ -138,10 +138,10 @@ def test_shares_usage_and_partitions(bridge, team):  # noqa: F811
     parts = {p.name: p for p in bridge.partitions()}
     assert set(parts) >= {"train", "dev"}
     assert parts["train"].default and parts["train"].max_time_min is None
-    assert dict(parts["train"].gpus) == {"a4000": 8, "a6000": 2, "shard": 8}
+    assert dict(parts["train"].gpus) == {"a4000": 8, "a6000": 2, "shard": 16}
     assert parts["train"].nodes == ("a4k-1", "a4k-2", "a6k-1") and parts["train"].cpus == 24
     assert not parts["dev"].default and parts["dev"].max_time_min == 120
-    assert dict(parts["dev"].gpus) == {"a6000": 2, "shard": 8} and parts["dev"].nodes == ("a6k-1",)
+    assert dict(parts["dev"].gpus) == {"a6000": 2, "shard": 16} and parts["dev"].nodes == ("a6k-1",)
 
 
 def test_job_over_its_memory_ends_out_of_memory(bridge, team, jobdir, submitted, slurm_env):  # noqa: F811

@@ -71,6 +71,8 @@ class FakeBackend:
     share_records: list = field(default_factory=list)
     usage: dict = field(default_factory=dict)
     partition_records: list = field(default_factory=list)
+    task_cancels: list = field(default_factory=list)     # (array job id, task id, signal)
+    task_ids: dict = field(default_factory=dict)         # (array id, task) -> the task's job id
 
     def submit(self, req) -> int:
         with self.lock:
@@ -88,6 +90,11 @@ class FakeBackend:
         if self.down:
             raise ControllerUnavailable("slurmctld is down (fake)")
         self.cancels.append((job_id, signal, batch_only))
+
+    def cancel_task(self, array_job_id, task_id, signal=None):
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        self.task_cancels.append((array_job_id, task_id, signal))
 
     def hold(self, job_id):
         self.holds.append(job_id)
@@ -163,7 +170,7 @@ class FakeBackend:
         if self.down or self.accounting_down:
             raise ControllerUnavailable("slurmdbd is down (fake)")
         ids = set(job_ids or ())
-        return [r for r in self.acct if (not ids or r.job_id in ids)
+        return [r for r in self.acct if (not ids or r.job_id in ids or r.array_job_id in ids)
                 and (names is None or r.name in names)]
 
     def nodes(self):
@@ -191,6 +198,57 @@ class FakeBackend:
             job_id=slurm_id, attempt=attempt, name=name, user="u", account=account, qos=qos,
             state=state, exit_code=exit_code, signal=None, submit=start, start=start, end=end,
             elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1}))
+
+    # -- job arrays (a submit with ``req.array`` returns the array's id, like any submit) --
+    def task_job_id(self, array_id: int, task: int) -> int:
+        """The task's own Slurm job id: a fresh one, the same for the same (array, task)."""
+        key = (array_id, task)
+        if key not in self.task_ids:
+            with self.lock:
+                self.next_id += 1
+                self.task_ids[key] = self.next_id
+        return self.task_ids[key]
+
+    def set_task_queue(self, array_id: int, task: int, state: str, *,
+                       start: datetime | None = None, node: str = "a4k-1",
+                       gpus: dict | None = None, restart_count: int = 0, name: str = "",
+                       account: str = "team-x", reason: str = "None"):
+        """squeue shows task ``task`` of array ``array_id`` (its own job id, task_job_id)."""
+        job_id = self.task_job_id(array_id, task)
+        self.queue[job_id] = QueueRecord(
+            job_id=job_id, state=state, reason=reason, node=node if state != "PENDING" else "",
+            start_time=start, submit_time=start, account=account, user="u", qos="normal",
+            name=name or f"job{array_id}", comment="slipway", partition="train",
+            restart_count=restart_count, gpus=gpus or {}, array_job_id=array_id,
+            array_task_id=task)
+        return job_id
+
+    def set_pending_tasks(self, array_id: int, task_string: str, *, name: str = "",
+                          account: str = "team-x", reason: str = "JobArrayTaskLimit"):
+        """squeue's one record for the array's tasks that have not started (``"2-5%2"``), under
+        the array's id; an empty ``task_string`` removes it."""
+        if not task_string:
+            self.queue.pop(array_id, None)
+            return
+        self.queue[array_id] = QueueRecord(
+            job_id=array_id, state="PENDING", reason=reason, node="", start_time=None,
+            submit_time=None, account=account, user="u", qos="normal",
+            name=name or f"job{array_id}", comment="slipway", partition="train",
+            array_job_id=array_id, array_task_id=None, array_tasks=task_string)
+
+    def finish_task(self, array_id: int, task: int, state: str, *, start: datetime,
+                    end: datetime, exit_code: int | None = 0, gpus: dict | None = None,
+                    attempt: int = 0, node: str = "a4k-1", name: str = "x",
+                    account: str = "team-x"):
+        """The task leaves squeue; sacct gets its record (``123_4``: array fields set)."""
+        job_id = self.task_job_id(array_id, task)
+        self.queue.pop(job_id, None)
+        self.acct.append(SacctRecord(
+            job_id=job_id, attempt=attempt, name=name, user="u", account=account, qos="normal",
+            state=state, exit_code=exit_code, signal=None, submit=start, start=start, end=end,
+            elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1},
+            array_job_id=array_id, array_task_id=task))
+        return job_id
 
 
 class InMemoryAccounts:
@@ -241,6 +299,8 @@ class InMemoryGit:
         self.repos: dict[tuple[str, str], dict[str, str]] = {}
         self.files: dict[str, dict[str, str]] = {}
         self.sizes: dict[tuple[str, str], int] = {}
+        self.merges: list[dict[str, Any]] = []   # every merge_sweep call, in order
+        self.merged: dict[tuple[str, str, str, int], str] = {}   # (team, project, branch, job)
 
     def create_repo(self, team: str, project: str) -> Path:
         self.repos.setdefault((team, project), {})
@@ -271,6 +331,38 @@ class InMemoryGit:
         self.files[sha] = dict(files)
         self.repos.setdefault((team, project), {})[ref] = sha
         return sha
+
+    def merge_sweep(self, team: str, project: str, *, branch: str, base: str,
+                    tasks: dict[int, str], job_id: int):
+        """Like git_gateway.sweep_merge.merge_tasks on ``files``: the tip's files plus each
+        task's added/changed ones (vs ``base``) under ``sweep-<job>/task-<i>/``; idempotent per
+        job and branch; the branch (re)created when gone. Every call is kept in ``merges``."""
+        from git_gateway.sweep_merge import MergeResult
+
+        self.merges.append({"team": team, "project": project, "branch": branch, "base": base,
+                            "tasks": dict(tasks), "job_id": job_id})
+        if not tasks:
+            return MergeResult(None, branch, message=f"no task of sweep job {job_id} has "
+                                                     f"results: nothing was merged into {branch}")
+        refs, ref = self.repos.setdefault((team, project), {}), f"refs/heads/{branch}"
+        old_files, base_files = self.files.get(refs.get(ref) or base, {}), self.files.get(base, {})
+        files, deletions, merged = {}, {}, dict(old_files)
+        for i in sorted(tasks):
+            mine = self.files.get(tasks[i], {})
+            changed = {p: c for p, c in mine.items() if base_files.get(p) != c}
+            merged.update({f"sweep-{job_id}/task-{i}/{p}": c for p, c in changed.items()})
+            files[i] = len(changed)
+            if gone := sorted(p for p in base_files if p not in mine):
+                deletions[i] = gone
+        tip, done = refs.get(ref), self.merged.get((team, project, branch, job_id))
+        if tip and done:   # the real one finds its Slipway-Job trailer in the branch's history
+            return MergeResult(done, branch, files, deletions, already=True,
+                               message=f"the results of sweep job {job_id} are on {branch} "
+                                       f"already ({done[:12]})")
+        sha = self.merged[(team, project, branch, job_id)] = self.commit(team, project, ref, merged)
+        return MergeResult(sha, branch, files, deletions, created=tip is None,
+                           message=f"merged the results of {len(files)} tasks of sweep job "
+                                   f"{job_id} into {branch} at {sha[:12]}, under sweep-{job_id}/")
 
 
 class InMemoryCatalog:

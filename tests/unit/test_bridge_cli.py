@@ -188,7 +188,7 @@ def test_accounting_always_bounded_parsable_allocations_with_duplicates():
     argv = call["argv"]
     assert argv[:3] == ("sacct", "--parsable2", "--noheader")
     assert {"--allusers", "--duplicates", "-X"} <= set(argv)
-    assert ("--format=JobIDRaw,State,ExitCode,Submit,Start,End,ElapsedRaw,NodeList,AllocTRES,"
+    assert ("--format=JobIDRaw,JobID,State,ExitCode,Submit,Start,End,ElapsedRaw,NodeList,AllocTRES,"
             "Account,QOS,User,JobName") in argv
     assert argv[argv.index("-S") + 1] == slurm_time(start)
     assert argv[argv.index("-E") + 1] == slurm_time(end)

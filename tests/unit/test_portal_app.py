@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from portal.app import create_app
 from portal.identity.tokens import create_token, make_authenticate
-from portal.config import Config, load_config
+from portal.config import ConfigError, Config, load_config
 from portal.db import Job
 from tests.support.fakes import FakeBackend, commit_to_bare, hook_payload, make_services, seed
 
@@ -96,7 +96,17 @@ def test_config_from_env_and_file(tmp_path):
     cfg = load_config({"SLIPWAY_CONFIG": str(f), "SLIPWAY_DATA_DIR": str(tmp_path / "d"),
                        "SLIPWAY_GPU_LIMITS": "a4000:4,a6000:1"})
     assert cfg.base_url == "http://portal:9000" and str(cfg.gpu_rates["a4000"]) == "0.75"
-    assert cfg.gpu_limits == {"a4000": 4, "a6000": 1}
+    # a shared type adds its shares (gpu_shards, default a6000 into 8): one GPU's worth per job,
+    # at the GPU's rate / 8 (docs/SHARING.md)
+    assert cfg.gpu_limits == {"a4000": 4, "a6000": 1, "a6000-shard": 8}
+    assert cfg.gpu_rates["a6000-shard"] * 8 == cfg.gpu_rates["a6000"]
+    d = str(tmp_path / "d")
+    assert load_config({"SLIPWAY_DATA_DIR": d, "SLIPWAY_GPU_SHARDS": "none"}).gpu_limits == \
+        {"a4000": 4, "a6000": 2}
+    four = load_config({"SLIPWAY_DATA_DIR": d, "SLIPWAY_GPU_SHARDS": "a6000:4"})
+    assert four.gpu_limits["a6000-shard"] == 4 and four.shards_of("a6000-shard") == ("a6000", 4)
+    with pytest.raises(ConfigError, match="2 to 128 shards"):
+        load_config({"SLIPWAY_DATA_DIR": d, "SLIPWAY_GPU_SHARDS": "a6000:1"})
     assert cfg.database_url == f"sqlite:///{tmp_path / 'd' / 'slipway.db'}"
     assert cfg.repo_url("t", "p") == "http://portal:9000/git/t/p.git"
     cfg.ensure_secrets()

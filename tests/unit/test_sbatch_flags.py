@@ -70,10 +70,10 @@ def test_mem_cpus_qos_nodes_and_names_refused_clearly():
         "--mem=0": "memory must be at least 1M",
         "--cpus-per-task=0": "at least 1",
         "--qos=high": "Slipway's QOS are normal and emergency",
-        "--nodes=2": "multi-node jobs are not available yet",
-        "--nodes=1-4": "multi-node jobs are not available yet",
+        "--nodes=1-4": "Slipway runs a job on an exact number of nodes; write --nodes=1",
+        "--nodes=0": "N at least 1",
         "-N": "--nodes needs a value",
-        "--nodes=x": "write --nodes=1",
+        "--nodes=x": "write --nodes=N",
         "--partition=a b": "is not a partition name",
         "--user=../x": "is not a user name",
         "--job-name=a\nb": "one line",
@@ -90,10 +90,19 @@ def test_mem_cpus_qos_nodes_and_names_refused_clearly():
     assert parse("--nodes=1", "-N", "1-1").problems == []
 
 
-@pytest.mark.parametrize("spec", ["0-15", "1,3,5-7", "0-15:4", "0-5%2", "7", "0-1000", "1,2%1"])
-def test_a_valid_array_is_refused_as_not_available_yet(spec):
+@pytest.mark.parametrize("spec,tasks,limit", [("0-15", 16, None), ("0-5%2", 6, 2), ("0", 1, None),
+                                               ("0-1000", 1001, None)])
+def test_an_array_from_0_is_tasks_and_a_limit(spec, tasks, limit):
+    r = parse(f"--array={spec}")
+    assert r.problems == [] and r.overrides.get("array_tasks") == tasks
+    assert r.overrides.get("max_parallel") == limit
+    assert parse("--nodes=2").overrides == {"nodes": 2} and parse("-N", "1").overrides == {}
+
+
+@pytest.mark.parametrize("spec", ["1,3,5-7", "0-15:4", "7", "1,2%1"])
+def test_a_valid_array_in_another_shape_is_refused_with_the_shape_slipway_runs(spec):
     [msg] = parse(f"--array={spec}").problems
-    assert "job arrays are not available yet; submit one job per task" in msg
+    assert "Slipway runs arrays as 0-N or 0-N%M" in msg
 
 
 @pytest.mark.parametrize("spec,why", [
@@ -111,7 +120,7 @@ def test_an_array_slurm_would_reject_says_why(spec, why):
     msg = sf.array_problem(spec)
     assert msg is not None and why in msg and "invalid --array specification" in msg
     [p] = parse("-a", spec).problems
-    assert why in p and "not available yet" not in p
+    assert why in p and "Slipway runs arrays" not in p
 
 
 def test_split_argv_finds_the_script_after_the_flags():

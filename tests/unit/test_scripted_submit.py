@@ -127,8 +127,10 @@ def _refused(svc, backend, actor, flags, words, status=400, **kw):
     (["--gres=gpu:2"], "names no GPU type"),
     (["--mem=1PB"], "cannot read memory '1PB'"),
     (["--time=2h"], "cannot read --time"),
-    (["--nodes=2"], "multi-node jobs are not available yet"),
-    (["--array", "0-5%2"], "job arrays are not available yet; submit one job per task"),
+    (["--nodes=3"], "asked for 3 nodes; the cluster has 2"),
+    (["--array", "1,3"], "Slipway runs arrays as 0-N or 0-N%M"),
+    (["--array", "0-500"], "501 tasks"),
+    (["--array", "0-3", "--nodes=2"], "cannot be combined"),
     (["--array=5-1"], "the range 5-1 ends before it starts"),
     (["--frob"], "unknown flag '--frob'"),
     (["--qos=high"], "normal and emergency"),
@@ -232,8 +234,8 @@ def test_api_submit(world):
     assert r.status_code == 400 and "flags must be a list" in r.get_json()["error"]
     r = post("dave", {"script": SCRIPT, "flags": [], "user": "carol", "team": "nlp", "x": 1})
     assert r.status_code == 400 and "unknown field" in r.get_json()["error"]
-    r = post("dave", {"script": SCRIPT, "flags": ["--array=0-3"], "user": "carol", "team": "nlp"})
-    assert r.status_code == 400 and "not available yet" in r.get_json()["error"]
+    r = post("dave", {"script": SCRIPT, "flags": ["--array=2-3"], "user": "carol", "team": "nlp"})
+    assert r.status_code == 400 and "Slipway runs arrays as 0-N" in r.get_json()["error"]
     r = post("dave", {"script": SCRIPT, "flags": ["--gres=gpu:a6000:1"], "user": "carol",
                       "team": "nlp"})
     assert r.status_code == 201, r.get_json()
@@ -272,7 +274,7 @@ def test_cli_submit_local_and_remote(world, tmp_path):
                                                 str(script), actor="alice", ok=False)
     assert "name the script" in run("submit", "-u", "carol", ok=False)
     assert "arguments after the script" in run("submit", str(script), "x", ok=False)
-    assert "--nodes=4: multi-node jobs are not available yet" in \
+    assert "asked for 4 nodes; the cluster has 2" in \
         run("submit", "-N", "4", "-u", "carol", "-A", "nlp", str(script), ok=False)
     with serve(create_app(svc)) as base:
         out = run("submit", "--gres=gpu:a4000:1", "-u", "carol", "-A", "nlp", str(script),

@@ -73,7 +73,7 @@ def data_world(svc, alice) -> dict:
 def fill(rule, ids) -> str:
     values = {}
     for arg in rule.arguments:
-        FILL = {"team": "nlp", "project": "proj", "job_id": ids["running"],
+        FILL = {"team": "nlp", "project": "proj", "job_id": ids["running"], "index": "1",
                 "token_id": ids["alice_token_id"], "username": "alice", "rest": "x/y",
                 "filename": "slipway.css", "request_id": ids["fund_request"], "action": "approve",
                 "name": "secret-data", "version": "1", "path": "nlp-data.txt",

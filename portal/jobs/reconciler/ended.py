@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from ... import integrations as ig
 from ...db import Job
 from ...services import Services
-from .. import states
+from .. import node_parts, states
 from .report import ACCOUNTING_DOWN, STALE_REASONS, Ended, TickReport, move
 
 
@@ -42,7 +42,7 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         if not settled and last.end is not None and (now - last.end).total_seconds() < 120:
             continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
         for r in rs:
-            gpus = dict(r.gpus) or ({"shard": r.shards} if r.shards else e.gpus)
+            gpus = ig.billed_gpus(r.gpus, r.shards, e.gpus)
             if r.start is None:
                 continue
             records.append(ig.attempt_record(
@@ -94,6 +94,7 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
             move(job, final, now, report, reason=reason)
             if job.state in states.TERMINAL and end is not None:
                 job.ended_at = end
+            node_parts.finish(s, job)
 
 
 def out_of_memory_reason(job: Job, default_mem_per_cpu_mb: int) -> str:

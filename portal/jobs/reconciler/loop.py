@@ -14,7 +14,7 @@ from ...policy import turns
 from ...private_files import opener as private_opener
 from ...services import Services, log
 from .. import unknown
-from . import data, ended, money, queue, safety, sync, workspaces
+from . import arrays, data, ended, money, queue, safety, sweep_results, sync, workspaces
 from .report import TickReport, move
 
 
@@ -45,8 +45,14 @@ class Reconciler:
         if live is not None:
             live_records, gone = queue.apply_queue(svc, live, now, report)
             final_records, finals = ended.ended_jobs(svc, gone, now, report)
-            money.bill(svc, self.biller, live_records + final_records, now, report)
+            task_live, tasks_gone = arrays.apply_arrays(svc, live, now, report)   # sweeps
+            task_records, task_finals = arrays.ended_tasks(svc, tasks_gone, now, report)
+            money.bill(svc, self.biller, live_records + final_records + task_live + task_records,
+                       now, report)
             ended.apply_finals(svc, finals, now, report)
+            arrays.apply_task_finals(svc, task_finals, now)
+            arrays.settle_parents(svc, now, report)
+            sweep_results.merge_ended(svc, now, report)
             unknown.cancel_adopted(svc, list(report.adopted), report)  # cancelled meanwhile
             turns.keep_turns(svc, live, report.errors)   # teams' pending jobs take turns
         data.keep_outputs(svc, report)   # ended jobs' /output: sealed read-only, kept

@@ -11,7 +11,7 @@ from accounting.biller import Biller
 
 from ...billing import ledger as billing
 from ... import integrations as ig
-from ...db import Job, Project, ReconcilerState, Team
+from ...db import Job, JobPart, Project, ReconcilerState, Team
 from ...data import storage as data_storage
 from ...services import Services
 from .. import service, states
@@ -25,13 +25,19 @@ def bill(svc: Services, biller: Biller, records, now: datetime, report: TickRepo
     report.charges += len(result.appended)
     for rec, err in result.errors:
         report.errors.append(f"billing job {rec.job_id}: {err}")
-    billed_jobs = {int(c.cluster_job_id) for c in result.appended if c.cluster_job_id.isdigit()}
+    billed_jobs = {j for c in result.appended
+                   if (j := billing.job_of_resource(c.cluster_job_id)) is not None}
     if billed_jobs:
         with svc.db.transaction() as s:
             for jid in billed_jobs:
                 job = s.get(Job, jid)
                 if job is not None:
                     job.cost_micros = billing.job_cost_micros(s, jid)
+                    if job.task_count:   # a sweep: each task's own cost too
+                        costs = billing.task_cost_micros(s, jid)
+                        for part in s.scalars(select(JobPart).where(JobPart.job_id == jid,
+                                                                    JobPart.kind == "task")):
+                            part.cost_micros = costs.get(f"{jid}_{part.index}", 0)
 
 
 

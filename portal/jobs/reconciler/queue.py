@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select
 from ... import integrations as ig
 from ...db import Job
 from ...services import Services, log
-from .. import states
+from .. import node_parts, states
 from ..recovery import RECOVERED_NOTE
 from ...policy import preemption, reasons
 from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, WAITING, Ended, TickReport, move
@@ -53,11 +53,13 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                     report.adopted.append(job.id)
                     log.warning("job %s: its submission had no answer; Slurm has it as job "
                                 "%s: adopted", job.id, rec.job_id)
-                job.slurm_job_id = rec.job_id
+                job.slurm_job_id = getattr(rec, "array_job_id", 0) or rec.job_id
                 job.submitted_at = job.submitted_at or rec.submit_time or now
                 move(job, states.PENDING, now, report)
+        # a sweep's state follows its tasks (reconciler.arrays), not one queue record
         jobs = s.scalars(select(Job).where(Job.state.in_(states.ACTIVE - {states.QUEUED}),
-                                           Job.slurm_job_id.is_not(None)))
+                                           Job.slurm_job_id.is_not(None),
+                                           Job.task_count.is_(None)))
         reason_words: dict = {}   # pending reasons in words, shared by the jobs of this tick
         for job in jobs:
             team = job.project.team.name
@@ -78,6 +80,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
             job.last_seen_at = now
             if rec.node:
                 job.node = rec.node
+                if (job.nodes or 1) > 1:
+                    node_parts.record(s, job, rec.node, now)
             if rec.restart_count > job.attempt:
                 job.attempt = rec.restart_count
             target = mapping.live
@@ -116,7 +120,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                     live_records.append(ig.attempt_record(
                         job_id=job.id, attempt=rec.restart_count, state="RUNNING",
                         start=rec.start_time, end=None, elapsed_s=None,
-                        gpus=dict(rec.gpus) or {job.gpu_type: job.gpu_count}, team=team))
+                        gpus=ig.billed_gpus(rec.gpus, 0, {job.gpu_type: job.gpu_count}),
+                        team=team))
     return live_records, ended
 
 
