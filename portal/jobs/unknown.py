@@ -97,7 +97,7 @@ def settle(svc: Services, now: datetime, report, move: Callable) -> None:
             rec = found.get((c.name, c.account))
             mark = s.get(ReconcilerState, _mark_key(c.job_id))
             if rec is not None:
-                job.slurm_job_id = rec.job_id
+                job.slurm_job_id = getattr(rec, "array_job_id", 0) or rec.job_id   # a sweep: its array
                 job.submitted_at = rec.submit or job.submitted_at
                 job.reason = FOUND_NOTE.format(slurm_id=rec.job_id)
                 if mark is not None:

@@ -222,3 +222,21 @@ def test_cancel_of_a_running_sweep_ends_every_task_with_its_files_pushed(sw, tmp
     tasks = sw.job(job_id)["tasks"]
     assert [t["state"] for t in tasks] == ["cancelled"] * 4
     assert Decimal(tasks[3]["cost"]) == 0 and all(Decimal(t["cost"]) > 0 for t in tasks[:3])
+
+
+def test_cancel_of_a_two_node_job_stops_every_rank_and_pushes_their_files(sw, tmp_path):
+    work = _clone(sw, tmp_path, "alice")
+    entry = ("#!/bin/bash\ntrap 'echo stopped > stop-$RANK.txt; exit 0' TERM\n"
+             "echo up > up-$RANK.txt\nwhile true; do sleep 0.2; done\n")
+    out = _push(sw, work, "ddp-c", entry, "nodes=2", "gpus=a4000:1")
+    job_id = job_id_from_push(out)
+    _wait("both nodes running", lambda: [n["state"] for n in sw.job(job_id).get("nodes", [])]
+          == ["running"] * 2, 120)
+    time.sleep(3)   # every rank is up
+    sw.cli("job", "cancel", str(job_id))
+    job = sw.wait_results(job_id, timeout=120)
+    assert job["state"] == "cancelled", job
+    for rank in (0, 1):
+        assert _show(sw, work, "ddp-c", f"up-{rank}.txt").strip() == "up"
+        assert _show(sw, work, "ddp-c", f"stop-{rank}.txt").strip() == "stopped"
+    assert [n["state"] for n in sw.job(job_id)["nodes"]] == ["cancelled"] * 2

@@ -166,3 +166,21 @@ def test_one_task_is_cancelled_alone_and_bad_task_numbers_are_refused(world):
         actions.cancel_job(svc, bob, job_id, task=1)
     assert "no job" in str(e.value) or "may not" in str(e.value)
     assert backend.task_cancels == [(aid, 0, "TERM")]
+
+
+def test_at_zero_the_cut_off_stops_the_whole_sweep_as_one_job(world):
+    svc, backend, clock, job_id, aid, *_rest = world
+    name = f"slipway-{job_id}"
+    t0 = clock.advance(seconds=5)
+    backend.set_task_queue(aid, 0, "RUNNING", start=t0, name=name, gpus={"a4000": 1})
+    backend.set_task_queue(aid, 1, "RUNNING", start=t0, name=name, gpus={"a4000": 1})
+    backend.set_pending_tasks(aid, "2%2", name=name)
+    Reconciler(svc).tick()
+    clock.advance(hours=26)   # 2 tasks × 26 h × $0.50/h = $26 > the team's $25
+    report = Reconciler(svc).tick()
+    assert report.cut_off == ["nlp"] and report.cancels == [job_id], report
+    assert backend.task_cancels == [(aid, 2, None)]          # the waiting task goes at once
+    assert backend.cancels == [(aid, "TERM", True)]          # the running ones push their files
+    with svc.db.session() as s:
+        job = s.get(Job, job_id)
+        assert job.cancel_requested and "team nlp has -$1.00" in (job.cancel_reason or "")
