@@ -132,6 +132,16 @@ class Config:
     smtp_password: str = ""
     mail_from: str = "slipway@localhost"
     workspace_url: str = ""      # the workspace gateway's public base; "": portal host, port+1
+    # monitoring (docs/MONITORING.md)
+    metrics_token: str = ""      # Bearer token for /metrics ("": only metrics_allow may scrape)
+    metrics_allow: str = "127.0.0.1/32,::1/128"   # networks that may scrape /metrics without it
+    sample_minutes_days: int = 7       # 1-minute cluster samples kept this long, then hourly
+    sample_hours_days: int = 365       # hourly samples kept this long
+    alarm_balance_threshold: Decimal = Decimal("5.00")   # a team balance under this: an alarm
+    alarm_failed_jobs: int = 5         # this many jobs failed within alarm_failed_window_s
+    alarm_failed_window_s: float = 600.0
+    alarm_reconcile_lag_s: float = 60.0   # no completed tick for this long: "falling behind"
+    alarm_storage_fraction: float = 0.9   # a team's storage above this share of its quota
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()

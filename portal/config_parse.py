@@ -33,6 +33,19 @@ gpu_shards                  shared GPU types: shards per GPU (must      a6000:8 
 max_sweep_tasks             most tasks one sweep (-o sweep=) may have   100
 max_nodes                   most nodes per job before a node inventory  2
                             was sampled (then: nodes with the type)
+metrics_token               Bearer token Prometheus sends for /metrics  "" (only metrics_allow)
+metrics_allow               networks that may scrape /metrics without   127.0.0.1/32,::1/128
+                            the token (comma-separated CIDRs)
+sample_minutes_days         days 1-minute cluster samples are kept      7
+sample_hours_days           days hourly cluster samples are kept        365
+alarm_balance_threshold     a team balance under this opens an alarm    5.00
+alarm_failed_jobs           failed jobs within alarm_failed_window_s    5
+                            that open a "burst of failed jobs" alarm
+alarm_failed_window_s       that window, in seconds                     600
+alarm_reconcile_lag_s       seconds without a finished reconciler tick  60
+                            before "the reconciler is falling behind"
+alarm_storage_fraction      share of a storage quota that opens an      0.9
+                            alarm
 storage_rate                US$ per GB-month of storage                 0.10
 min_start_balance           a job starts only when balance >= this      1.00
 container_runtime           ``charliecloud`` (local) | ``apptainer``    charliecloud

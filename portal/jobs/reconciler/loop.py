@@ -14,7 +14,8 @@ from ...policy import turns
 from ...private_files import opener as private_opener
 from ...services import Services, log
 from .. import unknown
-from . import arrays, data, ended, money, queue, safety, sweep_results, sync, workspaces
+from . import arrays, data, ended, monitor, money, queue, safety, sweep_results, sync, \
+    workspaces
 from .report import TickReport, move
 
 
@@ -35,6 +36,7 @@ class Reconciler:
 
     def _tick(self) -> TickReport:
         svc, now, report = self.svc, self.svc.now(), TickReport()
+        started = time.monotonic()
         try:
             live = svc.backend.jobs()
             report.polled = True
@@ -69,6 +71,15 @@ class Reconciler:
         data.sync_gates(svc, report)     # who may read which data tree on disk
         workspaces.idle_policy(svc, report)   # remind, then stop, idle workspaces
         self._accounts_synced_at = sync.sync_slurm_accounts(svc, self._accounts_synced_at, now, report)
+        nodes = None
+        if live is not None:   # ONE sinfo per tick, for the samples and the alarms
+            try:
+                nodes = svc.backend.nodes()
+            except ig.SlurmBridgeError as exc:
+                report.errors.append(f"nodes: {exc}")
+                report.nodes_error = str(exc)
+        report.duration_s = time.monotonic() - started
+        monitor.observe(svc, now, live, nodes, report)
         return report
 
     # ------------------------------------------------------------------------------- loop

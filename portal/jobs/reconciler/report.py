@@ -29,6 +29,8 @@ class TickReport:
     resubmitted: list[int] = field(default_factory=list)
     # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
     busy: bool = False
+    duration_s: float = 0.0             # the tick's own work, before monitoring
+    nodes_error: str | None = None      # this tick's sinfo failed (the queue answered)
 
 
 @dataclass

@@ -1,0 +1,4 @@
+"""alarms (migration 0012, docs/MONITORING.md): being built."""
+from __future__ import annotations
+
+from .models import Base  # noqa: F401
