@@ -71,6 +71,8 @@ class FakeBackend:
     share_records: list = field(default_factory=list)
     usage: dict = field(default_factory=dict)
     partition_records: list = field(default_factory=list)
+    node_records: list = field(default_factory=list)     # what nodes() (sinfo) answers
+    nodes_down: bool = False
     task_cancels: list = field(default_factory=list)     # (array job id, task id, signal)
     task_ids: dict = field(default_factory=dict)         # (array id, task) -> the task's job id
 
@@ -174,7 +176,10 @@ class FakeBackend:
                 and (names is None or r.name in names)]
 
     def nodes(self):
-        return []
+        """sinfo's nodes: ``node_records`` (NodeRecord values a test sets); down: no answer."""
+        if self.down or self.nodes_down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return list(self.node_records)
 
     # -- helpers to script Slurm ----------------------------------------------------------
     def set_queue(self, slurm_id: int, state: str, *, start: datetime | None = None,
