@@ -4,7 +4,6 @@ the sweep's state follows its tasks; once all ended ONE commit merges their resu
 branch; cancel takes the waiting tasks out and stops the running ones."""
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select

@@ -4,16 +4,14 @@ spec per task; the reconciler follows the tasks, bills each, merges their result
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from git_gateway.node.spec import RunnerSpec
-from portal.db import Job, JobPart, LedgerEntry
+from portal.db import Job, JobPart
 from portal.jobs import push, sweeps
-from portal.jobs.reconciler import Reconciler
 from portal.teams.access import OpError
 from slurm_bridge.script import sbatch_options
 from tests.support.fakes import FakeBackend, InMemoryGit, commit_to_bare, hook_payload, \
@@ -157,3 +155,26 @@ def test_a_gpu_share_asks_slurm_for_shards(env):
     [(_sid, req)] = backend.submits
     assert "--gres=shard:2" in sbatch_options(req)
     assert svc.config.gpu_rates["a6000-shard"] == Decimal("1.00") / 8
+
+
+def test_a_compute_type_can_be_a_share_of_a_gpu_priced_at_its_share(env):
+    from portal.policy import compute
+    from portal.teams.access import Actor
+    svc, backend, bare, work, _git = env
+    compute.define(svc, Actor(0, "root-op", is_cluster_admin=True), "a6k-quarter",
+                   gpus="a6000-shard:2")
+    [ct] = compute.list_types(svc)
+    assert ct["hourly_rate"] == str(Decimal("0.250"))   # 2 × $1.00 / 8
+    pre, post = _push(svc, bare, work, ["compute=a6k-quarter"], branch="quarter")
+    assert pre.ok and post.ok, (pre.messages, post and post.messages)
+    job = _job(svc)
+    assert (job.gpu_type, job.gpu_count, job.compute_type) == ("a6000-shard", 2, "a6k-quarter")
+    assert "--gres=shard:2" in sbatch_options(backend.submits[0][1])
+
+
+def test_shards_are_billed_under_the_jobs_shared_type():
+    from portal import integrations as ig
+    assert ig.billed_gpus({"shard": 2}, 0, {"a6000-shard": 2}) == {"a6000-shard": 2}
+    assert ig.billed_gpus({}, 3, {"a6000-shard": 3}) == {"a6000-shard": 3}
+    assert ig.billed_gpus({"a4000": 2}, 0, {"a4000": 1}) == {"a4000": 2}
+    assert ig.billed_gpus({}, 0, {"cpu": 4}) == {"cpu": 4}
