@@ -109,8 +109,9 @@ class Containers(Protocol):
 
 @runtime_checkable
 class Mailer(Protocol):
-    def send(self, to: str, subject: str, body: str) -> None:
-        """Send a plain-text message to ``to``; raises OSError when it cannot be handed on."""
+    def send(self, to: str, subject: str, body: str) -> bool | None:
+        """Send a plain-text message to ``to``. Never raises: False when it could not be handed
+        on (unusable address, server down or refusing: logged and counted by the adapter)."""
 
 
 @runtime_checkable

@@ -30,6 +30,7 @@ from click.core import ParameterSource
 
 from ..private_files import set_process_umask
 from . import data, funds, jobs, ldap, policy, policy_queue, projects, serve, teams, tokens, users, workspaces
+from . import notifications
 from .submit import submit as submit_command
 from .context import OPERATOR, Ctx
 from .local import LocalSource
@@ -80,3 +81,4 @@ for _command in (policy.compute_group, policy.quota_group, policy.emergency_grou
                  policy_queue.resources):
     main.add_command(_command)
 main.add_command(submit_command)
+main.add_command(notifications.notifications)

@@ -29,6 +29,7 @@ def init_web(app: Flask, csrf=None) -> None:
     from .data_upload import bp as data_upload_bp
     from .fund_requests import bp as funds_bp
     from .jobs import bp as jobs_bp
+    from .notifications import bp as notifications_bp
     from .policy import bp as policy_bp
     from .projects import bp as projects_bp
     from .proxy import bp as proxy_bp
@@ -72,7 +73,7 @@ def init_web(app: Flask, csrf=None) -> None:
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
     for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp,
-               data_bp, data_upload_bp, workspaces_bp, policy_bp):
+               data_bp, data_upload_bp, workspaces_bp, policy_bp, notifications_bp):
         app.register_blueprint(bp)
     if csrf is not None:
         csrf.exempt(data_upload_bp)  # checks the token itself, after bounding a chunk's body

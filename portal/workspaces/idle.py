@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from ..db import Job, Project, User
 from ..jobs import service as jobs_service, states
+from ..monitoring import notify
 from ..services import Services, log
 from . import credential, policy
 
@@ -72,13 +73,12 @@ def idle_since(job: Job, act: Activity) -> datetime | None:
     return max(candidates) if candidates else None
 
 
-def _mail(svc: Services, email: str | None, subject: str, body: str) -> None:
-    if svc.mailer is None or not email:
-        return
+def _mail(svc: Services, job_id: int, event: str, subject: str, body: str, at=None) -> None:
+    """To the workspace's user, once, if they want ``workspace_idle`` mail (monitoring.notify)."""
     try:
-        svc.mailer.send(email, subject, body)
-    except Exception as exc:  # noqa: BLE001 — a mail server down never stops the policy
-        log.warning("workspace mail to %s failed: %s", email, exc)
+        notify.workspace_mail(svc, job_id, event, subject, body, at=at)
+    except Exception as exc:  # noqa: BLE001 — a mail problem never stops the policy
+        log.warning("workspace %s: %s mail failed: %s", job_id, event, exc)
 
 
 def _minutes(seconds: int) -> str:
@@ -123,17 +123,17 @@ def check_idle(svc: Services, report=None, activity=jupyter_activity) -> list[tu
                 if report is not None:
                     report.errors.append(f"stopping idle workspace {job_id}: {exc}")
                 continue
-            _mail(svc, email, f"Slipway: workspace {job_id} was stopped",
+            _mail(svc, job_id, "stopped", f"Slipway: workspace {job_id} was stopped",
                   f"Your workspace {job_id} was {why}. Its files were committed back to its "
                   f"branch and its /output is kept; restart it from its page.")
             out.append((job_id, "stopped"))
         elif remind:
             left = pol.idle_seconds - idle_s
             what = "stopped" if pol.auto_stop else "reported idle"
-            _mail(svc, email, f"Slipway: workspace {job_id} is idle",
+            _mail(svc, job_id, "reminded", f"Slipway: workspace {job_id} is idle",
                   f"Your workspace {job_id} has been idle for {_minutes(idle_s)}"
                   f" and bills while it is open. It will be {what} in about {_minutes(max(left, 0))}"
-                  f" unless you use it; stop it from its page when you are done.")
+                  f" unless you use it; stop it from its page when you are done.", at=now)
             out.append((job_id, "reminded"))
         else:
             out.append((job_id, "reminded" if since is not None else "active"))

@@ -229,7 +229,7 @@ def test_smtp_mailer_hands_the_message_to_the_server(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def starttls(self):
+        def starttls(self, context=None):
             seen["tls"] = True
 
         def login(self, user, password):
