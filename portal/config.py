@@ -134,7 +134,10 @@ class Config:
     workspace_url: str = ""      # the workspace gateway's public base; "": portal host, port+1
     # monitoring (docs/MONITORING.md)
     metrics_token: str = ""      # Bearer token for /metrics ("": only metrics_allow may scrape)
-    metrics_allow: str = "127.0.0.1/32,::1/128"   # networks that may scrape /metrics without it
+    # networks that may scrape /metrics without the token; none by default: behind a reverse
+    # proxy on the same host every visitor would look like 127.0.0.1 (docs/MONITORING.md)
+    metrics_allow: str = ""
+    usage_sample_interval: float = 30.0   # seconds between sstat samples of running jobs
     sample_minutes_days: int = 7       # 1-minute cluster samples kept this long, then hourly
     sample_hours_days: int = 365       # hourly samples kept this long
     alarm_balance_threshold: Decimal = Decimal("5.00")   # a team balance under this: an alarm

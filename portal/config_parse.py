@@ -34,8 +34,10 @@ max_sweep_tasks             most tasks one sweep (-o sweep=) may have   100
 max_nodes                   most nodes per job before a node inventory  2
                             was sampled (then: nodes with the type)
 metrics_token               Bearer token Prometheus sends for /metrics  "" (only metrics_allow)
-metrics_allow               networks that may scrape /metrics without   127.0.0.1/32,::1/128
-                            the token (comma-separated CIDRs)
+metrics_allow               networks that may scrape /metrics without   "" (none: the token
+                            the token (comma-separated CIDRs)           is needed)
+usage_sample_interval       seconds between two sstat samples of the    30
+                            running jobs' CPU and memory (ONE call)
 sample_minutes_days         days 1-minute cluster samples are kept      7
 sample_hours_days           days hourly cluster samples are kept        365
 alarm_balance_threshold     a team balance under this opens an alarm    5.00

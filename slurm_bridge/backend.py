@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable, Protocol, runtime_checkable
 
-from .records import NodeRecord, QueueRecord, SacctRecord
+from .records import JobUsage, NodeRecord, QueueRecord, SacctRecord
 from .request import JobRequest
 
 
@@ -44,3 +44,8 @@ class SlurmBackend(Protocol):
         records (``array_job_id``/``array_task_id``; attempts counted per task)."""
 
     def nodes(self) -> list[NodeRecord]: ...
+
+    def step_usage(self, job_ids: Iterable[int]) -> dict[int, JobUsage]:
+        """CPU and memory of running jobs now (ONE ``sstat`` for all of them), by job id: each
+        job's running steps (slurm_bridge.step_usage). A job that is not running is absent;
+        an array's id answers for each running task under the task's own job id."""

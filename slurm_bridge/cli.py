@@ -24,6 +24,7 @@ from .records import NodeRecord, QueueRecord, SacctRecord
 from .request import MAX_ARRAY_INDEX, GpuLimits, JobRequest, validate
 from .runner import CommandResult, CommandRunner, SubprocessRunner
 from .script import render_script, sbatch_options
+from . import step_usage as _sstat
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
@@ -357,6 +358,11 @@ class CliBackend(AdminCommands):
         """Every node with its GPUs per type (total/allocated/free) and state (``sinfo --json``;
         ``scontrol show nodes`` has no --json in 22.05)."""
         return records.parse_nodes(self._json(["sinfo", "--json"]))
+
+    def step_usage(self, job_ids: Iterable[int]) -> dict[int, _sstat.JobUsage]:
+        """Running jobs' CPU and memory now, by job id: ONE ``sstat`` for all of them
+        (slurm_bridge.step_usage); a job that is not running has no entry."""
+        return _sstat.query(self.run, [_job_id(j) for j in job_ids])
 
 
 def _attempts_of(rec: SacctRecord) -> tuple[int, int]:

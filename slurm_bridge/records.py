@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from .fields import (_frozen, _int, _opt_int, _text, _time, parse_gres, parse_tres_str,
                      tres_cpus)
+from .step_usage import JobUsage, StepUsage, parse_sstat  # noqa: F401  (sstat's records)
 
 __all__ = ["TERMINAL_STATES", "UNSETTLED_QOS", "QueueRecord", "SacctRecord", "GpuCount",
            "NodeRecord", "SACCT_FIELDS", "parse_squeue", "parse_sacct", "parse_nodes",
@@ -354,6 +355,12 @@ class NodeRecord:
     cpus: int
     alloc_cpus: int
     gpus: Mapping[str, GpuCount]     # GPU type (or "shard") -> total/allocated/free
+    cpu_load: float | None = None    # load average (sinfo's cpu_load / 100); None: not reported
+    real_memory_mb: int = 0          # configured memory (RealMemory)
+    alloc_memory_mb: int = 0         # memory allocated to jobs (AllocMem)
+    # the latest time slurmctld heard from slurmd that sinfo --json 22.05 tells: the later of
+    # LastBusyTime (last_busy) and SlurmdStartTime (its registration); None when neither is set
+    last_heard: datetime | None = None
 
     @property
     def available(self) -> bool:
@@ -378,5 +385,9 @@ def parse_nodes(data: Mapping[str, Any]) -> list[NodeRecord]:
             reason=_text(n.get("reason")), partitions=tuple(n.get("partitions") or ()),
             cpus=_int(n.get("cpus")), alloc_cpus=_int(n.get("alloc_cpus")),
             gpus=MappingProxyType({k: GpuCount(v, used.get(k, 0)) for k, v in total.items()}),
+            cpu_load=None if (load := _opt_int(n.get("cpu_load"))) is None else load / 100,
+            real_memory_mb=_int(n.get("real_memory")), alloc_memory_mb=_int(n.get("alloc_memory")),
+            last_heard=max((t for t in (_time(n.get("last_busy")),
+                                        _time(n.get("slurmd_start_time"))) if t), default=None),
         ))
     return out

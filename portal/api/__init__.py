@@ -11,7 +11,7 @@ Same operations and permission rules as the pages (the service layer, ``portal.t
 from __future__ import annotations
 
 from . import data, data_output, jobs, policy, projects, teams, tokens, workspaces  # noqa: F401  (their routes register on the blueprint)
-from . import notifications  # noqa: F401  (docs/MONITORING.md)
+from . import alarms, monitoring, notifications  # noqa: F401  (docs/MONITORING.md)
 from . import submit  # noqa: F401  (POST /api/submit: slipway submit)
 from .core import api
 

@@ -30,7 +30,7 @@ from click.core import ParameterSource
 
 from ..private_files import set_process_umask
 from . import data, funds, jobs, ldap, policy, policy_queue, projects, serve, teams, tokens, users, workspaces
-from . import notifications
+from . import alarms, monitoring, notifications
 from .submit import submit as submit_command
 from .context import OPERATOR, Ctx
 from .local import LocalSource
@@ -82,3 +82,5 @@ for _command in (policy.compute_group, policy.quota_group, policy.emergency_grou
     main.add_command(_command)
 main.add_command(submit_command)
 main.add_command(notifications.notifications)
+main.add_command(alarms.alarms)
+main.add_command(monitoring.monitoring_group)

@@ -23,12 +23,15 @@ _SESSION_USER = (select(User.id, User.name, User.is_cluster_admin, User.email, U
 
 def init_web(app: Flask, csrf=None) -> None:
     """Register the login manager, the page blueprints, filters and error pages."""
+    from .alarms import bp as alarms_bp
     from .auth import bp as auth_bp
     from .dashboard import bp as dashboard_bp
     from .data import bp as data_bp
     from .data_upload import bp as data_upload_bp
     from .fund_requests import bp as funds_bp
     from .jobs import bp as jobs_bp
+    from .metrics import bp as metrics_bp
+    from .monitoring import bp as monitoring_bp
     from .notifications import bp as notifications_bp
     from .policy import bp as policy_bp
     from .projects import bp as projects_bp
@@ -73,7 +76,8 @@ def init_web(app: Flask, csrf=None) -> None:
         return redirect(url_for("auth.login", next=common.safe_next(nxt)))
 
     for bp in (auth_bp, dashboard_bp, teams_bp, funds_bp, projects_bp, jobs_bp, tokens_bp, proxy_bp,
-               data_bp, data_upload_bp, workspaces_bp, policy_bp, notifications_bp):
+               data_bp, data_upload_bp, workspaces_bp, policy_bp, notifications_bp,
+               alarms_bp, metrics_bp, monitoring_bp):
         app.register_blueprint(bp)
     if csrf is not None:
         csrf.exempt(data_upload_bp)  # checks the token itself, after bounding a chunk's body

@@ -13,6 +13,7 @@ from ..jobs import continuing, states
 from ..jobs import actions as job_actions
 from ..jobs import part_queries
 from ..jobs import queries as job_queries
+from ..monitoring import job_usage_view
 from ..policy import grants, queue_admin
 from ..teams import access
 from .common import actor, back, db, fmt_duration, int_arg, raise_http, svc
@@ -87,7 +88,8 @@ def show(job_id: int):
         can_admin=me.is_cluster_admin or role in access.ROLE_ADMIN,
         my_teams=access.my_team_names(db(), me),
         runtime=fmt_duration(job.started_at, job.ended_at, now),
-        proxy_ok=job.state == states.RUNNING and bool(job.port and job.node))
+        proxy_ok=job.state == states.RUNNING and bool(job.port and job.node),
+        usage=job_usage_view.for_job(db(), job))   # CPU and memory over time (_job_usage.html)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

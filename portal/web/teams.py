@@ -22,7 +22,7 @@ from ..teams import access
 from ..teams import service as teams_svc
 from .common import MAX_PAGE, actor, back, db, int_arg, raise_http, svc
 from .policy import slurm_now
-from .svg import spending_svg
+from .monitoring_charts import spending_chart
 
 bp = Blueprint("teams", __name__)
 
@@ -162,7 +162,7 @@ def _billing_page(team: str, *, error: str | None = None, status: int = 200, for
                            typed=typed, note_max=funds.NOTE_MAX,
                            balance=teams_svc.balances_for(s, [t.id])[t.id], rows=rows,
                            next_before=next_before, describe=billing_q.describe_entry,
-                           plot=spending_svg(series) if series else "",
+                           charts=[spending_chart(series)] if series else [],
                            total_60d=sum((v for _, v in series), start=from_micros(0)),
                            tab="billing"), status
 

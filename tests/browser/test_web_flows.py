@@ -127,7 +127,7 @@ def test_admin_requests_funds_cluster_admin_approves_user_refused(site, new_page
     admin.goto(base + "/teams/nlp/billing")
     expect(admin.locator("#balance")).to_have_text("$124.25")
     expect(admin.locator("#fund-requests")).to_contain_text("approved")
-    expect(admin.locator("svg.chart")).to_be_visible()
+    expect(admin.locator("#chart-spending canvas")).to_be_visible()
     expect(admin.locator("table").last).to_contain_text("Q3 grant")
     shot(admin, "billing")
 

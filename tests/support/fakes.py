@@ -75,6 +75,8 @@ class FakeBackend:
     nodes_down: bool = False
     task_cancels: list = field(default_factory=list)     # (array job id, task id, signal)
     task_ids: dict = field(default_factory=dict)         # (array id, task) -> the task's job id
+    # what step_usage() (sstat) answers: Slurm job id -> slurm_bridge.step_usage.JobUsage
+    usage_records: dict = field(default_factory=dict)
 
     def submit(self, req) -> int:
         with self.lock:
@@ -174,6 +176,12 @@ class FakeBackend:
         ids = set(job_ids or ())
         return [r for r in self.acct if (not ids or r.job_id in ids or r.array_job_id in ids)
                 and (names is None or r.name in names)]
+
+    def step_usage(self, job_ids):
+        """sstat: ``usage_records`` of the jobs asked for that have one; down: no answer."""
+        if self.down:
+            raise ControllerUnavailable("slurmctld is down (fake)")
+        return {j: self.usage_records[j] for j in job_ids if j in self.usage_records}
 
     def nodes(self):
         """sinfo's nodes: ``node_records`` (NodeRecord values a test sets); down: no answer."""

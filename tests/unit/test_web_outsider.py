@@ -25,10 +25,11 @@ from tests.support.fakes import FakeBackend, make_services
 from tests.support.web import csrf_token, login, make_world
 
 PUBLIC = {"static", "auth.login", "auth.logout", "pages.healthz"}
-INTERNAL = {"internal.hooks", "internal.job_events"}
+# /metrics answers Prometheus (a token or an allowed network), never a session: 401/403
+INTERNAL = {"internal.hooks", "internal.job_events", "metrics.metrics"}
 # cluster administrators' API (nothing of team nlp behind it): refused before any input is read
 ADMIN_API = {"api.define_compute_type", "api.remove_compute_type", "api.job_action",
-             "api.node_update"}
+             "api.node_update", "api.accept_gpus", "alarms.accept_gpus"}
 # things of team nlp that must never show up for an outsider (error messages may echo the
 # names the outsider typed in the URL, nothing else)
 LEAKS = ("epoch 1 loss", "exp-1", "carol", "24.25", "proj.git", "pw-", "Resources", "NLP-FUND-NOTE",

@@ -37,8 +37,12 @@ class Reconciler:
     def _tick(self) -> TickReport:
         svc, now, report = self.svc, self.svc.now(), TickReport()
         started = time.monotonic()
+        everything = None
         try:
-            live = svc.backend.jobs()
+            # ONE squeue: every job (the cluster sample counts them all), Slipway's kept apart
+            everything = svc.backend.jobs(comment=None)
+            live = {k: r for k, r in everything.items()
+                    if r.comment == "slipway" or r.comment.startswith("slipway:")}
             report.polled = True
         except ig.SlurmBridgeError as exc:
             report.errors.append(f"poll failed: {exc}")
@@ -79,7 +83,7 @@ class Reconciler:
                 report.errors.append(f"nodes: {exc}")
                 report.nodes_error = str(exc)
         report.duration_s = time.monotonic() - started
-        monitor.observe(svc, now, live, nodes, report)
+        monitor.observe(svc, now, everything, nodes, report)
         return report
 
     # ------------------------------------------------------------------------------- loop
