@@ -42,7 +42,7 @@ def test_push_while_slurmctld_is_frozen_is_unknown_then_adopted_run_and_billed(s
     work = tmp_path / "frozen"
     sw.git("clone", sw.remote("alice", "alice", "frozen"), str(work))
     sw.git("checkout", "-B", "exp-frozen", cwd=work)
-    write_project(work, "#!/bin/sh\necho frozen-but-ran > ran.txt\n")
+    write_project(work, "#!/bin/sh\necho frozen-but-ran > ran.txt\nsleep 2   # ElapsedRaw 0 would bill nothing (0 s costs nothing)\n")
     sw.git("add", "-A", cwd=work)
     sw.git("commit", "-qm", "run while frozen", cwd=work)
     pid = _slurmctld_pid(slurm_cluster)

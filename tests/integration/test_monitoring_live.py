@@ -156,7 +156,7 @@ def test_team_usage_equals_saccts_sums(sw, reader, slurm_cluster, tmp_path):
     sw.cli("project", "create", "use", "p", "--gpus", "a4000:2", "--image", "python")
     sw.tokens["use"] = sw.cli("token", "create", "use").stdout.strip()
     jobs = []
-    for i, (seconds, gpus) in enumerate(((65, "a4000:2"), (20, "a6000:1"))):
+    for i, (seconds, gpus) in enumerate(((8, "a4000:2"), (5, "a6000:1"))):
         work = tmp_path / f"use{i}"
         sw.git("clone", "-q", sw.remote("use", "use", "p"), str(work))
         sw.git("checkout", "-B", f"b{i}", cwd=work)
@@ -179,7 +179,7 @@ def test_team_usage_equals_saccts_sums(sw, reader, slurm_cluster, tmp_path):
                 by_day = want.setdefault((day - first).days, {})
                 by_day[t] = by_day.get(t, 0) + n
     total = {t: sum(d.get(t, 0) for d in want.values()) for t in {"a4000", "a6000"}}
-    assert total["a4000"] >= 4 and total["a6000"] >= 1
+    assert total["a4000"] >= 2 and total["a6000"] >= 1   # 2 GPUs × ≥ 1 started minute
 
     def stats():
         s = usage.statistics(reader, ROOT, "team:use", "day", first.isoformat(), today.isoformat())

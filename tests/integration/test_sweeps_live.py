@@ -89,7 +89,7 @@ def _sacct(sw, slurm_id: int) -> dict[str, dict]:
 
 
 def test_two_teams_share_one_a6000_at_once_each_billed_two_eighths(sw, tmp_path):
-    entry = "#!/bin/bash\necho \"$CUDA_VISIBLE_DEVICES\" > cvd.txt\nsleep 20\n"
+    entry = "#!/bin/bash\necho \"$CUDA_VISIBLE_DEVICES\" > cvd.txt\nsleep 10\n"
     ids, works = {}, {}
     for team in ("alice", "bob"):
         works[team] = _clone(sw, tmp_path, team)
@@ -117,7 +117,7 @@ def test_two_teams_share_one_a6000_at_once_each_billed_two_eighths(sw, tmp_path)
 def test_a_throttled_sweep_runs_two_at_a_time_and_each_tasks_files_land_in_its_folder(sw, tmp_path):
     work = _clone(sw, tmp_path, "alice")
     entry = ("#!/bin/bash\necho \"lr=$SLIPWAY_PARAM_LR bs=$SLIPWAY_PARAM_BS "
-             "task=$SLIPWAY_TASK_ID slurm=$SLURM_ARRAY_TASK_ID\" > out.txt\nsleep 6\n")
+             "task=$SLIPWAY_TASK_ID slurm=$SLURM_ARRAY_TASK_ID\" > out.txt\nsleep 3\n")
     out = _push(sw, work, "sweep", entry, "sweep=lr=0.1,0.01,0.001;bs=32,64", "max-parallel=2")
     assert "6 tasks (--array=0-5%2)" in out, out
     job_id = job_id_from_push(out)
