@@ -10,7 +10,6 @@ compute in words. Flask-free: the web page, the API and the CLI's local mode all
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +19,7 @@ from ..db import Job, JobPart, from_micros
 from ..services import Services
 from ..teams.access import OpError
 from . import job_shape, runner_spec, shaped_spec, states, sweeps
+from .queries import read_chunk
 
 MAX_TASK_INDEX = 2**31 - 1   # job_parts.index is an INTEGER column
 
@@ -107,23 +107,6 @@ def task_part(session: Session, job: Job, index: int) -> JobPart:
     if part is None:
         raise OpError(f"job {job.id} has tasks 0..{job.task_count - 1}, not {index}", 404)
     return part
-
-
-def read_chunk(path: Path, offset: int, limit: int) -> dict:
-    """Bytes of a log file from ``offset`` (``jobs.queries.job_log_chunk``'s reading)."""
-    offset = max(0, int(offset))
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            if offset > size:  # rewritten (a requeue): start over
-                offset = 0
-            fh.seek(offset)
-            data = fh.read(limit)
-    except FileNotFoundError:
-        return {"offset": offset, "next_offset": offset, "size": 0, "data": "", "exists": False}
-    return {"offset": offset, "next_offset": offset + len(data), "size": size,
-            "data": data.decode("utf-8", "replace"), "exists": True}
 
 
 def task_log_chunk(svc: Services, session: Session, job: Job, index: int, offset: int,

@@ -147,7 +147,11 @@ def list_job_rows(s: Session, limit: int = 50, **kw) -> tuple[list, int | None]:
 
 def job_log_chunk(svc: Services, job_id: int, offset: int, limit: int = 256 * 1024) -> dict:
     """Bytes of the job's log from ``offset`` (the file the batch script writes; never Slurm)."""
-    path = runner_spec.log_path(svc, job_id)
+    return read_chunk(runner_spec.log_path(svc, job_id), offset, limit)
+
+
+def read_chunk(path, offset: int, limit: int) -> dict:
+    """Bytes of a log file from ``offset`` (a job's, or a sweep task's)."""
     offset = max(0, int(offset))
     try:
         with path.open("rb") as fh:
