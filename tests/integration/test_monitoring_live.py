@@ -99,6 +99,7 @@ def _wait(what, fn, timeout=120.0, every=1.0):
 def test_dashboard_gpu_numbers_equal_sinfo_at_the_same_tick(sw, reader, slurm_cluster, tmp_path):
     # a job Slipway did not submit holds an a4000 too: sinfo counts it, so must the dashboard
     foreign = slurm_cluster.run("sbatch", "--parsable", "--gres=gpu:a4000:1", "--mem=500M",
+                                "--output=/dev/null", "--chdir=/tmp",   # no slurm-N.out here
                                 "--wrap", "sleep 300").stdout.strip().split(";")[0]
     try:
         sw.cli("user", "add", "dash", "--unix-user", "sw-alice")
