@@ -321,6 +321,24 @@ def attempt_record(*, job_id: int, attempt: int, state: str, start: datetime | N
                          elapsed_s=elapsed_s, gpus=gpus, account=team)
 
 
+def ended_attempt_record(r, *, job_id: int, team: str, job_gpus: Mapping[str, int],
+                         now: datetime, task: int | None = None) -> AttemptRecord | None:
+    """The billing record of one attempt from sacct (``r``: a SacctRecord), or None when the
+    attempt never ran (no start, or no node and no time: cancelled while pending).
+
+    An attempt that got a node and ended within the second it started reads ElapsedRaw 0
+    (Slurm keeps whole seconds, rounded down); it ran, so it is billed its started minute
+    like any other attempt (a job is never free because it was quick)."""
+    if r.start is None or (not r.node and not r.elapsed_s):
+        return None
+    elapsed = r.elapsed_s
+    if r.node and elapsed == 0:
+        elapsed = 1
+    return attempt_record(job_id=job_id, task=task, attempt=r.attempt, state=r.state,
+                          start=r.start, end=r.end or now, elapsed_s=elapsed,
+                          gpus=billed_gpus(r.gpus, r.shards, job_gpus), team=team)
+
+
 def billed_gpus(gpus: Mapping[str, int], shards: int, job_gpus: Mapping[str, int]) -> dict[str, int]:
     """What an attempt is billed for: Slurm's GPUs, its shards under the job's shared type
     (``a6000-shard``: Slurm counts every shard as ``gres/shard``), else the job's own row."""

@@ -193,7 +193,8 @@ def test_a_two_node_job_runs_one_rank_per_node_that_meet_over_tcp(sw, tmp_path):
     assert sorted(n["node"] for n in job["nodes"]) == ["a4k-1", "a4k-2"], job["nodes"]
     acct = _sacct(sw, job["slurm_job_id"])[str(job["slurm_job_id"])]
     assert "gres/gpu:a4000=2" in acct["tres"] or "gres/gpu=2" in acct["tres"], acct
-    rows = _wait("billed", lambda: [r for r in _ledger(sw, "bob") if r["job"] == str(job_id)], 30)
+    rows = _wait(f"billed (sacct: {acct})",
+                 lambda: [r for r in _ledger(sw, "bob") if r["job"] == str(job_id)], 30)
     assert {r["gpu_count"] for r in rows} == {"2"}, rows   # every node's GPU is billed
 
 

@@ -210,7 +210,7 @@ class FakeBackend:
         self.acct.append(SacctRecord(
             job_id=slurm_id, attempt=attempt, name=name, user="u", account=account, qos=qos,
             state=state, exit_code=exit_code, signal=None, submit=start, start=start, end=end,
-            elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus or {"a4000": 1}))
+            elapsed_s=int((end - start).total_seconds()), node=node, gpus=gpus if gpus is not None else {"a4000": 1}))
 
     # -- job arrays (a submit with ``req.array`` returns the array's id, like any submit) --
     def task_job_id(self, array_id: int, task: int) -> int:

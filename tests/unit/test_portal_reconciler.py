@@ -192,6 +192,46 @@ def test_billing_is_idempotent_across_ticks_and_restarts(env):
     assert job(svc, jid).cost == Decimal("0.266667")
 
 
+def test_an_attempt_that_ran_under_a_second_is_billed_its_started_minute(env):
+    # Slurm keeps whole seconds (rounded down): ElapsedRaw 0 for a job that ran 0.4 s on a node
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.finish(11, "COMPLETED", start=t0, end=t0, gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu")))
+    assert job(svc, jid).state == "succeeded"
+    assert [(e.from_minute, e.to_minute, e.gpu_count) for e in rows] == [(0, 1, 2)]
+    assert job(svc, jid).cost == Decimal("0.016667")   # 1 minute x 2 x $0.50/h
+
+
+def test_an_attempt_that_never_got_a_node_costs_nothing(env):
+    # cancelled while pending: sacct gives Start = End and "None assigned"
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "pending")
+    backend.finish(11, "CANCELLED", start=t0, end=t0, node="", exit_code=None)
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        assert not list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu")))
+    assert job(svc, jid).state == "cancelled"
+
+
+def test_a_multi_node_attempt_without_typed_gpus_in_accounting_bills_every_node(env):
+    # AllocTRES with only "gres/gpu=N" (no type): billed as the job's type x GPUs per node x nodes
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running", gpu_count=1)
+    with svc.db.transaction() as s:
+        s.get(Job, jid).nodes = 2
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(seconds=61), gpus={})
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu")))
+    assert [(e.from_minute, e.to_minute, e.gpu_type, e.gpu_count) for e in rows] == [(0, 2, "a4000", 2)]
+
+
 def test_requeued_attempts_are_billed_separately(env):
     svc, backend, clock = env
     t0 = clock()

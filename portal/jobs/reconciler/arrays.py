@@ -141,13 +141,8 @@ def ended_tasks(svc: Services, ended: list[TaskEnded], now: datetime, report: Ti
             continue
         if not last.settled and last.end is not None and (now - last.end).total_seconds() < 120:
             continue
-        for r in rs:
-            if r.start is None:
-                continue
-            gpus = ig.billed_gpus(r.gpus, r.shards, e.gpus)
-            records.append(ig.attempt_record(
-                job_id=e.job_id, task=e.index, attempt=r.attempt, state=r.state, start=r.start,
-                end=r.end or now, elapsed_s=r.elapsed_s, gpus=gpus, team=e.team))
+        records += [rec for r in rs if (rec := ig.ended_attempt_record(
+            r, job_id=e.job_id, task=e.index, team=e.team, job_gpus=e.gpus, now=now)) is not None]
         reason = None
         if final == states.FAILED:
             word = states.normalize_slurm_state(last.state)

@@ -41,13 +41,8 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         settled = last.settled
         if not settled and last.end is not None and (now - last.end).total_seconds() < 120:
             continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
-        for r in rs:
-            gpus = ig.billed_gpus(r.gpus, r.shards, e.gpus)
-            if r.start is None:
-                continue
-            records.append(ig.attempt_record(
-                job_id=e.job_id, attempt=r.attempt, state=r.state, start=r.start,
-                end=r.end or now, elapsed_s=r.elapsed_s, gpus=gpus, team=e.team))
+        records += [rec for r in rs if (rec := ig.ended_attempt_record(
+            r, job_id=e.job_id, team=e.team, job_gpus=e.gpus, now=now)) is not None]
         word = states.normalize_slurm_state(last.state)
         if final == states.FAILED:
             reason = states.SLURM_FAILURE_REASONS.get(word)
