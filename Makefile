@@ -13,6 +13,7 @@
 #                         `source CLUSTER_DIR/env.sh` the slipway CLI uses the same database
 #   SLIPWAY_IMAGE_CACHE   built container images, readable by job users (/var/tmp/slipway-images)
 #   PYTEST_ARGS           arguments for `make test` (e.g. PYTEST_ARGS="tests/unit -x")
+#   TEST_WORKERS          pytest-xdist workers for `make test` (2; 0: one process)
 # A real install outside make run keeps its data in /var/lib/slipway (SLIPWAY_DATA_DIR).
 SHELL := /bin/bash
 VENV := .venv
@@ -21,6 +22,7 @@ PORT_BASE ?= 16800
 DATA_DIR ?= $(CLUSTER_DIR)/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
+TEST_WORKERS ?= 2
 # Container images must be readable by the job users (not under /root).
 export SLIPWAY_IMAGE_CACHE ?= /var/tmp/slipway-images
 
@@ -47,8 +49,11 @@ run: deps images cluster-up
 	@source $(CLUSTER_DIR)/env.sh && SLIPWAY_NODE_ADDRESSES="$${SLIPWAY_NODE_ADDRESSES:-*:127.0.0.1}" \
 	  exec $(VENV)/bin/slipway serve --host $(HOST) --port $(PORT)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, whole modules per worker (a module's
+# Slipway and cluster fixtures start once); each worker starts its own test cluster
+# (tests/conftest.py). TEST_WORKERS=0 runs it in this one process.
 test: deps images
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: deps images cluster-up
 	@source $(CLUSTER_DIR)/env.sh && for b in bench/bench_*.py; do $(VENV)/bin/python $$b; done

@@ -6,6 +6,7 @@ cluster started by `make run`. It is created fresh for each session and stopped 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -17,8 +18,16 @@ from tests.pg_server import postgres_url  # noqa: F401  (a throwaway PostgreSQL 
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "slurm_conf" / "cluster"
-TEST_CLUSTER_DIR = Path(os.environ.get("SLIPWAY_TEST_CLUSTER_DIR", REPO / "var" / "test-cluster"))
-TEST_PORT_BASE = int(os.environ.get("SLIPWAY_TEST_PORT_BASE", "16900"))
+# ``make test`` runs the suite on several pytest-xdist workers (gw0, gw1, ...): each worker
+# starts its own cluster, in its own state dir, on its own ports (PORTS_PER_WORKER apart).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(WORKER[2:]) if WORKER.startswith("gw") and WORKER[2:].isdigit() else 0
+PORTS_PER_WORKER = 200
+_BASE_DIR = Path(os.environ.get("SLIPWAY_TEST_CLUSTER_DIR", REPO / "var" / "test-cluster")).absolute()
+TEST_CLUSTER_DIR = _BASE_DIR.with_name(f"{_BASE_DIR.name}-{WORKER}") if WORKER else _BASE_DIR
+TEST_PORT_BASE = (int(os.environ.get("SLIPWAY_TEST_PORT_BASE", "16900"))
+                  + PORTS_PER_WORKER * WORKER_INDEX)
+STARTUP_LOCK = REPO / "var" / "test-cluster-startup.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +63,14 @@ def _keep_umask():
 @pytest.fixture(scope="session")
 def slurm_cluster() -> LiveCluster:
     """Start a fresh cluster for this test session (about 12 s) and stop it afterwards."""
-    _cluster("destroy")
-    subprocess.run([str(CLUSTER_SCRIPT), "up", "--dir", str(TEST_CLUSTER_DIR), "--port-base",
-                    str(TEST_PORT_BASE)], check=True, timeout=240)
+    # one worker's cluster starts at a time: `up` creates the job users and MariaDB's files,
+    # which two starts at once would race on
+    STARTUP_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(STARTUP_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _cluster("destroy")
+        subprocess.run([str(CLUSTER_SCRIPT), "up", "--dir", str(TEST_CLUSTER_DIR), "--port-base",
+                        str(TEST_PORT_BASE)], check=True, timeout=240)
     env = {"SLURM_CONF": str(TEST_CLUSTER_DIR / "etc" / "slurm.conf"),
            "SLIPWAY_CLUSTER_DIR": str(TEST_CLUSTER_DIR)}
     # Slurm clients in code under test read SLURM_CONF from the environment.
