@@ -29,6 +29,7 @@ DEFAULT_GPU_SHARDS = {"a6000": 8}
 SHARD_SUFFIX = "-shard"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 SERVED_URL_FILE = "served_base_url"
+MAX_WARNING_S = 65535   # sbatch --signal=...@N takes at most 0xffff seconds
 
 
 def served_base_url(host: str, port: int) -> str:
@@ -112,6 +113,9 @@ class Config:
     node_python: str = field(default_factory=lambda: _default_node_python())
     default_image: str = "python"
     default_time_limit: int = 60
+    # seconds before its time limit a job gets SIGUSR1 (--signal=B:USR1@N; at most a quarter
+    # of the limit) to checkpoint and have its files pushed (docs/FAULTS.md); 0: no warning
+    time_limit_warning_s: int = 120
     secret_key: str = ""
     page_slots: int = 0
     port_min: int = 10000
@@ -184,6 +188,9 @@ class Config:
             raise ConfigError(f"cpu_limit must be between 1 and 1024 cores, not {self.cpu_limit}")
         if not 0 <= self.turn_nice_step <= 1_000_000 or not 1 <= self.turn_rank_cap <= 1000:
             raise ConfigError("turn_nice_step must be 0..1000000 and turn_rank_cap 1..1000")
+        if not 0 <= self.time_limit_warning_s <= MAX_WARNING_S:
+            raise ConfigError(f"time_limit_warning_s must be 0 (no warning) to {MAX_WARNING_S} "
+                              f"seconds (Slurm's --signal limit), not {self.time_limit_warning_s}")
         if self.mem_limit_mb < 1:
             raise ConfigError(f"mem_limit_mb must be at least 1, not {self.mem_limit_mb}")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", self.slurm_account_prefix):

@@ -106,6 +106,13 @@ node_python                 python on the compute nodes that runs       /usr/bin
                             imported from <data_dir>/node)
 default_image               image when a project names none             python
 default_time_limit          minutes when a project names none           60
+time_limit_warning_s        seconds before its time limit a job gets    120
+                            SIGUSR1 (``--signal=B:USR1@N``, at most a
+                            quarter of the limit; Slurm may send it up
+                            to 60 s earlier): the entrypoint may
+                            checkpoint, then is stopped and its files
+                            pushed before the limit (docs/FAULTS.md);
+                            0 = no warning
 page_slots                  short requests (pages, API, static) served  2 x CPU cores
                             at once, first come first served; git,
                             hooks and the job proxy are not counted

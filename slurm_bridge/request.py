@@ -39,6 +39,7 @@ RESERVED_ENV = frozenset({
 MAX_VALUE_CHARS = 65_536          # one env value or one command word
 MAX_SCRIPT_CHARS = 1_000_000      # Slurm's default max_script_size is 4 MB
 MAX_TIME_LIMIT_MIN = 60 * 24 * 14
+MAX_SIGNAL_LEAD_S = 65535   # sbatch --signal=[B:]SIG@N: N at most 0xffff seconds
 MAX_CPUS = 1024
 MAX_NICE = 2_147_483_645   # sbatch --nice: +/- 2147483645
 MAX_NODES = 64
@@ -116,7 +117,7 @@ class JobRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     requeue: bool = True
     comment: str = "slipway"
-    signal: str | None = None   # sbatch --signal, e.g. "B:USR1@120"
+    signal: str | None = None   # sbatch --signal, e.g. "B:USR1@120" (the time-limit warning)
     hold: bool = False           # submit held (sbatch --hold)
     nice: int = 0                # sbatch --nice: lowers the job's priority by this much
     array: str | None = None     # a job array (sbatch --array): "0-5", "0-5%2", "0,3,7", "1-9:2"
@@ -255,6 +256,10 @@ def validate(req: JobRequest, limits: GpuLimits) -> JobRequest:
     _check_pattern("comment", req.comment, _COMMENT, "use letters, digits and . _ + / : = @ -")
     if req.signal is not None:
         _check_pattern("signal", req.signal, _SIGNAL, "write e.g. USR1@120 or B:TERM@60")
+        _, _, lead = req.signal.partition("@")
+        if lead and not 0 < int(lead) <= MAX_SIGNAL_LEAD_S:
+            raise InvalidRequest(f"signal {req.signal!r}: the time before the limit must be 1 to "
+                                 f"{MAX_SIGNAL_LEAD_S} seconds")
     _check_path("working directory", req.workdir)
     _check_path("output path", req.output)
     _check_int("cpus", req.cpus, 1, MAX_CPUS)

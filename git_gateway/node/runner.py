@@ -27,7 +27,10 @@
        mounts); Apptainer's argv carries ``:ro`` binds itself.
     4. SIGTERM/SIGINT/SIGUSR1 are forwarded to the child's process group. After TERM/INT the
        child gets ``grace_seconds``, then SIGKILL (the whole group). (A multi-node job: see
-       below.)
+       below.) SIGUSR1 from Slurm is the time-limit warning (``--signal=B:USR1@<lead>``; the
+       batch environment names the limit and the lead): the entrypoint gets SIGUSR1, runs on
+       until ``time_limit.plan``'s stop (half the lead before the limit), is stopped as by a
+       TERM, its files are pushed, and the runner ends the job as TIMEOUT (``time_limit``).
     5. POST ``finishing`` (in the background), ``results.commit_back``, POST ``results``.
        Every commit the runner makes (results, "(interrupted)") carries the trailers of
        ``git_gateway.node.trailers``: job, attempt, pushed commit, branch, image and digest, GPUs and
@@ -74,8 +77,8 @@ import sys
 import threading
 import time
 
-from . import gitops, rank
-from .checkout import JobCheckout
+from . import gitops, rank, time_limit
+from .checkout import JobCheckout, attempt_start
 from .container_env import bind_problem, container_command, launch_env
 from .events import post_event, say, with_task
 from .ports import ensure_free_port
@@ -94,6 +97,14 @@ class Runner(JobCheckout):
         self.child: subprocess.Popen | None = None
         self.stop_signal: str | None = None
         self.stop_at: float | None = None
+        #: the time-limit warning: when it came, its plan, and whether the runner stopped the
+        #: entrypoint for it (not a cancel or Slurm's own TERM)
+        self.warned_at: float | None = None
+        self.warning: time_limit.WarningPlan | None = None
+        self.time_limited = False
+        self.outside_stop = False
+        self.start_epoch = attempt_start()   # this attempt's start (epoch seconds)
+        self._slurm_ended = threading.Event()
 
     def post(self, url: str | None, token: str, event: dict):
         """POST one event (a sweep task's carries ``"task": <i>``)."""
@@ -105,7 +116,17 @@ class Runner(JobCheckout):
         if signum in STOPPING and self.stop_signal is None:
             self.stop_signal = name
             self.stop_at = time.monotonic()
+            self.outside_stop = True
             say(f"received SIG{name}: stopping the job (grace {self.spec.grace_seconds:g} s)")
+        if (signum == time_limit.WARNING_SIGNAL and self.warned_at is None
+                and time_limit.configured() is not None):
+            self.warned_at = time.monotonic()   # planned by the main loop (it asks Slurm)
+            say("received SIGUSR1: the time-limit warning; the entrypoint gets SIGUSR1")
+        self._deliver(signum)
+
+    def _deliver(self, signum: int) -> None:
+        """Send ``signum`` to the entrypoint's process group (a multi-node job's ranks: TERM,
+        INT and HUP through Slurm, see ``rank``)."""
         child = self.child
         if child is None or child.returncode is not None:
             return
@@ -120,6 +141,52 @@ class Runner(JobCheckout):
     def install_signal_handlers(self) -> None:
         for s in FORWARDED:
             signal.signal(s, self._on_signal)
+
+    # -------------------------------------------------------------- time limit
+    def plan_warning(self) -> time_limit.WarningPlan | None:
+        """The warning's plan, made once after it came (asks Slurm when the job ends)."""
+        if self.warned_at is None or self.warning is not None:
+            return self.warning
+        limit_s, lead_s = time_limit.configured()
+        job = os.environ.get("SLURM_JOB_ID")
+        self.warning = time_limit.warning_at(
+            now=time.monotonic(), now_epoch=time.time(), start_epoch=self.start_epoch,
+            limit_s=limit_s, lead_s=lead_s, grace_s=self.spec.grace_seconds, job_id=job,
+            squeue=time_limit.slurm_program(self.spec.srun, "squeue"))
+        say(f"{self.label}: {self.warning.describe(time.monotonic())}")
+        return self.warning
+
+    def stop_for_time_limit(self) -> None:
+        """The warning's stop time came: stop the entrypoint as a TERM does."""
+        self.time_limited = True
+        self.stop_signal, self.stop_at = "TERM", time.monotonic()
+        left = self.warning.end - self.stop_at if self.warning else 0.0
+        say(f"time limit in {max(0.0, left):.0f} s: stopping the entrypoint (SIGTERM, grace "
+            f"{self.spec.grace_seconds:g} s) to push its files")
+        self._deliver(signal.SIGTERM)
+
+    def ended_by_time_limit(self, status: int) -> bool:
+        """The job ends because of its time limit: the runner stopped the entrypoint after the
+        warning, or the entrypoint ended after it other than by a clean exit 0 (a cancel or
+        Slurm's own TERM are not)."""
+        if self.warned_at is None or self.outside_stop:
+            return False
+        return self.time_limited or status != 0
+
+    def end_as_timeout(self) -> None:
+        """After the push: have Slurm end the job as TIMEOUT now (``time_limit``), and wait
+        for its SIGTERM (or the old limit, where Slurm refused) before exiting."""
+        plan = self.warning
+        for s in STOPPING:     # the files are pushed: Slurm's TERM now ends the runner
+            signal.signal(s, lambda *_: self._slurm_ended.set())
+        lowered = time_limit.end_as_timeout(
+            os.environ.get("SLURM_JOB_ID"), time_limit.slurm_program(self.spec.srun, "scontrol"),
+            time.time() - self.start_epoch)
+        until = (plan.end if plan else time.monotonic()) + time_limit.WAIT_PAST_END_S
+        if not lowered and plan is None:
+            return
+        if not time_limit.wait_for_end(self._slurm_ended.is_set, until):
+            say("Slurm did not end the job at its time limit: exiting")
 
     # --------------------------------------------------------------------- run
     def fail_before_start(self, msg: str) -> int:
@@ -161,6 +228,8 @@ class Runner(JobCheckout):
                                       start_new_session=True, stdin=subprocess.DEVNULL)
         if self.stop_signal is not None:   # TERM raced with the start
             self._on_signal(signal.Signals["SIG" + self.stop_signal].value, None)
+        elif self.warned_at is not None:   # the warning came during the checkout
+            self._deliver(time_limit.WARNING_SIGNAL)
         killed = False
         kill_at = None      # a multi-node job: when srun itself gets SIGKILL
         while True:
@@ -169,6 +238,9 @@ class Runner(JobCheckout):
                 break
             except subprocess.TimeoutExpired:
                 now = time.monotonic()
+                plan = self.plan_warning()
+                if plan is not None and self.stop_at is None and now >= plan.stop_at:
+                    self.stop_for_time_limit()
                 if (self.stop_at is not None and not killed
                         and now - self.stop_at >= self.spec.grace_seconds):
                     killed = True
@@ -237,6 +309,10 @@ class Runner(JobCheckout):
             deadline = self.stop_at + spec.stop_push_seconds
         else:
             deadline = time.monotonic() + spec.push_retry_seconds
+        timed_out = self.ended_by_time_limit(status)
+        plan = self.plan_warning()
+        if plan is not None and not self.outside_stop:   # push before Slurm's own TERM
+            deadline = plan.push_deadline if timed_out else min(deadline, plan.push_deadline)
         try:
             res = self.commit_back(status, sig, deadline)
             event = res.event()
@@ -249,8 +325,16 @@ class Runner(JobCheckout):
             say(event["message"])
         if self.stop_at is not None:
             say(f"results pushed {time.monotonic() - self.stop_at:.2f} s after SIG{self.stop_signal}")
+        if timed_out:
+            left = plan.end - time.monotonic() if plan else 0.0
+            left = f"{left:.0f} s before it" if left >= 0 else f"{-left:.0f} s after it"
+            event["message"] = (f"slipway: time limit reached: {self.label} was stopped at the "
+                                f"warning and its files committed {left}. {event['message']}")
+            say(event["message"])
         finishing.join(timeout=3)
         self.post(spec.callback_url, spec.token, event)
+        if timed_out:
+            self.end_as_timeout()
         return status
 
 

@@ -31,6 +31,7 @@ from click.core import ParameterSource
 from ..private_files import set_process_umask
 from . import data, funds, jobs, ldap, policy, policy_queue, projects, serve, teams, tokens, users, workspaces
 from . import alarms, monitoring, notifications
+from . import backup as backup_commands
 from .submit import submit as submit_command
 from .context import OPERATOR, Ctx
 from .local import LocalSource
@@ -84,3 +85,5 @@ main.add_command(submit_command)
 main.add_command(notifications.notifications)
 main.add_command(alarms.alarms)
 main.add_command(monitoring.monitoring_group)
+main.add_command(backup_commands.backup)
+main.add_command(backup_commands.restore)

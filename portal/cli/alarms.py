@@ -39,7 +39,10 @@ def _reconciler_line(r: dict | None) -> str | None:
         return None
     if not r.get("last_tick_at"):
         return "reconciler: no tick recorded yet"
-    line = (f"reconciler: last tick ended {_when(r['last_tick_at'])} UTC "
+    active = r.get("active")
+    line = (f"reconciler: active on {active['holder']} since {_when(active['since'])} UTC; "
+            if active else "reconciler: ")
+    line += (f"last tick ended {_when(r['last_tick_at'])} UTC "
             f"({r['age_s']:.0f} s ago, took {r['last_tick_s'] or 0:.1f} s)")
     if r.get("behind"):
         line += f" — BEHIND: no tick for more than {r['limit_s']:g} s"

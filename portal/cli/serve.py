@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import urllib.request
 
 import click
@@ -118,25 +117,63 @@ def _start_workspace_gateway(svc, app, host: str, port: int, *, explicit: bool):
 
 @click.command()
 @click.option("--once", is_flag=True, help="run one tick and exit")
+@click.option("--wait", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+              help="with --once: how long to wait for the leader lease while another reconciler "
+                   "(a server's) is active")
 @pass_ctx
-def reconcile(ctx: Ctx, once):
-    """Make the database follow Slurm, bill, cut off (one tick with --once)."""
+def reconcile(ctx: Ctx, once, wait):
+    """Make the database follow Slurm, bill, cut off (one tick with --once).
+
+    Exactly one reconciler of a Slipway is active at a time (a leader lease: docs/FAULTS.md §4).
+    Without --once this process leads, or stands by and takes over when the active one stops;
+    with --once it waits for the lease (--wait), runs one tick and lets the lease go."""
+    import threading
+
+    from ..jobs import leadership
+    from ..jobs.reconciler.loop import NotLeader
+
     require_cluster_admin(ctx, "run the reconciler")
     r = Reconciler(ctx.svc)
-    while True:
-        rep = r.tick()
-        for jid, old, new in rep.changes:
-            say(f"job {jid}: {old} -> {new}")
-        if rep.charges:
-            say(f"{rep.charges} charge(s) written")
-        for team in rep.cut_off:
-            say(f"team {team}: balance exhausted, jobs cancelled")
-        for err in rep.errors:
-            warn(str(err))
-        if once:
-            if not rep.polled:
-                sys.exit(2)
-            return
-        cfg = ctx.svc.config
-        time.sleep(min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if rep.busy
-                   else cfg.reconcile_interval)
+    if once:
+        if not r.lease.try_acquire():
+            warn(f"waiting up to {wait:g} s for the leader lease: "
+                 f"{leadership.describe(leadership.current(ctx.svc))}")
+        try:
+            rep = r.tick(wait=wait)
+        except NotLeader as exc:
+            raise click.ClickException(
+                f"no tick run: {exc} and did not step down within {wait:g} s; it does the ticks "
+                "(stop it first, or give --wait more seconds)") from None
+        _print_report(rep)
+        if not rep.polled:
+            sys.exit(2)
+        return
+    stop = threading.Event()
+    if not r.lead():
+        say(f"standing by: {leadership.describe(leadership.current(ctx.svc))}; "
+            "this process takes over when it stops")
+    announced = [None]
+
+    def on_report(rep) -> None:
+        if r.leading_since != announced[0]:   # took (or took back) the lease
+            announced[0] = r.leading_since
+            say(f"active: this process runs the reconciler ({r.lease.description})")
+        _print_report(rep)
+
+    try:
+        r.run(stop, on_report=on_report)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        r.step_down()
+
+
+def _print_report(rep) -> None:
+    for jid, old, new in rep.changes:
+        say(f"job {jid}: {old} -> {new}")
+    if rep.charges:
+        say(f"{rep.charges} charge(s) written")
+    for team in rep.cut_off:
+        say(f"team {team}: balance exhausted, jobs cancelled")
+    for err in rep.errors:
+        warn(str(err))

@@ -170,7 +170,10 @@ SLURM_STATES: dict[str, SlurmMapping] = {
     "REVOKED": SlurmMapping(None, FAILED),
 }
 
-# Human words for end states that are "failed" in Slipway's terms.
+# Human words for end states that are "failed" in Slipway's terms. TIMEOUT is also what Slurm
+# records for a job whose runner stopped it at the time-limit warning, pushed its files and had
+# Slurm end it (git_gateway.node.time_limit; docs/FAULTS.md, "2. Time limit"): such a job ends
+# before its limit, yet as "time limit reached", never as a plain exit code.
 SLURM_FAILURE_REASONS = {
     "TIMEOUT": "time limit reached",
     "NODE_FAIL": "the node failed",

@@ -11,15 +11,22 @@ failure: Slurm may run the job anyway, so it becomes ``unknown`` (since ``queued
 branch and token, and the reply says the outcome is not known yet; the reconciler finds out by
 name and account (``jobs.unknown``) and, when Slurm does not have it, submits it again with
 ``resubmit_unknown`` (a fresh conditional claim on the token the last submission used).
+
+Every job is submitted with a time-limit warning (docs/FAULTS.md, "2. Time limit"):
+``--signal=B:USR1@<lead>`` (``warning_lead_s``) and the limit and lead in the batch environment
+(``SLIPWAY_TIME_LIMIT_S``, ``SLIPWAY_TIME_WARNING_S``), which the node program reads
+(``git_gateway.node.time_limit``) to stop the entrypoint and push its files before the limit.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from git_gateway.node import time_limit
 from slurm_bridge.request import GpuRequest, JobRequest
 
 from .. import integrations as ig
@@ -34,6 +41,25 @@ from .runner_spec import JobSnapshot, hash_token, log_path, pick_port, prepare_j
     task_log_pattern
 
 _UNKNOWN_ACCOUNT = re.compile(r"Invalid account", re.IGNORECASE)
+
+
+def warning_lead_s(time_limit_min: int, configured_s: int) -> int:
+    """Seconds before its limit a job gets the time-limit warning: ``time_limit_warning_s``,
+    at most a quarter of a short limit (a 1-minute job: 15 s; 0: no warning)."""
+    if configured_s <= 0:
+        return 0
+    return max(1, min(int(configured_s), int(time_limit_min) * 60 // 4))
+
+
+def with_time_limit_warning(req: JobRequest, configured_s: int) -> JobRequest:
+    """``req`` with ``--signal=B:USR1@<lead>`` and the batch environment the node program reads
+    (``git_gateway.node.time_limit``); unchanged when the warning is off (0)."""
+    lead = warning_lead_s(req.time_limit_min, configured_s)
+    if lead <= 0:
+        return req
+    env = {**req.env, time_limit.ENV_LIMIT: str(req.time_limit_min * 60),
+           time_limit.ENV_WARNING: str(lead)}
+    return dataclasses.replace(req, signal=f"B:USR1@{lead}", env=env)
 
 
 def _submit(svc: Services, req: JobRequest) -> int:
@@ -167,6 +193,7 @@ def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None)
                                   "PYTHONPATH": str(ig.node_runtime(cfg))},
                              partition=partition, cpus=snap.cpus, mem_mb=snap.mem_mb,
                              qos=qos, nice=nice, array=array, nodes=snap.nodes)
+        req = with_time_limit_warning(req, cfg.time_limit_warning_s)
         slurm_id = _submit(svc, req)
     except ig.ControllerUnavailable as exc:
         # No answer is not a "no": Slurm may have the job (slurmctld frozen, the reply lost).

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..jobs import leadership
 from ..services import Services, log
 from ..teams.access import Actor, Forbidden, NotFound, OpError
 from ..db.alarm_models import Alarm
@@ -101,7 +102,8 @@ def check_reconciler(svc: Services, now: datetime | None = None) -> dict:
         if events:
             alarm_mail.deliver(svc, now)
     age = (now - end).total_seconds() if end is not None else None
-    return {"last_tick_at": end.isoformat() if end else None, "last_tick_s": took,
+    return {"active": leadership.current(svc),   # who leads (docs/FAULTS.md §4)
+            "last_tick_at": end.isoformat() if end else None, "last_tick_s": took,
             "age_s": round(age, 1) if age is not None else None, "limit_s": lag,
             "behind": bool(age is not None and age > lag)}
 

@@ -228,3 +228,14 @@ def job_id_from_push(output: str) -> int:
         if "slipway: job " in line and " queued (" in line:
             return int(line.split("slipway: job ", 1)[1].split()[0])
     raise AssertionError(f"no job number in the push output:\n{output}")
+
+
+def another_server(sw: Slipway) -> Slipway:
+    """A second ``slipway serve`` of the same Slipway: ``sw``'s data dir, database and settings
+    (two servers of one Slipway, docs/FAULTS.md §4), on a port of its own with its own log.
+    Stop it before ``cleanup(sw, ...)``, which removes the data dir they share."""
+    port = free_port_pair()
+    other = Slipway(url=f"http://127.0.0.1:{port}", env=dict(sw.env), data_dir=sw.data_dir,
+                    log_file=sw.data_dir / f"server-{port}.log", tokens=sw.tokens, homes=sw.homes)
+    other.start()
+    return other

@@ -145,7 +145,7 @@ def test_accounting_down_says_why_the_job_is_not_final_and_loses_nothing(env):
         clock.advance(minutes=5)
     assert any("accounting failed" in e for e in report.errors)
     j = job(svc, jid)
-    assert j.state == "running" and "Slurm accounting is not answering" in j.reason
+    assert j.state == "unknown" and "Slurm accounting is not answering" in j.reason
     assert "slurmdbd is down" in j.reason and team_balance(svc) == before
     backend.accounting_down = False  # back: the end is recorded, billed, and the note goes
     Reconciler(svc).tick()
@@ -612,8 +612,9 @@ def test_loop_sleeps_its_interval_unless_woken(env):
 
 
 def test_ticks_of_two_reconcilers_never_overlap(env):
-    """The server's thread and a `slipway reconcile` process share one lock file: their ticks
-    run one at a time (here two threads with separate Reconcilers)."""
+    """One-off ticks (`slipway reconcile --once`, `Reconciler(svc).tick()`) each take the
+    leader lease (on SQLite an flock on the data dir's lock file): their ticks run one at a time
+    (here three threads with separate Reconcilers, so separate leases)."""
     import threading
     import time as _time
 
@@ -639,8 +640,9 @@ def test_ticks_of_two_reconcilers_never_overlap(env):
 
 
 def test_a_tick_waits_for_another_process_holding_the_lock(env):
-    """The lock is a flock on the data dir's file: another process's tick (here: the same lock
-    taken through another open file) makes this one wait, not run beside it."""
+    """On SQLite the leader lease is a flock on the data dir's file: while another process holds
+    it (here: the same lock taken through another open file) a one-off tick waits, not runs
+    beside it, and runs as soon as the lease is let go."""
     import fcntl
     import threading
 

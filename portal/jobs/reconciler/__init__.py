@@ -39,15 +39,23 @@ Each tick (``Reconciler.tick``):
    ``unknown_submission_grace`` apart found them in neither (``jobs.unknown``).
 
 All state lives in the database, so the loop is restart-safe; it runs as a thread of
-``slipway serve`` and as ``slipway reconcile [--once]``; ticks of all of them take turns (a flock
-in the data dir). Between ticks it sleeps ``reconcile_interval``, or ``reconcile_busy_interval``
+``slipway serve`` and as ``slipway reconcile [--once]``. Exactly one of them is active at a time,
+however many servers share the database and data directory (docs/FAULTS.md §4): the one holding
+the leader lease (``leader``: a session-level PostgreSQL advisory lock on its own connection, or
+an flock on ``<data_dir>/reconciler.lock`` on SQLite; both die with the process). The others
+stand by and ask for the lease every ``reconcile_interval``, so ``kill -9`` of the leader hands
+over within two ticks; the leader checks the lease before each tick and steps down when it lost
+it. It records itself (``jobs.leadership``: host:pid, since when), shown by ``slipway alarms``,
+the alarms page and ``GET /api/alarms``. A one-off tick (``--once``) waits for the lease, ticks
+and lets it go. Between ticks it sleeps ``reconcile_interval``, or ``reconcile_busy_interval``
 while a job is ending (finishing, cancel pending, or out of the queue for under two minutes
 with sacct not settled), and a cancel or a runner's finishing/results event wakes it early
-(``Services.wake``, in-process: the server's own loop; a separate ``slipway reconcile`` process
-is not woken, it only speeds up once it sees the job ending): a cancelled job is recorded with
+(``Services.wake``, in-process: the server's own loop; a separate ``slipway reconcile`` process,
+or the leader on another server, is not woken: it only speeds up once it sees the job ending): a cancelled job is recorded with
 its results about a second after it ends, not up to a whole interval later.
 
-Where each part lives: ``loop`` (``Reconciler``: the tick's order, the tick lock, the run loop),
+Where each part lives: ``loop`` (``Reconciler``: the tick's order, the run loop as leader or
+standby), ``leader`` (the leader lease),
 ``queue`` (steps 1, 6 and 7's adoptions: the live mapping), ``ended`` (step 2), ``money`` (steps
 3 to 5), ``safety`` (step 6), ``jobs.unknown`` (step 7), ``sync`` (LDAP and Slurm's accounts, at
 their intervals), ``report`` (``TickReport`` and the words the parts share).

@@ -1,38 +1,56 @@
-"""The reconciler's loop: the order of a tick, the tick lock, the run loop and its sleep."""
+"""The reconciler's loop: the order of a tick, the leader lease around ticks, the run loop (leader
+or follower) and its sleep."""
 from __future__ import annotations
 
-import fcntl
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
+from typing import Callable
 
 from ...billing import ledger as billing
 from ... import integrations as ig
 from ...policy import turns
-from ...private_files import opener as private_opener
 from ...services import Services, log
-from .. import unknown
+from .. import leadership, unknown
 from . import arrays, data, ended, monitor, money, queue, safety, sweep_results, sync, \
     workspaces
+from .leader import Lease, make_lease
 from .report import TickReport, move
 
 
+class NotLeader(Exception):
+    """A one-off tick did not get the lease in time: another reconciler is active."""
+
+
 class Reconciler:
-    def __init__(self, svc: Services):
+    def __init__(self, svc: Services, lease: Lease | None = None):
         self.svc = svc
         self.store = billing.DbLedgerStore(svc.db)
         self.biller = ig.make_biller(self.store, svc.config)
         # when Slurm's accounts were last converged (None: at the first tick)
         self._accounts_synced_at: datetime | None = None
+        self.lease = lease if lease is not None else make_lease(svc)
+        self.leading_since: datetime | None = None   # set while the run loop leads
+        self._ticking = threading.Lock()             # one tick at a time through this object
+        self._standing_by = False
 
     # ----------------------------------------------------------------------------- the tick
-    def tick(self) -> TickReport:
-        """One tick; ticks of every reconciler of this Slipway (the server's thread, a
-        ``slipway reconcile`` process) run one at a time (a lock file in the data dir)."""
-        with _tick_lock(self.svc):
-            return self._tick()
+    def tick(self, wait: float | None = None) -> TickReport:
+        """One tick, as the only active reconciler of this Slipway (docs/FAULTS.md §4). While
+        this object's run loop leads, at once; otherwise it waits for the leader lease (up to
+        ``wait`` seconds; None: as long as it takes), ticks and lets the lease go. Raises
+        ``NotLeader`` when ``wait`` ran out (another reconciler is active)."""
+        if self.leading_since is not None and self.lease.holds():
+            with self._ticking:
+                return self._tick()
+        if not self.lease.acquire(wait):
+            raise NotLeader(leadership.describe(leadership.current(self.svc)))
+        try:
+            with self._ticking:
+                return self._tick()
+        finally:
+            if self.leading_since is None:   # the run loop did not take it over meanwhile
+                self.lease.release()
 
     def _tick(self) -> TickReport:
         svc, now, report = self.svc, self.svc.now(), TickReport()
@@ -87,43 +105,74 @@ class Reconciler:
         return report
 
     # ------------------------------------------------------------------------------- loop
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event,
+            on_report: Callable[[TickReport], None] | None = None) -> None:
+        """Lead or follow until ``stop``: each round the leader ticks; a follower asks for the
+        lease (every ``reconcile_interval``, so it takes over within two ticks of the leader's
+        death) and ticks as soon as it has it. The lease goes when the loop ends."""
         cfg, wake = self.svc.config, self.svc.wake
-        while True:
-            wake.clear()  # what happens during the tick wakes the next one
-            busy = False
-            try:
-                report = self.tick()
-                busy = report.busy
-                for err in report.errors:
-                    log.warning("reconciler: %s", err)
-            except Exception:  # noqa: BLE001 — the loop must survive anything
-                log.exception("reconciler tick failed")
-            interval = min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if busy \
-                else cfg.reconcile_interval
-            if _sleep(stop, wake, interval, minimum=min(0.2, interval)):
-                return
+        try:
+            while True:
+                wake.clear()  # what happens during the tick wakes the next one
+                busy = False
+                try:
+                    if self.lead():
+                        with self._ticking:
+                            report = self._tick()
+                        busy = report.busy
+                        for err in report.errors:
+                            log.warning("reconciler: %s", err)
+                        if on_report is not None:
+                            on_report(report)
+                except Exception:  # noqa: BLE001 — the loop must survive anything
+                    log.exception("reconciler tick failed")
+                interval = min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if busy \
+                    else cfg.reconcile_interval
+                if _sleep(stop, wake, interval, minimum=min(0.2, interval)):
+                    return
+        finally:
+            self.step_down()
+
+    def lead(self) -> bool:
+        """True when this reconciler leads now: it held the lease and still does (checked: a
+        PostgreSQL session may have died under it), or it took the lease just now (and says so
+        in the leader record). False: another reconciler is active, this one stands by."""
+        if self.leading_since is not None:
+            if self.lease.holds():
+                return True
+            log.warning("reconciler: lost the leader lease (%s); standing by", self.lease.description)
+            self.leading_since = None
+            self.lease.release()
+        if not self.lease.try_acquire():
+            if not self._standing_by:   # said once per spell of standing by
+                self._standing_by = True
+                log.info("reconciler: standing by: %s",
+                         leadership.describe(leadership.current(self.svc)))
+            return False
+        self._standing_by = False
+        since = self.svc.now()
+        leadership.record(self.svc, since, self.lease.description)
+        self.leading_since = since
+        host, pid = leadership.this_process()
+        log.info("reconciler: active on %s:%s (%s)", host, pid, self.lease.description)
+        return True
+
+    def step_down(self) -> None:
+        """Let the lease go (and the leader record, when it names this process)."""
+        was_leading, self.leading_since = self.leading_since is not None, None
+        try:
+            if was_leading:
+                leadership.clear(self.svc)
+        except Exception:  # noqa: BLE001 — the database may be what failed; the lease goes anyway
+            log.exception("reconciler: could not clear the leader record")
+        finally:
+            self.lease.release()
 
     def start_thread(self) -> tuple[threading.Thread, threading.Event]:
         stop = threading.Event()
         t = threading.Thread(target=self.run, args=(stop,), name="slipway-reconciler", daemon=True)
         t.start()
         return t, stop
-
-
-_thread_lock = threading.Lock()
-
-
-@contextmanager
-def _tick_lock(svc: Services):
-    """Serialise ticks across threads and processes sharing this data dir (flock)."""
-    path = Path(svc.config.data_dir) / "reconciler.lock"
-    with _thread_lock, open(path, "a", opener=private_opener) as fh:  # 0600: Slipway's alone
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sleep(stop: threading.Event, wake: threading.Event, interval: float, *, minimum: float) -> bool:
