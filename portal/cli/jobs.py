@@ -31,8 +31,8 @@ def _cli_job_json(d: dict) -> dict:
             "output_bytes", "continue_from", "compute_type", "asked", "qos", "partition",
             "priority", "expected_start_at", "preempted_count", "attempt", "shape")
     out = {k: (f"{d['team']}/{d['project']}" if k == "project" else d.get(k)) for k in keys}
-    out.update({k: d[k] for k in ("tasks", "nodes") if k in d})   # a job's own: its parts
-    for k in ("shape", "tasks", "nodes"):   # keys sorted, as the API's JSON has them
+    out.update({k: d[k] for k in ("tasks", "nodes", "attempts") if k in d})   # its parts, runs
+    for k in ("shape", "tasks", "nodes", "attempts"):   # keys sorted, as the API's JSON has them
         if out.get(k) is not None:
             out[k] = _sorted_keys(out[k])
     return out
@@ -122,6 +122,13 @@ def _print_parts(job_id: int, j: dict) -> None:
         t = table(f"Nodes of job {job_id}", "rank", "node", "state")
         for n in j["nodes"]:
             row(t, str(n["rank"]), n["node"] or "", n["state"])
+        print_table(t)
+    if len(j.get("attempts") or ()) > 1 or (j.get("attempt") and j.get("attempts")):
+        t = table(f"Attempts of job {job_id} (requeued by Slurm)", "attempt", "node", "started",
+                  "ended", "how it ended", "minutes", "cost")
+        for a in j["attempts"]:
+            row(t, str(a["attempt"] + 1), a["node"] or "", a["started_at"] or "",
+                a["ended_at"] or "", a["ended"], str(a["minutes"]), usd(a["cost"]))
         print_table(t)
 
 

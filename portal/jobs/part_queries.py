@@ -18,7 +18,7 @@ from .. import integrations as ig
 from ..db import Job, JobPart, from_micros
 from ..services import Services
 from ..teams.access import OpError
-from . import job_shape, runner_spec, shaped_spec, states, sweeps
+from . import attempts, job_shape, runner_spec, shaped_spec, states, sweeps
 from .queries import read_chunk
 
 MAX_TASK_INDEX = 2**31 - 1   # job_parts.index is an INTEGER column
@@ -94,6 +94,7 @@ def detail_fields(svc: Services, session: Session, job: Job) -> dict:
         d["tasks"] = job_parts(session, job, svc)
     if (job.nodes or 1) > 1:
         d["nodes"] = job_nodes(session, job)
+    d["attempts"] = attempts.attempts_of(session, job)   # docs/FAULTS.md §1: each run, billed
     return d
 
 

@@ -77,6 +77,7 @@ def show(job_id: int):
         can_cancel=can_cancel,
         # shapes (docs/SHARING.md): "2/8 of an a6000", a sweep's tasks, a multi-node job's nodes
         shape=parts["shape"], tasks=parts.get("tasks"), nodes=parts.get("nodes"),
+        attempts=parts.get("attempts"),   # each run of a requeued job (docs/FAULTS.md §1)
         show_compute=parts["shape"]["kind"] != "single" or job.gpu_type.endswith("-shard"),
         can_cancel_tasks=can_cancel and not job.cancel_requested_at,
         can_delete=job_actions.can_delete_job(me, job, role),

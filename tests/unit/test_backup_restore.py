@@ -29,8 +29,13 @@ NO_CLIENT_ENV = {"SLIPWAY_URL": None, "SLIPWAY_TOKEN": None, "SLIPWAY_USER": Non
 
 
 def cli(*args: str, data_dir: Path, ok: bool = True, **env) -> str:
-    r = CliRunner().invoke(main, list(args), env={**NO_CLIENT_ENV, "SLIPWAY_DATA_DIR": str(data_dir),
-                                                  **env})
+    saved = os.umask(0o022)   # slipway's main sets the private umask 077: keep ours (module
+    os.umask(saved)           # fixtures call this outside the per-test umask guard)
+    try:
+        r = CliRunner().invoke(main, list(args), env={**NO_CLIENT_ENV,
+                                                      "SLIPWAY_DATA_DIR": str(data_dir), **env})
+    finally:
+        os.umask(saved)
     assert (r.exit_code == 0) == ok, r.output
     return r.output
 

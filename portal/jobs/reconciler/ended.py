@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from ... import integrations as ig
 from ...db import Job
 from ...services import Services
-from .. import node_parts, states
+from .. import attempts, node_parts, states
 from .report import ACCOUNTING_DOWN, STALE_REASONS, Ended, TickReport, move
 
 
@@ -20,14 +20,20 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         recs = svc.backend.accounting(start=start, end=now, job_ids=[e.slurm_id for e in ended])
     except ig.SlurmBridgeError as exc:
         report.errors.append(f"accounting failed: {exc}")
-        _note_accounting_down(svc, ended, exc)
+        _note_accounting_down(svc, [e for e in ended if not e.requeued], now, report, exc)
         return [], []
     by_id: dict[int, list] = {}
     for r in recs:
         by_id.setdefault(int(r.job_id), []).append(r)
-    records, finals = [], []
+    records, finals, reported = [], [], []
     for e in ended:
         rs = by_id.get(e.slurm_id, [])
+        if e.requeued:   # still in the queue: its earlier attempts that sacct has settled
+            done = [r for r in rs if r.settled and r.attempt < e.attempt]
+            records += [rec for r in done if (rec := ig.ended_attempt_record(
+                r, job_id=e.job_id, team=e.team, job_gpus=e.gpus, now=now)) is not None]
+            reported.append((e.job_id, done))
+            continue
         if not rs:
             seen = e.last_seen or e.since
             if (now - seen).total_seconds() > cfg.lost_after:
@@ -43,6 +49,7 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
             continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
         records += [rec for r in rs if (rec := ig.ended_attempt_record(
             r, job_id=e.job_id, team=e.team, job_gpus=e.gpus, now=now)) is not None]
+        reported.append((e.job_id, rs))
         word = states.normalize_slurm_state(last.state)
         if final == states.FAILED:
             reason = states.SLURM_FAILURE_REASONS.get(word)
@@ -54,16 +61,34 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         else:
             reason = None
         finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
+    _record_attempts(svc, reported)
     return records, finals
 
 
+def _record_attempts(svc: Services, reported: list) -> None:
+    """Where, when and how each attempt sacct reported ran and ended (the job page's attempts)."""
+    if not any(rs for _, rs in reported):
+        return
+    with svc.db.transaction() as s:
+        for job_id, rs in reported:
+            if rs and s.get(Job, job_id) is not None:
+                attempts.record_ended(s, job_id, rs)
 
-def _note_accounting_down(svc: Services, ended: list[Ended], exc: Exception) -> None:
-    """Tell the users of ended jobs why their job is not final yet (and that nothing is lost)."""
+
+
+def _note_accounting_down(svc: Services, ended: list[Ended], now: datetime,
+                          report: TickReport, exc: Exception) -> None:
+    """Jobs that left the queue while accounting does not answer: how they ended is not known,
+    so they are ``unknown`` (never failed, never billed twice) with the reason in words, until
+    sacct answers and they reach their true final state (state machine: unknown remembers the
+    state it came from)."""
+    if not ended:
+        return
     with svc.db.transaction() as s:
         for e in ended:
             job = s.get(Job, e.job_id)
             if job is not None and job.state not in states.TERMINAL:
+                move(job, states.UNKNOWN, now, report)
                 job.reason = f"{ACCOUNTING_DOWN}: {exc}"[:500]
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select
 from ... import integrations as ig
 from ...db import Job
 from ...services import Services, log
-from .. import node_parts, states
+from .. import attempts, node_parts, states
 from ..recovery import RECOVERED_NOTE
 from ...policy import preemption, reasons
 from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, WAITING, Ended, TickReport, move
@@ -84,6 +84,12 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                     node_parts.record(s, job, rec.node, now)
             if rec.restart_count > job.attempt:
                 job.attempt = rec.restart_count
+            if attempts.needs_accounting(s, job, rec.restart_count):
+                # requeued (a node failed, preempted): sacct says how the attempt before ended
+                ended.append(Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
+                                   job.last_seen_at, job.cancel_requested, team,
+                                   {job.gpu_type: job.gpu_count * (job.nodes or 1)},
+                                   requeued=True, attempt=rec.restart_count))
             target = mapping.live
             base = job.previous_state if job.state == states.UNKNOWN else job.state
             if target is None:  # a Slurm state we do not know: keep the job where it was
@@ -114,6 +120,7 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                 elif job.reason and job.reason.startswith(STALE_REASONS):
                     job.reason = None
                 if rec.start_time is not None:
+                    attempts.record_live(s, job, rec)
                     job.attempt_started_at = rec.start_time
                     if job.started_at is None or job.started_at > rec.start_time:
                         job.started_at = rec.start_time

@@ -44,6 +44,10 @@ class Ended:
     cancel_requested: bool
     team: str
     gpus: dict
+    # still in the queue, but Slurm requeued it (node failure, preemption): sacct says how the
+    # earlier attempts ended, they are billed and recorded, and the job goes on
+    requeued: bool = False
+    attempt: int = 0        # the attempt Slurm is at now (squeue's restart count)
 
 
 HOLD_PREFIX = "held: balance"
@@ -51,8 +55,9 @@ HOLD_PREFIX = "held: balance"
 BUSY_AFTER_END_S = 120
 SLURM_HELD_REASONS = frozenset({"JobHeldAdmin", "JobHeldUser"})
 
-ACCOUNTING_DOWN = ("the job has ended; Slurm accounting is not answering, so its final state and "
-                   "cost are recorded once it does")
+ACCOUNTING_DOWN = ("the job has left Slurm's queue; Slurm accounting is not answering, so how it "
+                   "ended and its final cost are not known yet: both are recorded once it answers "
+                   "(nothing is lost)")
 POLL_FAILED = "Slurm is not answering"
 # Reasons that describe a moment of the job's life (a failed poll, the queue, a hold, a pending
 # lookup), never why it ended: cleared when the job reaches a terminal state without a reason.
