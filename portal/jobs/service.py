@@ -201,6 +201,8 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
             job.results_message = str(event.get("message") or "") or None
         if kind in ("finishing", "results"):
             svc.wake.set()  # the job is ending: record its end without waiting a whole tick
+        elif kind == "started" and job.attempt:
+            svc.wake.set()  # a requeued job's new attempt: its row in the attempts table now
         if target is None:
             return "recorded"
         if submit.unknown_submission(job):

@@ -594,6 +594,19 @@ def test_cancel_and_runner_events_wake_the_loop(env):
     assert svc.wake.is_set()
 
 
+def test_a_requeued_jobs_new_attempt_wakes_the_loop_and_a_first_start_does_not(env):
+    svc, backend, clock = env
+    first = make_job(svc, 11, state="pending")
+    svc.wake.clear()
+    service.apply_event(svc, first, {"event": "started", "port": None})
+    assert not svc.wake.is_set()       # a first start: the next tick records it
+    again = make_job(svc, 12, state="pending", branch="b")
+    with svc.db.transaction() as s:
+        s.get(Job, again).attempt = 1  # Slurm requeued it (node failure)
+    service.apply_event(svc, again, {"event": "started", "port": None})
+    assert svc.wake.is_set()           # its attempts row at once (docs/FAULTS.md §1)
+
+
 def test_loop_sleeps_its_interval_unless_woken(env):
     import threading
     import time as _time

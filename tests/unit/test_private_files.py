@@ -51,13 +51,14 @@ def test_fresh_data_dir_is_private(tmp_path):
 
 
 def test_lock_files_are_private(tmp_path, monkeypatch):
-    from portal.jobs.reconciler import loop as reconciler
+    from portal.jobs.reconciler import leader
     from portal.teams import slurm_accounts
     import slurm_bridge.sync
 
     svc = make_services(tmp_path)
-    with reconciler._tick_lock(svc):
-        pass
+    lease = leader.make_lease(svc)   # SQLite: the reconciler's lease is an flock on this file
+    assert lease.try_acquire()
+    lease.release()
     monkeypatch.setattr(slurm_bridge.sync, "sync", lambda *a, **k: [])
     slurm_accounts.sync_accounts(svc)
     assert mode(svc.config.data_dir / "reconciler.lock") == 0o600
