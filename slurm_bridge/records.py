@@ -122,7 +122,8 @@ class SacctRecord:
     (of that task, for a task of a job array: ``array_job_id``/``array_task_id``, read from
     sacct's JobID ``123_4``; ``job_id`` is then the task's own id, JobIDRaw).
     ``settled`` is False while Slurm is still filling in fields of a finished attempt
-    (QOS reads ``Unknown`` and AllocTRES is empty for the first seconds): wait for it.
+    (QOS reads ``Unknown`` and AllocTRES is empty for the first seconds; End reads ``Unknown``
+    for an attempt that ended while slurmdbd was down): wait for it.
     """
 
     job_id: int
@@ -164,6 +165,10 @@ class SacctRecord:
             return False
         if not self.node and not self.alloc_tres_recorded and not self.elapsed_s:
             return True
+        if self.start is not None and self.end is None:
+            # ended while slurmdbd was away: the state arrives before the end time, and until
+            # then ElapsedRaw is "now - start" and grows (measured, 22.05; docs/FAULTS.md §5)
+            return False
         if self.qos in UNSETTLED_QOS:
             return False
         return self.start is None or self.alloc_tres_recorded

@@ -124,8 +124,13 @@ def test_accounting_outage_jobs_run_on_unknown_says_why_billing_catches_up(
         elapsed = _until(f"job {jid} ended in sacct", lambda: _sacct_elapsed(slurm_cluster,
                                                                             slurm_id), 30)
         acct = {a: math.ceil(e / 60) for a, e in elapsed.items()}
-        billed = _until(f"job {jid} billed", lambda: (
-            b := _ledger_minutes(sw, jid)) == acct and b, 30)
+        try:
+            billed = _until(f"job {jid} billed", lambda: (
+                b := _ledger_minutes(sw, jid)) == acct and b, 30)
+        except AssertionError as exc:   # say what was billed, and what the reconciler said
+            log = sw.log_file.read_text(errors="replace")[-4000:] if sw.log_file else ""
+            raise AssertionError(f"{exc}: ledger {_ledger_minutes(sw, jid)}, sacct {elapsed}, "
+                                 f"job {sw.job(jid)}\nserver log tail:\n{log}") from None
         assert billed == acct and list(acct) == [0], (billed, elapsed)   # one attempt, exact
         job = sw.job(jid)
         assert Decimal(job["cost"]) == (acct[0] * Decimal("0.50") / 60).quantize(

@@ -154,6 +154,44 @@ def test_accounting_down_says_why_the_job_is_not_final_and_loses_nothing(env):
     assert team_balance(svc) == before - Decimal("0.033333")  # 2 min x 2 GPUs at $0.50/h
 
 
+def test_an_ended_record_without_its_end_waits_and_is_billed_from_the_true_end(env):
+    # slurmdbd back after an outage: sacct first says COMPLETED with End "Unknown" and an
+    # ElapsedRaw of now - start (growing past a minute), then fills in the real End (measured)
+    import dataclasses
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.finish(11, "COMPLETED", start=t0, end=t0 + timedelta(seconds=12), gpus={"a4000": 2})
+    true = backend.acct.pop()
+    clock.advance(seconds=75)
+    backend.acct.append(dataclasses.replace(true, end=None, elapsed_s=75))
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "running"          # not final, nothing billed on a guess
+    with svc.db.session() as s:
+        assert not list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu")))
+    backend.acct[-1] = true                          # sacct has the End now
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    with svc.db.session() as s:
+        rows = list(s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "gpu")))
+    assert job(svc, jid).state == "succeeded"
+    assert [(e.from_minute, e.to_minute) for e in rows] == [(0, 1)]   # 12 s: one minute
+
+
+def test_an_ended_record_whose_end_never_comes_is_billed_after_lost_after(env):
+    import dataclasses
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.finish(11, "COMPLETED", start=t0, end=t0 + timedelta(seconds=30), gpus={"a4000": 2})
+    backend.acct[-1] = dataclasses.replace(backend.acct[-1], end=None, elapsed_s=30)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "running"
+    clock.advance(seconds=601)                       # lost_after (600 s) since last seen
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+
+
 def test_lost_job_is_failed_after_lost_after(env):
     svc, backend, clock = env
     jid = make_job(svc, 11, "running")

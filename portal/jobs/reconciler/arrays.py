@@ -16,6 +16,7 @@ from ...db import Job, JobPart
 from ...services import Services
 from .. import parts, states
 from .report import BUSY_AFTER_END_S, TickReport, move
+from .ended import waited_enough
 
 
 @dataclass
@@ -139,8 +140,8 @@ def ended_tasks(svc: Services, ended: list[TaskEnded], now: datetime, report: Ti
         final = states.final_state(last.state, cancel_requested=cancelled)
         if final is None:
             continue
-        if not last.settled and last.end is not None and (now - last.end).total_seconds() < 120:
-            continue
+        if not last.settled and not waited_enough(last, e.since, now, cfg.lost_after):
+            continue   # End/AllocTRES/QOS not filled in yet (ended.waited_enough)
         records += [rec for r in rs if (rec := ig.ended_attempt_record(
             r, job_id=e.job_id, task=e.index, team=e.team, job_gpus=e.gpus, now=now)) is not None]
         reason = None

@@ -44,9 +44,9 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         final = states.final_state(last.state, cancel_requested=e.cancel_requested)
         if final is None:
             continue  # accounting says it has not ended: ask again next tick
-        settled = last.settled
-        if not settled and last.end is not None and (now - last.end).total_seconds() < 120:
-            continue  # Slurm still filling in AllocTRES/QOS: wait for the fields
+        if not last.settled and not waited_enough(last, e.last_seen or e.since, now,
+                                                  cfg.lost_after):
+            continue  # Slurm still filling in End/AllocTRES/QOS: wait for the fields
         records += [rec for r in rs if (rec := ig.ended_attempt_record(
             r, job_id=e.job_id, team=e.team, job_gpus=e.gpus, now=now)) is not None]
         reported.append((e.job_id, rs))
@@ -63,6 +63,16 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
     _record_attempts(svc, reported)
     return records, finals
+
+
+def waited_enough(rec, seen: datetime, now: datetime, lost_after: float) -> bool:
+    """Bill an unsettled record anyway: its End is known and 120 s old (AllocTRES/QOS may never
+    come), or it has no End and the job was last seen ``lost_after`` ago (accounting never
+    filled it in). Until then an ended attempt without an End is NOT billed: its ElapsedRaw is
+    "now - start" and still growing."""
+    if rec.end is not None:
+        return (now - rec.end).total_seconds() >= 120
+    return (now - seen).total_seconds() > lost_after
 
 
 def _record_attempts(svc: Services, reported: list) -> None:
