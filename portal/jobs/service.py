@@ -161,6 +161,13 @@ def check_job_token(session: Session, job_id: int, token: str, *, now: datetime,
 EVENTS = ("started", "finishing", "results")
 
 
+def _late_results(job, kind: str, event: Mapping[str, Any]) -> bool:
+    """The one event an ended job still takes: the results push it has no record of yet (the
+    runner's callback may come after the reconciler saw the end). Never one that erases or
+    replaces recorded results."""
+    return kind == "results" and not job.results_ref and bool(event.get("results_ref"))
+
+
 def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
     """Apply a runner event (``started`` / ``finishing`` / ``results``). Returns a short status.
 
@@ -180,6 +187,10 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
                 return task_events.apply(s, job, kind, event, now, svc.wake)
             except task_events.TaskEventError as exc:
                 raise JobError(str(exc)) from None
+        if job.state in states.TERMINAL and not _late_results(job, kind, event):
+            # a late or ghost attempt's event (docs/FAULTS.md §7): Slurm's final word stands
+            log.info("job %s: event %s ignored: the job has ended (%s)", job_id, kind, job.state)
+            return "ignored"
         target = None
         if kind == "started":
             target = states.RUNNING

@@ -312,6 +312,93 @@ def test_cut_off_at_zero_cancels_with_term(env):
     assert (11, None, False) in backend.cancels
 
 
+def test_a_cancelled_job_requeued_by_a_node_failure_runs_once_more_to_push_its_files(env):
+    # the cancel's TERM died with the node; Slurm requeued the job: cancelling it while pending
+    # would leave the interrupted attempt's files unpushed, so the hard cancel waits for it to run
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    service.request_cancel(svc, jid, by="alice")
+    backend.set_queue(11, "PENDING", reason="BeginTime", restart_count=1)
+    clock.advance(seconds=61)
+    rep = Reconciler(svc).tick()
+    assert rep.hard_cancels == [] and job(svc, jid).state == "pending"
+    assert (11, None, False) not in backend.cancels
+    backend.set_queue(11, "RUNNING", start=clock(), gpus={"a4000": 2}, restart_count=1)
+    rep = Reconciler(svc).tick()
+    assert rep.hard_cancels == [jid] and (11, None, False) in backend.cancels   # TERM: it pushes
+
+
+def test_a_cancelled_pending_job_that_never_ran_is_hard_cancelled_after_the_grace(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, "pending")
+    backend.set_queue(11, "PENDING", reason="Resources")
+    service.request_cancel(svc, jid, by="alice")
+    backend.cancels.clear()
+    clock.advance(seconds=61)
+    rep = Reconciler(svc).tick()
+    assert rep.hard_cancels == [jid]
+
+
+def test_a_later_attempt_sacct_has_not_recorded_yet_keeps_node_fail_from_being_final(env):
+    # squeue showed attempt 2 running; sacct (slurmdbd was down) only has attempt 1's NODE_FAIL
+    import dataclasses
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0 + timedelta(seconds=40), gpus={"a4000": 2},
+                      restart_count=1)
+    Reconciler(svc).tick()
+    end1 = t0 + timedelta(seconds=30)
+    backend.finish(11, "NODE_FAIL", start=t0, end=end1, gpus={"a4000": 2}, exit_code=None)
+    clock.advance(seconds=90)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "running"           # not "failed: the node failed"
+    second = dataclasses.replace(backend.acct[-1], attempt=1, state="COMPLETED", exit_code=0,
+                                 start=t0 + timedelta(seconds=40), end=t0 + timedelta(seconds=85),
+                                 elapsed_s=45)
+    backend.acct.append(second)
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+
+
+def test_a_completed_record_ends_a_requeued_job_even_when_sacct_lost_the_earlier_attempt(env):
+    # after a slurmdbd outage sacct may keep ONE record (the last attempt's) for a job that
+    # squeue showed requeued: COMPLETED is the job's end, there is nothing to wait for
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=t0, gpus={"a4000": 2}, restart_count=1)
+    Reconciler(svc).tick()
+    backend.finish(11, "COMPLETED", start=t0, end=t0 + timedelta(seconds=20), gpus={"a4000": 2})
+    clock.advance(seconds=30)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+
+
+def test_events_of_a_late_or_ghost_attempt_never_change_an_ended_job(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, "running")
+    service.apply_event(svc, jid, {"event": "results", "results_ref": "refs/heads/results/x/1",
+                                   "sha": "b" * 40, "branch_updated": True, "message": "ok"})
+    with svc.db.transaction() as s:
+        j = s.get(Job, jid)
+        j.state, j.exit_code = "succeeded", 0
+    assert service.apply_event(svc, jid, {"event": "finishing", "exit_code": 1,
+                                          "signal": None}) == "ignored"
+    assert service.apply_event(svc, jid, {"event": "results", "results_ref": "",
+                                          "sha": ""}) == "ignored"
+    j = job(svc, jid)
+    assert (j.exit_code, j.results_ref, j.results_sha) == (0, "refs/heads/results/x/1", "b" * 40)
+    late = make_job(svc, 12, "succeeded", branch="late")   # ended before its results callback
+    service.apply_event(svc, late, {"event": "results", "results_ref": "refs/heads/results/l/2",
+                                    "sha": "c" * 40, "branch_updated": True, "message": "ok"})
+    assert job(svc, late).results_ref == "refs/heads/results/l/2"
+
+
 def test_stale_reservation_failed_or_adopted(env):
     svc, backend, clock = env
     stale = make_job(svc, None, "queued")

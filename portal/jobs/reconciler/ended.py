@@ -11,6 +11,11 @@ from .. import attempts, node_parts, states
 from .report import ACCOUNTING_DOWN, STALE_REASONS, Ended, TickReport, move
 
 
+# how an attempt that Slurm requeued ends in sacct (-D): never how the job itself ended while a
+# later attempt exists
+REQUEUED_ENDS = frozenset({"NODE_FAIL", "REQUEUED", "PREEMPTED"})
+
+
 def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickReport):
     if not ended:
         return [], []
@@ -41,6 +46,13 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
                                "Slurm lost track of the job (in neither the queue nor accounting)"))
             continue
         last = max(rs, key=lambda r: r.attempt)
+        if (states.normalize_slurm_state(last.state) in REQUEUED_ENDS and last.attempt < e.attempt
+                and not waited_enough(last, e.last_seen or e.since, now, cfg.lost_after,
+                                      end_known=False)):
+            # sacct's latest record is an attempt Slurm requeued, and squeue showed a later one:
+            # its records are still on their way (slurmdbd was down), the NODE_FAIL is not
+            # how the job ended
+            continue
         final = states.final_state(last.state, cancel_requested=e.cancel_requested)
         if final is None:
             continue  # accounting says it has not ended: ask again next tick
@@ -65,12 +77,13 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
     return records, finals
 
 
-def waited_enough(rec, seen: datetime, now: datetime, lost_after: float) -> bool:
+def waited_enough(rec, seen: datetime, now: datetime, lost_after: float,
+                  end_known: bool = True) -> bool:
     """Bill an unsettled record anyway: its End is known and 120 s old (AllocTRES/QOS may never
     come), or it has no End and the job was last seen ``lost_after`` ago (accounting never
     filled it in). Until then an ended attempt without an End is NOT billed: its ElapsedRaw is
     "now - start" and still growing."""
-    if rec.end is not None:
+    if end_known and rec.end is not None:
         return (now - rec.end).total_seconds() >= 120
     return (now - seen).total_seconds() > lost_after
 

@@ -75,7 +75,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                     report.busy = True
                 ended.append(Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
                                     job.last_seen_at, job.cancel_requested, team,
-                                    {job.gpu_type: job.gpu_count * (job.nodes or 1)}))
+                                    {job.gpu_type: job.gpu_count * (job.nodes or 1)},
+                                    attempt=job.attempt or 0))
                 continue
             job.last_seen_at = now
             if rec.node:

@@ -14,13 +14,18 @@ from ..submit import UNKNOWN_REASON
 from .report import TickReport, move
 
 
+# A cancelled job that Slurm requeued (its node died as the cancel was sent) is let run once more
+# before it is cancelled, for at most this long: see _waits_to_push.
+REQUEUED_CANCEL_WAIT_S = 1800
+
+
 def hard_cancels(svc: Services, now: datetime, report: TickReport) -> None:
     limit = now - timedelta(seconds=svc.config.cancel_grace)
     with svc.db.session() as s:
         todo = [(j.id, j.slurm_job_id) for j in s.scalars(select(Job).where(
             Job.state.in_(states.ACTIVE), Job.slurm_job_id.is_not(None),
             Job.cancel_requested_at.is_not(None), Job.cancel_requested_at < limit,
-            Job.hard_cancel_at.is_(None)))]
+            Job.hard_cancel_at.is_(None))) if not _waits_to_push(j, now)]
     for job_id, slurm_id in todo:
         try:
             svc.backend.cancel(slurm_id)
@@ -34,6 +39,16 @@ def hard_cancels(svc: Services, now: datetime, report: TickReport) -> None:
             job.hard_cancel_at = now
         report.hard_cancels.append(job_id)
 
+
+
+def _waits_to_push(job: Job, now: datetime) -> bool:
+    """A cancelled job that Slurm put back in the queue after it had run (a node failure took
+    the cancel's TERM with it) holds the files of its interrupted attempt in its job directory,
+    and only a running attempt pushes them: cancelled while pending, they would never reach its
+    branch. So it is let start once more; the hard cancel then comes at its first tick running
+    (TERM: the runner commits and pushes, as for any cancel), or after REQUEUED_CANCEL_WAIT_S."""
+    return (job.state == states.PENDING and (job.attempt or 0) > 0
+            and (now - job.cancel_requested_at).total_seconds() < REQUEUED_CANCEL_WAIT_S)
 
 
 def orphan_reservations(svc: Services, now: datetime, report: TickReport) -> None:
