@@ -45,11 +45,14 @@ class JobCheckout:
     def checkout(self) -> None:
         spec, wd = self.spec, self.spec.workdir
         os.makedirs(wd, mode=0o700, exist_ok=True)
-        requeued = os.path.isdir(os.path.join(wd, ".git"))
+        first = getattr(self, "_requeued", None)   # a second try (runner.run: a stop reached git)
+        requeued = os.path.isdir(os.path.join(wd, ".git")) if first is None else first
         if not requeued:
-            self._git("init", "--quiet", "--initial-branch=slipway-job", wd)
-        self.attempt = self._count_attempt(requeued)
-        self._record_attempt()
+            self._git("init", "--quiet", "--initial-branch=slipway-job", wd)   # safe to redo
+        if first is None:
+            self.attempt = self._count_attempt(requeued)
+            self._record_attempt()
+            self._requeued = requeued
         if _has_lfs(self):
             self._git("lfs", "install", "--local")
         gitops.ensure_remote(wd, self.env, spec.repo_url)

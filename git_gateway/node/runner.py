@@ -189,6 +189,21 @@ class Runner(JobCheckout):
             say("Slurm did not end the job at its time limit: exiting")
 
     # --------------------------------------------------------------------- run
+    def _checkout_despite_stop(self, first: Exception) -> str | None:
+        """Why the checkout failed, or None: a stop (a cancel's TERM reaches every process of
+        the step, git too) broke it, and a second try with the stop signals ignored made it, so
+        an earlier attempt's files are committed and pushed (Slurm's KILL still ends all)."""
+        if self.stop_signal is None or isinstance(first, gitops.InvalidBranch):
+            return str(first)
+        for s in STOPPING:
+            signal.signal(s, signal.SIG_IGN)
+        say(f"the checkout was interrupted by SIG{self.stop_signal}: trying it once more")
+        try:
+            self.checkout()
+        except Exception as e:
+            return str(e)
+        return None
+
     def fail_before_start(self, msg: str) -> int:
         """The entrypoint never ran: say why, report it as the job's result, exit 1."""
         say(msg)
@@ -269,8 +284,10 @@ class Runner(JobCheckout):
             gitops.validate_branch(spec.branch)
             self.checkout()
         except Exception as e:
-            return self.fail_before_start(
-                f"slipway: could not check out {spec.commit[:12]} for {self.label}: {e}")
+            problem = self._checkout_despite_stop(e)
+            if problem is not None:
+                return self.fail_before_start(
+                    f"slipway: could not check out {spec.commit[:12]} for {self.label}: {problem}")
         problem = bind_problem(spec)
         if problem is None and spec.nodes > 1:
             problem = rank.multinode_problem(spec, self.spec_path)

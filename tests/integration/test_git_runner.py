@@ -340,3 +340,61 @@ def test_apptainer_container_sees_cuda_port_and_slipway_vars(setup, tmp_path):
     assert (seen["PORT"], seen["SLIPWAY_JOB_ID"]) == ("23456", "42")
     assert (seen["SLIPWAY_BRANCH"], seen["SLIPWAY_COMMIT"]) == ("exp-1", sha)
     assert "SLURM_JOB_ID" not in seen and "job-token" not in (c / "env.txt").read_text()
+
+
+GIT_THAT_GETS_A_CANCEL = """#!/bin/bash
+# scancel's TERM reaches every process of the step: here it comes at the checkout's first git
+case " $* " in *" remote "*)
+  if [ ! -e "{mark}" ]; then
+    : > "{mark}"
+    kill -TERM -- -"$(ps -o pgid= -p $$ | tr -d ' ')"
+    sleep 5
+  fi ;;
+esac
+exec {git} "$@"
+"""
+
+
+def test_a_cancel_that_interrupts_a_requeued_checkout_still_pushes_the_dead_attempts_files(
+        setup, tmp_path):
+    """A cancelled job whose node died was requeued (docs/FAULTS.md §7): its next attempt is
+    cancelled as it starts, and the TERM reaches git in the middle of the checkout. The runner
+    checks out once more with the stop signals ignored, commits the dead attempt's files as
+    "(interrupted)" and pushes them; the entrypoint never starts."""
+    gw, env, events, ev_base, image = setup
+    sha = push_entrypoint(gw, env, tmp_path, RESUMABLE.format(pidfile=".git/child.pid"))
+    spec = write_spec(tmp_path, gw, ev_base, sha, image=image)
+    work = tmp_path / "jobs" / "42" / "work"
+    p = start_runner(spec, tmp_path / "attempt1.log")
+    end = time.monotonic() + 30
+    while not (work / "running").exists():
+        assert time.monotonic() < end, (tmp_path / "attempt1.log").read_text()
+        time.sleep(0.05)
+    p.kill()                                         # the node is gone
+    p.wait(timeout=10)
+    os.killpg(int((work / ".git" / "child.pid").read_text()), signal.SIGKILL)
+    (work / "partial.txt").write_text("written before the node died\n")
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    (shim / "git").write_text(GIT_THAT_GETS_A_CANCEL.format(git=real_git,
+                                                           mark=tmp_path / "cancelled"))
+    (shim / "git").chmod(0o755)
+    log = tmp_path / "attempt2.log"
+    p = subprocess.Popen([sys.executable, "-m", "git_gateway.node.runner", str(spec)], cwd=ROOT,
+                         stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                         env={"PATH": f"{shim}:{os.environ['PATH']}", "HOME": str(spec.parent),
+                              "LANG": "C.UTF-8", "SLURM_JOB_ID": "9001"})
+    p.wait(timeout=60)
+    out = log.read_text()
+    assert (tmp_path / "cancelled").exists(), out     # the TERM did come during the checkout
+    assert "the checkout was interrupted by SIGTERM" in out, out
+    _, res = events.wait_for("results")
+    assert res["sha"] and res["results_ref"] == "refs/heads/results/exp-1/42", (res, out)
+    c = tmp_path / "c"
+    git(tmp_path, "clone", "-q", "-b", "results/exp-1/42", gw.url(user="alice"), str(c), env=env)
+    assert (c / "partial.txt").read_text() == "written before the node died\n"
+    assert not (c / "resumed.txt").exists()           # the cancelled attempt never ran
+    subjects = git(c, "log", "--format=%s", env=env).stdout.splitlines()
+    assert "slipway: job 42 attempt 1 (interrupted)" in subjects, subjects
