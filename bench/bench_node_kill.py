@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -164,13 +165,23 @@ def main() -> None:
         _write(rows, summary, args, attempts)
 
 
+def _conf_summary() -> str:
+    """The values that set the detection time, read from the cluster's own slurm.conf."""
+    text = Path(os.environ["SLURM_CONF"]).read_text()
+    found = []
+    for key in ("SlurmdTimeout", "MessageTimeout", "cred_expire"):
+        m = re.search(rf"(?m)(?:^|[,=]){key}=(\d+)", text)
+        found.append(f"{key}={m.group(1) if m else 'default'}")
+    return ", ".join(found)
+
+
 def _write(rows, summary, args, attempts) -> None:
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     lines = [
         "", "## Node loss (issue 16 item 1; docs/FAULTS.md §1)", "",
         "### Node power loss → the job's new attempt running (`bench/bench_node_kill.py`)",
         f"{day}, this 2-core machine (shared with other engineers' clusters), the local cluster "
-        f"(SlurmdTimeout=10, cred_expire=10, JobRequeue=1, ReturnToService=2), Slipway's "
+        f"({_conf_summary()}, JobRequeue=1, ReturnToService=2), Slipway's "
         f"reconcile interval {args.interval} s. {len(rows)} kills of the node running one a4000 "
         f"job (SIGKILL of its slurmd, slurmstepds and job processes); the node is powered on "
         f"again before the next kill. Seconds from the kill:", "",

@@ -1,9 +1,10 @@
 """Alarms against the live cluster, through a real Slipway with a real SMTP server (issue 15
 part 5): draining a node (``scontrol update … state=drain``) opens an alarm and sends its one
 mail within two ticks, resuming it resolves it (one more mail); killing a slurmd opens "not
-responding", then "down" (SlurmdTimeout=30 in slurm_conf/templates/slurm.conf.tmpl: slurmctld
-pings every 10 s, marks the node down 30 s after its last answer), and the slurmd, started
-again, resolves both.
+responding" and "down" (SlurmdTimeout=6, MessageTimeout=5 in
+slurm_conf/templates/slurm.conf.tmpl: not responding after one ~6 s ping cycle, down 14-18 s after
+the kill; the node stays not responding while down), and the slurmd, started again, resolves
+both.
 
 The test reads Slipway's database directly (SQLite, read-only) to see each tick end: the alarm
 must be there by the end of the second tick that ended after the command."""
@@ -192,7 +193,7 @@ def _restart_slurmd(sw) -> None:
     assert res.returncode == 0, res.stderr
 
 
-def test_a_killed_slurmd_is_not_responding_then_down(sw, smtp):
+def test_a_killed_slurmd_is_not_responding_and_down(sw, smtp):
     _port, inbox = smtp
     _wait("the first tick", lambda: _tick_end(sw), 30, 0.2)
     pid = _slurmd_pid(sw.cluster.dir, "a4k-1")
@@ -202,7 +203,8 @@ def test_a_killed_slurmd_is_not_responding_then_down(sw, smtp):
         assert nr[1] is None and "does not answer slurmctld" in nr[2], nr
         down = _wait("down", lambda: _alarm(sw, "node-down:a4k-1"), 90)
         assert down[1] is None and "node a4k-1 is down" in down[2], down
-        assert _utc(nr[0]) <= _utc(down[0])
+        # no order between the two: "not responding" waits out its grace (GRACE_S, 10 s) from
+        # the end of the first failed ping cycle, and Slurm may declare the node down sooner
         assert _alarm(sw, "node-gpus:a4k-1") is None   # a dead node says nothing of its GPUs
         _wait("both mails", lambda: _subjects(inbox, "node not responding: a4k-1")
               and _subjects(inbox, "node down: a4k-1"), 10, 0.1)

@@ -183,7 +183,7 @@ def test_requeue_of_a_running_job_runs_it_again(bridge, jobdir, submitted):
         return rec if rec and rec.restart_count == 1 and rec.state in ("PENDING", "RUNNING") else None
     rec = wait_for(again, 10, "job back in the queue with restart count 1", interval=0.2)
     assert rec.state in ("PENDING", "RUNNING")
-    # requeued jobs wait cred_expire (10 s) before they may start again
+    # requeued jobs wait cred_expire (5 s) before they may start again
     wait_for(lambda: state(bridge, job_id) == "RUNNING", 40, "requeued job running again")
 
     def two_attempts():
