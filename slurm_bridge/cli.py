@@ -1,4 +1,5 @@
-"""CliBackend: SlurmBackend spoken through Slurm's commands (JSON output, except sacct).
+"""CliBackend: SlurmBackend spoken through Slurm's commands (JSON output, except sacct and
+squeue: lean text with random separators, see records.py and queue_text.py).
 
 Every command is an argv run through a CommandRunner (no shell). sbatch runs with a clean
 environment (PATH, SLURM_CONF, LANG and the job user's HOME/USER/LOGNAME) so nothing of the
@@ -14,7 +15,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import records
+from . import queue_text, records
 from .admin import AdminCommands
 from .errors import (ControllerUnavailable, GresUnavailable, InvalidRequest, JobNotFound,
                      SlurmBridgeError, SlurmRejected, is_gres_refusal, is_not_found,
@@ -222,7 +223,7 @@ class CliBackend(AdminCommands):
 
     # -- queries ----------------------------------------------------------------------------
     def jobs(self, comment: str | None = "slipway") -> dict[int, QueueRecord]:
-        """Every job the controller holds (ONE ``squeue --json`` call), keyed by job id.
+        """Every job the controller holds (ONE ``squeue`` call), keyed by job id.
 
         ``comment``: keep jobs whose comment is ``comment`` or starts with ``comment:``;
         None keeps all jobs.
@@ -232,10 +233,12 @@ class CliBackend(AdminCommands):
         array's id). Slurm 22.05 gives each record of one answer its own id (the pending-tasks
         record turns into the last task and keeps the array's id), so no task is lost to a key
         collision; group by ``array_job_id`` to see an array whole.
+
+        Asked as lean text, only the fields a QueueRecord holds (slurm_bridge.queue_text).
         """
-        data = self._json(["squeue", "--json"])
+        parsed = queue_text.query(self.run, self.env)
         out: dict[int, QueueRecord] = {}
-        for rec in records.parse_squeue(data):
+        for rec in parsed:
             if comment is None or rec.comment == comment or rec.comment.startswith(comment + ":"):
                 out[rec.job_id] = rec
         return out

@@ -9,7 +9,7 @@ from ..config import Config
 
 
 def make_backend(config: Config) -> CliBackend:
-    """The production Slurm backend (Slurm's commands with JSON output)."""
+    """The production Slurm backend (Slurm's commands: JSON, or lean text for squeue and sacct)."""
     return CliBackend(gpu_limits=dict(config.gpu_limits))
 
 

@@ -24,6 +24,7 @@ from slurm_bridge.request import (GpuRequest, JobRequest, array_task_count, arra
 from slurm_bridge.runner import FakeRunner, result
 from slurm_bridge.script import sbatch_options
 from tests.support.fakes import T0, FakeBackend
+from tests.support.squeue_text import text_answer
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 LIMITS = {"a4000": 4, "a6000": 2, "shard": 8, "a6000-shard": 8}
@@ -239,12 +240,12 @@ def test_recorded_job_output_shows_shared_gpu_and_two_ranks():
 
 
 def test_jobs_keys_every_record_by_its_own_id():
-    b, _ = backend({"squeue": result(fixture("squeue_array_requeued.json"))})
+    b, _ = backend({"squeue": text_answer(fixture("squeue_array_requeued.json"))})
     jobs = b.jobs()
     arr = {k: r for k, r in jobs.items() if r.array_job_id == 49}
     assert sorted(arr) == [49, 50, 51, 52, 53, 54]
     assert all(k == r.job_id for k, r in jobs.items())
-    b, _ = backend({"squeue": result(fixture("squeue_array.json"))})
+    b, _ = backend({"squeue": text_answer(fixture("squeue_array.json"))})
     arr = {k: r for k, r in b.jobs().items() if r.array_job_id == 49}
     assert sorted(arr) == [49, 50, 51] and arr[49].array_tasks == "2-5%2"
 

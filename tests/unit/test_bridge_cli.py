@@ -11,6 +11,7 @@ from slurm_bridge.errors import (ControllerUnavailable, GresUnavailable, Invalid
                                  SlurmRejected)
 from slurm_bridge.request import GpuRequest, JobRequest
 from slurm_bridge.runner import FakeRunner, result
+from tests.support.squeue_text import text_answer
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 LIMITS = {"a4000": 4, "a6000": 2, "shard": 8}
@@ -240,9 +241,9 @@ def test_slurm_time_is_local_wall_clock():
 
 
 def test_squeue_with_controller_down_is_unavailable_not_empty():
-    # recorded: squeue --json exits 0 with an errors entry and no jobs when slurmctld is stopped
-    b, _ = backend({"squeue": result(fixture("down_squeue.json"))})
-    with pytest.raises(ControllerUnavailable, match="slurm_load_jobs"):
+    # recorded: squeue exits 1 with "Unable to contact slurm controller" when slurmctld is stopped
+    b, _ = backend({"squeue": recorded("stderr_down_squeue_text.txt")})
+    with pytest.raises(ControllerUnavailable, match="Unable to contact"):
         b.jobs()
 
 
@@ -254,9 +255,9 @@ def test_sacct_nothing_found_is_an_empty_answer():
 
 
 def test_jobs_is_one_squeue_call_filtered_by_comment():
-    b, runner = backend({"squeue": result(fixture("squeue.json"))})
+    b, runner = backend({"squeue": text_answer(fixture("squeue.json"))})
     jobs = b.jobs()
-    assert [c["argv"] for c in runner.calls] == [("squeue", "--json")]
+    assert [c["argv"][0] for c in runner.calls] == ["squeue"]
     assert all(r.comment == "slipway" or r.comment.startswith("slipway:") for r in jobs.values())
     assert len(jobs) >= 2 and all(isinstance(k, int) for k in jobs)
     everything = b.jobs(comment=None)

@@ -28,6 +28,7 @@ from slurm_bridge.runner import FakeRunner, result
 from slurm_bridge.script import sbatch_options
 from slurm_bridge.sync import (AccountSpec, CurrentAccount, CurrentAssoc, DesiredState, Limits,
                                QosSpec, UserSpec, limit_args, parse_current, plan)
+from tests.support.squeue_text import text_answer
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 
@@ -237,7 +238,7 @@ def test_set_nice_names_the_missing_job():
 
 def test_set_priority_and_top():
     queue = fixture("squeue_priority.json")
-    b, runner = backend({("squeue", "--json"): result(queue), ("scontrol", "update"): result()})
+    b, runner = backend({"squeue": text_answer(queue), ("scontrol", "update"): result()})
     assert b.top(15) == 2501          # one above job 16's 2500 (held 17 has 0; running ignored)
     assert runner.calls[-1]["argv"] == ("scontrol", "update", "JobId=15", "Priority=2501")
     assert b.top(16) == 2              # the other pending ones: 15 (1) and held 17 (0)

@@ -2,7 +2,7 @@
 
 Each tick (``Reconciler.tick``):
 
-1. ONE ``backend.jobs()`` call (``squeue --json``) for every Slipway job.
+1. ONE ``backend.jobs()`` call (one lean ``squeue``, slurm_bridge/queue_text.py) for every Slipway job.
    * It fails (``ControllerUnavailable``): every job Slurm holds (pending/running/finishing) becomes
      ``unknown``, remembering its state. Nothing is ended, nothing is cancelled, nothing billed.
    * It answers: each job's Slurm state is mapped through ``jobs.states.SLURM_STATES``; an
