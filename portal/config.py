@@ -87,7 +87,7 @@ class Config:
     partition: str = "train"
     cluster_name: str = "slipway"
     reconcile_interval: float = 5.0
-    reconcile_busy_interval: float = 1.0
+    reconcile_busy_interval: float = 0.5
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_failure_window: float = 300.0

@@ -56,7 +56,7 @@ images_root                 where container images live (SIFs for       containe
 partition                   Slurm partition ("" = cluster default)      train
 cluster_name                name of the Slurm cluster                   slipway
 reconcile_interval          seconds between reconciler ticks            5
-reconcile_busy_interval     seconds between ticks while a job is ending 1
+reconcile_busy_interval     seconds between ticks while a job is ending 0.5
                             (finishing, cancel pending, sacct settling)
 login_max_failures          free failed logins per (account, address)  5
                             before that address waits 1, 2, 4 … 60 s

@@ -156,11 +156,12 @@ class SacctRecord:
 
     @property
     def settled(self) -> bool:
-        """Ended and every field Slurm fills in late (QOS, AllocTRES) is present.
-
-        An attempt that never ran (cancelled while pending: no node, nothing allocated, 0 s)
-        keeps QOS ``Unknown`` and an empty AllocTRES for good; there is nothing more to wait for.
-        """
+        """Ended, and every field billing reads (start, end, nodes, AllocTRES) is in. A record
+        that never ran (no node, nothing allocated, 0 s) keeps QOS ``Unknown`` and no AllocTRES
+        for good: nothing to wait for. QOS ``Unknown`` (JobName ``allocation``) with the rest in
+        is slurmdbd's record from the completion message, before the start message (recorded:
+        fixtures/slurm/sacct_unsettled.txt, 0-3 s after an end): start, end, nodes and AllocTRES
+        are final; only name and QOS, never billed, come later."""
         if not self.complete:
             return False
         if not self.node and not self.alloc_tres_recorded and not self.elapsed_s:
@@ -169,7 +170,8 @@ class SacctRecord:
             # ended while slurmdbd was away: the state arrives before the end time, and until
             # then ElapsedRaw is "now - start" and grows (measured, 22.05; docs/FAULTS.md §5)
             return False
-        if self.qos in UNSETTLED_QOS:
+        if self.qos in UNSETTLED_QOS and not (self.start is not None and self.node
+                                              and self.alloc_tres_recorded):
             return False
         return self.start is None or self.alloc_tres_recorded
 

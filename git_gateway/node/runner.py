@@ -320,7 +320,9 @@ class Runner(JobCheckout):
             signal.signal(s, signal.SIG_IGN)
         finishing = threading.Thread(target=self.post, daemon=True, args=(
             spec.callback_url, spec.token,
-            {"event": "finishing", "exit_code": status, "signal": sig}))
+            {"event": "finishing", "exit_code": status, "signal": sig,
+             # stopped from outside (Slurm's or a cancel's SIGTERM), not the entrypoint's own end
+             "stopped": self.outside_stop}))
         finishing.start()
         if self.stop_at is not None:
             deadline = self.stop_at + spec.stop_push_seconds

@@ -204,6 +204,12 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
             code = event.get("exit_code")
             if isinstance(code, int) and not isinstance(code, bool):
                 job.exit_code = code
+            sig = event.get("signal")
+            if event.get("stopped") is True and not job.cancel_requested and \
+                    isinstance(sig, str) and sig.isalnum() and len(sig) <= 8:
+                # Slurm stopped it (scancel outside Slipway, a node going down): say so at once;
+                # how it ended comes from Slurm when its files are pushed
+                job.reason = f"{states.STOPPED_BY_SLURM} (SIG{sig}): its files are being pushed"
         elif kind == "results":
             job.results_ref = str(event.get("results_ref") or "") or None
             job.results_sha = str(event.get("sha") or "") or None

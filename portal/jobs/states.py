@@ -37,6 +37,8 @@ UNKNOWN = "unknown"
 
 STATES = (QUEUED, PENDING, RUNNING, FINISHING, SUCCEEDED, FAILED, CANCELLED, UNKNOWN)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# a finishing job's note while its files are pushed after Slurm's SIGTERM (runner event)
+STOPPED_BY_SLURM = "stopped by Slurm"
 ACTIVE = frozenset({QUEUED, PENDING, RUNNING, FINISHING, UNKNOWN})
 IN_SLURM = frozenset({PENDING, RUNNING, FINISHING})  # states a failed poll turns into unknown
 

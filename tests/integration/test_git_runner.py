@@ -135,7 +135,7 @@ def test_runner_end_to_end(setup, tmp_path):
     assert events.names() == ["started", "finishing", "results"]
     assert all(auth == "Bearer job-token" for _, _, auth in events.events)
     _, fin = events.wait_for("finishing")
-    assert fin == {"event": "finishing", "exit_code": 3, "signal": None}
+    assert fin == {"event": "finishing", "exit_code": 3, "signal": None, "stopped": False}
     _, res = events.wait_for("results")
     assert res["branch_updated"] is True and res["results_ref"] == "refs/heads/results/exp-1/42"
     assert repos.resolve_ref(gw.repos_root, "team", "proj", "refs/heads/exp-1") == res["sha"]

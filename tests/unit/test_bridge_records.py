@@ -130,11 +130,21 @@ def test_sacct_name_cannot_fake_a_record_with_a_private_delimiter():
     assert len(parse_sacct(line.replace(d, "|"))) == 2  # why the bridge never uses a plain "|"
 
 
-def test_sacct_right_after_the_end_is_not_settled():
-    # recorded: the first sacct answers after a job ends carry QOS Unknown (name "allocation")
+def test_sacct_right_after_the_end_is_settled_for_billing():
+    # recorded: the first sacct answers after a job ends may carry QOS Unknown (name
+    # "allocation": slurmdbd's record from the completion message); start, end, nodes and
+    # AllocTRES are in, so it is billed as it is
     [rec] = sacct("sacct_unsettled.txt")
-    assert rec.state == "COMPLETED" and rec.complete
-    assert rec.qos == "" and not rec.settled
+    assert rec.state == "COMPLETED" and rec.complete and rec.name == "allocation"
+    assert rec.qos == "" and rec.settled
+    assert dict(rec.gpus) == {"a4000": 1} and rec.elapsed_s == 2 and rec.node == "a4k-1"
+
+
+def test_sacct_qos_unknown_without_alloc_tres_is_not_settled():
+    text = (FIX / "sacct_unsettled.txt").read_text().replace(
+        "billing=11,cpu=1,gres/gpu:a4000=1,gres/gpu=1,mem=256M,node=1", "")
+    [rec] = parse_sacct(text)
+    assert rec.complete and rec.qos == "" and not rec.settled
 
 
 def test_sacct_empty_alloc_tres_is_not_settled():

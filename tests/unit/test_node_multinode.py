@@ -318,7 +318,7 @@ def test_term_reaches_every_rank_and_the_results_still_get_committed(multinode, 
     p.send_signal(signal.SIGTERM)          # scancel: the batch step's runner gets TERM
     assert p.wait(timeout=30) == 143, log.read_text()
     fin, res = events.wait_for("finishing"), events.wait_for("results")
-    assert fin == {"event": "finishing", "exit_code": 143, "signal": "TERM"}
+    assert fin == {"event": "finishing", "exit_code": 143, "signal": "TERM", "stopped": True}
     assert res["branch_updated"] is True, res
     assert repos.resolve_ref(gw.repos_root, "team", "proj", "refs/heads/exp-1") == res["sha"]
     c = tmp_path / "c"

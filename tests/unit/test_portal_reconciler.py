@@ -1,6 +1,8 @@
 """The reconciler against a fake Slurm backend: mapping, unknown, accounting, billing, cut-off."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from datetime import timedelta
 from decimal import Decimal
@@ -69,6 +71,31 @@ def test_runner_finishing_is_not_undone_by_running(env):
     assert job(svc, jid).state == "finishing"
 
 
+def test_a_stop_by_slurm_shows_at_once_and_gives_way_to_how_it_ended(env):
+    """scancel outside Slipway: the runner's finishing event (stopped, SIGTERM) says so on the
+    job at once; Slurm's CANCELLED then ends it "cancelled in Slurm"."""
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, state="running")
+    service.apply_event(svc, jid, {"event": "finishing", "exit_code": 143, "signal": "TERM",
+                                   "stopped": True})
+    j = job(svc, jid)
+    assert j.state == "finishing" and j.reason == (
+        "stopped by Slurm (SIGTERM): its files are being pushed")
+    backend.finish(11, "CANCELLED", start=t0, end=clock.advance(seconds=30), exit_code=0)
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).reason) == ("cancelled", "cancelled in Slurm")
+
+
+def test_the_entrypoints_own_signal_is_no_stop_by_slurm(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, state="running")
+    # killed by its own signal (not stopped from outside), or a hostile signal name: no note
+    for event in ({"signal": "KILL", "stopped": False}, {"signal": "TERM; rm", "stopped": True}):
+        service.apply_event(svc, jid, {"event": "finishing", "exit_code": 137, **event})
+        assert job(svc, jid).reason is None
+
+
 def test_failed_poll_marks_unknown_and_never_ends_or_cancels(env):
     svc, backend, clock = env
     a, b, q = make_job(svc, 11, "running"), make_job(svc, 12, "pending", branch="b"), make_job(svc, None, "queued", branch="c")
@@ -125,12 +152,31 @@ def test_unsettled_accounting_record_waits(env):
     t0 = clock()
     jid = make_job(svc, 11, "running")
     backend.finish(11, "COMPLETED", start=t0, end=clock.advance(minutes=1), qos="Unknown")
+    # slurmdbd's first record: QOS Unknown and no AllocTRES yet (what the job had is not known)
+    backend.acct[-1] = dataclasses.replace(backend.acct[-1], alloc_tres_recorded=False, gpus={})
     Reconciler(svc).tick()
     assert job(svc, jid).state == "running"
     backend.acct.clear()
     backend.finish(11, "COMPLETED", start=t0, end=clock(), qos="normal")
     Reconciler(svc).tick()
     assert job(svc, jid).state == "succeeded"
+
+
+def test_record_from_the_completion_message_is_final_at_once(env):
+    """QOS Unknown, but start, end, nodes and AllocTRES in (slurmdbd's record from the completion
+    message, before the start message): the job ends and is billed at the same tick."""
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    before = team_balance(svc)
+    backend.finish(11, "COMPLETED", start=t0, end=clock.advance(seconds=90), qos="Unknown",
+                   name="allocation", gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "succeeded"
+    assert team_balance(svc) < before   # two started minutes of two a4000s, billed once
+    billed = before - team_balance(svc)
+    Reconciler(svc).tick()
+    assert before - team_balance(svc) == billed
 
 
 def test_accounting_down_says_why_the_job_is_not_final_and_loses_nothing(env):

@@ -132,7 +132,8 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
                 reason = job.cancel_reason or "cancelled in Slurm"
             if reason == states.SLURM_FAILURE_REASONS["OUT_OF_MEMORY"]:
                 reason = out_of_memory_reason(job, svc.config.default_mem_per_cpu_mb)
-            if reason is None and (job.reason or "").startswith(STALE_REASONS):
+            if reason is None and (job.reason or "").startswith(
+                    STALE_REASONS + (states.STOPPED_BY_SLURM,)):
                 job.reason = None  # a poll's or the queue's word, not why the job ended
             move(job, final, now, report, reason=reason)
             if job.state in states.TERMINAL and end is not None:

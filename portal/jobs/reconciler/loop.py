@@ -114,20 +114,22 @@ class Reconciler:
         try:
             while True:
                 wake.clear()  # what happens during the tick wakes the next one
-                busy = False
+                busy, spent = False, 0.0
                 try:
                     if self.lead():
                         with self._ticking:
                             report = self._tick()
-                        busy = report.busy
+                        busy, spent = report.busy, report.duration_s
                         for err in report.errors:
                             log.warning("reconciler: %s", err)
                         if on_report is not None:
                             on_report(report)
                 except Exception:  # noqa: BLE001 — the loop must survive anything
                     log.exception("reconciler tick failed")
-                interval = min(cfg.reconcile_interval, cfg.reconcile_busy_interval) if busy \
-                    else cfg.reconcile_interval
+                # while a job ends, ticks START every busy interval (a slow tick does not
+                # stretch the pace: how soon an end shows, docs/SPEED.md §3)
+                interval = max(0.05, min(cfg.reconcile_interval, cfg.reconcile_busy_interval)
+                               - spent) if busy else cfg.reconcile_interval
                 if _sleep(stop, wake, interval, minimum=min(0.2, interval)):
                     return
         finally:
@@ -185,5 +187,5 @@ def _sleep(stop: threading.Event, wake: threading.Event, interval: float, *, min
         left = interval - (time.monotonic() - start)
         if left <= 0 or wake.is_set():
             return stop.is_set()
-        if stop.wait(min(left, 0.1)) or wake.wait(0):
+        if wake.wait(min(left, 0.1)) or stop.is_set():   # a wake acts at once
             return stop.is_set()
