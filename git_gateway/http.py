@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 
 from . import lfs as lfs_mod
 from . import repos
+from .hook_listener import Handle, HookListener
 from .node.basic_auth import basic_header  # noqa: F401  (the node program uses it too)
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class GitHttpApp:
     def __init__(self, repos_root: str | os.PathLike, authenticate: Authenticate,
                  hook_url: str, hook_secret: str, lfs_root: str | os.PathLike, *,
                  max_lfs_object_bytes: int | None = None, git: str = "git",
-                 hook_timeout_s: float | None = None):
+                 hook_timeout_s: float | None = None, hooks: Handle | None = None):
+        """``hooks``: the hook callback, called in this process (``hook_listener``: the hooks
+        then never wait for a web-server thread); without it the hooks call ``hook_url``."""
         self.repos_root = Path(repos_root).resolve()
         self.lfs_root = Path(lfs_root).resolve()
         self.authenticate = authenticate
@@ -112,8 +115,14 @@ class GitHttpApp:
         self.hook_secret = hook_secret
         self.git = git
         self.hook_timeout_s = hook_timeout_s
+        self.hook_listener = HookListener(hooks, hook_secret) if hooks is not None else None
         self.lfs = lfs_mod.LfsApi(lfs_mod.LfsStore(self.lfs_root),
                                   max_object_bytes=max_lfs_object_bytes)
+
+    def close(self) -> None:
+        """Stop the hook listener (when there is one)."""
+        if self.hook_listener is not None:
+            self.hook_listener.close()
 
     # ---------------------------------------------------------------- routing
     def _route(self, path: str):
@@ -219,7 +228,8 @@ class GitHttpApp:
             "REMOTE_ADDR": environ.get("REMOTE_ADDR", ""),
             "SERVER_PROTOCOL": environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
             "GIT_TERMINAL_PROMPT": "0",
-            "SLIPWAY_HOOK_URL": self.hook_url or "",
+            "SLIPWAY_HOOK_URL": (self.hook_listener.url if self.hook_listener is not None
+                                 else self.hook_url or ""),
             "SLIPWAY_HOOK_SECRET": self.hook_secret or "",
             "SLIPWAY_REPO": f"{team}/{project}",
             "SLIPWAY_PUSHER": name.replace("\0", ""),

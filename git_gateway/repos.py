@@ -140,6 +140,19 @@ def install_hooks(path: str | os.PathLike, python: str | None = None) -> None:
     hooks.install(Path(path) / "hooks", python=python or sys.executable)
 
 
+def refresh_hooks(repos_root: str | os.PathLike, python: str | None = None) -> int:
+    """Re-install the hooks of every repository under ``repos_root`` whose hooks are not what
+    this version installs (an upgrade: e.g. the Python hooks before the bash ones); returns how
+    many were refreshed. Only ``<team>/<project>.git`` directories with a ``hooks`` folder."""
+    python = python or sys.executable
+    refreshed = 0
+    for hooks_dir in sorted(Path(repos_root).glob("*/*.git/hooks")):
+        if hooks_dir.is_dir() and not hooks.current(hooks_dir, python=python):
+            hooks.install(hooks_dir, python=python)
+            refreshed += 1
+    return refreshed
+
+
 def create_repo(repos_root: str | os.PathLike, team: str, project: str, *,
                 default_branch: str = "main", python: str | None = None,
                 exist_ok: bool = False) -> Path:

@@ -70,9 +70,23 @@ def hooks():
     if not given or not hmac.compare_digest(given, svc.config.hook_secret):
         return _reply(False, ["slipway: hook secret mismatch; the repository's hooks are not "
                               "Slipway's or the server was reconfigured"], 403)
-    payload, why = _json_object()
-    if payload is None:
-        return _reply(False, [f"slipway: hook payload is not a JSON object ({why})"], 400)
+    if request.mimetype == ig.HOOK_TEXT_TYPE:   # the bash hook's text form (git_gateway.hook_wire)
+        try:
+            payload, problems = ig.parse_hook_text(request.get_data(cache=False))
+        except ValueError as exc:
+            return _reply(False, [f"slipway: hook payload is malformed ({exc})"], 400)
+        if problems and payload["phase"] == "pre-receive":
+            return _reply(False, problems)
+    else:
+        payload, why = _json_object()
+        if payload is None:
+            return _reply(False, [f"slipway: hook payload is not a JSON object ({why})"], 400)
+    return _reply(*hook_reply(svc, payload))
+
+
+def hook_reply(svc: Services, payload: dict) -> tuple[bool, list[str], int]:
+    """A hook callback's answer: (ok, messages, HTTP status). Both doors use it: the web
+    endpoint above and the git gateway's own hook listener (``git_gateway.hook_listener``)."""
     phase = payload.get("phase")
     started = time.perf_counter()
     try:
@@ -81,16 +95,16 @@ def hooks():
         elif phase == "post-receive":
             reply = push.handle_post_receive(svc, payload)
         else:
-            return _reply(False, [f"slipway: unknown hook phase {phase!r}"], 400)
+            return False, [f"slipway: unknown hook phase {phase!r}"], 400
     except push.HookError as exc:
-        return _reply(False, [f"slipway: {exc}"], 400)
+        return False, [f"slipway: {exc}"], 400
     except Exception:  # noqa: BLE001
         log.exception("hook %s failed", phase)
-        return _reply(False, ["slipway: internal error in Slipway; the push was not accepted"
-                              if phase == "pre-receive" else "slipway: internal error in Slipway"], 500)
+        return False, ["slipway: internal error in Slipway; the push was not accepted"
+                       if phase == "pre-receive" else "slipway: internal error in Slipway"], 500
     log.info("hook %s for %s: %s in %.1f ms", phase, payload.get("repo"), "ok" if reply.ok else "refused",
              (time.perf_counter() - started) * 1000)
-    return _reply(reply.ok, list(reply.messages))
+    return reply.ok, list(reply.messages), 200
 
 
 @internal.post("/internal/jobs/<int:job_id>/events")
@@ -154,7 +168,8 @@ def create_app(services: Services | None = None, *, start_reconciler: bool = Fal
     csrf.exempt(api)  # token-auth API; session-auth writes are checked in api.before_request
 
     try:
-        git_app = ig.make_git_app(svc.config, make_authenticate(svc))
+        git_app = ig.make_git_app(svc.config, make_authenticate(svc),
+                                  hooks=lambda payload: hook_reply(svc, payload))
     except ImportError:  # git_gateway.http missing
         logging.getLogger("slipway").error("git gateway not available; /git answers 503")
         git_app = _git_unavailable

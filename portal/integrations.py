@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 import shutil
+import threading
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -142,6 +144,17 @@ def loads_json_bounded(data: bytes | str, *, max_bytes: int | None = None):
     return loads_bounded(data, max_bytes=max_bytes)
 
 
+HOOK_TEXT_TYPE = "text/x-slipway-hook"
+
+
+def parse_hook_text(data: bytes) -> tuple[dict, list[str]]:
+    """The bash hook's text callback as the JSON form's payload dict, and the problems of its
+    input lines; raises ``ValueError`` (``git_gateway.hook_wire.HookWireError``) when malformed."""
+    from git_gateway.hook_wire import parse
+
+    return parse(data)
+
+
 def principal(name: str, is_job: bool):
     from git_gateway.http import Principal
 
@@ -155,8 +168,11 @@ def access_denied(message: str = "no access") -> Exception:
     return AccessDenied(message)
 
 
-def make_git_app(config: Config, authenticate: Callable[..., Any]):
-    """git_gateway's WSGI app serving ``/git/<team>/<project>.git`` (mounted at /git)."""
+def make_git_app(config: Config, authenticate: Callable[..., Any],
+                 hooks: Callable[[dict], tuple[bool, list[str], int]] | None = None):
+    """git_gateway's WSGI app serving ``/git/<team>/<project>.git`` (mounted at /git); with
+    ``hooks`` the git hooks' callback is answered in this process, on threads of its own
+    (``git_gateway.hook_listener``), else at ``config.hook_url``."""
     from git_gateway.http import GitHttpApp
 
     return GitHttpApp(
@@ -165,6 +181,7 @@ def make_git_app(config: Config, authenticate: Callable[..., Any]):
         hook_url=config.hook_url,
         hook_secret=config.hook_secret,
         lfs_root=str(config.lfs_root),
+        hooks=hooks,
     )
 
 
@@ -197,6 +214,9 @@ def _runner_sources() -> tuple[Path, tuple[Path, ...], str]:
 NODE_PACKAGE_STUB = '"""Only the node-side job program (git_gateway.node) is installed here."""\n'
 
 
+_NODE_INSTALL_LOCK = threading.Lock()
+
+
 def node_runtime(config: Config) -> Path:
     """Install the node-side job program where job users can import it; return the directory
     to put on PYTHONPATH.
@@ -212,10 +232,15 @@ def node_runtime(config: Config) -> Path:
 
     _src, files, digest = _runner_sources()
     dest = config.data_dir / "node" / digest
-    if not (dest / "git_gateway" / "node" / "runner.py").exists():
+    if (dest / "git_gateway" / "node" / "runner.py").exists():
+        return dest
+    with _NODE_INSTALL_LOCK:  # the first pushes of a new server all arrive here at once
+        if (dest / "git_gateway" / "node" / "runner.py").exists():
+            return dest
         make_dir(config.data_dir / "node", TRAVERSE_ONLY)
-        tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        # private to this call: a name of the process alone was shared by its threads, and one
+        # push's clean-up removed the copy another was building (bench_push_concurrent.py)
+        tmp = config.data_dir / "node" / f".{digest}.{os.getpid()}.{secrets.token_hex(6)}"
         (tmp / "git_gateway" / "node").mkdir(parents=True)
         (tmp / "git_gateway" / "__init__.py").write_text(NODE_PACKAGE_STUB)
         for p in files:

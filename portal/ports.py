@@ -55,6 +55,9 @@ class Git(Protocol):
     def delete_repo(self, team: str, project: str) -> bool:
         """Delete the repository and its LFS objects; False when there was none."""
 
+    def refresh_hooks(self) -> int:
+        """Re-install outdated hooks in every repository (at start, after an upgrade)."""
+
     def repo_bytes(self, team: str, project: str) -> int:
         """Bytes on disk of the repository and its LFS objects."""
 

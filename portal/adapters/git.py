@@ -21,6 +21,10 @@ class GitRepos:
         return repos.create_repo(self.config.repos_root, team, project, python=sys.executable,
                                  exist_ok=True)
 
+    def refresh_hooks(self) -> int:
+        """After an upgrade: every repository's hooks as this version writes them."""
+        return repos.refresh_hooks(self.config.repos_root, python=sys.executable)
+
     def delete_repo(self, team: str, project: str) -> bool:
         return repos.delete_repo(self.config.repos_root, team, project, lfs_root=self.config.lfs_root)
 

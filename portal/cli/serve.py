@@ -46,6 +46,9 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler, workspace_port):
     if not cfg.base_url_is_set:  # git hooks and jobs call back where this server listens
         cfg.base_url = served_base_url(host, port)
     cfg.remember_served_url()  # the CLI and a separate reconciler use the same URL
+    refreshed = ctx.svc.git.refresh_hooks()   # an upgrade's hooks in the existing repositories
+    if refreshed:
+        say(f"refreshed the git hooks of {refreshed} repositories")
     app = create_app(ctx.svc, start_reconciler=not no_reconciler)
     how = ("configured base_url" if cfg.base_url_is_set
            else "from --host/--port; set SLIPWAY_BASE_URL to change")

@@ -90,11 +90,14 @@ def make_authenticate(svc: Services):
             user = verify_token(s, username, password)
             if user is None:
                 return None
-            project = lookups.find_project(s, repo_key)
-            if project is None:
+            # one query for the project, its team and the user's membership (every git request
+            # comes here: two per push)
+            found = lookups.project_access(s, repo_key, user.id)
+            if found is None:
                 raise ig.access_denied("no such repository")
-            if not (user.is_cluster_admin or lookups.is_member(s, user, project.team)):
-                raise ig.access_denied(f"{user.name} is not a member of team {project.team.name}")
+            team_name, member = found
+            if not (user.is_cluster_admin or member):
+                raise ig.access_denied(f"{user.name} is not a member of team {team_name}")
             return ig.principal(user.name, False)
 
     return authenticate

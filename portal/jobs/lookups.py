@@ -18,6 +18,21 @@ def find_project(session: Session, repo_key: str) -> Project | None:
         select(Project).join(Team).where(Team.name == team_name, Project.name == project_name))
 
 
+def project_access(session: Session, repo_key: str, user_id: int) -> tuple[str, bool] | None:
+    """(team name, is ``user_id`` a member of it) for the project of ``repo_key``, in one query;
+    None when there is no such project."""
+    team_name, sep, project_name = repo_key.partition("/")
+    if not sep:
+        return None
+    if project_name.endswith(".git"):
+        project_name = project_name[:-4]
+    row = session.execute(
+        select(Team.name, Membership.id).select_from(Project).join(Team)
+        .outerjoin(Membership, (Membership.team_id == Team.id) & (Membership.user_id == user_id))
+        .where(Team.name == team_name, Project.name == project_name)).first()
+    return None if row is None else (row[0], row[1] is not None)
+
+
 def is_member(session: Session, user: User, team: Team) -> bool:
     return session.scalar(select(Membership.id).where(
         Membership.user_id == user.id, Membership.team_id == team.id)) is not None

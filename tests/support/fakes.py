@@ -322,6 +322,9 @@ class InMemoryGit:
     def delete_repo(self, team: str, project: str) -> bool:
         return self.repos.pop((team, project), None) is not None
 
+    def refresh_hooks(self) -> int:
+        return 0   # in-memory repositories have no hooks
+
     def repo_bytes(self, team: str, project: str) -> int:
         if (team, project) not in self.repos:
             raise OSError(f"no repository {team}/{project}")

@@ -15,6 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable
 
+from git_gateway import hook_wire
 from git_gateway.http import AccessDenied, GitHttpApp, Principal
 
 
@@ -82,13 +83,26 @@ class HookRecorder:
             start_response("403 Forbidden", [("Content-Type", "application/json")])
             return [b'{"ok": false, "messages": ["slipway: bad hook secret"]}']
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        payload = json.loads(environ["wsgi.input"].read(length).decode("utf-8"))
+        raw = environ["wsgi.input"].read(length)
+        if environ.get("CONTENT_TYPE", "").startswith(hook_wire.MEDIA_TYPE):  # the bash hook
+            payload, problems = hook_wire.parse(raw)
+            if problems and payload["phase"] == "pre-receive":
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [("refused\n" + "\n".join(problems) + "\n").encode()]
+        else:
+            payload = json.loads(raw.decode("utf-8"))
         with self._lock:
             self.calls.append(payload)
         reply = self.decide(payload)
-        body = json.dumps(reply).encode("utf-8")
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(body)))])
+        if environ.get("HTTP_ACCEPT") == "text/plain":   # what both hooks ask for
+            lines = ["ok" if reply.get("ok") else "refused"] + [
+                line for m in reply.get("messages") or [] for line in str(m).splitlines()]
+            body = ("\n".join(lines) + "\n").encode("utf-8")
+            ctype = "text/plain; charset=utf-8"
+        else:
+            body = json.dumps(reply).encode("utf-8")
+            ctype = "application/json"
+        start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
         return [body]
 
     def phase(self, name: str) -> list[dict]:

@@ -74,11 +74,38 @@ def test_read_file_and_entrypoint_check(tmp_path):
 def test_hook_install(tmp_path):
     written = hooks.install(tmp_path / "hooks", python=sys.executable)
     assert [p.name for p in written] == ["pre-receive", "post-receive"]
-    src = written[0].read_text()
-    assert src.startswith(f"#!{sys.executable} -IS\n")
-    assert os.access(written[0], os.X_OK) and hooks.installed(tmp_path / "hooks")
+    bash = hooks.find_bash()
+    assert bash, "the test machine has bash"
+    assert written[0].read_text().startswith(f"#!{bash}\n{hooks.MARKER}\n")   # the fast hook
+    program = tmp_path / "hooks" / hooks.PYTHON_HOOK   # what it hands over to (https, errors)
+    assert program.read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert os.access(written[0], os.X_OK) and os.access(program, os.X_OK)
+    assert hooks.installed(tmp_path / "hooks")
+    program.unlink()
+    assert not hooks.installed(tmp_path / "hooks")
+    # without bash: both hooks are the Python program, as before
+    written = hooks.install(tmp_path / "py", python=sys.executable, bash=None)
+    assert written[1].read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert hooks.installed(tmp_path / "py")
     with pytest.raises(ValueError):
         hooks.install(tmp_path / "h2", python="python3")
+
+
+def test_refresh_hooks_upgrades_old_repositories_only(tmp_path):
+    """An upgrade (Python hooks → bash hooks): serve's start re-installs the hooks of existing
+    repositories that differ from what this version writes, and leaves current ones alone."""
+    from git_gateway import repos
+    old = repos.create_repo(tmp_path, "team-a", "old", python=sys.executable)
+    new = repos.create_repo(tmp_path, "team-b", "new", python=sys.executable)
+    hooks.install(old / "hooks", python=sys.executable, bash=None)   # as an older version did
+    assert not hooks.current(old / "hooks", python=sys.executable)
+    assert hooks.current(new / "hooks", python=sys.executable)
+    before = (new / "hooks" / "pre-receive").stat().st_mtime_ns
+    assert repos.refresh_hooks(tmp_path, python=sys.executable) == 1
+    assert hooks.current(old / "hooks", python=sys.executable)
+    assert (old / "hooks" / "pre-receive").read_text().startswith(f"#!{hooks.find_bash()}\n")
+    assert (new / "hooks" / "pre-receive").stat().st_mtime_ns == before   # not rewritten
+    assert repos.refresh_hooks(tmp_path, python=sys.executable) == 0
 
 
 def test_hook_parse_and_payload():
