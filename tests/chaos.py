@@ -46,14 +46,15 @@ def execute(plan: Plan, db_url: str | None = None) -> tuple[RunResult, dict[str,
         setup_s = round(time.monotonic() - t0, 1)
         result = run(world, plan)
         settle(world, lambda: chaos_checks.billing(world, plan, since), timeout=90)
-        checks, jobs = chaos_checks.all_checks(world, plan, since, team_jobs)
+        notes: list[str] = []
+        checks, jobs = chaos_checks.all_checks(world, plan, since, team_jobs, notes)
         if result.errors:
             checks["every job ended"] = result.errors
         result.wall_s = round(time.monotonic() - t0, 1)
         outcomes = _outcomes(plan, jobs)
     finally:
         close_world(world)
-    return result, checks, report(plan, result, checks, outcomes, started, setup_s)
+    return result, checks, report(plan, result, checks, outcomes, started, setup_s, notes)
 
 
 def _outcomes(plan: Plan, jobs: dict[int, dict]) -> list[dict]:
@@ -72,7 +73,7 @@ def _outcomes(plan: Plan, jobs: dict[int, dict]) -> list[dict]:
 
 
 def report(plan: Plan, result: RunResult, checks: dict[str, list[str]], outcomes: list[dict],
-           started: datetime, setup_s: float) -> str:
+           started: datetime, setup_s: float, notes: list[str] | None = None) -> str:
     ok = not any(checks.values())
     lines = [f"Chaos run, seed {plan.seed}: {len(plan.jobs)} jobs from {len(plan.teams)} teams, "
              f"{len(result.faults)} faults; started {started:%Y-%m-%d %H:%M} UTC; setup {setup_s} s, "
@@ -102,6 +103,8 @@ def report(plan: Plan, result: RunResult, checks: dict[str, list[str]], outcomes
     for name, problems in checks.items():
         lines.append(f"- {'PASS' if not problems else 'FAIL'}: {name}")
         lines += [f"  - {p}" for p in problems[:20]]
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -85,11 +85,17 @@ def state(bridge: CliBackend, job_id: int) -> str:
     return rec.state if rec else "GONE"
 
 
-def settled_record(bridge, job_id, since, timeout=30.0):
+def settled_record(bridge, job_id, since, timeout=30.0, named=False):
+    """The job's sacct records once the last is settled; ``named``: and its JobName is in (a
+    settled record may still be slurmdbd's one from the completion message, named
+    "allocation" until the start message is processed: what billing reads is final, the name
+    comes a moment later)."""
     def check():
         recs = [r for r in bridge.accounting(since, datetime.now(timezone.utc) + timedelta(minutes=1),
                                              job_ids=[job_id]) if r.job_id == job_id]
-        return recs if recs and recs[-1].settled else None
+        ok = recs and recs[-1].settled and not (named and (recs[-1].name == "allocation"
+                                                           or not recs[-1].qos))
+        return recs if ok else None
     return wait_for(check, timeout, f"job {job_id} settled in sacct", interval=0.5)
 
 
@@ -99,7 +105,7 @@ def test_two_a4000_gpus_are_visible_in_the_job(bridge, jobdir, submitted):
               gpus=GpuRequest("a4000", 2), env={"HOSTILE": "$(id) `id` ; 'x'\nline2"})
     job_id = bridge.submit(req)
     submitted.append(job_id)
-    recs = settled_record(bridge, job_id, since)
+    recs = settled_record(bridge, job_id, since, named=True)
     out = (jobdir / f"{job_id}.out").read_text()
     line = out.splitlines()[0]
     devices = line.split()[0].removeprefix("CVD=").split(",")
@@ -120,7 +126,7 @@ def test_exit_code_3_reaches_the_record(bridge, jobdir, submitted):
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
     job_id = bridge.submit(job(jobdir, "exit3", ["bash", "-c", "sleep 1; exit 3"]))
     submitted.append(job_id)
-    rec = settled_record(bridge, job_id, since)[-1]
+    rec = settled_record(bridge, job_id, since, named=True)[-1]
     assert rec.state == "FAILED" and rec.exit_code == 3 and rec.signal is None
     assert rec.name == "bridge-it/exit3" and rec.start.tzinfo == timezone.utc
     assert abs((rec.end - datetime.now(timezone.utc)).total_seconds()) < 60  # no zone shift
@@ -202,7 +208,7 @@ def test_injected_directives_do_nothing(bridge, jobdir, submitted):
     job_id = bridge.submit(job(jobdir, "inject", ["bash", "-c", 'id -un; echo "CVD=$CUDA_VISIBLE_DEVICES"; '
                                                   'printf "%s" "$EVIL"', evil], env={"EVIL": evil}))
     submitted.append(job_id)
-    rec = settled_record(bridge, job_id, since)[-1]
+    rec = settled_record(bridge, job_id, since, named=True)[-1]
     assert rec.state == "COMPLETED" and rec.user == "sw-alice" and rec.name == "bridge-it/inject"
     assert dict(rec.gpus) == {}
     out = (jobdir / f"{job_id}.out").read_text()
@@ -253,7 +259,7 @@ def test_emergency_preempts_normal_and_victim_is_requeued(bridge, jobdir, submit
     first = recs[0]
     assert first.attempt == 0 and first.state in ("PREEMPTED", "REQUEUED")
     assert first.node == "a6k-1" and dict(first.gpus) == {"a6000": 2} and first.end is not None
-    urgent_rec = settled_record(bridge, urgent, since)[-1]
+    urgent_rec = settled_record(bridge, urgent, since, named=True)[-1]
     assert urgent_rec.qos == "emergency" and urgent_rec.user == "sw-bob"
     assert urgent_rec.start >= first.start
 

@@ -62,14 +62,22 @@ def test_push_while_slurmctld_is_frozen_is_unknown_then_adopted_run_and_billed(s
     assert job["state"] == "succeeded" and job["exit_code"] == 0, job
     assert job["slurm_job_id"] and Decimal(job["cost"].lstrip("$")) > 0, job
     assert "Slurm is not answering" not in (job["reason"] or ""), job
-    # Slurm ran it exactly once: one allocation named slipway-<id>, the one Slipway adopted
-    acct = subprocess.run(
-        ["sacct", "-nX", "-P", "--allusers", "--format=JobIDRaw,Account,State", f"--name=slipway-{job_id}",
-         "-S", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600)),
-         "-E", "now"],
-        env={**os.environ, **slurm_cluster.env}, capture_output=True, text=True, check=True)
-    ours = [line.split("|") for line in acct.stdout.split() if line.split("|")[1].startswith(
-        sw.env["SLIPWAY_SLURM_ACCOUNT_PREFIX"])]
+    # Slurm ran it exactly once: one allocation named slipway-<id>, the one Slipway adopted.
+    # (Slipway may have billed it from slurmdbd's first record, made from the completion
+    # message and named "allocation" until the start message is processed: wait for the name.)
+    deadline = time.monotonic() + 60
+    while True:
+        acct = subprocess.run(
+            ["sacct", "-nX", "-P", "--allusers", "--format=JobIDRaw,Account,State",
+             f"--name=slipway-{job_id}",
+             "-S", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600)),
+             "-E", "now"],
+            env={**os.environ, **slurm_cluster.env}, capture_output=True, text=True, check=True)
+        ours = [line.split("|") for line in acct.stdout.split() if line.split("|")[1].startswith(
+            sw.env["SLIPWAY_SLURM_ACCOUNT_PREFIX"])]
+        if ours or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert [int(r[0]) for r in ours] == [job["slurm_job_id"]], acct.stdout
     server_log = sw.log_file.read_text(errors="replace")
     assert f"job {job_id}: its submission had no answer" in server_log  # adopted, not resubmitted
