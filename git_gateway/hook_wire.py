@@ -17,6 +17,8 @@ prints for them): pre-receive refuses the push with them, post-receive ignores t
 """
 from __future__ import annotations
 
+from . import hook_program
+
 MEDIA_TYPE = "text/x-slipway-hook"
 MAGIC = b"slipway-hook 1"
 _SINGLE = ("phase", "repo", "pusher", "pusher-is-job")
@@ -52,19 +54,10 @@ def parse(data: bytes) -> tuple[dict, list[str]]:
             single[name] = value
         elif name == "option":
             options.append(_text(value))
-        elif name == "update":
-            parts = value.rstrip(b"\r").split(b" ", 2)
-            if len(parts) != 3:
-                problems.append("slipway: malformed hook input line")
-                continue
-            old, new, ref = parts
-            try:
-                ref_s = ref.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append("slipway: ref names must be valid UTF-8: %r" % ref)
-                continue
-            updates.append({"ref": ref_s, "old": old.decode("ascii", "replace"),
-                            "new": new.decode("ascii", "replace")})
+        elif name == "update":   # one hook input line, read as the Python hook reads it
+            got, bad = hook_program.parse_updates(value)
+            updates += got
+            problems += bad
         else:
             raise HookWireError(f"unknown key {name[:40]!r}")
     missing = [k for k in _SINGLE if k not in single]
