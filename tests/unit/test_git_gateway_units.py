@@ -19,6 +19,7 @@ from git_gateway.node import gitops, lfs_track, pushing, results
 from git_gateway.http import AccessDenied, GitHttpApp, Principal, basic_header, parse_basic
 from git_gateway.node.container_env import child_env
 from git_gateway.node.spec import RunnerSpec, SpecError
+from tests.support.oneshot_http import oneshot_server
 
 
 # ------------------------------------------------------------------------------------ repos
@@ -162,31 +163,7 @@ def test_hook_json_encoder_matches_json(value):
 
 
 def _hook_server(status, body, ctype):
-    """A one-shot HTTP server thread on loopback answering ``body``; returns (url, seen requests)."""
-    import socket
-    import threading
-
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    seen = []
-
-    def serve():
-        conn, _ = srv.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
-            while len(rest) < length:
-                rest += conn.recv(65536)
-            seen.append((head.decode(), rest))
-            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\n\r\n%s" % (status, ctype.encode(), body))
-        srv.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{srv.getsockname()[1]}/internal/hooks", seen
+    return oneshot_server(status, body, ctype)
 
 
 @pytest.mark.parametrize("status, body, ctype, rc, out", [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +14,7 @@ from git_gateway import hook_program, hook_wire, hooks
 from portal.app import create_app
 from portal.db import Job
 from tests.support.fakes import FakeBackend, commit_to_bare, make_services, seed
+from tests.support.oneshot_http import oneshot_server
 
 Z = "0" * 40
 LINE = b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/x\n"
@@ -35,28 +35,7 @@ def run(hook_dir, phase, environ, data=LINE):
 
 def server(status=200, body=b"ok\n", ctype="text/plain"):
     """A one-shot HTTP server on loopback; returns (url, seen [(head, body)])."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    seen = []
-
-    def serve():
-        conn, _ = srv.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int([h for h in head.split(b"\r\n")
-                          if h.lower().startswith(b"content-length")][0].split(b":")[1])
-            while len(rest) < length:
-                rest += conn.recv(65536)
-            seen.append((head.decode(), rest))
-            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\n\r\n%s" % (status, ctype.encode(), body))
-        srv.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{srv.getsockname()[1]}/internal/hooks", seen
+    return oneshot_server(status, body, ctype)
 
 
 def closed_port() -> int:
