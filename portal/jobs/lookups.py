@@ -8,28 +8,32 @@ from sqlalchemy.orm import Session
 from ..db import ACTIVE_STATES, Job, Membership, Project, Team, User
 
 
-def find_project(session: Session, repo_key: str) -> Project | None:
+def _repo_names(repo_key: str) -> tuple[str, str] | None:
+    """``team/project[.git]`` -> (team, project); None when it names no project."""
     team_name, sep, project_name = repo_key.partition("/")
     if not sep:
         return None
-    if project_name.endswith(".git"):
-        project_name = project_name[:-4]
+    return team_name, project_name.removesuffix(".git")
+
+
+def find_project(session: Session, repo_key: str) -> Project | None:
+    names = _repo_names(repo_key)
+    if names is None:
+        return None
     return session.scalar(
-        select(Project).join(Team).where(Team.name == team_name, Project.name == project_name))
+        select(Project).join(Team).where(Team.name == names[0], Project.name == names[1]))
 
 
 def project_access(session: Session, repo_key: str, user_id: int) -> tuple[str, bool] | None:
     """(team name, is ``user_id`` a member of it) for the project of ``repo_key``, in one query;
     None when there is no such project."""
-    team_name, sep, project_name = repo_key.partition("/")
-    if not sep:
+    names = _repo_names(repo_key)
+    if names is None:
         return None
-    if project_name.endswith(".git"):
-        project_name = project_name[:-4]
     row = session.execute(
         select(Team.name, Membership.id).select_from(Project).join(Team)
         .outerjoin(Membership, (Membership.team_id == Team.id) & (Membership.user_id == user_id))
-        .where(Team.name == team_name, Project.name == project_name)).first()
+        .where(Team.name == names[0], Project.name == names[1])).first()
     return None if row is None else (row[0], row[1] is not None)
 
 
