@@ -218,8 +218,10 @@ def apply_event(svc: Services, job_id: int, event: Mapping[str, Any]) -> str:
             job.results_message = str(event.get("message") or "") or None
         if kind in ("finishing", "results"):
             svc.wake.set()  # the job is ending: record its end without waiting a whole tick
-        elif kind == "started" and job.attempt:
-            svc.wake.set()  # a requeued job's new attempt: its row in the attempts table now
+        elif kind == "started":
+            # Slurm's side of the start (node, start time; a requeued job's new attempt row)
+            # comes from the queue: read it now rather than up to an idle tick later
+            svc.wake.set()
         if target is None:
             return "recorded"
         if submit.unknown_submission(job):

@@ -81,7 +81,10 @@ def test_node_loss_requeues_on_the_other_node_from_the_checkpoint_billed_per_att
     sw.git("commit", "-qm", "resumable", cwd=work)
     job_id = job_id_from_push(sw.git("push", "origin", "ckpt", cwd=work).stderr)
 
-    job = sw.wait_job(job_id, {"running"}, timeout=60)
+    sw.wait_job(job_id, {"running"}, timeout=60)
+    # the runner's start event makes it running; the node comes from Slurm's queue a tick later
+    job = _until("the node the job runs on", lambda: (j := sw.job(job_id))["node"] and j, 10,
+                 every=0.1)
     slurm_id, first = job["slurm_job_id"], job["node"]
     assert first in A4000_NODES, job
     other = next(n for n in A4000_NODES if n != first)

@@ -95,8 +95,9 @@ def test_two_teams_share_one_a6000_at_once_each_billed_two_eighths(sw, tmp_path)
         works[team] = _clone(sw, tmp_path, team)
         out = _push(sw, works[team], "share", entry, "gpus=a6000-shard:2")
         ids[team] = job_id_from_push(out)
+    # running (the runner's event) and on a node (Slurm's queue, a tick later)
     _wait("both shard jobs running at once",
-          lambda: all(sw.job(ids[t])["state"] == "running" for t in ids), 90)
+          lambda: all((j := sw.job(ids[t]))["state"] == "running" and j["node"] for t in ids), 90)
     nodes = {t: sw.job(ids[t])["node"] for t in ids}
     assert nodes == {"alice": "a6k-1", "bob": "a6k-1"}, nodes
     jobs = {t: sw.wait_results(ids[t], timeout=120) for t in ids}

@@ -765,15 +765,18 @@ def test_cancel_and_runner_events_wake_the_loop(env):
     assert svc.wake.is_set()
 
 
-def test_a_requeued_jobs_new_attempt_wakes_the_loop_and_a_first_start_does_not(env):
+def test_every_start_wakes_the_loop(env):
+    """A start event makes the job running; its node and start time come from Slurm's queue,
+    read at once rather than up to an idle tick later (a running job with no node)."""
     svc, backend, clock = env
     first = make_job(svc, 11, state="pending")
     svc.wake.clear()
     service.apply_event(svc, first, {"event": "started", "port": None})
-    assert not svc.wake.is_set()       # a first start: the next tick records it
+    assert svc.wake.is_set()
     again = make_job(svc, 12, state="pending", branch="b")
     with svc.db.transaction() as s:
         s.get(Job, again).attempt = 1  # Slurm requeued it (node failure)
+    svc.wake.clear()
     service.apply_event(svc, again, {"event": "started", "port": None})
     assert svc.wake.is_set()           # its attempts row at once (docs/FAULTS.md §1)
 
