@@ -94,7 +94,8 @@ def main() -> None:
         sw.git("init", "-q", "--bare", str(plain_root / "t" / "p.git"))
         sw.git("config", "-f", str(plain_root / "t" / "p.git" / "config"), "http.receivepack", "true")
         plain = GitHttpApp(repos_root=str(plain_root), authenticate=static_authenticator({"u": "pw"}),
-                           hook_url="", hook_secret="", lfs_root=str(tmp / "lfs"))
+                           hook_url="", hook_secret="", lfs_root=str(tmp / "lfs"),
+                           direct_receive_pack=False)   # the baseline is git's http-backend
         http_ctx = serve(plain)
         plain_url = http_ctx.__enter__().replace("http://", "http://u:pw@") + "/git/t/p.git"
 

@@ -101,7 +101,8 @@ def baseline(sw, seeds: dict, projects: list[str], n: int, tmp: Path, env: dict)
     script.write_text("#!/bin/bash\nsleep 120\n")
     script.chmod(0o755)
     app = GitHttpApp(repos_root=str(root), authenticate=static_authenticator({"u": "pw"}),
-                     hook_url="", hook_secret="", lfs_root=str(tmp / "lfs"))
+                     hook_url="", hook_secret="", lfs_root=str(tmp / "lfs"),
+                     direct_receive_pack=False)   # the baseline is git's http-backend
     out = tmp / "base-out"
     out.mkdir()
     fifo = tmp / "go-base"

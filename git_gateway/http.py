@@ -30,14 +30,22 @@ from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import parse_qs
 
+from . import cgi
 from . import lfs as lfs_mod
+from . import receive_pack
 from . import repos
 from .hook_listener import Handle, HookListener
+from .maintenance import Maintenance
 from .node.basic_auth import basic_header  # noqa: F401  (the node program uses it too)
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
+#: git settings for every backend run, above each repository's config (so they hold for
+#: repositories made by older versions too). ``receive.unpackLimit`` at git's default: a push's
+#: objects arrive loose (``unpack-objects``) instead of as a pack per push (``index-pack``, ~2 ms
+#: more, a pack file fsynced), and the pre-receive entrypoint check reads them without git
+#: (``objects``); ``maintenance`` packs them in the background.
+BACKEND_CONFIG: tuple[tuple[str, str], ...] = (("receive.unpackLimit", "100"),)
 REALM = 'Basic realm="Slipway"'
 _PATH_RE = re.compile(
     r"/(?P<team>[a-z0-9][a-z0-9._-]{0,62})/(?P<project>[a-z0-9][a-z0-9._-]{0,62})\.git"
@@ -105,9 +113,12 @@ class GitHttpApp:
     def __init__(self, repos_root: str | os.PathLike, authenticate: Authenticate,
                  hook_url: str, hook_secret: str, lfs_root: str | os.PathLike, *,
                  max_lfs_object_bytes: int | None = None, git: str = "git",
-                 hook_timeout_s: float | None = None, hooks: Handle | None = None):
+                 hook_timeout_s: float | None = None, hooks: Handle | None = None,
+                 direct_receive_pack: bool = True):
         """``hooks``: the hook callback, called in this process (``hook_listener``: the hooks
-        then never wait for a web-server thread); without it the hooks call ``hook_url``."""
+        then never wait for a web-server thread); without it the hooks call ``hook_url``.
+        ``direct_receive_pack``: pushes run ``git receive-pack`` itself (``receive_pack``);
+        False: everything through ``git http-backend``."""
         self.repos_root = Path(repos_root).resolve()
         self.lfs_root = Path(lfs_root).resolve()
         self.authenticate = authenticate
@@ -115,14 +126,17 @@ class GitHttpApp:
         self.hook_secret = hook_secret
         self.git = git
         self.hook_timeout_s = hook_timeout_s
+        self.direct_receive_pack = direct_receive_pack
         self.hook_listener = HookListener(hooks, hook_secret) if hooks is not None else None
+        self.maintenance = Maintenance(git, umask=repos.PRIVATE_UMASK)
         self.lfs = lfs_mod.LfsApi(lfs_mod.LfsStore(self.lfs_root),
                                   max_object_bytes=max_lfs_object_bytes)
 
     def close(self) -> None:
-        """Stop the hook listener (when there is one)."""
+        """Stop the hook listener (when there is one) and the repositories' upkeep."""
         if self.hook_listener is not None:
             self.hook_listener.close()
+        self.maintenance.close()
 
     # ---------------------------------------------------------------- routing
     def _route(self, path: str):
@@ -234,6 +248,10 @@ class GitHttpApp:
             "SLIPWAY_REPO": f"{team}/{project}",
             "SLIPWAY_PUSHER": name.replace("\0", ""),
             "SLIPWAY_PUSHER_IS_JOB": "1" if is_job else "0",
+            # what every git run here uses, over each repository's own config (BACKEND_CONFIG)
+            "GIT_CONFIG_COUNT": str(len(BACKEND_CONFIG)),
+            **{f"GIT_CONFIG_{kind}_{i}": v for i, kv in enumerate(BACKEND_CONFIG)
+               for kind, v in zip(("KEY", "VALUE"), kv)},
         }
         if self.hook_timeout_s is not None:
             env["SLIPWAY_HOOK_TIMEOUT"] = str(self.hook_timeout_s)
@@ -252,24 +270,36 @@ class GitHttpApp:
     def _run_backend(self, environ, start_response, team, project, rest, principal):
         env = self.backend_env(environ, team, project, rest, principal)
         has_body = environ.get("REQUEST_METHOD", "GET").upper() == "POST"
-        proc = subprocess.Popen([self.git, "http-backend"], env=env,
+        direct = self.direct_receive_pack and receive_pack.applies(environ, rest, env)
+        argv, cwd = [self.git, "http-backend"], None
+        if direct:
+            argv, cwd = receive_pack.argv(self.git, env, advertise=not has_body), \
+                repos.repo_path(self.repos_root, team, project)
+        proc = subprocess.Popen(argv, env=env, cwd=cwd,
                                 stdin=subprocess.PIPE if has_body else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                                 umask=repos.PRIVATE_UMASK)  # pushed objects: the server's alone
         threads = []
         if has_body:
-            t = threading.Thread(target=_feed, name="git-http-feed", daemon=True,
+            t = threading.Thread(target=cgi.feed, name="git-http-feed", daemon=True,
                                  args=(environ["wsgi.input"], proc.stdin,
-                                       _content_length(environ)))
+                                       cgi.content_length(environ)))
             t.start()
             threads.append(t)
-        t = threading.Thread(target=_drain_stderr, name="git-http-stderr", daemon=True,
+        t = threading.Thread(target=cgi.drain_stderr, name="git-http-stderr", daemon=True,
                              args=(proc.stderr, f"{team}/{project}"))
         t.start()
         threads.append(t)
-        body = _CgiBody(proc, threads)
+        pushed = repos.repo_path(self.repos_root, team, project) \
+            if rest == "/git-receive-pack" else None
+        body = cgi.CgiBody(proc, threads, on_done=(lambda: self.maintenance.after_push(pushed))
+                        if pushed is not None else None)
+        if direct:
+            body.leftover = b"" if has_body else receive_pack.ADVERTISEMENT_HEAD
+            start_response("200 OK", receive_pack.headers(advertise=not has_body))
+            return body
         try:
-            status, headers, leftover = _read_cgi_headers(proc.stdout)
+            status, headers, leftover = cgi.read_cgi_headers(proc.stdout)
         except Exception as e:
             body.close()
             log.error("git http-backend failed for %s%s: %s", team, project, e)
@@ -277,118 +307,3 @@ class GitHttpApp:
         body.leftover = leftover
         start_response(status, headers)
         return body
-
-
-def _content_length(environ) -> int | None:
-    cl = environ.get("CONTENT_LENGTH", "")
-    if cl and cl.strip().isdigit():
-        return int(cl)
-    return None  # chunked or unknown: read until EOF
-
-
-def _feed(src, dst, length: int | None) -> None:
-    """Copy the request body into the CGI's stdin without holding more than CHUNK in memory."""
-    remaining = length
-    try:
-        while remaining is None or remaining > 0:
-            n = CHUNK if remaining is None else min(CHUNK, remaining)
-            data = src.read(n)
-            if not data:
-                break
-            dst.write(data)
-            if remaining is not None:
-                remaining -= len(data)
-    except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
-        pass  # backend exited early (e.g. a refused push): it has its answer
-    finally:
-        try:
-            dst.close()
-        except OSError:
-            pass
-
-
-def _drain_stderr(stream, key: str) -> None:
-    try:
-        for line in iter(stream.readline, b""):
-            log.warning("git http-backend [%s]: %s", key,
-                        line.decode("utf-8", "replace").rstrip())
-    except (OSError, ValueError):
-        pass
-
-
-def _read_cgi_headers(stdout) -> tuple[str, list[tuple[str, str]], bytes]:
-    buf = b""
-    while True:
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            idx = buf.find(sep)
-            if idx >= 0:
-                head, rest = buf[:idx], buf[idx + len(sep):]
-                break
-        else:
-            if len(buf) > 64 * 1024:
-                raise ValueError("CGI headers too long")
-            data = stdout.read(CHUNK)
-            if not data:
-                raise ValueError("git http-backend ended before its headers")
-            buf += data
-            continue
-        break
-    status = "200 OK"
-    headers: list[tuple[str, str]] = []
-    for line in head.decode("latin-1").splitlines():
-        if not line.strip():
-            continue
-        name, _, value = line.partition(":")
-        name, value = name.strip(), value.strip()
-        if name.lower() == "status":
-            status = value
-        elif name.lower() not in ("connection", "transfer-encoding", "keep-alive"):
-            headers.append((name, value))
-    return status, headers, rest
-
-
-class _CgiBody:
-    """WSGI response iterable streaming the CGI's stdout; close() reaps the process."""
-
-    def __init__(self, proc: subprocess.Popen, threads: list[threading.Thread]):
-        self.proc = proc
-        self.threads = threads
-        self.leftover = b""
-        self._closed = False
-        self._eof = False
-
-    def __iter__(self):
-        if self.leftover:
-            data, self.leftover = self.leftover, b""
-            yield data
-        read = self.proc.stdout.read
-        while True:
-            data = read(CHUNK)
-            if not data:
-                self._eof = True
-                break
-            yield data
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        proc = self.proc
-        try:
-            if proc.poll() is None:
-                if not self._eof:
-                    # The client went away mid-response (or headers failed): stop the backend.
-                    proc.kill()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            for t in self.threads:
-                t.join(timeout=5)
-            for s in (proc.stdout, proc.stderr):
-                try:
-                    s.close()
-                except OSError:
-                    pass

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hooks
+from . import hooks, objects
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 SHA_RE = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})")
@@ -29,7 +29,6 @@ PRIVATE_UMASK = 0o077
 # Settings applied to every bare repository (see BRIEF §4 for why).
 REPO_CONFIG: tuple[tuple[str, str], ...] = (
     ("core.bigFileThreshold", "16m"),
-    ("receive.unpackLimit", "1"),
     ("http.receivepack", "true"),
     ("http.uploadpack", "true"),
     ("receive.advertisePushOptions", "true"),
@@ -262,14 +261,23 @@ def _object_env(path: Path, quarantine: str | None) -> dict[str, str]:
     """
     env = {"GIT_LITERAL_PATHSPECS": "1"}
     if quarantine:
-        q = Path(quarantine).resolve()
-        objects = (path / "objects").resolve()
-        if (q.parent != objects or not q.is_dir()
-                or not (q.name.startswith("tmp_objdir-incoming-") or q.name.startswith("incoming-"))):
-            raise ValueError(f"quarantine {quarantine!r} is not a quarantine of {path}")
+        q, objects = _object_dirs(path, quarantine)
         env["GIT_OBJECT_DIRECTORY"] = str(q)
         env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(objects)
     return env
+
+
+def _object_dirs(path: Path, quarantine: str | None) -> list[Path]:
+    """Where the objects a push can see live: its quarantine (checked to be one of this
+    repository's) first, then the repository's object store."""
+    objects = (path / "objects").resolve()
+    if not quarantine:
+        return [objects]
+    q = Path(quarantine).resolve()
+    if (q.parent != objects or not q.is_dir()
+            or not (q.name.startswith("tmp_objdir-incoming-") or q.name.startswith("incoming-"))):
+        raise ValueError(f"quarantine {quarantine!r} is not a quarantine of {path}")
+    return [q, objects]
 
 
 def tree_entry(repos_root: str | os.PathLike, team: str, project: str, sha: str, file_path: str,
@@ -316,8 +324,16 @@ def read_file(repos_root: str | os.PathLike, team: str, project: str, sha: str, 
 
 def check_entrypoint(repos_root: str | os.PathLike, team: str, project: str, sha: str,
                      *, quarantine: str | None = None) -> str | None:
-    """None when ``slipway-entrypoint.sh`` is a regular file at ``sha``, else a user message."""
-    entry = tree_entry(repos_root, team, project, sha, ENTRYPOINT, quarantine=quarantine)
+    """None when ``slipway-entrypoint.sh`` is a regular file at ``sha``, else a user message.
+    Read from the loose objects when they are all there (``objects``), else by ``git``."""
+    path = repo_path(repos_root, team, project)
+    if not SHA_RE.fullmatch(sha or ""):
+        raise ValueError(f"not a full commit id: {sha!r}")
+    found = objects.root_entry(_object_dirs(path, quarantine), sha, ENTRYPOINT)
+    if found is objects.UNKNOWN:
+        entry = tree_entry(repos_root, team, project, sha, ENTRYPOINT, quarantine=quarantine)
+    else:
+        entry = None if found is None else TreeEntry(ENTRYPOINT, *found, size=None)
     if entry is None:
         return f"slipway: {ENTRYPOINT} is missing at the repository root of {sha[:12]}"
     if not entry.is_regular_file:

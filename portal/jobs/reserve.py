@@ -20,11 +20,12 @@ class BranchBusy(Exception):
 
 
 def reserve(s: Session, *, project_id: int, branch: str, commit: str, pusher_id: int | None,
-            admission: Admission, data_plan, by: str, now: datetime, kind: str = "task") -> Job:
+            admission: Admission, data_plan, by: str, now: datetime, kind: str = "task",
+            checked: bool = False) -> Job:
     """Insert a queued job in the caller's write transaction. Raises BranchBusy, or
     IntegrityError when a concurrent writer reserved the branch between the check and the
-    insert."""
-    busy = lookups.active_job(s, project_id, branch)
+    insert. ``checked``: the caller found the branch free in this same write transaction."""
+    busy = None if checked else lookups.active_job(s, project_id, branch)
     if busy is not None:
         raise BranchBusy(lookups.busy_message(busy))
     job = Job(project_id=project_id, branch=branch, commit_sha=commit, pusher_id=pusher_id,

@@ -125,8 +125,10 @@ WORKSPACE_COMMAND = ["/bin/sh", "-c", 'exec jupyter lab --no-browser --ip=0.0.0.
                      "--ServerApp.allow_remote_access=True --ServerApp.open_browser=False"]
 
 
-def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, RunnerSpec, list[str]]:
-    """Create the job dir and runner spec; return (spec path, spec, batch command)."""
+def prepare_job(svc: Services, snap: JobSnapshot, token: str, *, mounts=None
+                ) -> tuple[Path, RunnerSpec, list[str]]:
+    """Create the job dir and runner spec; return (spec path, spec, batch command).
+    ``mounts``: the job's bindings when the caller read them already (``data.bindings``)."""
     cfg = svc.config
     d = job_dir(svc, snap.job_id)
     # 0700 from the start (mkdir's mode, not a chmod after): the job's Unix user alone, once
@@ -135,7 +137,7 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     if _should_chown(svc):
         os.chown(d, *_ids(snap.unix_user))
     workdir = d / "work"
-    binds, readonly = job_mounts(svc, snap, d)
+    binds, readonly = job_mounts(svc, snap, d, mounts)
     # What the container must see goes in the argv (both runtimes clean the environment); the
     # runner also re-exports these for Apptainer (APPTAINERENV_*), with CUDA_VISIBLE_DEVICES.
     # PORT is passed through from the runner's environment instead: the runner may move the job
@@ -188,15 +190,17 @@ def prepare_job(svc: Services, snap: JobSnapshot, token: str) -> tuple[Path, Run
     return spec_path, spec, command
 
 
-def job_mounts(svc: Services, snap: JobSnapshot, d: Path) -> tuple[list[tuple], list[str]]:
+def job_mounts(svc: Services, snap: JobSnapshot, d: Path, mounts=None
+               ) -> tuple[list[tuple], list[str]]:
     """The job's binds: its inputs read-only at /input<slot> and its /output (made here, empty
     or a copy of the kept output it continues from), with the gates letting its team in.
     Raises ValueError when a bound version or output is gone since the push."""
     from ..data import bindings, gates, outputs, outputs_fs
     from ..data.store import DataStore
     store = DataStore.for_services(svc)
-    with svc.db.session() as s:
-        mounts = bindings.mounts_for_job(s, store, snap.job_id)
+    if mounts is None:
+        with svc.db.session() as s:
+            mounts = bindings.mounts_for_job(s, store, snap.job_id)
     if mounts.unkept:   # ended, not kept yet: keep them now and look again
         for src in mounts.unkept:
             outputs.ensure_kept(svc, src)
@@ -213,7 +217,8 @@ def job_mounts(svc: Services, snap: JobSnapshot, d: Path) -> tuple[list[tuple], 
             copy_from = outputs.kept_dir(svc, snap.team_id, snap.continue_from)
         uid, gid = _ids(snap.unix_user) if _should_chown(svc) else (os.getuid(), os.getgid())
         outputs_fs.make_output(store, out, uid, gid, copy_from, _should_chown(svc))
-    gates.sync_for_job(svc, mounts.repo_ids, snap.team_id)
+    if mounts.inputs:   # what it binds lets its team in (nothing bound: nothing to open)
+        gates.sync_for_job(svc, mounts.repo_ids, snap.team_id)
     binds = [(path, f"/input{slot}", True) for slot, path in mounts.inputs]
     binds.append((str(out), "/output", False))
     return binds, [path for _slot, path in mounts.inputs]

@@ -23,14 +23,14 @@ import dataclasses
 import re
 import secrets
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from git_gateway.node import time_limit
 from slurm_bridge.request import GpuRequest, JobRequest
 
 from .. import integrations as ig
-from ..db import Job
+from ..db import Job, Project, Team, User
 from ..services import Services, log
 from ..policy import turns
 from ..teams import slurm_accounts
@@ -115,10 +115,11 @@ def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[
     ``unknown`` since ``queued``, not failed, and the reconciler finds out (``jobs.unknown``).
     A definite refusal (bad request, Slurm's rejection, no Unix user) fails the job at once."""
     token = secrets.token_urlsafe(32)
-    with svc.db.transaction() as s:
+    with svc.db.transaction() as s:   # the claim and what the submission needs: one commit
         if not claim_for_submission(s, job_id, hash_token(token)):
             return False, not_claimed_message(s.get(Job, job_id), job_id)
-    return _submit_claimed(svc, job_id, token, note=note)
+        plan = _plan(svc, s, job_id)
+    return _submit_claimed(svc, plan, token, note=note)
 
 
 def claim_for_resubmission(session: Session, job_id: int, old_hash: str, new_hash: str) -> bool:
@@ -143,7 +144,8 @@ def resubmit_unknown(svc: Services, job_id: int, old_hash: str, *, note: str) ->
     with svc.db.transaction() as s:
         if not claim_for_resubmission(s, job_id, old_hash, hash_token(token)):
             return False, not_claimed_message(s.get(Job, job_id), job_id)
-    return _submit_claimed(svc, job_id, token, note=note)
+        plan = _plan(svc, s, job_id)
+    return _submit_claimed(svc, plan, token, note=note)
 
 
 UNKNOWN_REASON = ("submitted, but Slurm did not answer ({why}); Slipway is finding out whether "
@@ -157,33 +159,58 @@ def unknown_message(job_id: int, why: object) -> str:
             f"if Slurm does not have it): see the job page or run: slipway job show {job_id}")
 
 
-def _submit_claimed(svc: Services, job_id: int, token: str, *, note: str | None) -> tuple[bool, str]:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the submission of a claimed job needs from the database, read in the claim's
+    transaction (``_plan``)."""
+    snap: JobSnapshot
+    array: str | None
+    qos: str
+    partition: str | None
+    nice: int
+    mounts: object    # data.bindings.Mounts
+
+
+def _plan(svc: Services, s: Session, job_id: int) -> _Plan:
+    """The job (with its project, team and pusher in ONE query), its port(s), the nice of its
+    team's turn and its input bindings, in the claiming transaction."""
+    from ..data import bindings
+    from ..data.store import DataStore
+    cfg = svc.config
+    job, project, team, pusher = s.execute(
+        select(Job, Project, Team, User).join(Project, Job.project_id == Project.id)
+        .join(Team, Project.team_id == Team.id).outerjoin(User, Job.pusher_id == User.id)
+        .where(Job.id == job_id)).one()
+    job.port = pick_port(s, svc)
+    if (job.nodes or 1) > 1 and job.master_port is None:
+        job.master_port = pick_port(s, svc)   # the ranks' rendezvous (MASTER_PORT)
+    cpus, mem_mb = job_compute(job)
+    snap = JobSnapshot(
+        job_id=job.id, team=team.name, project=project.name, branch=job.branch,
+        commit=job.commit_sha, port=job.port, image=job.image,
+        unix_user=pusher.unix_user if pusher else "",
+        account=cfg.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
+        time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
+        kind=job.kind, cpus=cpus, mem_mb=mem_mb,
+        tasks=tuple(sweeps.tasks_of(job.sweep, job.task_count)), nodes=job.nodes or 1,
+        master_port=job.master_port,
+    )
+    return _Plan(snap, sweeps.array_spec(job.task_count, job.max_parallel) if job.task_count
+                 else None, job.qos or "normal", job.partition or cfg.partition,
+                 turns.initial_nice(s, svc, job),
+                 bindings.mounts_for_job(s, DataStore.for_services(svc), job.id))
+
+
+def _submit_claimed(svc: Services, plan: _Plan, token: str, *, note: str | None) -> tuple[bool, str]:
     """sbatch a job this caller has claimed (its token hash is ``hash_token(token)``)."""
     cfg = svc.config
     mine = hash_token(token)
-    with svc.db.transaction() as s:
-        job = s.get(Job, job_id)
-        job.port = pick_port(s, svc)
-        if (job.nodes or 1) > 1 and job.master_port is None:
-            job.master_port = pick_port(s, svc)   # the ranks' rendezvous (MASTER_PORT)
-        project, team = job.project, job.project.team
-        snap = JobSnapshot(
-            job_id=job.id, team=team.name, project=project.name, branch=job.branch,
-            commit=job.commit_sha, port=job.port, image=job.image,
-            unix_user=job.pusher.unix_user if job.pusher else "",
-            account=svc.config.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
-            time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
-            kind=job.kind, cpus=job_compute(job)[0], mem_mb=job_compute(job)[1],
-            tasks=tuple(sweeps.tasks_of(job.sweep, job.task_count)), nodes=job.nodes or 1,
-            master_port=job.master_port,
-        )
-        array = sweeps.array_spec(job.task_count, job.max_parallel) if job.task_count else None
-        qos, partition = job.qos or "normal", job.partition or cfg.partition
-        nice = turns.initial_nice(s, svc, job)
+    snap, array, qos, partition, nice = plan.snap, plan.array, plan.qos, plan.partition, plan.nice
+    job_id = snap.job_id
     try:
         if not snap.unix_user:
             raise ValueError("the pusher has no Unix user")
-        spec_path, _spec, command = prepare_job(svc, snap, token)
+        spec_path, _spec, command = prepare_job(svc, snap, token, mounts=plan.mounts)
         req = ig.job_request(job_id=job_id, user=snap.unix_user, account=snap.account,
                              gpu_type=snap.gpus.type, gpu_count=snap.gpus.count,
                              time_limit_min=snap.time_limit_min, workdir=str(spec_path.parent),

@@ -20,7 +20,7 @@ from ..jobs.sweeps import Shape, parse_sweep, shape_problems
 from ..teams.access import OpError
 from ..services import Services
 from . import compute, events, grants, resources
-from .quotas import describe, quota_value
+from .quotas import describe, quota_values
 
 NORMAL_QOS = "normal"
 EMERGENCY_QOS = "emergency"
@@ -86,14 +86,15 @@ class _Adjuster:
         return most
 
 
-def _limit_by_quota(s: Session, team: Team, user_id: int | None, resource: str
+def _limit_by_quota(values: dict, team: Team, user_id: int | None, resource: str
                     ) -> tuple[int | None, str]:
-    """The tighter of the user's and the team's quota for ``resource``, and whose it is."""
+    """The tighter of the user's and the team's quota for ``resource``, and whose it is
+    (``values``: ``quotas.quota_values`` of the team and user)."""
     best, whose = None, ""
     for uid, label in ((user_id, "your quota in team {t}"), (None, "team {t}'s quota")):
         if uid is None and label.startswith("your"):
             continue
-        v = quota_value(s, team.id, uid, resource)
+        v = values.get((uid, resource))
         if v is not None and (best is None or v < best):
             best, whose = v, label.format(t=team.name)
     return best, whose
@@ -102,10 +103,11 @@ def _limit_by_quota(s: Session, team: Team, user_id: int | None, resource: str
 def _adjust(svc: Services, s: Session, team: Team, user_id: int | None, st: JobSettings,
             adj: _Adjuster) -> JobSettings:
     cfg = svc.config
+    values = quota_values(s, team.id, user_id)     # every quota that may apply: one query
     if st.cpu_only:
         cores = adj.cap(f"{st.gpu_count} cores", st.gpu_count, cfg.cpu_limit,
                         f"a job may have at most {cfg.cpu_limit} cores", lambda n: f"{n} cores")
-        q, whose = _limit_by_quota(s, team, user_id, "cpu")
+        q, whose = _limit_by_quota(values, team, user_id, "cpu")
         if q is not None:
             cores = adj.cap(f"{cores} cores", cores, q, f"{whose} is {describe('cpu', q)}",
                             lambda n: f"{n} cores")
@@ -114,13 +116,13 @@ def _adjust(svc: Services, s: Session, team: Team, user_id: int | None, st: JobS
         t, most = st.gpu_type, cfg.gpu_limits[st.gpu_type]
         count = adj.cap(f"{t} x{st.gpu_count}", st.gpu_count, most,
                         f"nodes have at most {most}", lambda n: str(n))
-        q, whose = _limit_by_quota(s, team, user_id, f"gpu:{t}")
+        q, whose = _limit_by_quota(values, team, user_id, f"gpu:{t}")
         if q is not None:
             count = adj.cap(f"{t} x{count}", count, q, f"{whose} is {describe(f'gpu:{t}', q)}",
                             lambda n: str(n))
         cpus = adj.cap(f"{st.cpus} cores", st.cpus, cfg.cpu_limit,
                        f"a job may have at most {cfg.cpu_limit} cores", lambda n: f"{n} cores")
-        qc, whose_c = _limit_by_quota(s, team, user_id, "cpu")
+        qc, whose_c = _limit_by_quota(values, team, user_id, "cpu")
         if qc is not None:
             cpus = adj.cap(f"{cpus} cores", cpus, qc, f"{whose_c} is {describe('cpu', qc)}",
                            lambda n: f"{n} cores")
@@ -129,7 +131,7 @@ def _adjust(svc: Services, s: Session, team: Team, user_id: int | None, st: JobS
         mem = adj.cap(f"{st.mem_mb}M of memory", st.mem_mb, cfg.mem_limit_mb,
                       f"a job may have at most {cfg.mem_limit_mb}M", lambda n: f"{n}M")
         st = replace(st, mem_mb=mem)
-    jobs, whose_j = _limit_by_quota(s, team, user_id, "jobs")
+    jobs, whose_j = _limit_by_quota(values, team, user_id, "jobs")
     if jobs == 0:
         adj.problems.append(f"slipway: {whose_j} is 0 running jobs: no job can start")
     return st

@@ -65,6 +65,15 @@ def quota_value(s: Session, team_id: int, user_id: int | None, resource: str) ->
     return None if row is None else row.value
 
 
+def quota_values(s: Session, team_id: int, user_id: int | None) -> dict[tuple[int | None, str], int]:
+    """Every quota of team ``team_id`` and of ``user_id`` in it, in one query:
+    ``{(user id or None for the team's own, resource): value}``."""
+    who = Quota.user_id.is_(None) if user_id is None else \
+        (Quota.user_id.is_(None) | (Quota.user_id == user_id))
+    return {(uid, res): value for uid, res, value in s.execute(
+        select(Quota.user_id, Quota.resource, Quota.value).where(Quota.team_id == team_id, who))}
+
+
 def set_quota(svc: Services, actor: Actor, *, team: str, resource: str, value: object,
               user: str | None = None) -> dict:
     """Set (``value`` a whole number) or remove (``value`` None/"none") one quota. Cluster

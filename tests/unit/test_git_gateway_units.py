@@ -623,3 +623,40 @@ def test_job_git_runs_no_hook_or_fsmonitor_the_job_planted(tmp_path):
     subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "x"], check=True,
                    env={**env, "GIT_CONFIG_COUNT": "0"})
     assert pwned.exists()
+
+
+def test_a_push_is_served_by_receive_pack_itself_as_http_backend_would(tmp_path):
+    """The direct path (git_gateway.receive_pack) answers the push's ref advertisement with the
+    same bytes and content type as `git http-backend`; fetches, gzip bodies, protocol v2 and
+    unexpected content types keep going through http-backend."""
+    from git_gateway import receive_pack
+    repos.create_repo(tmp_path / "r", "t", "p")
+    answers = {}
+    for direct in (True, False):
+        app = GitHttpApp(tmp_path / "r", lambda *a: Principal("alice"), "http://x", "s",
+                         tmp_path / "l", direct_receive_pack=direct)
+        answers[direct] = _call(app, "/git/t/p.git/info/refs", query="service=git-receive-pack",
+                                auth=("alice", "pw"))
+        app.close()
+    (st1, h1, b1), (st0, h0, b0) = answers[True], answers[False]
+    assert st1.startswith("200") and st0.startswith("200")
+    assert h1["Content-Type"] == h0["Content-Type"] == "application/x-git-receive-pack-advertisement"
+    assert b1 == b0 and b1.startswith(receive_pack.ADVERTISEMENT_HEAD)
+    assert "no-cache" in h1["Cache-Control"]
+
+    def applies(method, rest, query="", ctype="", enc="", proto=""):
+        environ = {"REQUEST_METHOD": method, "QUERY_STRING": query, "CONTENT_TYPE": ctype,
+                   "HTTP_CONTENT_ENCODING": enc}
+        return receive_pack.applies(environ, rest, {"GIT_PROTOCOL": proto} if proto else {})
+    assert applies("GET", "/info/refs", "service=git-receive-pack")
+    assert applies("POST", "/git-receive-pack", ctype=receive_pack.REQUEST_TYPE)
+    assert not applies("GET", "/info/refs", "service=git-upload-pack")
+    assert not applies("POST", "/git-upload-pack", ctype="application/x-git-upload-pack-request")
+    assert not applies("POST", "/git-receive-pack", ctype=receive_pack.REQUEST_TYPE, enc="gzip")
+    assert not applies("POST", "/git-receive-pack", ctype="text/plain")
+    assert not applies("GET", "/info/refs", "service=git-receive-pack", proto="version=2")
+    env = {"REMOTE_USER": "alice", "REMOTE_ADDR": "10.0.0.5"}
+    assert receive_pack.argv("git", env, advertise=False) == \
+        ["git", "receive-pack", "--stateless-rpc", "."]
+    assert (env["GIT_COMMITTER_NAME"], env["GIT_COMMITTER_EMAIL"]) == \
+        ("alice", "alice@http.10.0.0.5")       # the reflog's identity, as http-backend sets it

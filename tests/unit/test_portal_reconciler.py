@@ -906,10 +906,14 @@ def test_lost_post_receive_is_submitted_after_the_grace(env, tmp_path):
     clock.advance(seconds=5)
     Reconciler(svc).tick()
     assert (job(svc, jid).state, job(svc, jid).reason) == ("running", recovery.RECOVERED_NOTE)
-    # the post-receive arriving late submits nothing more
+    # the post-receive arriving late submits nothing more, and says what became of the job
     late = push.handle_post_receive(svc, hook_payload(
         "post-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, sha)]))
-    assert late.messages == [] and len(backend.submits) == 1
+    assert late.messages == [f"slipway: job {jid} was already submitted (running, Slurm job "
+                             f"{slurm_id})"] and len(backend.submits) == 1
+    again = push.handle_post_receive(svc, hook_payload(   # (a repeat finds no reservation)
+        "post-receive", "nlp/proj", "alice", [("refs/heads/exp-1", Z, sha)]))
+    assert again.messages == [] and len(backend.submits) == 1
     assert submit.submit_job(svc, jid) == (
         False, f"slipway: job {jid} was already submitted (running, Slurm job {slurm_id})")
 

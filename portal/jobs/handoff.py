@@ -1,0 +1,29 @@
+"""What a push's pre-receive reserved, handed to the same push's post-receive in this process.
+
+Both hooks of one ``receive-pack`` call back the same server (its hook listener), so the
+post-receive can take the reserved job ids from here instead of looking them up. Keyed by
+(repository, ref, new commit); an entry is taken once. Bounded: entries of pushes whose refs never
+moved (git refused the update after the pre-receive) are dropped oldest first. Only a shortcut:
+a miss (another server, a restart) falls back to the lookup, and the submission's conditional
+claim checks the job is still this push's reservation either way.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+MAX_ENTRIES = 4096
+_entries: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+_lock = threading.Lock()
+
+
+def put(reserved: dict[tuple[str, str, str], int]) -> None:
+    with _lock:
+        _entries.update(reserved)
+        while len(_entries) > MAX_ENTRIES:
+            _entries.popitem(last=False)
+
+
+def take(repo: str, ref: str, commit: str) -> int | None:
+    with _lock:
+        return _entries.pop((repo, ref, commit), None)
