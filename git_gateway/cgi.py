@@ -20,10 +20,13 @@ def content_length(environ) -> int | None:
     return None  # chunked or unknown: read until EOF
 
 
-def feed(src, dst, length: int | None) -> None:
-    """Copy the request body into the CGI's stdin without holding more than CHUNK in memory."""
-    remaining = length
+def feed(src, dst, length: int | None, prefix: bytes = b"") -> None:
+    """Copy the request body into the CGI's stdin without holding more than CHUNK in memory;
+    ``prefix``: its first bytes, already read from ``src`` (counted in ``length``)."""
+    remaining = None if length is None else length - len(prefix)
     try:
+        if prefix:
+            dst.write(prefix)
         while remaining is None or remaining > 0:
             n = CHUNK if remaining is None else min(CHUNK, remaining)
             data = src.read(n)

@@ -83,14 +83,16 @@ def install(hooks_dir: str | os.PathLike, python: str | None = None,
     return written
 
 
-def current(hooks_dir: str | os.PathLike, python: str | None = None, bash: str | None = "") -> bool:
-    """The hooks in ``hooks_dir`` are exactly what :func:`install` would write now (same
-    sources, same interpreters): False after an upgrade changed them, or when one is missing."""
+def current(hooks_dir: str | os.PathLike, python: str | None = None, bash: str | None = "",
+            only: tuple[str, ...] = HOOK_NAMES) -> bool:
+    """The hooks in ``hooks_dir`` (``only`` these) are exactly what :func:`install` would write
+    now (same sources, same interpreters): False after an upgrade changed them, or when one is
+    missing."""
     hooks_dir = Path(hooks_dir)
     program = hook_source(python)
     bash = find_bash() if bash == "" else bash
     src = script_source(bash) if bash else program
-    want = {PYTHON_HOOK: program, **{name: src for name in HOOK_NAMES}}
+    want = {PYTHON_HOOK: program, **{name: src for name in only}}
     for name, text in want.items():
         try:
             if (hooks_dir / name).read_text(encoding="utf-8") != text:

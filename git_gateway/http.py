@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from . import cgi
 from . import lfs as lfs_mod
-from . import receive_pack
+from . import post_receive, push_report, receive_pack
 from . import repos
 from .hook_listener import Handle, HookListener
 from .maintenance import Maintenance
@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 #: repositories made by older versions too). ``receive.unpackLimit`` at git's default: a push's
 #: objects arrive loose (``unpack-objects``) instead of as a pack per push (``index-pack``, ~2 ms
 #: more, a pack file fsynced), and the pre-receive entrypoint check reads them without git
-#: (``objects``); ``maintenance`` packs them in the background.
-BACKEND_CONFIG: tuple[tuple[str, str], ...] = (("receive.unpackLimit", "100"),)
+#: (``objects``); ``maintenance`` packs them in the background. ``receive.autogc`` off: with
+#: ``gc.auto=0`` the ``git gc --auto`` that receive-pack starts after every push did nothing but
+#: cost a process (~1.6 ms of the push); ``maintenance`` runs it in the background instead.
+BACKEND_CONFIG: tuple[tuple[str, str], ...] = (("receive.unpackLimit", "100"),
+                                               ("receive.autogc", "false"))
 REALM = 'Basic realm="Slipway"'
 _PATH_RE = re.compile(
     r"/(?P<team>[a-z0-9][a-z0-9._-]{0,62})/(?P<project>[a-z0-9][a-z0-9._-]{0,62})\.git"
@@ -100,6 +103,13 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _add_config(env: dict[str, str], key: str, value: str) -> None:
+    """One more ``GIT_CONFIG_KEY_n``/``VALUE_n`` pair in a backend environment."""
+    n = int(env.get("GIT_CONFIG_COUNT", "0"))
+    env[f"GIT_CONFIG_KEY_{n}"], env[f"GIT_CONFIG_VALUE_{n}"] = key, value
+    env["GIT_CONFIG_COUNT"] = str(n + 1)
+
+
 def _simple(start_response, status: str, body: bytes = b"", ctype: str = "text/plain; charset=utf-8",
             extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     headers = [("Content-Type", ctype), ("Content-Length", str(len(body))),
@@ -114,11 +124,14 @@ class GitHttpApp:
                  hook_url: str, hook_secret: str, lfs_root: str | os.PathLike, *,
                  max_lfs_object_bytes: int | None = None, git: str = "git",
                  hook_timeout_s: float | None = None, hooks: Handle | None = None,
-                 direct_receive_pack: bool = True):
+                 direct_receive_pack: bool = True,
+                 gateway_hooks_dir: str | os.PathLike | None = None):
         """``hooks``: the hook callback, called in this process (``hook_listener``: the hooks
         then never wait for a web-server thread); without it the hooks call ``hook_url``.
         ``direct_receive_pack``: pushes run ``git receive-pack`` itself (``receive_pack``);
-        False: everything through ``git http-backend``."""
+        False: everything through ``git http-backend``. ``gateway_hooks_dir`` (with ``hooks``):
+        the post-receive of those pushes is run here (``push_report``), the pre-receive alone
+        installed there; without it the repositories' own hooks run both."""
         self.repos_root = Path(repos_root).resolve()
         self.lfs_root = Path(lfs_root).resolve()
         self.authenticate = authenticate
@@ -127,6 +140,8 @@ class GitHttpApp:
         self.git = git
         self.hook_timeout_s = hook_timeout_s
         self.direct_receive_pack = direct_receive_pack
+        self.gateway_hooks = post_receive.pre_receive_only(gateway_hooks_dir) \
+            if gateway_hooks_dir is not None and hooks is not None else None
         self.hook_listener = HookListener(hooks, hook_secret) if hooks is not None else None
         self.maintenance = Maintenance(git, umask=repos.PRIVATE_UMASK)
         self.lfs = lfs_mod.LfsApi(lfs_mod.LfsStore(self.lfs_root),
@@ -275,6 +290,17 @@ class GitHttpApp:
         if direct:
             argv, cwd = receive_pack.argv(self.git, env, advertise=not has_body), \
                 repos.repo_path(self.repos_root, team, project)
+        prefix, commands = b"", None
+        if direct and has_body and self.gateway_hooks is not None:
+            try:   # the push's command list: the post-receive is then run here (push_report)
+                commands = push_report.read_commands(environ["wsgi.input"].read)
+                prefix = commands.consumed
+            except push_report.NotAPush as exc:
+                prefix = exc.args[1] if len(exc.args) > 1 else b""
+            if commands is not None and commands.sideband and commands.reported:
+                _add_config(env, "core.hooksPath", str(self.gateway_hooks))
+            else:
+                commands = None
         proc = subprocess.Popen(argv, env=env, cwd=cwd,
                                 stdin=subprocess.PIPE if has_body else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
@@ -283,7 +309,7 @@ class GitHttpApp:
         if has_body:
             t = threading.Thread(target=cgi.feed, name="git-http-feed", daemon=True,
                                  args=(environ["wsgi.input"], proc.stdin,
-                                       cgi.content_length(environ)))
+                                       cgi.content_length(environ), prefix))
             t.start()
             threads.append(t)
         t = threading.Thread(target=cgi.drain_stderr, name="git-http-stderr", daemon=True,
@@ -292,8 +318,12 @@ class GitHttpApp:
         threads.append(t)
         pushed = repos.repo_path(self.repos_root, team, project) \
             if rest == "/git-receive-pack" else None
-        body = cgi.CgiBody(proc, threads, on_done=(lambda: self.maintenance.after_push(pushed))
-                        if pushed is not None else None)
+        upkeep = (lambda: self.maintenance.after_push(pushed)) if pushed is not None else None
+        if commands is not None:
+            body = post_receive.PostReceiveBody(proc, threads, on_done=upkeep, after=lambda refs: (
+                self._post_receive(f"{team}/{project}", principal, commands, refs)))
+        else:
+            body = cgi.CgiBody(proc, threads, on_done=upkeep)
         if direct:
             body.leftover = b"" if has_body else receive_pack.ADVERTISEMENT_HEAD
             start_response("200 OK", receive_pack.headers(advertise=not has_body))
@@ -307,3 +337,15 @@ class GitHttpApp:
         body.leftover = leftover
         start_response(status, headers)
         return body
+
+    def _post_receive(self, repo: str, principal: Principal, commands, refs: list[str]
+                      ) -> list[str]:
+        """The post-receive of a push, in this process: the hook callback's own payload for the
+        commands whose refs the report says moved; its messages for the client."""
+        moved = set(refs)
+        payload = {"phase": "post-receive", "repo": repo, "pusher": principal.name,
+                   "pusher_is_job": principal.is_job, "push_options": [],
+                   "updates": [{"old": old, "new": new, "ref": ref}
+                               for old, new, ref in commands.updates if ref in moved]}
+        _ok, messages, _status = self.hook_listener.handle(payload)
+        return messages

@@ -182,6 +182,7 @@ def make_git_app(config: Config, authenticate: Callable[..., Any],
         hook_secret=config.hook_secret,
         lfs_root=str(config.lfs_root),
         hooks=hooks,
+        gateway_hooks_dir=config.data_dir / "gateway-hooks",   # the pre-receive alone
     )
 
 

@@ -264,6 +264,11 @@ def test_backend_env(tmp_path):
     assert env["SLIPWAY_PUSHER"] == env["REMOTE_USER"] == "job:5"
     assert env["SLIPWAY_PUSHER_IS_JOB"] == "1" and env["SLIPWAY_REPO"] == "t/p"
     assert env["SLIPWAY_HOOK_URL"] == "http://hook" and env["SLIPWAY_HOOK_SECRET"] == "sec"
+    # every receive-pack: pushes arrive loose (read by the entrypoint check without git), and
+    # no `gc --auto` process in the push (the background upkeep runs it)
+    config = {env[f"GIT_CONFIG_KEY_{i}"]: env[f"GIT_CONFIG_VALUE_{i}"]
+              for i in range(int(env["GIT_CONFIG_COUNT"]))}
+    assert config == {"receive.unpackLimit": "100", "receive.autogc": "false"}
     env = app.backend_env({"HTTP_GIT_PROTOCOL": "version=2\nX=1"}, "t", "p", "/x", Principal("a"))
     assert "GIT_PROTOCOL" not in env
 
