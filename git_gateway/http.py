@@ -299,6 +299,9 @@ class GitHttpApp:
                 prefix = exc.args[1] if len(exc.args) > 1 else b""
             if commands is not None and commands.sideband and commands.reported:
                 _add_config(env, "core.hooksPath", str(self.gateway_hooks))
+                if not principal.is_job:   # the pre-receive's checks, while git unpacks
+                    threading.Thread(target=self._pre_check, name="git-pre-check", daemon=True,
+                                     args=(f"{team}/{project}", principal, commands)).start()
             else:
                 commands = None
         proc = subprocess.Popen(argv, env=env, cwd=cwd,
@@ -349,3 +352,14 @@ class GitHttpApp:
                                for old, new, ref in commands.updates if ref in moved]}
         _ok, messages, _status = self.hook_listener.handle(payload)
         return messages
+
+    def _pre_check(self, repo: str, principal: Principal, commands) -> None:
+        """Ask for the pre-receive's checks ahead (the dispatcher's ``pre-check`` phase), with
+        what the pre-receive hook will send for this push."""
+        try:
+            self.hook_listener.handle({
+                "phase": "pre-check", "repo": repo, "pusher": principal.name,
+                "pusher_is_job": principal.is_job, "push_options": list(commands.options),
+                "updates": [{"old": o, "new": n, "ref": r} for o, n, r in commands.updates]})
+        except Exception:  # noqa: BLE001 — only a head start: the pre-receive checks anyway
+            log.exception("pre-check failed")

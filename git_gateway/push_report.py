@@ -42,6 +42,7 @@ class Commands:
     updates: tuple[tuple[str, str, str], ...]     # (old, new, ref) in the client's order
     capabilities: frozenset[str]
     consumed: bytes                                # the bytes read (to send on to receive-pack)
+    options: tuple[str, ...] = ()                  # push options (``git push -o``), in order
 
     @property
     def sideband(self) -> bool:
@@ -92,7 +93,20 @@ def read_commands(read) -> Commands:
         updates.append(tuple(x.decode("utf-8", "surrogateescape") for x in m.groups()))
     if not updates:
         raise fail("no commands")
-    return Commands(tuple(updates), caps, bytes(got))
+    options = []
+    if "push-options" in caps:    # then the options, one pkt-line each, and a flush
+        while True:
+            head = take(4)
+            try:
+                size = int(head, 16)
+            except ValueError:
+                raise fail("not a pkt-line") from None
+            if size == 0:
+                break
+            if size < 4 or len(got) + size > MAX_COMMANDS_BYTES:
+                raise fail("a push option of a bad size")
+            options.append(take(size - 4).removesuffix(b"\n").decode("utf-8", "surrogateescape"))
+    return Commands(tuple(updates), caps, bytes(got), tuple(options))
 
 
 @dataclass

@@ -94,6 +94,9 @@ def hook_reply(svc: Services, payload: dict) -> tuple[bool, list[str], int]:
             reply = push.handle_pre_receive(svc, payload)
         elif phase == "post-receive":
             reply = push.handle_post_receive(svc, payload)
+        elif phase == "pre-check":   # the gateway read the push's request: checks made ahead
+            push.precheck(svc, payload)
+            return True, [], 200
         else:
             return False, [f"slipway: unknown hook phase {phase!r}"], 400
     except push.HookError as exc:

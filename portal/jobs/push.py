@@ -50,7 +50,7 @@ from .. import shellquote
 from ..db import Job
 from ..services import Services
 from . import job_data, states
-from . import handoff
+from . import handoff, prechecks
 from .lookups import active_jobs, busy_message, find_project, push_facts
 from ..policy.admission import admit
 from .reserve import reserve
@@ -176,77 +176,127 @@ def handle_pre_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     if bad_names:  # git's ref-name rules + no leading '-': refused before anything is reserved
         return _refuse([f"slipway: branch {name!r} is refused: {why}; push it under another name"
                         for name, why in bad_names])
-    # The pushed commits' entrypoints first: they need no database (the team and project come
-    # from the repository key) and, read from the loose objects, cost ~0.1 ms each. Then the
-    # checks and the reservation are ONE write transaction, so the branch check the reservation
-    # relies on is the one made here (the partial unique index still stops a second server).
+    # The pushed commits' entrypoints: they need no database (the team and project come from
+    # the repository key) and, read from the loose objects, cost ~0.1 ms each.
     entry = {u.ref: _entrypoint_problem(svc, p["repo"], u, p["quarantine"]) for u in updates}
+    checked = prechecks.take(svc, _precheck_key(p))
     try:
         with svc.db.transaction() as s:
-            reply, jobs = _check_and_reserve(svc, s, p, updates, entry, svc.now())
-    except IntegrityError:   # a second server reserved one of these branches just now
+            if checked is None:
+                # the checks and the reservation in ONE write transaction: the branch check
+                # the reservation relies on is the one made here
+                checked = _checks(svc, s, p, updates)
+            # else: made while git unpacked the push (``precheck``); a branch reserved since by
+            # another push is caught by the partial unique index (IntegrityError below)
+            reply, jobs = _reserve_checked(svc, s, checked, updates, entry, svc.now())
+    except IntegrityError:   # another push reserved one of these branches just now
         with svc.db.session() as s:
             project = find_project(s, p["repo"])
             busy = active_jobs(s, project.id, [u.branch for u in updates]) if project else {}
         return _refuse([busy_message(j) for j in busy.values()]
                        or ["slipway: another push to this branch started a job just now"])
     if jobs:   # committed: the post-receive of this push finds them without a query
-        handoff.put({(p["repo"], u.ref, u.new): job_id for u, job_id in zip(updates, jobs)})
+        handoff.put(svc, {(p["repo"], u.ref, u.new): job_id for u, job_id in zip(updates, jobs)})
     return reply
 
 
-def _check_and_reserve(svc: Services, s, p: dict, updates: list[BranchUpdate], entry: dict,
-                       now) -> tuple[HookReply, list[int]]:
-    """The checks, all reported together, then the reservation of one queued job per branch,
-    in the caller's write transaction: (reply, the reserved job ids). A refusal writes nothing."""
+def precheck(svc: Services, payload: Mapping[str, Any]) -> None:
+    """The pre-receive's database checks for a push whose request the gateway has read, made
+    while git unpacks and checks its objects (the push's slowest part, on one core): the
+    pre-receive hook then finds them done and adds the entrypoint and the reservation.
+    Only what the hook will send is keyed; anything else is simply not used."""
+    p = parse_payload(payload)
+    updates = job_updates(p["updates"])
+    if p["pusher_is_job"] or not updates or reserved_updates(p["updates"]) or \
+            any(ig.branch_problem(u.branch) for u in updates):
+        return
+    with prechecks.making(svc, _precheck_key(p)) as done:
+        with svc.db.session() as s:
+            done(_checks(svc, s, p, updates))
+
+
+def _precheck_key(p: dict) -> tuple:
+    return (p["repo"], p["pusher"], tuple((u.old, u.new, u.ref) for u in p["updates"]),
+            tuple(p["push_options"]))
+
+
+@dataclass
+class _Checked:
+    """What the checks found: a final reply (no such project, not a member, ``run=no``...), or
+    the problems (those of each branch apart, to place the entrypoint's beside them) and what
+    a reservation needs."""
+    final: HookReply | None = None
+    problems: list[str] = field(default_factory=list)
+    per_branch: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    project_id: int = 0
+    user_id: int = 0
+    user_name: str = ""
+    admission: Any = None
+    data_plan: Any = None
+
+
+def _checks(svc: Services, s, p: dict, updates: list[BranchUpdate]) -> _Checked:
+    """The pre-receive's checks that read the database, all reported together."""
     facts = push_facts(s, p["repo"], p["pusher"])
     if facts is None:
-        return _refuse([f"slipway: there is no project {p['repo']!r}"]), []
+        return _Checked(_refuse([f"slipway: there is no project {p['repo']!r}"]))
     project, team, user = facts.project, facts.team, facts.user
     if user is None or not user.active:   # (a deactivated user's token opens nothing)
-        return _refuse([f"slipway: unknown user {p['pusher']!r}"]), []
+        return _Checked(_refuse([f"slipway: unknown user {p['pusher']!r}"]))
     if not (facts.is_member or user.is_cluster_admin):
-        return _refuse([f"slipway: {user.name} is not a member of team {team.name}; "
-                        "ask a team administrator: "
-                        + shellquote.command(["slipway", "team", "add-member", team.name,
-                                              user.name])]), []
-
-    problems: list[str] = []
+        return _Checked(_refuse([
+            f"slipway: {user.name} is not a member of team {team.name}; ask a team "
+            "administrator: " + shellquote.command(["slipway", "team", "add-member", team.name,
+                                                    user.name])]))
+    c = _Checked(project_id=project.id, user_id=user.id, user_name=user.name)
     overrides, opt_problems = parse_push_options(p["push_options"], svc.config.gpu_limits)
     if overrides.pop("run", True) is False and not opt_problems:
-        return HookReply(True, ["slipway: branch updated; no job started (run=no)"]), []
-    problems += opt_problems
-    admission = None
+        return _Checked(HookReply(True, ["slipway: branch updated; no job started (run=no)"]))
+    c.problems += opt_problems
     if not opt_problems:
-        admission = admit(svc, s, team=team, user_id=user.id, project=project,
-                          overrides=overrides)
-        problems += admission.problems
-        data_plan, data_problems = job_data.plan(s, project, team, overrides)
-        problems += data_problems
-
+        c.admission = admit(svc, s, team=team, user_id=user.id, project=project,
+                            overrides=overrides)
+        c.problems += c.admission.problems
+        c.data_plan, data_problems = job_data.plan(s, project, team, overrides)
+        c.problems += data_problems
     decision = ig.can_start(billing.from_micros(facts.balance_micros), team.name,
                             svc.config.min_start_balance)
     if not decision.ok:
-        problems.append(f"slipway: {decision.message}")
-
+        c.problems.append(f"slipway: {decision.message}")
     busy = active_jobs(s, project.id, [u.branch for u in updates])
-    for u in updates:
+    for u in updates:   # (branch problem, busy message); a branch problem replaces the rest
         if not _SHA_RE.match(u.new):
-            problems.append(f"slipway: {u.ref}: {u.new!r} is not a commit id")
-            continue
-        if len(u.branch) > 255:
-            problems.append(f"slipway: branch name {u.branch[:40]}... is too long")
+            c.per_branch[u.ref] = (f"slipway: {u.ref}: {u.new!r} is not a commit id", None)
+        elif len(u.branch) > 255:
+            c.per_branch[u.ref] = (f"slipway: branch name {u.branch[:40]}... is too long", None)
+        else:
+            c.per_branch[u.ref] = (None, busy_message(busy[u.branch]) if u.branch in busy
+                                   else None)
+    return c
+
+
+def _reserve_checked(svc: Services, s, c: _Checked, updates: list[BranchUpdate], entry: dict,
+                     now) -> tuple[HookReply, list[int]]:
+    """The checks' verdict with the entrypoints' beside each branch's; when nothing is wrong,
+    one queued job per branch reserved in the caller's write transaction: (reply, job ids)."""
+    if c.final is not None:
+        return c.final, []
+    problems = list(c.problems)
+    for u in updates:
+        bad, busy = c.per_branch.get(u.ref, (None, None))
+        if bad:
+            problems.append(bad)
             continue
         if entry[u.ref]:
             problems.append(entry[u.ref] + f" (branch {u.branch}); add it and push again")
-        if u.branch in busy:
-            problems.append(busy_message(busy[u.branch]))
+        if busy:
+            problems.append(busy)
     if problems:
         return _refuse(problems), []
-    jobs = [reserve(s, project_id=project.id, branch=u.branch, commit=u.new, pusher_id=user.id,
-                    admission=admission, data_plan=data_plan, by=user.name, now=now,
-                    checked=True).id for u in updates]
-    return HookReply(True, list(admission.notes)), jobs
+    jobs = [reserve(s, project_id=c.project_id, branch=u.branch, commit=u.new,
+                    pusher_id=c.user_id, admission=c.admission, data_plan=c.data_plan,
+                    by=c.user_name, now=now, checked=True).id for u in updates]
+    return HookReply(True, list(c.admission.notes)), jobs
 
 
 def _entrypoint_problem(svc: Services, repo: str, u: BranchUpdate, quarantine) -> str | None:
@@ -266,7 +316,7 @@ def handle_post_receive(svc: Services, payload: Mapping[str, Any]) -> HookReply:
     if not updates:
         return HookReply(True)
     # this push's reservations, from its pre-receive in this process; else looked up
-    job_ids = [handoff.take(p["repo"], u.ref, u.new) for u in updates]
+    job_ids = [handoff.take(svc, p["repo"], u.ref, u.new) for u in updates]
     missing = [u for u, jid in zip(updates, job_ids) if jid is None]
     if missing:
         with svc.db.session() as s:

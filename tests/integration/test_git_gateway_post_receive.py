@@ -68,6 +68,11 @@ def test_the_gateway_runs_the_post_receive_with_the_refs_that_moved(tmp_path):
         assert not post[0]["by_hook"]                          # no post-receive process
         pre = [p for p in seen if p["phase"] == "pre-receive"]
         assert pre[0]["push_options"] == ["gpus=a4000:1"] and pre[0]["by_hook"]   # as before
+        # the checks were asked for ahead, with exactly what the pre-receive hook then sent
+        ahead = [p for p in seen if p["phase"] == "pre-check"]
+        assert len(ahead) == 1 and not ahead[0]["by_hook"]
+        assert {k: ahead[0][k] for k in ("repo", "pusher", "push_options", "updates")} == \
+            {k: pre[0][k] for k in ("repo", "pusher", "push_options", "updates")}
         # the repository has what was pushed; receive-pack ran no hook of the repository's
         assert git(tmp_path, "--git-dir", str(tmp_path / "repos/t/p.git"), "rev-parse",
                    "refs/heads/b", env=env).stdout.strip() == sha

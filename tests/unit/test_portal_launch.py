@@ -448,3 +448,49 @@ def test_submit_job_claims_once(env):
     r = post(svc, sha)
     assert r.messages == [f"slipway: job {job.id} is already being submitted"] and backend.submits == []
     assert submit.submit_job(svc, 999) == (False, "slipway: there is no job 999")
+
+
+def _precheck(svc, sha, branch="exp-1", pusher="alice", options=None):
+    push.precheck(svc, hook_payload("pre-check", "nlp/proj", pusher,
+                                    [(f"refs/heads/{branch}", Z, sha)], options))
+
+
+def test_checks_made_ahead_are_used_once_by_the_same_push(env, monkeypatch):
+    """The gateway asks for the checks while git unpacks (push.precheck): the pre-receive of the
+    same push uses them (no second round of checks) and adds the entrypoint and the
+    reservation; another push (other options) checks for itself."""
+    svc, backend, bare, work = env
+    sha = commit_to_bare(bare, work, EP)
+    calls = []
+    real = push._checks
+    monkeypatch.setattr(push, "_checks", lambda *a: calls.append(a[2]["push_options"]) or real(*a))
+    _precheck(svc, sha, options=["time=30m"])
+    assert calls == [["time=30m"]] and jobs(svc) == []       # nothing reserved ahead
+    r = pre(svc, sha, options=["time=30m"])
+    assert r.ok and len(calls) == 1, (r.messages, calls)       # used, not checked again
+    [job] = jobs(svc)
+    assert (job.state, job.time_limit_min) == ("queued", 30)
+    assert pre(svc, sha, branch="other").ok and len(calls) == 2   # no entry: checked here
+    # the entrypoint is checked at pre-receive, beside what was found ahead
+    bad = commit_to_bare(bare, work.parent / "w2", {"README": "x"})   # no entrypoint
+    _precheck(svc, bad, branch="b3")
+    r = pre(svc, bad, branch="b3")
+    assert not r.ok and any("slipway-entrypoint.sh is missing" in m for m in r.messages), r.messages
+
+
+def test_checks_made_ahead_then_a_branch_taken_meanwhile_is_still_refused(env):
+    """Between the checks made ahead and the pre-receive, another push reserved the branch:
+    the partial unique index refuses the second reservation, with the busy message."""
+    svc, backend, bare, work = env
+    a = commit_to_bare(bare, work, EP)
+    b = commit_to_bare(bare, work, {**EP, "n": "2"})
+    _precheck(svc, b)                     # found the branch free...
+    assert pre(svc, a).ok                 # ...then this push reserved it
+    r = pre(svc, b)
+    assert not r.ok, r.messages
+    [job] = jobs(svc)
+    assert any(f"already has job {job.id}" in m for m in r.messages), r.messages
+    # and what the checks refuse ahead is what the pre-receive says
+    _precheck(svc, b, branch="c", pusher="mallory")
+    r = pre(svc, b, branch="c", pusher="mallory")
+    assert not r.ok and r.messages[0] == "slipway: unknown user 'mallory'", r.messages
