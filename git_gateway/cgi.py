@@ -100,12 +100,16 @@ class CgiBody:
         if self.leftover:
             data, self.leftover = self.leftover, b""
             yield data
+        yield from self.chunks()
+
+    def chunks(self):
+        """The process's output as it comes, until its end (``_eof``)."""
         read = self.proc.stdout.read
         while True:
             data = read(CHUNK)
             if not data:
                 self._eof = True
-                break
+                return
             yield data
 
     def close(self) -> None:

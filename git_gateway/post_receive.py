@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import hooks
-from .cgi import CHUNK, CgiBody
+from .cgi import CgiBody
 from .push_report import ReportReader
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ class PostReceiveBody(CgiBody):
         self._lock = threading.Lock()
 
     def __iter__(self):
-        read = self.proc.stdout.read
-        while True:
-            data = read(CHUNK)
-            if not data:
-                self._eof = True
-                break
+        for data in self.chunks():
             out = self.reader.feed(data)
             if out:
                 yield out
@@ -81,9 +76,8 @@ class PostReceiveBody(CgiBody):
             # the client left mid-answer: let receive-pack finish what it started, then run
             # the post-receive for what it did (nothing is sent any more)
             try:
-                for chunk in iter(lambda: self.proc.stdout.read(CHUNK), b""):
+                for chunk in self.chunks():
                     self.reader.feed(chunk)
-                self._eof = True
             except (OSError, ValueError):
                 pass
         if self._eof and not self.reader.broken:

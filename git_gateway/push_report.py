@@ -73,17 +73,20 @@ def read_commands(read) -> Commands:
         got.extend(data)
         return data
 
-    while True:
-        head = take(4)
-        try:
-            size = int(head, 16)
-        except ValueError:
-            raise fail("not a pkt-line") from None
-        if size == 0:
-            break
-        if size < 4 or len(got) + size > MAX_COMMANDS_BYTES:
-            raise fail("a command line of a bad size")
-        line = take(size - 4)
+    def lines(what: str):
+        """The pkt-lines up to the next flush, each without its header."""
+        while True:
+            try:
+                size = int(take(4), 16)
+            except ValueError:
+                raise fail("not a pkt-line") from None
+            if size == 0:
+                return
+            if size < 4 or len(got) + size > MAX_COMMANDS_BYTES:
+                raise fail(f"{what} of a bad size")
+            yield take(size - 4)
+
+    for line in lines("a command line"):
         text, _, cap_text = line.rstrip(b"\n").partition(b"\0")
         m = _CMD.fullmatch(text)
         if m is None:
@@ -95,17 +98,8 @@ def read_commands(read) -> Commands:
         raise fail("no commands")
     options = []
     if "push-options" in caps:    # then the options, one pkt-line each, and a flush
-        while True:
-            head = take(4)
-            try:
-                size = int(head, 16)
-            except ValueError:
-                raise fail("not a pkt-line") from None
-            if size == 0:
-                break
-            if size < 4 or len(got) + size > MAX_COMMANDS_BYTES:
-                raise fail("a push option of a bad size")
-            options.append(take(size - 4).removesuffix(b"\n").decode("utf-8", "surrogateescape"))
+        options = [o.removesuffix(b"\n").decode("utf-8", "surrogateescape")
+                   for o in lines("a push option")]
     return Commands(tuple(updates), caps, bytes(got), tuple(options))
 
 

@@ -305,17 +305,25 @@ def _jobs_on(sw, branch: str) -> list[dict]:
     return [j for j in json.loads(sw.cli("job", "list", "--json").stdout) if j["branch"] == branch]
 
 
-def test_job_runs_and_results_come_back_when_the_post_receive_never_reaches_slipway(sw, clone):
+def test_job_runs_and_results_come_back_when_the_post_receive_never_reaches_slipway(
+        sw, clone, tmp_path):
     """The post-receive hook dies without telling Slipway (here: replaced by `exit 0` for one
     push). The reservation is not lost: the branch points at the pushed commit, so after the
-    grace (30 s) the reconciler submits it exactly as the hook would have, and it runs."""
+    grace (30 s) the reconciler submits it exactly as the hook would have, and it runs.
+    (A usual push has its post-receive run by the gateway itself, git_gateway/push_report.py;
+    a push from a shallow clone, as here, keeps the repository's own hooks.)"""
     _commit_branch(sw, clone, "lost-hook")
-    pushed = sw.git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    sw.git("push", "-q", "-o", "run=no", "origin", "lost-hook", cwd=clone)
+    shallow = tmp_path / "shallow"
+    sw.git("clone", "-q", "--depth", "1", "-b", "lost-hook", sw.remote("alice", "alice", "demo"),
+           str(shallow))
+    sw.git("commit", "-q", "--allow-empty", "-m", "from a shallow clone", cwd=shallow)
+    pushed = sw.git("rev-parse", "HEAD", cwd=shallow).stdout.strip()
     hook = _hooks_dir(sw) / "post-receive"
     original = hook.read_bytes()
     hook.write_text("#!/bin/sh\nexit 0\n")
     try:
-        out = sw.git("push", "origin", "lost-hook", cwd=clone)
+        out = sw.git("push", "origin", "lost-hook", cwd=shallow)
     finally:
         hook.write_bytes(original)
     assert " queued (" not in out.stderr, out.stderr       # the hook never reached Slipway
@@ -339,14 +347,18 @@ def test_reservation_of_a_push_whose_ref_update_failed_is_released_and_the_branc
     aborts it, as a lost ref race would): the reservation is failed with a clear reason once the
     grace has passed, and the next push to the branch starts its job."""
     _commit_branch(sw, clone, "ref-lost")
-    hook = _hooks_dir(sw) / "reference-transaction"
-    hook.write_text('#!/bin/sh\ninput=$(cat)\n[ "$1" = prepared ] || exit 0\n'
-                    'case "$input" in *" refs/heads/ref-lost"*) exit 1;; esac\nexit 0\n')
-    hook.chmod(0o755)
+    # in the repository's hooks and in those receive-pack runs with for the gateway's own
+    # post-receive (<data_dir>/gateway-hooks, git_gateway/post_receive.py)
+    hooks = [d / "reference-transaction" for d in (_hooks_dir(sw), sw.data_dir / "gateway-hooks")]
+    for hook in hooks:
+        hook.write_text('#!/bin/sh\ninput=$(cat)\n[ "$1" = prepared ] || exit 0\n'
+                        'case "$input" in *" refs/heads/ref-lost"*) exit 1;; esac\nexit 0\n')
+        hook.chmod(0o755)
     try:
         out = sw.git("push", "origin", "ref-lost", cwd=clone, check=False)
     finally:
-        hook.unlink()
+        for hook in hooks:
+            hook.unlink()
     assert out.returncode != 0, out.stderr
     assert not sw.git("ls-remote", "origin", "refs/heads/ref-lost", cwd=clone).stdout.strip()
     [reserved] = _jobs_on(sw, "ref-lost")
