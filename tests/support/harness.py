@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -31,17 +32,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_pair() -> int:
-    """A free port whose next one is free too: the server's, and its workspace gateway's."""
-    for _ in range(100):
-        port = free_port()
+    """A free port whose next one is free too: the server's, and its workspace gateway's.
+
+    Drawn BELOW the kernel's ephemeral range (20000 up to it; the test clusters use 16900+): a
+    port the kernel hands out for port 0 can be given again, between this check and the
+    server's bind, to any process's outgoing connection (a full run once lost a server to
+    "Address already in use" on its workspace port that way); ports below the range never are."""
+    rng, low = random.SystemRandom(), _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(20000, low - 1) if low > 21000 else free_port()
         if port >= 65535:
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
         return port
     raise RuntimeError("no two free ports in a row")
 
