@@ -296,7 +296,7 @@ class GitHttpApp:
                 commands = push_report.read_commands(environ["wsgi.input"].read)
                 prefix = commands.consumed
             except push_report.NotAPush as exc:
-                prefix = exc.args[1] if len(exc.args) > 1 else b""
+                prefix = exc.args[1]   # what was read goes on to receive-pack
             if commands is not None and commands.sideband and commands.reported:
                 _add_config(env, "core.hooksPath", str(self.gateway_hooks))
                 if not principal.is_job:   # the pre-receive's checks, while git unpacks

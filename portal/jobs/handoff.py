@@ -19,16 +19,16 @@ _lock = threading.Lock()
 
 def put(svc, reserved: dict[tuple[str, str, str], int]) -> None:
     with _lock:
-        _entries.update({_scoped(svc, k): v for k, v in reserved.items()})
+        _entries.update({scoped(svc, k): v for k, v in reserved.items()})
         while len(_entries) > MAX_ENTRIES:
             _entries.popitem(last=False)
 
 
 def take(svc, repo: str, ref: str, commit: str) -> int | None:
     with _lock:
-        return _entries.pop(_scoped(svc, (repo, ref, commit)), None)
+        return _entries.pop(scoped(svc, (repo, ref, commit)), None)
 
 
-def _scoped(svc, key: tuple) -> tuple:
+def scoped(svc, key: tuple) -> tuple:
     """One Slipway's (one database's) entries apart from another's in the same process."""
     return (id(svc.db), svc.db.url, *key)

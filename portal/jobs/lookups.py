@@ -76,11 +76,6 @@ def active_jobs(session: Session, project_id: int, branches: list[str]) -> dict[
         Job.project_id == project_id, Job.branch.in_(branches), Job.state.in_(ACTIVE_STATES)))}
 
 
-def is_member(session: Session, user: User, team: Team) -> bool:
-    return session.scalar(select(Membership.id).where(
-        Membership.user_id == user.id, Membership.team_id == team.id)) is not None
-
-
 def active_job(session: Session, project_id: int, branch: str) -> Job | None:
     return session.scalar(select(Job).where(
         Job.project_id == project_id, Job.branch == branch, Job.state.in_(ACTIVE_STATES)))

@@ -15,6 +15,8 @@ import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from contextlib import contextmanager
 
+from .handoff import scoped
+
 MAX_AGE_S = 30.0
 WAIT_S = 5.0
 MAX_ENTRIES = 1024
@@ -27,7 +29,7 @@ def making(svc, key: tuple):
     """Register ``key`` as being checked; the body calls ``done(result)``. A failure leaves no
     entry (the pre-receive then checks for itself)."""
     future: Future = Future()
-    key = _scoped(svc, key)
+    key = scoped(svc, key)
     with _lock:
         if len(_entries) >= MAX_ENTRIES:
             _drop_old()
@@ -46,18 +48,13 @@ def making(svc, key: tuple):
 def take(svc, key: tuple):
     """The checks made ahead for ``key`` (waiting for them when still running), or None."""
     with _lock:
-        entry = _entries.pop(_scoped(svc, key), None)
+        entry = _entries.pop(scoped(svc, key), None)
     if entry is None or time.monotonic() - entry[0] > MAX_AGE_S:
         return None
     try:
         return entry[1].result(timeout=WAIT_S)
     except FutureTimeout:
         return None
-
-
-def _scoped(svc, key: tuple) -> tuple:
-    """Entries of one Slipway (one database) apart from another's in the same process."""
-    return (id(svc.db), svc.db.url, *key)
 
 
 def _drop_old() -> None:
