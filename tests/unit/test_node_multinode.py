@@ -6,7 +6,10 @@ No Slurm here: a fake ``srun`` (spec.srun) starts the given command once per "no
 with SLURM_PROCID/SLURM_NTASKS/SLURM_LAUNCH_NODE_IPADDR set as Slurm sets them, each rank in its
 own session (like ranks on other nodes: only Slurm reaches them), and treats signals the way
 Slurm 22.05's srun does (checked on the local cluster): USR1/USR2 forwarded, TERM/HUP turned into
-SIGKILL for every rank ("forcing job termination"), INT kept. A fake ``scancel --signal=SIG JOB``
+SIGKILL for every rank ("forcing job termination"), INT kept; with ``--kill-on-bad-exit=1`` a
+rank that exits non-zero makes it end the step: SIGCONT+SIGTERM to the others, SIGKILL KillWait
+later (measured on the local cluster: a rank whose TERM handler took 3 s wrote its file with
+KillWait=8; ``FAKE_SRUN_KILLWAIT`` here, 8 s by default). A fake ``scancel --signal=SIG JOB``
 beside it signals every rank, as Slurm does for the job's steps. The ranks rendezvous over real
 TCP on MASTER_ADDR:MASTER_PORT.
 """
@@ -45,7 +48,7 @@ MULTI = dict(BASE, nodes=2, master_port=29500)
 FAKE_SRUN = r'''#!{python}
 """srun on one host: runs the command once per task, each in its own session, and handles
 signals as Slurm 22.05's srun does."""
-import json, os, signal, subprocess, sys
+import json, os, signal, subprocess, sys, threading, time
 args = sys.argv[1:]
 opts = []
 while args and args[0].startswith("--"):
@@ -77,14 +80,28 @@ def forward(signum, _frame):
                 pass
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
     signal.signal(s, forward)
-codes = []
+def end_step():
+    print("srun: launch/slurm: _step_signal: Terminating StepId=9001.0", file=sys.stderr)
+    for signum in (signal.SIGCONT, signal.SIGTERM):
+        signal_all(signum)
+    deadline = time.monotonic() + float(os.environ.get("FAKE_SRUN_KILLWAIT", "8"))
+    while time.monotonic() < deadline and any(k.poll() is None for k in kids):
+        time.sleep(0.05)
+    signal_all(signal.SIGKILL)
+def signal_all(signum):
+    for k in kids:
+        if k.poll() is None:
+            try:
+                os.killpg(k.pid, signum)
+            except ProcessLookupError:
+                pass
+codes, ending = [], None
 for k in kids:
     rc = k.wait()
     codes.append(rc if rc >= 0 else 128 - rc)
-    if rc != 0 and "--kill-on-bad-exit=1" in opts:
-        for other in kids:
-            if other.returncode is None:
-                os.killpg(other.pid, signal.SIGKILL)
+    if rc != 0 and "--kill-on-bad-exit=1" in opts and ending is None:
+        ending = threading.Thread(target=end_step, daemon=True)
+        ending.start()
 sys.exit(max(codes))
 '''
 

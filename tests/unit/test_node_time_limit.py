@@ -303,7 +303,7 @@ def warned(signum, _frame):
 def stop(signum, _frame):
     with open(f"term-{rank}.txt", "w") as f:
         f.write("SIGTERM\n")
-    sys.exit(0)     # not 143: srun's --kill-on-bad-exit would SIGKILL the other rank at once
+    sys.exit(0)     # not 143: srun's --kill-on-bad-exit would end the other rank's step
 signal.signal(signal.SIGUSR1, warned)
 signal.signal(signal.SIGTERM, stop)
 open(f"running-{rank}", "w").close()
