@@ -63,6 +63,7 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
             job.cancel_requested_at = now
             job.cancel_reason = reason
         state, slurm_id, is_sweep = job.state, job.slurm_job_id, bool(job.task_count)
+        attempt = job.attempt or 0
         if state == states.QUEUED and slurm_id is None:
             states.transition(job, states.CANCELLED, now=now, reason=reason)
             return CancelResult(job_id, states.CANCELLED, f"job {job_id} cancelled")
@@ -75,6 +76,12 @@ def request_cancel(svc: Services, job_id: int, *, by: str, reason: str | None = 
     if slurm_id is None:
         return CancelResult(job_id, state, f"job {job_id}: cancel recorded")
     soft = state != states.PENDING
+    if state == states.PENDING and attempt > 0 and not is_sweep:
+        # requeued after its node failed: its interrupted attempt's files are pushed only by
+        # a running attempt, so the reconciler cancels it once it runs (reconciler.safety)
+        return CancelResult(job_id, state, (
+            f"job {job_id}: cancel recorded; Slurm requeued it after its node failed, so it is "
+            f"stopped as soon as it starts again, to push the interrupted attempt's files"))
     if is_sweep:   # its tasks that have not started go at once, the running ones stop gently
         return CancelResult(job_id, state, task_cancel.cancel_sweep(svc, job_id, slurm_id))
     try:

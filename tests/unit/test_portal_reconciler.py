@@ -680,6 +680,46 @@ def test_requeued_job_is_held_and_an_administrators_hold_is_left_alone(held_env)
     assert rep.releases == [requeued] and backend.releases == [11]   # job 12 stays held
 
 
+def test_the_cut_off_of_a_held_requeued_job_lets_it_run_once_to_push_its_files(held_env):
+    """Its node failed, Slurm requeued it, the $1.00 rule held it; then the balance hit $0:
+    a scancel while pending would leave the interrupted attempt's files unpushed for good.
+    Slipway's hold is released instead, and the job is stopped once it runs (TERM: it pushes)."""
+    svc, backend, clock = held_env
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=clock(), gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    adjust(svc, -24_500_000, "low")                  # $0.50 left; the node fails
+    backend.set_queue(11, "PENDING", reason="BeginTime", restart_count=1)
+    rep = Reconciler(svc).tick()
+    assert rep.holds == [jid] and job(svc, jid).attempt == 1
+    adjust(svc, -600_000, "spent")                   # $0 (the dead attempt's minutes)
+    clock.advance(seconds=5)
+    rep = Reconciler(svc).tick()
+    assert rep.cut_off == ["nlp"] and rep.cancels == [jid]
+    assert backend.cancels == []                     # no scancel while it waits to push
+    assert rep.releases == [jid] and backend.releases == [11]
+    j = job(svc, jid)
+    assert j.state == "pending" and j.balance_hold_at is None and "push" in j.reason
+    clock.advance(seconds=61)
+    rep = Reconciler(svc).tick()
+    assert rep.holds == [] and rep.hard_cancels == [] and backend.cancels == []
+    backend.set_queue(11, "RUNNING", start=clock(), gpus={"a4000": 2}, restart_count=1)
+    rep = Reconciler(svc).tick()
+    assert rep.hard_cancels == [jid] and backend.cancels == [(11, None, False)]
+
+
+def test_a_user_cancel_of_a_requeued_pending_job_waits_for_it_to_run(env):
+    svc, backend, clock = env
+    jid = make_job(svc, 11, "running")
+    backend.set_queue(11, "RUNNING", start=clock(), gpus={"a4000": 2})
+    Reconciler(svc).tick()
+    backend.set_queue(11, "PENDING", reason="BeginTime", restart_count=1)
+    Reconciler(svc).tick()
+    res = service.request_cancel(svc, jid, by="alice")
+    assert "stopped as soon as it starts again" in res.message and backend.cancels == []
+    assert job(svc, jid).cancel_requested_at is not None
+
+
 def test_no_holds_when_the_poll_failed_and_none_for_cancelled_jobs(held_env):
     svc, backend, clock = held_env
     adjust(svc, -24_200_000, "adj")

@@ -88,6 +88,7 @@ class Reconciler:
             safety.orphan_reservations(svc, now, report)
             safety.stale_reservations(svc, now, report)
             unknown.settle(svc, now, report, move)
+        safety.release_to_push(svc, now, report)
         safety.hard_cancels(svc, now, report)
         sync.ldap(svc, now, report)
         data.sync_gates(svc, report)     # who may read which data tree on disk

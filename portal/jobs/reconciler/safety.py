@@ -41,6 +41,31 @@ def hard_cancels(svc: Services, now: datetime, report: TickReport) -> None:
 
 
 
+def release_to_push(svc: Services, now: datetime, report: TickReport) -> None:
+    """A cancelled requeued job that waits to push (``_waits_to_push``) but is held by
+    Slipway's $1.00 start rule (the cut-off found it pending and held) would never start:
+    Slipway's hold is released so it runs once, only to push; ``money.balance_holds`` leaves
+    cancelled jobs alone. An administrator's hold stays (no Slipway mark)."""
+    with svc.db.session() as s:
+        todo = [(j.id, j.slurm_job_id) for j in s.scalars(select(Job).where(
+            Job.state == states.PENDING, Job.slurm_job_id.is_not(None),
+            Job.cancel_requested_at.is_not(None), Job.hard_cancel_at.is_(None),
+            Job.balance_hold_at.is_not(None))) if _waits_to_push(j, now)]
+    for job_id, slurm_id in todo:
+        try:
+            svc.backend.release(slurm_id)
+        except ig.JobNotFound:
+            pass
+        except ig.SlurmBridgeError as exc:
+            report.errors.append(f"release of cancelled job {job_id} to push its files: {exc}")
+            continue
+        with svc.db.transaction() as s:
+            job = s.get(Job, job_id)
+            job.balance_hold_at = None
+            job.reason = "cancelled: starts once more to push its interrupted attempt's files"
+        report.releases.append(job_id)
+
+
 def _waits_to_push(job: Job, now: datetime) -> bool:
     """A cancelled job that Slurm put back in the queue after it had run (a node failure took
     the cancel's TERM with it) holds the files of its interrupted attempt in its job directory,
