@@ -128,7 +128,8 @@ def claim_for_resubmission(session: Session, job_id: int, old_hash: str, new_has
     exactly one caller, so two reconcilers or a late hook never ``sbatch`` it twice."""
     res = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED,
+        .where(Job.id == job_id, Job.state == states.UNKNOWN,
+               Job.previous_state.in_(UNSUBMITTED_FROM),
                Job.slurm_job_id.is_(None), Job.token_hash == old_hash,
                Job.cancel_requested_at.is_(None))
         .values(token_hash=new_hash)
@@ -282,7 +283,13 @@ def _what(snap: JobSnapshot, array: str | None) -> str:
     return str(snap.gpus)
 
 
+# an unknown job without a Slurm id came from one of these: ``queued`` (sbatch had no answer)
+# or ``pending`` (Slurm lost the job before it ran: reconciler.ended.LOST_NOTE)
+UNSUBMITTED_FROM = (states.QUEUED, states.PENDING)
+
+
 def unknown_submission(job: Job) -> bool:
-    """``unknown`` since ``queued`` without a Slurm id: Slipway does not know whether Slurm has it."""
-    return (job.state == states.UNKNOWN and job.previous_state == states.QUEUED
+    """``unknown`` without a Slurm id (since ``queued``: sbatch had no answer; since
+    ``pending``: Slurm lost it before it ran): Slipway does not know whether Slurm has it."""
+    return (job.state == states.UNKNOWN and job.previous_state in UNSUBMITTED_FROM
             and job.slurm_job_id is None)

@@ -13,11 +13,16 @@ Slurm account (another Slipway on the same cluster has its own account prefix):
 2. else ``sacct --name`` (one bounded call for all of them, ``-S`` from the oldest submission
    minus ``accounting_slack``) has it: adopted here; the next tick's ended-job path reads its
    final record and bills it from sacct like any other job (``settle`` asks for a quick tick);
-3. else it is absent: the first such poll is remembered (a ``reconciler_state`` row); when a
+3. else it is absent (a record still PENDING in accounting that squeue does not list counts as
+   absent: no controller holds it): the first such poll is remembered (a ``reconciler_state`` row); when a
    successful poll at least ``unknown_submission_grace`` later still finds it in neither, it is
    submitted again (``submit.resubmit_unknown``: a fresh conditional claim on the token the
    last submission used, so two reconcilers or a late hook never ``sbatch`` it twice), or, if a
    cancel was requested meanwhile, it ends ``cancelled`` without being submitted.
+
+A job Slurm lost before it ran (a controller that took over from an older saved state: in
+neither squeue nor accounting's ended jobs, ``reconciler.ended.LOST_NOTE``) becomes such an
+unknown submission too (since ``pending``, its Slurm id cleared) and goes the same way.
 
 A cancel requested while unknown is recorded (``service.request_cancel``) and takes effect when
 the job is adopted: ``cancel_adopted`` sends the ``scancel``. A failed poll (of squeue or of
@@ -25,6 +30,7 @@ sacct) never settles anything.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -41,6 +47,8 @@ FOUND_NOTE = ("Slurm had the job after all (Slurm job {slurm_id}); its first sub
               "no answer")
 RESUBMITTED_NOTE = ("submitted again: the first submission had no answer and Slurm did not "
                     "have the job")
+LOST_RESUBMITTED_NOTE = ("submitted again: Slurm lost the first submission before it started "
+                         "(Slurm job {slurm_id})")
 NEVER_FOUND_CANCELLED = "cancelled before Slurm was found to have it; it was never submitted again"
 
 
@@ -83,6 +91,10 @@ def settle(svc: Services, now: datetime, report, move: Callable) -> None:
         return
     found: dict[tuple[str, str], object] = {}
     for r in recs:
+        if r.start is None and not r.complete:
+            # pending in accounting but not in this tick's squeue: no controller holds it (a
+            # job Slurm lost); a job Slurm really has is adopted from squeue (queue.apply_queue)
+            continue
         key = (r.name, (r.account or "").lower())
         if key not in found or r.job_id > found[key].job_id:
             found[key] = r  # a job submitted twice (should not happen): the newest
@@ -118,21 +130,31 @@ def settle(svc: Services, now: datetime, report, move: Callable) -> None:
                 move(job, states.CANCELLED, now, report,
                      reason=job.cancel_reason or NEVER_FOUND_CANCELLED)
             else:
-                to_resubmit.append((job.id, job.token_hash or ""))
+                to_resubmit.append((job.id, job.token_hash or "", _note(job)))
     report.adopted += adopted
     cancel_adopted(svc, adopted, report)
-    for job_id, token_hash in to_resubmit:
-        _resubmit(svc, job_id, token_hash, report)
+    for job_id, token_hash, note in to_resubmit:
+        _resubmit(svc, job_id, token_hash, report, note)
+
+
+def _note(job: Job) -> str:
+    """What the resubmitted job says: its first submission had no answer, or Slurm lost it
+    (unknown since pending; the lost Slurm id is in the reason ``reconciler.ended`` wrote)."""
+    if job.previous_state != states.PENDING:
+        return RESUBMITTED_NOTE
+    lost = re.search(r"Slurm job (\d+)", job.reason or "")
+    return LOST_RESUBMITTED_NOTE.format(slurm_id=lost.group(1) if lost else "?")
 
 
 def _unknown_query():
-    return select(Job).where(Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED,
+    return select(Job).where(Job.state == states.UNKNOWN,
+                             Job.previous_state.in_(submit.UNSUBMITTED_FROM),
                              Job.slurm_job_id.is_(None))
 
 
-def _resubmit(svc: Services, job_id: int, token_hash: str, report) -> None:
+def _resubmit(svc: Services, job_id: int, token_hash: str, report, note: str) -> None:
     try:
-        ok, msg = submit.resubmit_unknown(svc, job_id, token_hash, note=RESUBMITTED_NOTE)
+        ok, msg = submit.resubmit_unknown(svc, job_id, token_hash, note=note)
     except Exception as exc:  # noqa: BLE001 — one job must not stop the tick
         report.errors.append(f"job {job_id} (submission had no answer): resubmission: {exc}")
         return

@@ -198,13 +198,13 @@ class FakeBackend:
         self.queue[slurm_id] = QueueRecord(
             job_id=slurm_id, state=state, reason=reason, node=node if state != "PENDING" else "",
             start_time=start, submit_time=start, account=account, user="u", qos="normal",
-            name=name or f"job{slurm_id}", comment="slipway", partition=partition,
+            name=name, comment="slipway", partition=partition,
             restart_count=restart_count, gpus=gpus or {}, priority=priority, nice=nice,
             expected_start=expected_start if state == "PENDING" else None)
 
     def finish(self, slurm_id: int, state: str, *, start: datetime, end: datetime,
                exit_code: int | None = 0, gpus: dict | None = None, attempt: int = 0,
-               qos: str = "normal", node: str = "a4k-1", name: str = "x",
+               qos: str = "normal", node: str = "a4k-1", name: str = "",
                account: str = "team-x"):
         self.queue.pop(slurm_id, None)
         self.acct.append(SacctRecord(

@@ -254,7 +254,7 @@ def test_shares_are_set_and_sampled(env):
 def _pending(backend, slurm_id, reason, priority=100, nice=0):
     backend.queue[slurm_id] = QueueRecord(
         job_id=slurm_id, state="PENDING", reason=reason, node="", start_time=None, submit_time=None,
-        account="team-nlp", user="u", qos="normal", name="slipway-x", comment="slipway",
+        account="team-nlp", user="u", qos="normal", name="", comment="slipway",
         restart_count=0, gpus={}, priority=priority, nice=nice)
 
 

@@ -287,3 +287,79 @@ def test_lost_reservation_submitted_by_the_reconciler_without_an_answer_is_unkno
         jid = s.scalar(select(Job.id))
     assert job(svc, jid).state == "unknown" and rep.recovered == [] and rep.abandoned == []
     assert (jid, "queued", "unknown") in rep.changes
+
+
+def test_a_pending_job_slurm_lost_in_a_failover_is_submitted_again_not_failed(env):
+    """The primary slurmctld died within its state-save interval of the submission: the backup
+    took over without the job (docs/FAULTS.md §3) and gives its id to the next job. The lost
+    job is found lost (in neither the queue nor accounting's ended jobs), never follows the
+    job that got its id, and is submitted again."""
+    import dataclasses
+
+    svc, backend, clock, tmp_path = env
+    jid, reply = push(svc, tmp_path)
+    assert reply.ok
+    [(lost_id, req)] = backend.submits
+    backend.set_queue(lost_id, "PENDING", reason="Priority", name=req.name, account="team-nlp")
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "pending"
+    backend.down = True                                   # the failover
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert job(svc, jid).state == "unknown"
+    backend.down = False                                  # the backup answers, without the job:
+    backend.set_queue(lost_id, "RUNNING", start=clock(), gpus={"a4000": 1},   # its id reused
+                      name=f"slipway-{jid + 100}", account="team-other")
+    backend.finish(lost_id, "RUNNING", start=clock(), end=clock(), name=f"slipway-{jid + 100}",
+                   account="team-other")
+    stale = dataclasses.replace(backend.acct[-1], state="PENDING", start=None, end=None,
+                                elapsed_s=0, name=req.name, account="team-nlp", node="")
+    backend.acct.append(stale)                            # slurmdbd's record of the lost one
+    clock.advance(seconds=5)
+    rep = Reconciler(svc).tick()
+    j = job(svc, jid)
+    assert j.state == "unknown" and j.slurm_job_id == lost_id and rep.lost == []  # too soon
+    clock.advance(seconds=31)
+    rep = Reconciler(svc).tick()
+    j = job(svc, jid)
+    assert rep.lost == [jid] and (j.state, j.previous_state, j.slurm_job_id) == \
+        ("unknown", "pending", None)
+    assert j.reason.startswith(f"Slurm lost the job before it started (Slurm job {lost_id}")
+    assert j.started_at is None and backend.submits == [(lost_id, req)]
+    clock.advance(seconds=31)                              # the unknown path's grace
+    rep = Reconciler(svc).tick()
+    assert rep.resubmitted == [jid]
+    [_, (new_id, req2)] = backend.submits
+    j = job(svc, jid)
+    assert (j.state, j.slurm_job_id) == ("pending", new_id) and new_id != lost_id
+    assert j.reason == unknown.LOST_RESUBMITTED_NOTE.format(slurm_id=lost_id)
+    assert req2.name == f"slipway-{jid}"
+    with svc.db.session() as s:   # never billed for the job that got its id
+        assert not s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "usage")).all()
+    backend.set_queue(new_id, "PENDING", name=req2.name, account="team-nlp")
+    clock.advance(seconds=60)
+    Reconciler(svc).tick()
+    assert len(backend.submits) == 2 and job(svc, jid).state == "pending"
+
+
+def test_a_pending_job_cancelled_in_slurm_is_not_taken_for_lost(env):
+    """Gone from the queue, but accounting says it ended (an administrator's scancel): it ends
+    as Slurm says; and a job the user cancelled ends cancelled, never submitted again."""
+    svc, backend, clock, tmp_path = env
+    jid, _ = push(svc, tmp_path)
+    jid2, _ = push(svc, tmp_path, branch="exp-2")
+    [(s1, r1), (s2, r2)] = backend.submits
+    backend.set_queue(s1, "PENDING", name=r1.name, account="team-nlp")
+    backend.set_queue(s2, "PENDING", name=r2.name, account="team-nlp")
+    Reconciler(svc).tick()
+    service.request_cancel(svc, jid2, by="alice")
+    del backend.queue[s1], backend.queue[s2]
+    backend.finish(s1, "CANCELLED", start=clock(), end=clock(), exit_code=None, name=r1.name,
+                   account="team-nlp", node="")
+    clock.advance(seconds=120)
+    for _ in range(3):
+        rep = Reconciler(svc).tick()
+        assert rep.lost == [] and rep.resubmitted == []
+        clock.advance(seconds=40)
+    assert job(svc, jid).state == "cancelled" and job(svc, jid2).state == "cancelled"
+    assert len(backend.submits) == 2

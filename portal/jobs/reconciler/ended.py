@@ -8,12 +8,17 @@ from ... import integrations as ig
 from ...db import Job
 from ...services import Services
 from .. import attempts, node_parts, states
+from .identity import record_is_job
 from .report import ACCOUNTING_DOWN, STALE_REASONS, Ended, TickReport, move
 
 
 # how an attempt that Slurm requeued ends in sacct (-D): never how the job itself ended while a
 # later attempt exists
 REQUEUED_ENDS = frozenset({"NODE_FAIL", "REQUEUED", "PREEMPTED"})
+# a job Slurm lost before it started: submitted again (jobs.unknown), never failed
+LOST_NOTE = ("Slurm lost the job before it started (Slurm job {slurm_id} is in neither its "
+             "queue nor its accounting's ended jobs: a controller that took over from an older "
+             "saved state); Slipway submits it again")
 
 
 def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickReport):
@@ -32,7 +37,14 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         by_id.setdefault(int(r.job_id), []).append(r)
     records, finals, reported = [], [], []
     for e in ended:
-        rs = by_id.get(e.slurm_id, [])
+        rs = [r for r in by_id.get(e.slurm_id, []) if record_is_job(r, e.job_id)]
+        if _lost_before_start(e, rs):
+            if (now - (e.last_seen or e.since)).total_seconds() > cfg.unknown_submission_grace:
+                # submitted again, unless its user cancelled it: then it just ends so
+                finals.append((e.job_id, states.CANCELLED if e.cancel_requested
+                               else states.UNKNOWN, None, None, None,
+                               LOST_NOTE.format(slurm_id=e.slurm_id)))
+            continue
         if e.requeued:   # still in the queue: its earlier attempts that sacct has settled
             done = [r for r in rs if r.settled and r.attempt < e.attempt]
             records += [rec for r in done if (rec := ig.ended_attempt_record(
@@ -75,6 +87,14 @@ def ended_jobs(svc: Services, ended: list[Ended], now: datetime, report: TickRep
         finals.append((e.job_id, final, last.exit_code, last.node, last.end, reason))
     _record_attempts(svc, reported)
     return records, finals
+
+
+def _lost_before_start(e: Ended, rs) -> bool:
+    """Slurm lost this job before it ran: a successful squeue no longer lists it at all and
+    accounting has no attempt that started or ended (at most a PENDING record that no
+    controller holds any more)."""
+    return (e.absent and e.never_ran and not e.requeued
+            and not any(r.start is not None or r.complete for r in rs))
 
 
 def waited_enough(rec, seen: datetime, now: datetime, lost_after: float,
@@ -124,6 +144,9 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
             job = s.get(Job, job_id)
             if job is None or job.state in states.TERMINAL:
                 continue
+            if final == states.UNKNOWN:   # lost before it started: submitted again
+                _resubmit_lost(job, now, report, reason)
+                continue
             if exit_code is not None:
                 job.exit_code = exit_code
             if node:
@@ -139,6 +162,17 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
             if job.state in states.TERMINAL and end is not None:
                 job.ended_at = end
             node_parts.finish(s, job)
+
+
+def _resubmit_lost(job: Job, now: datetime, report: TickReport, reason: str) -> None:
+    """A job Slurm lost before it ran becomes an unknown submission without a Slurm id
+    (``submit.unknown_submission``): ``jobs.unknown`` looks for it by name once more and
+    submits it again after ``unknown_submission_grace`` (a conditional claim: never twice)."""
+    if job.state not in (states.PENDING, states.UNKNOWN) or job.started_at is not None:
+        return
+    move(job, states.UNKNOWN, now, report, reason=reason)
+    job.slurm_job_id = None
+    report.lost.append(job.id)
 
 
 def out_of_memory_reason(job: Job, default_mem_per_cpu_mb: int) -> str:

@@ -18,7 +18,9 @@ from ...db import Job
 from ...services import Services, log
 from .. import attempts, node_parts, states
 from ..recovery import RECOVERED_NOTE
+from ..submit import UNSUBMITTED_FROM
 from ...policy import preemption, reasons
+from .identity import record_is_job
 from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, WAITING, Ended, TickReport, move
 
 
@@ -39,7 +41,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
         # (unknown since queued, see jobs.unknown)
         for job in s.scalars(select(Job).where(
                 or_(Job.state == states.QUEUED,
-                    and_(Job.state == states.UNKNOWN, Job.previous_state == states.QUEUED)),
+                    and_(Job.state == states.UNKNOWN,
+                         Job.previous_state.in_(UNSUBMITTED_FROM))),
                 Job.slurm_job_id.is_(None))):
             # only a job submitted for this reservation: the same name can be another
             # Slipway's on a shared cluster (each has its own account prefix, see
@@ -64,6 +67,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
         for job in jobs:
             team = job.project.team.name
             rec = queue.get(job.slurm_job_id)
+            if rec is not None and not record_is_job(rec, job.id):
+                rec = None   # Slurm reused the id (it lost this job): another Slipway job's
             mapping = states.slurm_mapping(rec.state) if rec is not None else None
             if job.state == states.FINISHING or job.cancel_requested:
                 report.busy = True
@@ -76,7 +81,8 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                 ended.append(Ended(job.id, job.slurm_job_id, job.submitted_at or job.created_at,
                                     job.last_seen_at, job.cancel_requested, team,
                                     {job.gpu_type: job.gpu_count * (job.nodes or 1)},
-                                    attempt=job.attempt or 0))
+                                    attempt=job.attempt or 0, absent=rec is None,
+                                    never_ran=_never_ran(job)))
                 continue
             job.last_seen_at = now
             if rec.node:
@@ -131,6 +137,12 @@ def apply_queue(svc: Services, queue: dict[int, Any], now: datetime, report: Tic
                         gpus=ig.billed_gpus(rec.gpus, 0, {job.gpu_type: job.gpu_count}),
                         team=team))
     return live_records, ended
+
+
+def _never_ran(job: Job) -> bool:
+    """Pending (or unknown since pending) and never started: no start, no earlier attempt."""
+    base = job.previous_state if job.state == states.UNKNOWN else job.state
+    return base == states.PENDING and job.started_at is None and not job.attempt
 
 
 def _kept_note(reason: str | None) -> str | None:

@@ -27,6 +27,7 @@ class TickReport:
     # submissions whose outcome was unknown (sbatch had no answer): found in Slurm, or not
     adopted: list[int] = field(default_factory=list)
     resubmitted: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)    # lost by Slurm before they ran
     # a job is ending (finishing, cancel pending, or waiting for sacct to settle): tick again soon
     busy: bool = False
     duration_s: float = 0.0             # the tick's own work, before monitoring
@@ -48,6 +49,10 @@ class Ended:
     # earlier attempts ended, they are billed and recorded, and the job goes on
     requeued: bool = False
     attempt: int = 0        # the attempt Slurm is at now (squeue's restart count)
+    # not in this tick's (successful) squeue at all, and never started (no start, no attempt):
+    # if accounting has not seen it end either, Slurm lost it (ended.LOST_NOTE)
+    absent: bool = False
+    never_ran: bool = False
 
 
 HOLD_PREFIX = "held: balance"
