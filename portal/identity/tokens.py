@@ -87,17 +87,17 @@ def make_authenticate(svc: Services):
                 if job.project.repo_key != repo_key:
                     raise ig.access_denied(f"job {jid} may only push to its own project")
                 return ig.principal(username, True)
-            user = verify_token(s, username, password)
-            if user is None:
+            # every git request comes here (two per push): the token, its user, the project,
+            # its team and the membership in ONE query (lookups.token_access)
+            found = lookups.token_access(s, repo_key, username, password[:PREFIX_LEN])
+            digest = _hash(password) if len(password) >= PREFIX_LEN else ""
+            row = next((r for r in found if hmac.compare_digest(r.token_hash, digest)), None)
+            if row is None or not row.active:
                 return None
-            # one query for the project, its team and the user's membership (every git request
-            # comes here: two per push)
-            found = lookups.project_access(s, repo_key, user.id)
-            if found is None:
+            if row.project_id is None:
                 raise ig.access_denied("no such repository")
-            team_name, member = found
-            if not (user.is_cluster_admin or member):
-                raise ig.access_denied(f"{user.name} is not a member of team {team_name}")
-            return ig.principal(user.name, False)
+            if not (row.is_cluster_admin or row.membership_id is not None):
+                raise ig.access_denied(f"{row.user_name} is not a member of team {row.team_name}")
+            return ig.principal(row.user_name, False)
 
     return authenticate

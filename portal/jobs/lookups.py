@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ..db import ACTIVE_STATES, Job, Membership, Project, Team, TeamBalance, User
+from ..db import ACTIVE_STATES, AccessToken, Job, Membership, Project, Team, TeamBalance, User
 
 
 def _repo_names(repo_key: str) -> tuple[str, str] | None:
@@ -26,17 +26,30 @@ def find_project(session: Session, repo_key: str) -> Project | None:
         select(Project).join(Team).where(Team.name == names[0], Project.name == names[1]))
 
 
-def project_access(session: Session, repo_key: str, user_id: int) -> tuple[str, bool] | None:
-    """(team name, is ``user_id`` a member of it) for the project of ``repo_key``, in one query;
-    None when there is no such project."""
-    names = _repo_names(repo_key)
-    if names is None:
-        return None
-    row = session.execute(
-        select(Team.name, Membership.id).select_from(Project).join(Team)
-        .outerjoin(Membership, (Membership.team_id == Team.id) & (Membership.user_id == user_id))
-        .where(Team.name == names[0], Project.name == names[1])).first()
-    return None if row is None else (row[0], row[1] is not None)
+# built once: every git request runs it (two per push), so neither the statement's making nor
+# its cache key is paid per request (bound parameters only)
+_TOKEN_ACCESS = (
+    select(AccessToken.token_hash, User.active, User.is_cluster_admin,
+           User.name.label("user_name"), Project.id.label("project_id"),
+           Team.name.label("team_name"), Membership.id.label("membership_id"))
+    .select_from(AccessToken).join(User, AccessToken.user_id == User.id)
+    .outerjoin(Team, Team.name == bindparam("team"))
+    .outerjoin(Project, (Project.team_id == Team.id) & (Project.name == bindparam("project")))
+    .outerjoin(Membership, (Membership.team_id == Team.id) & (Membership.user_id == User.id))
+    .where(User.name == bindparam("user"), AccessToken.prefix == bindparam("prefix"),
+           AccessToken.revoked_at.is_(None)))
+
+
+def token_access(session: Session, repo_key: str, username: str, prefix: str) -> list:
+    """``username``'s live tokens starting with ``prefix``, each row with the user (active,
+    administrator), and the project of ``repo_key`` (``project_id`` None: no such project), its
+    team's name and the user's membership id (None: not a member) -- ONE query. Rows:
+    token_hash, active, is_cluster_admin, user_name, project_id, team_name, membership_id."""
+    team, project = _repo_names(repo_key) or ("", "")
+    if not username or not prefix:
+        return []
+    return session.connection().execute(_TOKEN_ACCESS, {
+        "team": team, "project": project, "user": username, "prefix": prefix}).all()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from git_gateway.node.spec import RunnerSpec  # the one contract with the node program
@@ -58,15 +58,23 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def pick_port(session: Session, svc: Services) -> int:
-    used = set(session.scalars(select(Job.port).where(Job.state.in_(ACTIVE_STATES), Job.port.is_not(None))))
+def pick_port(session: Session, svc: Services, avoid=()) -> int:
+    """A random port in the configured range that no active job holds (nor one of ``avoid``,
+    picked in this transaction and not flushed): one lookup per draw, not a read of every
+    active job's port."""
     rng = random.SystemRandom()
     lo, hi = svc.config.port_min, svc.config.port_max
+    conn = session.connection()
     for _ in range(1000):
         port = rng.randint(lo, hi)
-        if port not in used:
+        if port not in avoid and conn.execute(_PORT_TAKEN, {"port": port}).first() is None:
             return port
     raise RuntimeError("no free port for the job")
+
+
+# built once: is this port held by an active job (one row at most)
+_PORT_TAKEN = (select(Job.id).where(Job.port == bindparam("port"),
+                                    Job.state.in_(ACTIVE_STATES)).limit(1))
 
 
 def job_dir(svc: Services, job_id: int) -> Path:

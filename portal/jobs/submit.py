@@ -23,7 +23,7 @@ import dataclasses
 import re
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from git_gateway.node import time_limit
@@ -94,13 +94,14 @@ def not_claimed_message(job: Job | None, job_id: int) -> str:
 def claim_for_submission(session: Session, job_id: int, token_hash: str) -> bool:
     """Atomically mark a reserved job as being submitted (one conditional UPDATE). True for
     exactly one caller per job, whatever runs concurrently."""
-    res = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == states.QUEUED, Job.slurm_job_id.is_(None),
-               Job.token_hash.is_(None))
-        .values(token_hash=token_hash)
-        .execution_options(synchronize_session=False))
+    res = session.connection().execute(_CLAIM, {"job_id": job_id, "token_hash": token_hash})
     return res.rowcount == 1
+
+
+# built once: every push's submission runs it (bound parameters only)
+_CLAIM = (update(Job).where(Job.id == bindparam("job_id"), Job.state == states.QUEUED,
+                            Job.slurm_job_id.is_(None), Job.token_hash.is_(None))
+          .values(token_hash=bindparam("token_hash")))
 
 
 def submit_job(svc: Services, job_id: int, *, note: str | None = None) -> tuple[bool, str]:
@@ -184,7 +185,7 @@ def _plan(svc: Services, s: Session, job_id: int) -> _Plan:
         .where(Job.id == job_id)).one()
     job.port = pick_port(s, svc)
     if (job.nodes or 1) > 1 and job.master_port is None:
-        job.master_port = pick_port(s, svc)   # the ranks' rendezvous (MASTER_PORT)
+        job.master_port = pick_port(s, svc, avoid=(job.port,))   # the ranks' rendezvous
     cpus, mem_mb = job_compute(job)
     snap = JobSnapshot(
         job_id=job.id, team=team.name, project=project.name, branch=job.branch,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .. import integrations as ig
@@ -33,12 +33,16 @@ def initial_nice(s: Session, svc: Services, job: Job) -> int:
     """The nice a job is submitted with: the number of its team's jobs already waiting in Slurm."""
     if svc.config.turn_nice_step == 0 or (job.qos or "normal") == EMERGENCY_QOS:
         return 0
-    team_id = job.project.team_id
-    ahead = s.scalar(select(func.count(Job.id)).join(Project, Job.project_id == Project.id)
-                     .where(Project.team_id == team_id, Job.state == states.PENDING,
-                            Job.slurm_job_id.is_not(None), Job.id != job.id,
-                            Job.qos != EMERGENCY_QOS)) or 0
+    ahead = s.connection().execute(_WAITING_AHEAD, {
+        "team_id": job.project.team_id, "job_id": job.id}).scalar() or 0
     return nice_for(svc, int(ahead))
+
+
+# built once (every submission asks it): the team's jobs already waiting in Slurm
+_WAITING_AHEAD = (select(func.count(Job.id)).join(Project, Job.project_id == Project.id)
+                  .where(Project.team_id == bindparam("team_id"), Job.state == states.PENDING,
+                         Job.slurm_job_id.is_not(None), Job.id != bindparam("job_id"),
+                         Job.qos != EMERGENCY_QOS))
 
 
 def wanted(svc: Services, s: Session) -> dict[int, int]:
