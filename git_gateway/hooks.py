@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import hook_program
+from . import hook_native, hook_program
 from .hook_program import UNAVAILABLE, build_payload, parse_updates, push_options  # noqa: F401
 
 HOOK_NAMES = ("pre-receive", "post-receive")
@@ -66,32 +66,40 @@ def _write(target: Path, text: str, mode: int = 0o755) -> None:
 
 
 def install(hooks_dir: str | os.PathLike, python: str | None = None,
-            bash: str | None = "") -> list[Path]:
+            bash: str | None = "", native: bool = False) -> list[Path]:
     """Write pre-receive, post-receive (mode 0755) and slipway-hook.py (0700) into ``hooks_dir``
     (atomically); returns [pre-receive, post-receive]. ``bash=None``: Python hooks only; ``""`` (the
-    default): the bash hooks where bash is found."""
+    default): the bash hooks where bash is found. ``native``: the compiled hook
+    (``hook_native``) where it builds, else as without it."""
     hooks_dir = Path(hooks_dir)
     hooks_dir.mkdir(parents=True, exist_ok=True)
     program = hook_source(python)
     bash = find_bash() if bash == "" else bash
     src = script_source(bash) if bash else program
     _write(hooks_dir / PYTHON_HOOK, program, 0o700)   # run only by the server's own git
-    written = []
-    for name in HOOK_NAMES:
-        _write(hooks_dir / name, src)
-        written.append(hooks_dir / name)
+    written = [hooks_dir / name for name in HOOK_NAMES]
+    if native and hook_native.build(written):
+        return written
+    for hook in written:
+        _write(hook, src)
+        hook.with_name(hook.name + hook_native.STAMP_SUFFIX).unlink(missing_ok=True)
     return written
 
 
 def current(hooks_dir: str | os.PathLike, python: str | None = None, bash: str | None = "",
-            only: tuple[str, ...] = HOOK_NAMES) -> bool:
+            only: tuple[str, ...] = HOOK_NAMES, native: bool = False) -> bool:
     """The hooks in ``hooks_dir`` (``only`` these) are exactly what :func:`install` would write
-    now (same sources, same interpreters): False after an upgrade changed them, or when one is
+    now (same sources, same interpreters; ``native``: built from today's source by today's
+    compiler, where there is one): False after an upgrade changed them, or when one is
     missing."""
     hooks_dir = Path(hooks_dir)
     program = hook_source(python)
     bash = find_bash() if bash == "" else bash
     src = script_source(bash) if bash else program
+    if native and hook_native.compiler() is not None:
+        if not all(hook_native.current(hooks_dir / name) for name in only):
+            return False
+        only = ()
     want = {PYTHON_HOOK: program, **{name: src for name in only}}
     for name, text in want.items():
         try:
@@ -107,9 +115,11 @@ def installed(hooks_dir: str | os.PathLike) -> bool:
     for name in (*HOOK_NAMES, PYTHON_HOOK):
         p = hooks_dir / name
         try:
-            head = p.read_text(encoding="utf-8")[:4096]
+            data = p.read_bytes()
         except OSError:
             return False
-        if MARKER not in head or not os.access(p, os.X_OK):
+        # a script says so in its first lines; the native hook holds the marker as a string
+        found = MARKER.encode() in (data if data.startswith(b"\x7fELF") else data[:4096])
+        if not found or not os.access(p, os.X_OK):
             return False
     return True

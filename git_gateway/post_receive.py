@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from . import hooks
+from . import hook_native, hooks
 from .cgi import CgiBody
 from .push_report import ReportReader
 
@@ -28,9 +28,10 @@ def pre_receive_only(hooks_dir: str | os.PathLike) -> Path:
     d = Path(hooks_dir)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    if not (hooks.current(d, python=sys.executable, only=("pre-receive",))):
-        hooks.install(d, python=sys.executable)
+    if not (hooks.current(d, python=sys.executable, only=("pre-receive",), native=True)):
+        hooks.install(d, python=sys.executable, native=True)   # compiled where cc is found
         (d / "post-receive").unlink(missing_ok=True)
+        (d / ("post-receive" + hook_native.STAMP_SUFFIX)).unlink(missing_ok=True)
     return d
 
 

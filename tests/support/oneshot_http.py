@@ -7,10 +7,13 @@ import threading
 
 
 def oneshot_server(status: int = 200, body: bytes = b"ok\n", ctype: str = "text/plain",
-                   path: str = "/internal/hooks") -> tuple[str, list[tuple[str, bytes]]]:
-    """Returns (url, seen): ``seen`` gets (request head, request body) once it is served."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+                   path: str = "/internal/hooks", host: str = "127.0.0.1"
+                   ) -> tuple[str, list[tuple[str, bytes]]]:
+    """Returns (url, seen): ``seen`` gets (request head, request body) once it is served.
+    ``host``: an IPv6 address (``::1``) makes an IPv6 server and a ``[::1]`` URL."""
+    v6 = ":" in host
+    srv = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+    srv.bind((host, 0))
     srv.listen(1)
     seen: list[tuple[str, bytes]] = []
 
@@ -30,4 +33,5 @@ def oneshot_server(status: int = 200, body: bytes = b"ok\n", ctype: str = "text/
         srv.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    return f"http://127.0.0.1:{srv.getsockname()[1]}{path}", seen
+    shown = f"[{host}]" if v6 else host
+    return f"http://{shown}:{srv.getsockname()[1]}{path}", seen

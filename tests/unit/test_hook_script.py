@@ -1,6 +1,7 @@
-"""Issue 17 item 1: the bash git hook (git_gateway/hook_script.sh) and its text callback
-(git_gateway/hook_wire.py) say exactly what the Python hook program says, and hand over to it
-for what they do not do themselves (https, an unreachable server, a push without the gateway)."""
+"""Issue 17 item 1: the bash git hook (git_gateway/hook_script.sh), the native one built from
+git_gateway/hook_native.c, and their text callback (git_gateway/hook_wire.py) say exactly what
+the Python hook program says, and hand over to it for what they do not do themselves (https, an
+unreachable server, a push without the gateway). Every test runs against both."""
 from __future__ import annotations
 
 import socket
@@ -10,7 +11,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from git_gateway import hook_program, hook_wire, hooks
+from git_gateway import hook_native, hook_program, hook_wire, hooks
 from portal.app import create_app
 from portal.db import Job
 from tests.support.fakes import FakeBackend, commit_to_bare, make_services, seed
@@ -20,10 +21,16 @@ Z = "0" * 40
 LINE = b"0" * 40 + b" " + b"a" * 40 + b" refs/heads/x\n"
 
 
-@pytest.fixture
-def hook_dir(tmp_path):
+@pytest.fixture(params=["bash", "native"])
+def hook_dir(request, tmp_path):
+    """The bash hook, and the native one (hook_native.c) that must say exactly the same."""
     assert hooks.find_bash(), "bash is needed"
-    hooks.install(tmp_path / "hooks", python=sys.executable)
+    native = request.param == "native"
+    if native and hook_native.compiler() is None:
+        pytest.skip("no C compiler: the native hook is not built here (the bash one is used)")
+    hooks.install(tmp_path / "hooks", python=sys.executable, native=native)
+    is_elf = (tmp_path / "hooks" / "pre-receive").read_bytes().startswith(b"\x7fELF")
+    assert is_elf == native and hooks.installed(tmp_path / "hooks")
     return tmp_path / "hooks"
 
 
@@ -107,6 +114,40 @@ def test_a_push_option_with_a_line_break_is_refused_before_anything_is_sent(hook
     rc, err = run(hook_dir, "pre-receive", {"SLIPWAY_HOOK_URL": url, "GIT_PUSH_OPTION_COUNT": "1",
                                             "GIT_PUSH_OPTION_0": "x\nrepo other/p"})
     assert rc == 1 and "push option 1 has a line break" in err and seen == []
+
+
+def test_a_push_of_many_refs_is_sent_whole(hook_dir):
+    """Thousands of refs (stdin far beyond a pipe's 64 KiB) reach the server, every line."""
+    data = b"".join(b"0" * 40 + b" " + b"%040x" % i + b" refs/heads/b%d\n" % i for i in range(3000))
+    url, seen = server(body=b"ok\n")
+    assert run(hook_dir, "pre-receive", {"SLIPWAY_HOOK_URL": url, "SLIPWAY_REPO": "t/p",
+                                         "SLIPWAY_PUSHER": "a"}, data) == (0, "")
+    payload, problems = hook_wire.parse(seen[0][1])
+    assert not problems and len(payload["updates"]) == 3000
+    assert payload["updates"][-1]["ref"] == "refs/heads/b2999"
+
+
+def test_a_server_that_never_answers_is_a_timeout(hook_dir):
+    srv = socket.create_server(("127.0.0.1", 0))     # accepts (the kernel's backlog), never reads
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/internal/hooks"
+    try:
+        rc, err = run(hook_dir, "pre-receive", {"SLIPWAY_HOOK_URL": url, "SLIPWAY_HOOK_TIMEOUT": "1"})
+    finally:
+        srv.close()
+    assert (rc, err) == (1, f"slipway: the Slipway server is unavailable, try again (tried {url}: "
+                            f"timed out)\n")
+
+
+def test_an_ipv6_callback_url_with_credentials(hook_dir):
+    try:
+        url, seen = oneshot_server(body=b"ok\nslipway: via v6\n", host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    url = url.replace("http://", "http://u:s3cret@")
+    assert run(hook_dir, "pre-receive", {"SLIPWAY_HOOK_URL": url}) == (0, "slipway: via v6\n")
+    head = seen[0][0]
+    assert head.startswith("POST /internal/hooks HTTP/1.0\r\n") and "Host: [::1]:" in head
+    assert "s3cret" not in head
 
 
 def test_wire_refuses_what_is_not_a_callback():
