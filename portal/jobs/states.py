@@ -129,6 +129,18 @@ def transition(job: JobLike, new_state: str, *, now: datetime, reason: str | Non
     return True
 
 
+def plain_move(old: str, new_state: str, *, now: datetime, reason: str | None = None) -> dict:
+    """What ``transition`` writes for ``old`` -> ``new_state``, as values for a conditional
+    UPDATE that checks the row is still ``old``: ``state``, ``state_changed_at``, ``reason``
+    and ``keep_reason`` (no reason given: the job's stays). Only for moves that set nothing
+    else: neither state unknown nor terminal, not into running (``started_at``)."""
+    if UNKNOWN in (old, new_state) or old in TERMINAL or new_state in TERMINAL \
+            or new_state in (RUNNING, FINISHING) or new_state not in TRANSITIONS[old]:
+        raise IllegalTransition(None, old, new_state, "not a plain move")
+    return {"state": new_state, "state_changed_at": now, "reason": reason,
+            "keep_reason": reason is None}
+
+
 # ---------------------------------------------------------------------------------------------
 # Slurm states -> Slipway states: ONE table.
 #

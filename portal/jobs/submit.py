@@ -23,7 +23,7 @@ import dataclasses
 import re
 import secrets
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Boolean, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from git_gateway.node import time_limit
@@ -174,33 +174,43 @@ class _Plan:
 
 
 def _plan(svc: Services, s: Session, job_id: int) -> _Plan:
-    """The job (with its project, team and pusher in ONE query), its port(s), the nice of its
-    team's turn and its input bindings, in the claiming transaction."""
+    """The job (with its project, team and pusher in ONE prebuilt query), its port(s), the nice
+    of its team's turn and its input bindings, in the claiming transaction (plain rows and
+    bound statements: this runs inside every push's reply)."""
     from ..data import bindings
     from ..data.store import DataStore
     cfg = svc.config
-    job, project, team, pusher = s.execute(
-        select(Job, Project, Team, User).join(Project, Job.project_id == Project.id)
-        .join(Team, Project.team_id == Team.id).outerjoin(User, Job.pusher_id == User.id)
-        .where(Job.id == job_id)).one()
-    job.port = pick_port(s, svc)
-    if (job.nodes or 1) > 1 and job.master_port is None:
-        job.master_port = pick_port(s, svc, avoid=(job.port,))   # the ranks' rendezvous
+    conn = s.connection()
+    job = conn.execute(_PLAN_ROW, {"job_id": job_id}).one()
+    port, master_port = pick_port(s, svc), job.master_port
+    if (job.nodes or 1) > 1 and master_port is None:
+        master_port = pick_port(s, svc, avoid=(port,))   # the ranks' rendezvous (MASTER_PORT)
+    conn.execute(_SET_PORTS, {"job_id": job_id, "port": port, "master_port": master_port})
     cpus, mem_mb = job_compute(job)
     snap = JobSnapshot(
-        job_id=job.id, team=team.name, project=project.name, branch=job.branch,
-        commit=job.commit_sha, port=job.port, image=job.image,
-        unix_user=pusher.unix_user if pusher else "",
-        account=cfg.slurm_account(team.name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
-        time_limit_min=job.time_limit_min, team_id=team.id, continue_from=job.continue_from,
+        job_id=job.id, team=job.team_name, project=job.project_name, branch=job.branch,
+        commit=job.commit_sha, port=port, image=job.image, unix_user=job.unix_user or "",
+        account=cfg.slurm_account(job.team_name), gpus=GpuRequest(job.gpu_type, job.gpu_count),
+        time_limit_min=job.time_limit_min, team_id=job.team_id, continue_from=job.continue_from,
         kind=job.kind, cpus=cpus, mem_mb=mem_mb,
         tasks=tuple(sweeps.tasks_of(job.sweep, job.task_count)), nodes=job.nodes or 1,
-        master_port=job.master_port,
+        master_port=master_port,
     )
     return _Plan(snap, sweeps.array_spec(job.task_count, job.max_parallel) if job.task_count
                  else None, job.qos or "normal", job.partition or cfg.partition,
-                 turns.initial_nice(s, svc, job),
+                 turns.initial_nice(s, svc, team_id=job.team_id, job_id=job.id, qos=job.qos),
                  bindings.mounts_for_job(s, DataStore.for_services(svc), job.id))
+
+
+# built once (every push's submission reads it): the job's columns with its project's and
+# team's names, its team's id and its pusher's Unix user
+_PLAN_ROW = (select(*Job.__table__.columns, Project.name.label("project_name"),
+                    Team.name.label("team_name"), Team.id.label("team_id"),
+                    User.unix_user.label("unix_user"))
+             .join(Project, Job.project_id == Project.id).join(Team, Project.team_id == Team.id)
+             .outerjoin(User, Job.pusher_id == User.id).where(Job.id == bindparam("job_id")))
+_SET_PORTS = (update(Job).where(Job.id == bindparam("job_id"))
+              .values(port=bindparam("port"), master_port=bindparam("master_port")))
 
 
 def _submit_claimed(svc: Services, plan: _Plan, token: str, *, note: str | None) -> tuple[bool, str]:
@@ -246,6 +256,8 @@ def _submit_claimed(svc: Services, plan: _Plan, token: str, *, note: str | None)
                 states.transition(job, states.FAILED, now=svc.now(), reason=reason)
         return False, f"slipway: job {job_id} could not be submitted: {exc}"
 
+    if _submitted(svc, job_id, mine, slurm_id, note):   # the common end, in one statement
+        return True, f"slipway: job {job_id} queued ({_what(snap, array)})"
     cancel_now, cancelled = False, False
     with svc.db.transaction() as s:
         job = s.get(Job, job_id)
@@ -273,6 +285,32 @@ def _submit_claimed(svc: Services, plan: _Plan, token: str, *, note: str | None)
             return False, f"slipway: job {job_id} was cancelled before it started"
         return True, f"slipway: job {job_id} is being cancelled (the cancel came before Slurm's answer)"
     return True, f"slipway: job {job_id} queued ({_what(snap, array)})"
+
+
+def _submitted(svc: Services, job_id: int, mine: str, slurm_id: int, note: str | None) -> bool:
+    """Slurm took the job: when it is still this caller's claim, queued and not cancelled, ONE
+    conditional UPDATE records its Slurm id and moves it to pending (the state machine's
+    ``queued -> pending``, ``states.plain_move``). False when anything else happened meanwhile
+    (cancelled, taken over, deleted, found unknown): the full path decides then."""
+    now = svc.now()
+    move = states.plain_move(states.QUEUED, states.PENDING, now=now, reason=note)
+    with svc.db.transaction() as s:
+        res = s.connection().execute(_SUBMITTED, {
+            "job_id": job_id, "mine": mine, "slurm_id": slurm_id, "now": now, **move})
+        return res.rowcount == 1
+
+
+# built once: a claimed, queued, uncancelled job gets its Slurm id and becomes pending
+# (``prepare_job`` made its <job dir>/output: an output still "none" is "open" now)
+_SUBMITTED = (update(Job).where(
+    Job.id == bindparam("job_id"), Job.token_hash == bindparam("mine"),
+    Job.slurm_job_id.is_(None), Job.state == states.QUEUED, Job.cancel_requested_at.is_(None))
+    .values(slurm_job_id=bindparam("slurm_id"),
+            output_state=case((Job.output_state == "none", "open"), else_=Job.output_state),
+            submitted_at=func.coalesce(Job.submitted_at, bindparam("now")),
+            state=bindparam("state"), state_changed_at=bindparam("state_changed_at"),
+            reason=case((bindparam("keep_reason", type_=Boolean), Job.reason),
+                        else_=bindparam("reason", type_=Job.reason.type))))
 
 
 def _what(snap: JobSnapshot, array: str | None) -> str:

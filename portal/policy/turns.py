@@ -29,12 +29,12 @@ def nice_for(svc: Services, rank: int) -> int:
     return min(rank, cfg.turn_rank_cap) * cfg.turn_nice_step
 
 
-def initial_nice(s: Session, svc: Services, job: Job) -> int:
+def initial_nice(s: Session, svc: Services, *, team_id: int, job_id: int, qos: str | None) -> int:
     """The nice a job is submitted with: the number of its team's jobs already waiting in Slurm."""
-    if svc.config.turn_nice_step == 0 or (job.qos or "normal") == EMERGENCY_QOS:
+    if svc.config.turn_nice_step == 0 or (qos or "normal") == EMERGENCY_QOS:
         return 0
     ahead = s.connection().execute(_WAITING_AHEAD, {
-        "team_id": job.project.team_id, "job_id": job.id}).scalar() or 0
+        "team_id": team_id, "job_id": job_id}).scalar() or 0
     return nice_for(svc, int(ahead))
 
 

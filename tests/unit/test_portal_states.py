@@ -153,3 +153,16 @@ def test_all_slurm_states_map_into_slipway_states():
     for m in st.SLURM_STATES.values():
         assert m.live in (None, *st.STATES) and m.final in (None, *st.TERMINAL)
         assert (m.live is None) != (m.final is None)
+
+
+def test_a_plain_move_is_what_transition_writes_and_nothing_else_is_one():
+    assert st.plain_move(st.QUEUED, st.PENDING, now=NOW) == {
+        "state": "pending", "state_changed_at": NOW, "reason": None, "keep_reason": True}
+    assert st.plain_move(st.QUEUED, st.PENDING, now=NOW, reason="r")["reason"] == "r"
+    j = J(st.QUEUED)
+    st.transition(j, st.PENDING, now=NOW)          # the same columns, the same values
+    assert (j.state, j.state_changed_at) == (st.PENDING, NOW)
+    for old, new in [(st.QUEUED, st.UNKNOWN), (st.PENDING, st.RUNNING), (st.QUEUED, st.FAILED),
+                     (st.UNKNOWN, st.PENDING), (st.SUCCEEDED, st.PENDING)]:
+        with pytest.raises(st.IllegalTransition):
+            st.plain_move(old, new, now=NOW)
