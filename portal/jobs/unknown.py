@@ -45,6 +45,7 @@ from . import service, states, submit
 MARK_PREFIX = "unknown_submission_absent:"
 FOUND_NOTE = ("Slurm had the job after all (Slurm job {slurm_id}); its first submission had "
               "no answer")
+RESUBMITTED_PREFIX = "submitted again:"   # the job page keeps saying so while it waits
 RESUBMITTED_NOTE = ("submitted again: the first submission had no answer and Slurm did not "
                     "have the job")
 LOST_RESUBMITTED_NOTE = ("submitted again: Slurm lost the first submission before it started "

@@ -336,10 +336,12 @@ def test_a_pending_job_slurm_lost_in_a_failover_is_submitted_again_not_failed(en
     assert req2.name == f"slipway-{jid}"
     with svc.db.session() as s:   # never billed for the job that got its id
         assert not s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "usage")).all()
-    backend.set_queue(new_id, "PENDING", name=req2.name, account="team-nlp")
+    backend.set_queue(new_id, "PENDING", reason="Resources", name=req2.name, account="team-nlp")
     clock.advance(seconds=60)
     Reconciler(svc).tick()
     assert len(backend.submits) == 2 and job(svc, jid).state == "pending"
+    # the job page keeps saying why, beside Slurm's reason for the wait
+    assert job(svc, jid).reason.startswith(unknown.LOST_RESUBMITTED_NOTE.format(slurm_id=lost_id))
 
 
 def test_a_pending_job_cancelled_in_slurm_is_not_taken_for_lost(env):

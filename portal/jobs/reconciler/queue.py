@@ -19,6 +19,7 @@ from ...services import Services, log
 from .. import attempts, node_parts, states
 from ..recovery import RECOVERED_NOTE
 from ..submit import UNSUBMITTED_FROM
+from ..unknown import RESUBMITTED_PREFIX
 from ...policy import preemption, reasons
 from .identity import record_is_job
 from .report import BUSY_AFTER_END_S, POLL_FAILED, STALE_REASONS, WAITING, Ended, TickReport, move
@@ -147,8 +148,10 @@ def _never_ran(job: Job) -> bool:
 
 def _kept_note(reason: str | None) -> str | None:
     """The part of a pending job's reason that outlives a tick: it was submitted by the
-    reconciler (RECOVERED_NOTE), or requeued (preempted, node failure)."""
+    reconciler (RECOVERED_NOTE), submitted again (its first submission had no answer, or Slurm
+    lost it), or requeued (preempted, node failure)."""
     first = (reason or "").split("; ", 1)[0]
-    if first.startswith((RECOVERED_NOTE, preemption.PREEMPTED_NOTE, preemption.REQUEUED_NOTE)):
+    if first.startswith((RECOVERED_NOTE, RESUBMITTED_PREFIX, preemption.PREEMPTED_NOTE,
+                         preemption.REQUEUED_NOTE)):
         return first
     return None
