@@ -136,3 +136,44 @@ def test_primary_killed_job_runs_on_pushes_accepted_and_primary_takes_back(sw, h
                   if r["kind"] == "gpu" and int(r["job"]) == long_job)
     assert [lo for lo, _hi in rows] == [0] + [hi for _lo, hi in rows[:-1]], rows
     assert rows[-1][1] == math.ceil(int(elapsed) / 60), (rows, elapsed)
+
+
+def test_a_pending_job_the_backup_never_heard_of_is_submitted_again(sw, ha, tmp_path):
+    """The primary dies within its state-save interval of a submission (docs/FAULTS.md §3): the
+    backup may not have the job. Slipway answered the push "queued"; the job must then be found
+    lost and submitted again (never failed), and run. Every a4000 is taken, so it stays pending
+    until then."""
+    blocker = ha.run("sbatch", "--parsable", "--uid=sw-alice", "-A", "slipway-test",
+                     "--gres=gpu:a4000:4", "-N", "2", "--ntasks-per-node=1", "-o", "/dev/null",
+                     "--chdir=/tmp", "--wrap", "sleep 600").stdout.strip().split(";")[0]
+    wait_for("the blocker to run", lambda: ha.run("squeue", "-h", "-j", blocker, "-o", "%t")
+             .stdout.strip() == "R", timeout=60)
+    running_at = started_at(ha, blocker)
+    wait_for("the controller to save the blocker", lambda: saved_since(ha, running_at), timeout=30)
+    work, res = _push(sw, tmp_path, "lost", QUICK)
+    script("kill", "slurmctld", state_dir=ha.dir)        # at once: before the next state save
+    job = job_id_from_push(res.stderr)
+    first = sw.job(job)["slurm_job_id"]
+    try:
+        wait_for("the backup to take control", lambda: in_control(ha) == "backup", timeout=60)
+        q = ha.run("squeue", "-h", "-j", str(first), "-o", "%i", check=False)
+        lost = str(first) not in q.stdout
+        print(f"Slurm job {first} {'lost' if lost else 'kept'} by the backup")
+        if lost:   # found lost (30 s after it was last seen), then submitted again (30 s more)
+            j = wait_for("the lost job to be submitted again", lambda: (
+                lambda j: j if j["state"] == "pending" and j["slurm_job_id"] not in (None, first)
+                else None)(sw.job(job)), timeout=150)
+            assert j["reason"].startswith(
+                f"submitted again: Slurm lost the first submission before it started "
+                f"(Slurm job {first})"), j
+        ha.run("scancel", blocker)
+        done = sw.wait_results(job, timeout=180)
+        assert done["state"] == "succeeded", done
+        sw.git("fetch", "-q", "origin", cwd=work)
+        assert "pushed during the failover" in sw.git(
+            "show", f"origin/{done['results_ref'].removeprefix('refs/heads/')}:quick.txt",
+            cwd=work).stdout
+    finally:
+        ha.run("scancel", blocker, check=False)
+        script("start", "slurmctld", state_dir=ha.dir)
+    assert in_control(ha) == "primary"
