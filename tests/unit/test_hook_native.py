@@ -63,3 +63,20 @@ def test_a_bash_install_replaces_native_hooks_whole(tmp_path):
     assert not (d / "pre-receive").read_bytes().startswith(ELF)
     assert not (d / ("pre-receive" + hook_native.STAMP_SUFFIX)).exists()
     assert hooks.current(d, python=sys.executable)
+
+
+@needs_cc
+def test_builds_come_from_the_users_cache_and_an_unsafe_cache_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    hooks.install(tmp_path / "a", python=sys.executable, native=True)
+    root = hook_native.cache_root()
+    [binary] = [p for p in root.iterdir() if not p.name.startswith(".")]
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
+    compiles = []
+    real = hook_native._compile
+    monkeypatch.setattr(hook_native, "_compile", lambda cc, out: compiles.append(out) or real(cc, out))
+    hooks.install(tmp_path / "b", python=sys.executable, native=True)
+    assert compiles == [] and (tmp_path / "b" / "pre-receive").read_bytes() == binary.read_bytes()
+    os.chmod(binary, 0o777)                  # writable by others: never copied from
+    hooks.install(tmp_path / "c", python=sys.executable, native=True)
+    assert len(compiles) == 1 and (tmp_path / "c" / "pre-receive").read_bytes().startswith(ELF)
