@@ -26,18 +26,8 @@ def hard_cancels(svc: Services, now: datetime, report: TickReport) -> None:
             Job.state.in_(states.ACTIVE), Job.slurm_job_id.is_not(None),
             Job.cancel_requested_at.is_not(None), Job.cancel_requested_at < limit,
             Job.hard_cancel_at.is_(None))) if not _waits_to_push(j, now)]
-    for job_id, slurm_id in todo:
-        try:
-            svc.backend.cancel(slurm_id)
-        except ig.JobNotFound:
-            pass
-        except ig.SlurmBridgeError as exc:
-            report.errors.append(f"hard cancel of job {job_id}: {exc}")
-            continue
-        with svc.db.transaction() as s:
-            job = s.get(Job, job_id)
-            job.hard_cancel_at = now
-        report.hard_cancels.append(job_id)
+    _act_then_mark(svc, todo, svc.backend.cancel, lambda job: setattr(job, "hard_cancel_at", now),
+                   report, "hard cancel of job", report.hard_cancels)
 
 
 
@@ -51,19 +41,32 @@ def release_to_push(svc: Services, now: datetime, report: TickReport) -> None:
             Job.state == states.PENDING, Job.slurm_job_id.is_not(None),
             Job.cancel_requested_at.is_not(None), Job.hard_cancel_at.is_(None),
             Job.balance_hold_at.is_not(None))) if _waits_to_push(j, now)]
+    def released(job: Job) -> None:
+        job.balance_hold_at = None
+        job.reason = "cancelled: starts once more to push its interrupted attempt's files"
+
+    _act_then_mark(svc, todo, svc.backend.release, released, report,
+                   "release to push the files of cancelled job", report.releases)
+
+
+def _act_then_mark(svc: Services, todo, act, mark, report: TickReport, failed: str,
+                   done: list) -> None:
+    """For each (job id, Slurm id): ``act(slurm_id)`` in Slurm (a job Slurm no longer has counts
+    as done; any other refusal is reported and tried again next tick), then ``mark(job)`` in
+    its own transaction and the job id into ``done``."""
     for job_id, slurm_id in todo:
         try:
-            svc.backend.release(slurm_id)
+            act(slurm_id)
         except ig.JobNotFound:
             pass
         except ig.SlurmBridgeError as exc:
-            report.errors.append(f"release of cancelled job {job_id} to push its files: {exc}")
+            report.errors.append(f"{failed} {job_id}: {exc}")
             continue
         with svc.db.transaction() as s:
             job = s.get(Job, job_id)
-            job.balance_hold_at = None
-            job.reason = "cancelled: starts once more to push its interrupted attempt's files"
-        report.releases.append(job_id)
+            if job is not None:     # (deleted with its project meanwhile)
+                mark(job)
+        done.append(job_id)
 
 
 def _waits_to_push(job: Job, now: datetime) -> bool:
