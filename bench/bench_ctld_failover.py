@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import CLUSTER_SCRIPT, LiveCluster  # noqa: E402
-from tests.support.ha_cluster import in_control, saved_since, script, started_at, wait_for  # noqa: E402
+from tests.support.ha_cluster import (in_control, saved_since, script, started_at,  # noqa: E402
+                                      wait_for, wait_saved)
 from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project  # noqa: E402
 
 LONG = """#!/bin/bash
@@ -71,7 +72,7 @@ def one_round(sw, cluster: LiveCluster, tmp: Path, n: int) -> dict:
     assert outcome == "queued", text
     sw.wait_job(long_job, {"running"}, timeout=60)
     running_at = started_at(cluster, sw.job(long_job)["slurm_job_id"])
-    wait_for("the job state to be saved", lambda: saved_since(cluster, running_at), timeout=30)
+    wait_saved(cluster, running_at, sw.job(long_job)["slurm_job_id"], "the job state to be saved")
     assert in_control(cluster) == "primary"
     seen: dict = {}
     t0 = time.monotonic()

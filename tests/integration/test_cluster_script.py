@@ -298,17 +298,17 @@ def test_ha_runs_two_controllers_each_under_its_own_name_and_pid_file(ha_cluster
 def test_killing_the_primary_hands_over_to_the_backup_and_it_takes_control_back(ha_cluster):
     """A job running through both hand-overs ends normally; a job submitted to the backup while
     the primary is dead runs too."""
-    from tests.support.ha_cluster import in_control, ping, saved_since, script, started_at, wait_for
+    from tests.support.ha_cluster import in_control, ping, script, started_at, wait_for, wait_saved
     tmp_path = Path(tempfile.mkdtemp(prefix="cluster-ha-", dir="/tmp"))
     tmp_path.chmod(0o777)
     try:
-        _failover_round_trip(ha_cluster, tmp_path, in_control, ping, saved_since, script, started_at,
+        _failover_round_trip(ha_cluster, tmp_path, in_control, ping, wait_saved, script, started_at,
                              wait_for)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def _failover_round_trip(ha_cluster, tmp_path, in_control, ping, saved_since, script, started_at,
+def _failover_round_trip(ha_cluster, tmp_path, in_control, ping, wait_saved, script, started_at,
                              wait_for):
     sbatch = ["sbatch", "--parsable", "--uid=sw-alice", "--gid=slipway-users", "-A", "slipway-test",
               f"--chdir={tmp_path}", f"--output={tmp_path}/%j.out"]
@@ -319,7 +319,7 @@ def _failover_round_trip(ha_cluster, tmp_path, in_control, ping, saved_since, sc
     primary = _pids(ha_cluster)["slurmctld"]
     # slurmctld writes its state (what the backup reads) at most every 5 s: a controller killed
     # sooner after a submission loses that job (docs/FAULTS.md §3). Wait for the write.
-    wait_for("the job's state to be saved", lambda: saved_since(ha_cluster, running_at), timeout=30)
+    wait_saved(ha_cluster, running_at, long_job, "the job's state to be saved")
 
     script("kill", "slurmctld", state_dir=ha_cluster.dir)
     assert not Path(f"/proc/{primary}").exists()

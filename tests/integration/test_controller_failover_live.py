@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.support.ha_cluster import (ha_destroy, ha_up, in_control, ping, saved_since, script,
-                                      started_at, wait_for)
+from tests.support.ha_cluster import (ha_destroy, ha_up, in_control, ping, script, started_at,
+                                      wait_for, wait_saved)
 from tests.support.harness import cleanup, job_id_from_push, start_slipway, write_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -81,7 +81,8 @@ def test_primary_killed_job_runs_on_pushes_accepted_and_primary_takes_back(sw, h
     sw.wait_job(long_job, {"running"}, timeout=60)
     running_at = started_at(ha, sw.job(long_job)["slurm_job_id"])
     # what a backup takes over is what the primary last wrote (at most every 5 s)
-    wait_for("the controller to save the running job", lambda: saved_since(ha, running_at), timeout=30)
+    wait_saved(ha, running_at, sw.job(long_job)["slurm_job_id"],
+               "the controller to save the running job")
     assert in_control(ha) == "primary"
 
     killed = time.monotonic()
@@ -149,7 +150,7 @@ def test_a_pending_job_the_backup_never_heard_of_is_submitted_again(sw, ha, tmp_
     wait_for("the blocker to run", lambda: ha.run("squeue", "-h", "-j", blocker, "-o", "%t")
              .stdout.strip() == "R", timeout=60)
     running_at = started_at(ha, blocker)
-    wait_for("the controller to save the blocker", lambda: saved_since(ha, running_at), timeout=30)
+    wait_saved(ha, running_at, blocker, "the controller to save the blocker")
     work, res = _push(sw, tmp_path, "lost", QUICK)
     script("kill", "slurmctld", state_dir=ha.dir)        # at once: before the next state save
     job = job_id_from_push(res.stderr)

@@ -80,6 +80,30 @@ def saved_since(cluster: LiveCluster, since: float) -> bool:
     return written >= since + 1 or (written >= since and time.time() > since + SAVE_MAX_WAIT + 1)
 
 
+def wait_saved(cluster: LiveCluster, since: float, slurm_job: int | str, what: str,
+               timeout: float = 40) -> None:
+    """Wait until the controller has saved its job state since ``since`` (see ``saved_since``).
+    A job's start normally schedules that write within SAVE_MAX_WAIT, but a CI run once saw none
+    for 30 s after a start; when none came within 2 * SAVE_MAX_WAIT, the job's comment is updated,
+    an RPC after which slurmctld schedules a job-state save (seen written at once)."""
+    deadline = time.monotonic() + timeout
+    poke_at = time.monotonic() + 2 * SAVE_MAX_WAIT
+    while not saved_since(cluster, since):
+        now = time.monotonic()
+        if now > deadline:
+            state = cluster.dir / "spool" / "ctld" / "job_state"
+            written = state.stat().st_mtime if state.exists() else None
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}: job_state written at {written}, "
+                f"change at {since}, now {time.time():.1f}; controllers {ping(cluster)}, in control "
+                f"{in_control(cluster)}")
+        if now > poke_at:
+            cluster.run("scontrol", "update", f"JobId={slurm_job}", "Comment=slipway-test-save",
+                        check=False)
+            poke_at = now + 2 * SAVE_MAX_WAIT
+        time.sleep(0.2)
+
+
 def started_at(cluster: LiveCluster, slurm_job: int | str) -> float:
     """The Slurm job's StartTime (epoch seconds) as the controller reports it."""
     out = cluster.run("squeue", "-h", "-j", str(slurm_job), "-O", "StartTime").stdout.strip()
