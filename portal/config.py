@@ -91,6 +91,7 @@ class Config:
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_failure_window: float = 300.0
+    session_lifetime_hours: float = 168.0
     trusted_proxies: int = 0
     cancel_grace: float = 60.0
     stale_reservation: float = 300.0
@@ -191,6 +192,9 @@ class Config:
         if not 0 <= self.time_limit_warning_s <= MAX_WARNING_S:
             raise ConfigError(f"time_limit_warning_s must be 0 (no warning) to {MAX_WARNING_S} "
                               f"seconds (Slurm's --signal limit), not {self.time_limit_warning_s}")
+        if not 0 < self.session_lifetime_hours <= 24 * 366:
+            raise ConfigError("session_lifetime_hours must be more than 0 and at most a year "
+                              f"(8784), not {self.session_lifetime_hours}")
         if self.mem_limit_mb < 1:
             raise ConfigError(f"mem_limit_mb must be at least 1, not {self.mem_limit_mb}")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", self.slurm_account_prefix):

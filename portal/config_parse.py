@@ -65,6 +65,9 @@ login_max_failures          free failed logins per (account, address)  5
 login_max_failures_per_address  the same per client address             20
 login_failure_window        seconds after its last failure a count     300
                             is forgotten
+session_lifetime_hours      hours a portal login lasts (logging out     168
+                            ends it at once, for every copy of its
+                            cookie)
 trusted_proxies             reverse proxies in front of Slipway whose   0
                             X-Forwarded-For/-Proto/-Host are believed
                             (the client address for the login throttle)

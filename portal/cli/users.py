@@ -62,8 +62,20 @@ def user_passwd(ctx: Ctx, name, password_stdin):
     with ctx.svc.db.session() as s:
         call(user_svc.local_account, s, name)
     password_hash = _new_password_hash(None, password_stdin, prompt=True)
-    call(user_svc.set_password, ctx.svc, name, password_hash)
-    say(f"password of {name} set")
+    ended = call(user_svc.set_password, ctx.svc, name, password_hash)
+    say(f"password of {name} set" + (f"; {ended} portal login(s) ended" if ended else ""))
+
+
+@user.command("logout")
+@click.argument("name")
+@pass_ctx
+def user_logout(ctx: Ctx, name):
+    """End every portal login of NAME (a lost laptop, a shared browser): their browsers must log
+    in again. Access tokens stay (revoke those with `slipway token revoke`)."""
+    if ctx.actor_name != name:
+        require_cluster_admin(ctx, "log other users out")
+    ended = call(user_svc.end_sessions, ctx.svc, name)
+    say(f"{ended} portal login(s) of {name} ended")
 
 
 @user.command("list")

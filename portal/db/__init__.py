@@ -60,6 +60,7 @@ from .data_models import (  # noqa: F401  (re-exported)
 from .parts_models import PART_KINDS, PART_STATES, JobPart  # noqa: F401,E402  (re-exported)
 from . import alarm_models, monitoring_models, notify_models, usage_models  # noqa: F401,E402
 from .attempt_models import JobAttempt  # noqa: F401,E402  (re-exported; docs/FAULTS.md §1)
+from .session_models import WebSession  # noqa: F401,E402  (re-exported)
 from .funds_models import FUND_REQUEST_STATES, FundRequest  # noqa: F401,E402  (re-exported)
 from .policy_models import (  # noqa: F401,E402  (re-exported)
     ComputeType,

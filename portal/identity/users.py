@@ -14,7 +14,7 @@ from .. import integrations as ig
 from ..db import Membership, Team, User
 from ..services import Services
 from ..teams.access import Actor, Forbidden, NotFound, OpError
-from . import user_tokens
+from . import user_tokens, web_sessions
 from .names import personal_team_name
 
 
@@ -57,9 +57,22 @@ def local_account(s: Session, name: str) -> User:
     return u
 
 
-def set_password(svc: Services, name: str, password_hash: str | None) -> None:
+def set_password(svc: Services, name: str, password_hash: str | None) -> int:
+    """A new local password; every portal login of ``name`` ends with the old one (how many)."""
     with svc.db.transaction() as s:
-        local_account(s, name).password_hash = password_hash
+        user = local_account(s, name)
+        user.password_hash = password_hash
+        return web_sessions.end_all(s, user.id)
+
+
+def end_sessions(svc: Services, name: str) -> int:
+    """End every portal login of user ``name`` (their browsers must log in again); how many.
+    Their access tokens are not touched (``token revoke`` is for those)."""
+    with svc.db.transaction() as s:
+        user_id = s.scalar(select(User.id).where(User.name == name))
+        if user_id is None:
+            raise NotFound(f"there is no user {name!r}")
+        return web_sessions.end_all(s, user_id)
 
 
 def list_users(s: Session) -> list[dict]:

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
 from flask_login import LoginManager
-from sqlalchemy import bindparam, select
 from werkzeug.exceptions import HTTPException
 
 from .. import integrations as ig
-from ..db import User
+from ..identity import web_sessions
 from . import common
-
-# the session's user: plain columns, one primary-key lookup, the statement built once
-_SESSION_USER = (select(User.id, User.name, User.is_cluster_admin, User.email, User.active)
-                 .where(User.id == bindparam("user_id")))
 
 
 def init_web(app: Flask, csrf=None) -> None:
@@ -57,11 +52,15 @@ def init_web(app: Flask, csrf=None) -> None:
 
     @lm.user_loader
     def _load(user_id: str):
+        from flask import session
+
         if not str(user_id).isdigit():
             return None
-        # plain columns through the request's read session (no second session, no ORM entity)
-        row = common.db().execute(_SESSION_USER, {"user_id": int(user_id)}).first()
-        if row is None or not row.active:
+        # the cookie's session must still be open (logging out ends it for every copy); plain
+        # columns through the request's read session (no second session, no ORM entity)
+        row = web_sessions.live_user(common.db(), user_id, session.get(web_sessions.SID_KEY),
+                                     now=svc.now(), lifetime_hours=svc.config.session_lifetime_hours)
+        if row is None:
             return None
         return common.WebUser(row.id, row.name, row.is_cluster_admin, row.email)
 

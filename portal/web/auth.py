@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 
 from ..db import User
+from ..identity import web_sessions
 from ..identity.login import verify_credentials
 from .common import WebUser, safe_next, svc
 from ..identity.throttle import LoginThrottle
@@ -48,7 +49,12 @@ def login():
             error = "Unknown user name or wrong password."
         else:
             throttle().succeeded(username, address)
+            cfg = svc().config
+            with svc().db.transaction() as s:
+                sid = web_sessions.open_session(s, user.id, now=svc().now(),
+                                                lifetime_hours=cfg.session_lifetime_hours)
             session.clear()  # no session fixation: a fresh session for the logged-in user
+            session[web_sessions.SID_KEY] = sid   # live while its row is (logout deletes it)
             login_user(WebUser(user.id, user.name, bool(user.is_cluster_admin), user.email))
             return redirect(nxt)
     return render_template("login.html", error=error, username=username, next=nxt), (401 if error else 200)
@@ -56,6 +62,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    sid = session.get(web_sessions.SID_KEY)
+    if sid:
+        with svc().db.transaction() as s:
+            web_sessions.end_session(s, sid)
     logout_user()
     session.clear()
     flash("You are logged out.", "info")

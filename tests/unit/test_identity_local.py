@@ -84,6 +84,35 @@ def test_cli_password_option_and_passwd(svc):
                              input="y" * 9 + "\n", ok=False)
 
 
+def test_a_new_password_and_user_logout_end_portal_logins(svc):
+    from portal.app import create_app
+    from tests.support.web import csrf_token
+
+    cli(svc, "user", "add", "bob", "--password", "first-pass-1")
+    cli(svc, "user", "add", "carol", "--password", "carol-pass-1")
+    app = create_app(svc)
+
+    def browser(name, pw):
+        c = app.test_client()
+        r = c.post("/login", data={"username": name, "password": pw, "csrf_token": csrf_token(c)})
+        assert r.status_code == 302
+        assert c.get("/").status_code == 200
+        return c
+
+    laptop, phone = browser("bob", "first-pass-1"), browser("bob", "first-pass-1")
+    carols = browser("carol", "carol-pass-1")
+    assert "2 portal login(s) ended" in cli(svc, "user", "passwd", "bob", "--password-stdin",
+                                            input="second-pass-2\n")
+    assert laptop.get("/").status_code == 302 and phone.get("/").status_code == 302
+    assert carols.get("/").status_code == 200          # nobody else's
+    laptop = browser("bob", "second-pass-2")
+    assert "only cluster administrators" in cli(svc, "user", "logout", "carol", actor="bob", ok=False)
+    assert carols.get("/").status_code == 200
+    assert "1 portal login(s) of bob ended" in cli(svc, "user", "logout", "bob", actor="bob")
+    assert laptop.get("/").status_code == 302
+    assert "there is no user" in cli(svc, "user", "logout", "nobody", ok=False)
+
+
 def test_user_without_password_and_ldap_users_cannot_use_local_path(svc):
     cli(svc, "user", "add", "nopw")
     assert verify_credentials(svc, "nopw", "anything-1") is None

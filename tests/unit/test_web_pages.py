@@ -96,6 +96,44 @@ def test_logout_is_a_csrf_protected_post(env):
     assert c.get("/").status_code == 302                    # logged out
 
 
+def test_a_cookie_copied_before_logout_is_logged_out_too(env):
+    """Logging out ends the session itself, not just this browser's cookie: a copy taken before
+    (another tab, a stolen cookie) opens nothing afterwards, pages or API."""
+    _svc, app, _ids, _ = env
+    c = client_as(app, "alice")
+    copy = app.test_client()
+    copy.set_cookie("slipway_session", c.get_cookie("slipway_session").value)
+    assert copy.get("/").status_code == 200
+    assert copy.get("/api/teams").status_code == 200
+    assert post(c, "/logout").status_code == 302
+    assert copy.get("/").status_code == 302                  # to the login page
+    assert copy.get("/api/teams").status_code == 401
+    # logging in again opens a new session; the old cookie stays dead
+    c2 = client_as(app, "alice")
+    assert c2.get("/").status_code == 200 and copy.get("/").status_code == 302
+
+
+def test_a_session_ends_after_its_lifetime_and_on_end_all(env):
+    from datetime import timedelta
+
+    from portal.identity import web_sessions
+
+    svc, app, ids, _ = env
+    c = client_as(app, "alice")
+    assert c.get("/").status_code == 200
+    real_clock = svc.clock
+    svc.clock = lambda: real_clock() + timedelta(hours=svc.config.session_lifetime_hours, seconds=1)
+    try:
+        assert c.get("/").status_code == 302                 # too old: log in again
+    finally:
+        svc.clock = real_clock
+    assert c.get("/").status_code == 200
+    other = client_as(app, "alice")
+    with svc.db.transaction() as s:
+        assert web_sessions.end_all(s, ids["alice"]) >= 2
+    assert c.get("/").status_code == 302 and other.get("/").status_code == 302
+
+
 def test_session_cookie_flags(env):
     svc, app, _ids, _ = env
     c = app.test_client()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from yarl import URL
 
-from portal.workspaces.gateway.auth import session_user_id
+from portal.workspaces.gateway.auth import session_login
 from portal.workspaces.gateway.proxy import NotRunning, Target, make_gateway_app
 from portal.workspaces.gateway.server import ThreadedServer
 from tests.support.aio import run_async
@@ -479,24 +479,53 @@ def portal(tmp_path):
     svc.db.dispose()
 
 
+def _user_of(app, cookies):
+    """The user id the gateway lets in with ``cookies`` (the check ``portal.cli.serve`` makes)."""
+    from portal.identity import web_sessions
+
+    login = session_login(app, cookies)
+    if login is None:
+        return None
+    svc = app.extensions["slipway"]
+    with svc.db.session() as s:
+        row = web_sessions.live_user(s, *login, now=svc.now(),
+                                     lifetime_hours=svc.config.session_lifetime_hours)
+    return None if row is None else row.id
+
+
 def test_the_portal_session_cookie_names_the_logged_in_user(portal):
     from tests.support.web import login
 
     app, ids = portal
     client = app.test_client()
-    assert session_user_id(app, {}) is None
+    assert session_login(app, {}) is None
     r = login(client, "carol")
     assert r.status_code == 302
     value = client.get_cookie("slipway_session").value
-    assert session_user_id(app, {"slipway_session": value}) == ids["carol"]
-    assert session_user_id(app, {"session": value}) is None  # the configured name only
+    assert _user_of(app, {"slipway_session": value}) == ids["carol"]
+    assert session_login(app, {"session": value}) is None  # the configured name only
     tampered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
-    assert session_user_id(app, {"slipway_session": tampered}) is None
-    assert session_user_id(app, {"slipway_session": "garbage"}) is None
+    assert session_login(app, {"slipway_session": tampered}) is None
+    assert session_login(app, {"slipway_session": "garbage"}) is None
     # signed by another portal (another secret key): not a session here
     other = app.session_interface.get_signing_serializer(app)
     other.secret_keys = [b"another-secret-key-entirely"]
-    assert session_user_id(app, {"slipway_session": other.dumps({"_user_id": "1"})}) is None
+    assert session_login(app, {"slipway_session": other.dumps({"_user_id": "1", "sid": "x"})}) is None
+
+
+def test_a_logged_out_cookie_opens_no_workspace(portal):
+    """A copy of the cookie kept from before logging out (another tab, a stolen cookie) is not
+    a session any more: the gateway refuses it like the pages do."""
+    from tests.support.web import csrf_token, login
+
+    app, ids = portal
+    client = app.test_client()
+    login(client, "carol")
+    value = client.get_cookie("slipway_session").value
+    assert _user_of(app, {"slipway_session": value}) == ids["carol"]
+    assert client.post("/logout", data={"csrf_token": csrf_token(client)}).status_code == 302
+    assert session_login(app, {"slipway_session": value}) is not None   # still signed...
+    assert _user_of(app, {"slipway_session": value}) is None             # ...but logged out
 
 
 def test_an_anonymous_or_expired_session_has_no_user(portal, monkeypatch):
@@ -506,13 +535,20 @@ def test_an_anonymous_or_expired_session_has_no_user(portal, monkeypatch):
     client = app.test_client()
     client.get("/login")  # an anonymous session (a CSRF token only)
     value = client.get_cookie("slipway_session").value
-    assert session_user_id(app, {"slipway_session": value}) is None
+    assert session_login(app, {"slipway_session": value}) is None
     signer = app.session_interface.get_signing_serializer(app)
-    fresh = signer.dumps({"_user_id": str(ids["alice"])})
-    assert session_user_id(app, {"slipway_session": fresh}) == ids["alice"]
+    # a cookie signed with the portal's key but naming a session that was never opened
+    forged = signer.dumps({"_user_id": str(ids["alice"]), "sid": "never-opened"})
+    assert session_login(app, {"slipway_session": forged}) == (ids["alice"], "never-opened")
+    assert _user_of(app, {"slipway_session": forged}) is None
+    from tests.support.web import login
+
+    login(client, "alice")
+    fresh = client.get_cookie("slipway_session").value
+    assert _user_of(app, {"slipway_session": fresh}) == ids["alice"]
     monkeypatch.setattr(time, "time", lambda real=time.time: real() + 40 * 86400)
     app.permanent_session_lifetime = timedelta(days=31)
-    assert session_user_id(app, {"slipway_session": fresh}) is None  # older than Flask accepts
+    assert session_login(app, {"slipway_session": fresh}) is None  # older than Flask accepts
 
 
 def test_stopping_the_gateway_closes_open_websockets_as_going_away():

@@ -4,6 +4,6 @@ from the browser to a workspace's JupyterLab, with the portal's login (docs/WORK
 
 * ``proxy``: ``make_gateway_app(resolve, touch)``, ``Target``, ``NotRunning``;
 * ``websocket``: the relay; ``headers``: what is stripped, kept and injected;
-* ``auth``: ``session_user_id(flask_app, cookies)``, the portal session's user;
+* ``auth``: ``session_login(flask_app, cookies)``, the portal session (user id, session id);
 * ``server``: ``start_gateway(...)`` / ``ThreadedServer``, serving in a thread of its own.
 """
