@@ -155,6 +155,13 @@ def parse_hook_text(data: bytes) -> tuple[dict, list[str]]:
     return parse(data)
 
 
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic …`` as the git gateway reads it (``job:<id>`` users included)."""
+    from git_gateway.http import parse_basic as parse
+
+    return parse(header)
+
+
 def principal(name: str, is_job: bool):
     from git_gateway.http import Principal
 

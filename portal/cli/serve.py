@@ -13,6 +13,10 @@ from ..private_files import closed_ancestor
 from .context import Ctx, pass_ctx, require_cluster_admin
 from .output import say, warn
 
+# the largest request body read from a caller without valid credentials (a login form is ~200
+# bytes; everything larger comes with a token or a portal login: portal/http/body_gate.py)
+ANONYMOUS_BODY_MAX = 1024 * 1024
+
 
 def _slipway_answers(host: str, port: int) -> bool:
     try:
@@ -64,14 +68,25 @@ def serve(ctx: Ctx, host, port, threads, no_reconciler, workspace_port):
     # git-lfs objects stream through the app: allow large bodies. Waitress reads a request whole
     # before the app sees it: up to ``inbuf_overflow`` in memory, beyond that spooled to a temp
     # file. Data uploads send 16 MiB chunks (portal/cli/data_push.py), which stay in memory (no
-    # second write to disk); the socket is read 256 KiB at a time, not waitress's 8 KiB.
+    # second write to disk); the socket is read 256 KiB at a time, not waitress's 8 KiB. A body
+    # over ANONYMOUS_BODY_MAX is read only from a caller with valid credentials (body_gate).
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="slipway",
-                       max_request_body_size=64 * 1024**3, channel_timeout=300,
-                       recv_bytes=256 * 1024, inbuf_overflow=17 * 1024 * 1024)
+        waitress.serve(app, host=host, port=port, threads=threads, **waitress_options(ctx.svc, app))
     finally:
         if gateway is not None:
             gateway.stop()
+
+
+def waitress_options(svc, app) -> dict:
+    """How ``serve`` runs waitress (the browser tests serve the same way): large bodies allowed
+    to callers with credentials only (``_server``: waitress's server behind the body gate)."""
+    from ..http import body_gate
+    from ..identity import request_credentials
+
+    return dict(ident="slipway", max_request_body_size=64 * 1024**3, channel_timeout=300,
+                recv_bytes=256 * 1024, inbuf_overflow=17 * 1024 * 1024,
+                _server=body_gate.server_factory(request_credentials.make_checker(svc, app),
+                                                 ANONYMOUS_BODY_MAX))
 
 
 def _start_workspace_gateway(svc, app, host: str, port: int, *, explicit: bool):
@@ -81,7 +96,8 @@ def _start_workspace_gateway(svc, app, host: str, port: int, *, explicit: bool):
     try:
         from ..teams.access import NotFound
         from ..workspaces import service as workspaces
-        from ..workspaces.gateway.auth import session_user_id
+        from ..identity import web_sessions
+        from ..workspaces.gateway.auth import session_login
         from ..workspaces.gateway.proxy import NotRunning, Target
         from ..workspaces.gateway.server import start_gateway
     except ImportError as exc:  # an older venv without aiohttp, or no workspace service yet
@@ -90,11 +106,16 @@ def _start_workspace_gateway(svc, app, host: str, port: int, *, explicit: bool):
         return None
 
     def resolve(job_id: int, cookies) -> Target | None:
-        user_id = session_user_id(app, cookies)
-        if user_id is None:  # anonymous: "not found", without asking the database
+        login = session_login(app, cookies)
+        if login is None:  # anonymous: "not found", without asking the database
+            return None
+        with svc.db.session() as s:   # logged out, expired or deactivated: "not found" too
+            user = web_sessions.live_user(s, *login, now=svc.now(),
+                                          lifetime_hours=svc.config.session_lifetime_hours)
+        if user is None:
             return None
         try:
-            t = workspaces.gateway_target(svc, user_id, job_id)
+            t = workspaces.gateway_target(svc, user.id, job_id)
         except NotFound:
             return None
         except workspaces.NotRunning as exc:

@@ -3,7 +3,8 @@
 Reusable fixtures (the real-cluster browser test uses them with its own services):
 
 * ``portal_server(services, **create_app_kw) -> base_url`` — serve ``create_app(…)``
-  with waitress on a free 127.0.0.1 port in a daemon thread; stopped at teardown;
+  with waitress as ``slipway serve`` does (``waitress_options``: the body gate included) on a
+  free 127.0.0.1 port in a daemon thread; stopped at teardown;
 * ``browser`` — Debian's /usr/bin/chromium, headless (session scope; Playwright's own browser
   downloads are not available here);
 * ``new_page(base_url) -> Page`` — a fresh context (own cookies) per call, clipboard allowed;
@@ -40,16 +41,17 @@ def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 @pytest.fixture
 def portal_server():
     """Factory: ``base_url = portal_server(svc)``; every server started is stopped at teardown."""
-    from waitress.server import create_server
-
     from portal.app import create_app
+    from portal.cli.serve import waitress_options
 
     servers = []
 
     def start(services, **create_app_kw) -> str:
         app = create_app(services, **create_app_kw)
-        server = create_server(app, host="127.0.0.1", port=0, threads=8, ident="slipway-test")
-        port = server.effective_port
+        options = waitress_options(services, app)   # as `slipway serve` (the body gate too)
+        make = options.pop("_server")
+        server = make(app, host="127.0.0.1", port=0, threads=8, **options)
+        port = int(server.effective_port)
         t = threading.Thread(target=server.run, name=f"portal-{port}", daemon=True)
         t.start()
         servers.append((server, t))
