@@ -45,6 +45,10 @@ ENDINGS = {
     "SPECIAL_EXIT": "requeued held (special exit)",
 }
 REQUEUES = frozenset({"NODE_FAIL", "PREEMPTED", "REQUEUED", "BOOT_FAIL"})
+ENDED_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+# an attempt of a settled job that accounting never reported how it ended (its record lost in a
+# slurmdbd outage): no answer will come; its minutes are what the ledger holds for it
+NO_RECORD = "ended (Slurm accounting kept no record of how)"
 
 
 def _state_word(state: str) -> str:
@@ -112,7 +116,9 @@ def record_ended(s: Session, job_id: int, records: Iterable[Any]) -> None:
 def how_it_ended(row: JobAttempt, *, later: bool, job_state: str) -> str:
     """``node a4k-1 failed (requeued)``, ``completed (exit code 0)``, ``running``…"""
     if row.ended_at is None:
-        if later or job_state in ("succeeded", "failed", "cancelled", "unknown"):
+        if job_state in ENDED_JOB_STATES:   # the job is settled: sacct will not be asked again
+            return NO_RECORD
+        if later or job_state == "unknown":
             return "ended (Slurm accounting has not said how yet)"
         return "running"
     word = row.slurm_state

@@ -176,3 +176,27 @@ def test_accounting_down_job_that_ended_is_unknown_queue_goes_on_billing_catches
     other_billed = sum(d for _, d in _billed(svc, other).values())
     assert other_billed > 0
     assert _balance(svc) == before - _billed(svc, jid)[0][1] - other_billed
+
+
+def test_an_attempt_accounting_never_reported_says_so_once_the_job_is_settled(env):
+    """slurmdbd lost the job's record: Slipway fails the job after ``lost_after`` ("Slurm lost
+    track of the job") and its attempt no longer waits for an answer that will never come."""
+    svc, backend, clock, ids = env
+    jid = ids["running"]
+    backend.set_queue(1001, "RUNNING", start=clock(), node="a4k-1", gpus={"a4000": 1})
+    Reconciler(svc).tick()
+    clock.advance(minutes=2, seconds=5)
+    Reconciler(svc).tick()
+    backend.queue.pop(1001)                    # gone from the queue; sacct never heard of it
+    clock.advance(seconds=5)
+    Reconciler(svc).tick()
+    assert _job(svc, jid).state == "running"
+    assert _attempts(svc, jid)[0]["ended"] == "running"
+    clock.advance(seconds=svc.config.lost_after + 1)
+    Reconciler(svc).tick()
+    j = _job(svc, jid)
+    assert j.state == "failed" and "lost track" in j.reason
+    [a] = _attempts(svc, jid)
+    assert a["ended"] == attempts.NO_RECORD and a["ended_at"] is None
+    assert a["minutes"] == 2 and a["node"] == "a4k-1"
+
