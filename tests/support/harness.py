@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,8 @@ class Slipway:
     tokens: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     homes: Path | None = None
+    # job id -> the token that may see it (the API's answer for ``job``), found on first use
+    _job_token: dict[int, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ server lifecycle
     def start(self) -> None:
@@ -121,6 +124,26 @@ class Slipway:
         return res
 
     def job(self, job_id: int) -> dict:
+        """``slipway job show ID --json``'s dict. Read from the API (``GET /api/jobs/ID``, the
+        shape the CLI prints in remote mode) with a token of the test's users that may see the
+        job: a CLI run costs ~2 s of CPU (a Python start and its imports), and the tests poll
+        jobs several times a second, which kept both cores of a CI machine busy. When no token
+        may see the job, or the server is down, the CLI answers (it reads the database)."""
+        from portal.cli.jobs import _cli_job_json
+
+        cached = self._job_token.get(job_id)
+        for token in ([cached] if cached else []) + [t for t in self.tokens.values() if t != cached]:
+            req = urllib.request.Request(f"{self.url}/api/jobs/{int(job_id)}",
+                                         headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    body = json.loads(r.read())
+            except urllib.error.HTTPError:
+                continue          # not this user's job (404), a revoked token (401)
+            except OSError:
+                break             # the server is down (a test stopped it): ask the CLI
+            self._job_token[job_id] = token
+            return _cli_job_json(body["job"])
         return json.loads(self.cli("job", "show", str(job_id), "--json").stdout)
 
     def wait_job(self, job_id: int, states=TERMINAL, timeout: float = 120) -> dict:

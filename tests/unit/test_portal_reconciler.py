@@ -316,6 +316,25 @@ def test_a_multi_node_attempt_without_typed_gpus_in_accounting_bills_every_node(
     assert [(e.from_minute, e.to_minute, e.gpu_type, e.gpu_count) for e in rows] == [(0, 2, "a4000", 2)]
 
 
+def test_a_multi_node_jobs_node_list_is_not_narrowed_to_its_batch_host(env):
+    # slurmdbd's record from the completion message (QOS Unknown) names only the batch host of
+    # a 2-node job: the job keeps squeue's list; a single-node job takes sacct's node as before
+    svc, backend, clock = env
+    t0 = clock()
+    jid = make_job(svc, 11, "running")
+    one = make_job(svc, 12, "running", branch="b")
+    backend.set_queue(11, "RUNNING", start=t0, node="a4k-[1-2]", gpus={"a4000": 2})
+    backend.set_queue(12, "RUNNING", start=t0, node="a4k-1")
+    Reconciler(svc).tick()
+    assert job(svc, jid).node == "a4k-[1-2]"
+    end = clock.advance(seconds=61)
+    backend.finish(11, "COMPLETED", start=t0, end=end, node="a4k-1", qos="", gpus={"a4000": 2})
+    backend.finish(12, "COMPLETED", start=t0, end=end, node="a4k-2")
+    Reconciler(svc).tick()
+    assert (job(svc, jid).state, job(svc, jid).node) == ("succeeded", "a4k-[1-2]")
+    assert (job(svc, one).state, job(svc, one).node) == ("succeeded", "a4k-2")
+
+
 def test_requeued_attempts_are_billed_separately(env):
     svc, backend, clock = env
     t0 = clock()

@@ -149,7 +149,9 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
                 continue
             if exit_code is not None:
                 job.exit_code = exit_code
-            if node:
+            if node and not (_many_hosts(job.node) and not _many_hosts(node)):
+                # (slurmdbd's record from the completion message, before the start message,
+                # names only the batch host of a multi-node job: squeue's list is kept)
                 job.node = node
             if final == states.CANCELLED:
                 reason = job.cancel_reason or "cancelled in Slurm"
@@ -162,6 +164,11 @@ def apply_finals(svc: Services, finals, now: datetime, report: TickReport) -> No
             if job.state in states.TERMINAL and end is not None:
                 job.ended_at = end
             node_parts.finish(s, job)
+
+
+def _many_hosts(nodes: str | None) -> bool:
+    """``a4k-[1-2]`` or ``a4k-1,a6k-1``: a node list naming more than one host."""
+    return bool(nodes) and ("[" in nodes or "," in nodes)
 
 
 def _resubmit_lost(job: Job, now: datetime, report: TickReport, reason: str) -> None:
