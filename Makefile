@@ -13,7 +13,7 @@
 #                         `source CLUSTER_DIR/env.sh` the slipway CLI uses the same database
 #   SLIPWAY_IMAGE_CACHE   built container images, readable by job users (/var/tmp/slipway-images)
 #   PYTEST_ARGS           arguments for `make test` (e.g. PYTEST_ARGS="tests/unit -x")
-#   TEST_WORKERS          pytest-xdist workers for `make test` (2; 0: one process)
+#   TEST_WORKERS          pytest-xdist workers for `make test` (3; 0: one process)
 # A real install outside make run keeps its data in /var/lib/slipway (SLIPWAY_DATA_DIR).
 SHELL := /bin/bash
 VENV := .venv
@@ -22,7 +22,7 @@ PORT_BASE ?= 16800
 DATA_DIR ?= $(CLUSTER_DIR)/data
 HOST ?= 127.0.0.1
 PORT ?= 8000
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # Container images must be readable by the job users (not under /root).
 export SLIPWAY_IMAGE_CACHE ?= /var/tmp/slipway-images
 
