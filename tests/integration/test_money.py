@@ -266,8 +266,11 @@ def test_waiting_job_is_held_under_one_dollar_and_released_by_a_deposit(pricey, 
             assert time.monotonic() < deadline, sw.job(job_id)
             time.sleep(0.3)
         slurm_id = str(sw.job(job_id)["slurm_job_id"])
-        assert slurm_cluster.run("squeue", "-h", "-j", slurm_id, "-o", "%T %r").stdout.split() == \
-            ["PENDING", "JobHeldAdmin"]
+        deadline = time.monotonic() + 10   # the page may say so a moment before scontrol returns
+        while (got := slurm_cluster.run("squeue", "-h", "-j", slurm_id, "-o", "%T %r").stdout.split()) \
+                != ["PENDING", "JobHeldAdmin"]:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.3)
         sw.cli("team", "add-funds", "bob", "5.00")
         deadline = time.monotonic() + 20
         while "JobHeldAdmin" in slurm_cluster.run("squeue", "-h", "-j", slurm_id, "-o", "%r").stdout:

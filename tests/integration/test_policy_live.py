@@ -178,18 +178,17 @@ def test_two_teams_take_turns_on_a_full_cluster(sw, tmp_path):
         assert [nices[j] for j in ids["alice"]] == [nices[j] for j in ids["bob"]], nices
         for b in blockers:
             sw.cli("job", "cancel", str(b))
-        started = _wait("six started", lambda: (s := [j for j in everyone
-                                                       if sw.job(j)["started_at"]]) and len(s) >= 6 and s, 120)
-        # the order Slurm started them in: its StartTime (whole seconds; one scheduling pass
-        # starts several at once, in priority order: nice, then job id). Not the page's
-        # started_at: the runner's own "started" call may set it first, a moment later, until
-        # the next poll corrects it to Slurm's time (a fast poll saw that once)
-        slurm_ids = {sw.job(j)["slurm_job_id"]: j for j in started}
-        text = _slurm(sw, "squeue", "-h", "-j", ",".join(map(str, slurm_ids)), "-o", "%i %S")
-        starts = {slurm_ids[int(i)]: t for i, t in (line.split() for line in text.splitlines())
-                  if int(i) in slurm_ids}
-        assert len(starts) == len(started), (text, started)
-        order = sorted(started, key=lambda j: (starts[j], nices[j], j))[:6]
+        # the order Slurm started them in, from one squeue snapshot (a scheduling pass starts
+        # several at once, all in one snapshot): StartTime (whole seconds), then priority order
+        # (nice, then job id). Not the page's started_at: a fast poll saw the runner's own
+        # "started" calls of a pass arrive one by one
+        def slurm_started():
+            text = _slurm(sw, "squeue", "-h", "-t", "R", "-o", "%j %S")
+            got = {int(n.split("-")[-1]): t for n, t in (line.split() for line in text.splitlines())
+                   if n.startswith("slipway-") and int(n.split("-")[-1]) in everyone}
+            return len(got) >= 6 and got
+        starts = _wait("six started", slurm_started, 120)
+        order = sorted(starts, key=lambda j: (starts[j], nices[j], j))[:6]
         team = ["alice" if j in ids["alice"] else "bob" for j in order]
         for k in range(1, 7):                       # every prefix within one of an even split
             assert abs(team[:k].count("alice") - team[:k].count("bob")) <= 1, team
